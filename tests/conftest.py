@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny models of every family, and the real models when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_models import make_tiny
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+FAMILIES = ("llama", "gemma3", "gemma4", "gemma4_moe")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny_model(request, tiny_dir) -> tuple[str, Path]:
+    """(family, folder) for each tiny family, single-file safetensors."""
+    family = request.param
+    return family, make_tiny(family, tiny_dir / family)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_dir) -> Path:
+    return make_tiny("llama", tiny_dir / "llama-a", seed=0)
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("DARWIN_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+
+
+def _real(name: str) -> Path:
+    from darwin_merge.realmodels import ensure_real_model
+
+    return ensure_real_model(name, _cache())
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The imported SmolLM2-135M-Instruct folder (imported once into the cache)."""
+    return _real("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_real() -> Path:
+    """The imported Gemma 3 270M folder (imported once into the cache)."""
+    return _real("gemma3")
