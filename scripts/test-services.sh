@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Services the test suite needs: nothing yet (the PostgreSQL server for the distributed
-# search tests is added by the evolve work). `start` and `stop` must be idempotent.
+# What the test suite needs from the system: the PostgreSQL server binaries, for the test in
+# which two search workers share one study. The tests start and stop their own private
+# server on loopback (tests/pg_server.py); this script only makes sure it can be installed.
 set -eu
 case "${1:-}" in
-  start) ;;
+  start)
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+      echo "== installing PostgreSQL (Debian package) for the distributed-search test"
+      if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+      else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+      fi
+    fi ;;
   stop) ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac
