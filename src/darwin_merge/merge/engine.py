@@ -1,0 +1,255 @@
+"""The merge itself: streaming to disk (`merge_models`) or in memory (`merge_state`).
+
+Both paths call `merge_tensor` for every tensor, so the search's in-memory child
+and the written child are the same numbers. Every random draw is seeded from
+(genome_hash, tensor name) on the CPU, so the child does not depend on the device,
+the thread count or the order in which tensors are merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..arch import Taxonomy
+from ..arch.taxonomy import TensorInfo
+from ..errors import IncompatibleModelsError, NumericalError, ResourceError, UsageError
+from ..genome import Genome, genome_hash
+from ..io.gguf_import import parse_dtype
+from ..io.loading import resolve_device
+from ..io.writer import (
+    DEFAULT_SHARD_BYTES,
+    ModelWriter,
+    atomic_output_dir,
+    copy_side_files,
+    write_config,
+)
+from .ops import blend, clip_bound, dare_ties, linear, transplant
+from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
+
+REPORT_NAME = "darwin_merge.json"
+CLIP_KINDS = ("clip_min", "clip_max")
+_COMPUTE = {"float32": torch.float32, "float64": torch.float64}
+
+
+def dare_generator(hash_key: str, tensor_name: str, parent: str) -> torch.Generator:
+    """A CPU generator seeded from sha256(genome_hash, tensor name, parent)."""
+    digest = hashlib.sha256(f"{hash_key}\0{tensor_name}\0{parent}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _is_valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
+    """Finite; clipping bounds may also be +-Inf (Inf means "no bound"), never NaN."""
+    if not tensor.is_floating_point():
+        return True
+    if allow_inf:
+        return not bool(torch.isnan(tensor).any())
+    return bool(torch.isfinite(tensor).all())
+
+
+def _require_valid(tensor: torch.Tensor, row: PlanRow, who: str) -> None:
+    if not _is_valid(tensor, row.merge_kind in CLIP_KINDS):
+        raise NumericalError(f"tensor {row.name!r} of the {who} contains NaN or Inf; "
+                             "the merge would spread it (fix or re-export that model)")
+
+
+def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
+                 base: torch.Tensor | None, genome: Genome, settings: MergeSettings,
+                 hash_key: str, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The child's tensor for one plan row (computed on the father's tensor's device).
+
+    Parents with NaN/Inf and non-finite results raise NumericalError; the result has
+    `out_dtype` (default: the father's dtype) for float tensors.
+    """
+    parents = [(father, "father"), (mother, "mother")] + ([(base, "base")] if base is not None
+                                                          else [])
+    for tensor, who in parents:
+        _require_valid(tensor, row, who)
+    if row.mode == "exact":
+        if any(not torch.equal(father, t) for t, _ in parents[1:]):
+            raise IncompatibleModelsError(f"non-float tensor {row.name!r} differs between the "
+                                          "parents; Darwin only merges float weights")
+        return father.clone()
+    target = out_dtype or father.dtype
+    if row.mode.startswith("transplant_"):
+        return transplant(father, mother, row.mode).to(target)
+    compute = _COMPUTE[settings.compute_dtype]
+    device = father.device
+    a, b = father.to(device, compute), mother.to(device, compute)
+    w = None if base is None else base.to(device, compute)
+    r = row.final_ratio
+    if row.mode in CLIP_KINDS:
+        child = clip_bound(a, b, row.mode)
+    elif row.mode == "linear":
+        child = linear(a, b, r)
+    elif row.mode == "dare_ties":
+        child = linear(a, b, r) if genome.merge_method_weight <= 0 else blend(
+            dare_ties(a, b, w, r, genome.density_a, genome.density_b,
+                      (dare_generator(hash_key, row.name, "father"),
+                       dare_generator(hash_key, row.name, "mother")),
+                      settings.disjoint_mean),
+            linear(a, b, r), genome.merge_method_weight)
+    else:
+        raise ValueError(f"unknown merge mode {row.mode!r}")
+    child = child.to(target)
+    if not _is_valid(child, row.merge_kind in CLIP_KINDS):
+        raise NumericalError(f"merged tensor {row.name!r} is not finite in {target} "
+                             "(overflow?); nothing was written")
+    return child
+
+
+# -- in memory (the search) ---------------------------------------------------------
+@dataclass(frozen=True)
+class ParentTensors:
+    """Both parents' (and the base's) tensors read once and kept on one device."""
+
+    father: dict[str, torch.Tensor]
+    mother: dict[str, torch.Tensor]
+    base: dict[str, torch.Tensor] | None
+    infos: list[TensorInfo]
+    config: dict
+    father_path: Path
+
+    @classmethod
+    def load(cls, father: str | Path, mother: str | Path, base: str | Path | None = None,
+             device: str = "cpu", dtype: str | None = None) -> ParentTensors:
+        """Read every tensor (optionally cast float ones to `dtype`) onto `device`."""
+        target = resolve_device(device)
+        cast = parse_dtype(dtype) if dtype else None
+        sources = open_parents(father, mother, base)
+        try:
+            def read(source):
+                if source is None:
+                    return None
+                return {n: _placed(source.get(n), target, cast) for n in source.names}
+
+            a, b, w = (read(s) for s in sources)
+            infos = Taxonomy(sources[0].config).classify_all(sources[0].specs())
+            return cls(a, b, w, infos, dict(sources[0].config), Path(father))
+        finally:
+            for source in sources:
+                if source is not None:
+                    source.close()
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(t.shape) for n, t in self.father.items()}
+
+
+def _placed(tensor: torch.Tensor, device: torch.device, cast: torch.dtype | None):
+    if cast is not None and tensor.is_floating_point():
+        tensor = tensor.to(cast)
+    return tensor.to(device)
+
+
+def merge_state(parents: ParentTensors, genome: Genome,
+                mri_ratios: dict[str, float] | None = None,
+                settings: MergeSettings | None = None,
+                out_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The child's state dict, in memory on the parents' device (no disk I/O)."""
+    settings = settings or MergeSettings()
+    rows = plan_merge(parents.infos, parents.shapes(), genome, settings, mri_ratios)
+    key = genome_hash(genome, settings)
+    base = parents.base
+    return {row.name: merge_tensor(row, parents.father[row.name], parents.mother[row.name],
+                                   None if base is None else base[row.name], genome, settings,
+                                   key, out_dtype)
+            for row in rows}
+
+
+# -- streaming to disk (the CLI) ----------------------------------------------------
+def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
+                 base: str | Path | None = None, genome: Genome | None = None,
+                 scan: str | Path | None = None, settings: MergeSettings | None = None,
+                 device: str = "cpu", dtype: str | None = None, overwrite: bool = False,
+                 progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Merge two model folders into a new child folder, one tensor at a time.
+
+    Peak memory is a few tensors plus one output shard. The child gets the father's
+    config (dtype updated), tokenizer and chat template, and darwin_merge.json.
+    """
+    genome, settings = genome or Genome(), settings or MergeSettings()
+    out = Path(out)
+    _refuse_parent_as_output(out, [father, mother, base])
+    target_device = resolve_device(device)
+    out_dtype = parse_dtype(dtype) if dtype else None
+    a, b, w = open_parents(father, mother, base)
+    try:
+        ratios = load_scan_ratios(scan) if scan is not None else None
+        specs = a.specs()
+        infos = Taxonomy(a.config).classify_all(specs)
+        rows = plan_merge(infos, {s.name: s.shape for s in specs}, genome, settings, ratios)
+        key = genome_hash(genome, settings)
+        _require_disk(out, a.total_bytes if out_dtype is None else
+                      a.num_params * torch.finfo(out_dtype).bits // 8)
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            writer = ModelWriter(tmp, shard_size, metadata={"darwin_genome_hash": key})
+            for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
+                tensors = [s.get(row.name).to(target_device) if s is not None else None
+                           for s in (a, b, w)]
+                writer.add(row.name, merge_tensor(row, *tensors, genome, settings, key,
+                                                  out_dtype))
+            writer.finish()
+            write_config(a.config, tmp, out_dtype or _main_dtype(a))
+            copy_side_files(a.path, tmp)
+            report = merge_report(rows, genome, settings, key, (father, mother, base), scan,
+                                  device, dtype)
+            (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+    finally:
+        for source in (a, b, w):
+            if source is not None:
+                source.close()
+    return out
+
+
+def _main_dtype(source) -> torch.dtype | None:
+    """The dtype most float parameters of a parent are stored in."""
+    counts: dict[str, int] = {}
+    for spec in source.specs():
+        if spec.is_float:
+            counts[spec.dtype] = counts.get(spec.dtype, 0) + spec.numel
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+    return getattr(torch, names[max(counts, key=counts.get)]) if counts else None
+
+
+def _refuse_parent_as_output(out: Path, parents: list) -> None:
+    for parent in parents:
+        if parent is not None and Path(parent).resolve() == out.resolve():
+            raise UsageError(f"{out}: the output folder is one of the parents")
+
+
+def _require_disk(out: Path, needed: int) -> None:
+    """Refuse before starting when the child cannot fit (plus 5% for files and index)."""
+    probe = out.parent if out.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(probe).free
+    if free < needed * 1.05:
+        raise ResourceError(f"{out}: not enough disk space (child needs about "
+                            f"{needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free)")
+
+
+def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,
+                 parents: tuple, scan, device: str, dtype: str | None) -> dict:
+    """What darwin_merge.json holds: enough to understand and redo the merge."""
+    modes: dict[str, int] = {}
+    for row in rows:
+        modes[row.mode] = modes.get(row.mode, 0) + 1
+    father, mother, base = (None if p is None else str(p) for p in parents)
+    return {
+        "darwin_version": __version__,
+        "genome": genome.model_dump(),
+        "genome_hash": key,
+        "parents": {"father": father, "mother": mother, "base": base},
+        "options": {**settings.model_dump(), "device": str(device), "dtype": dtype,
+                    "scan": None if scan is None else str(scan)},
+        "ratio_source": "genome and scan (mri_trust)" if scan is not None else
+                        "genome only (no scan given)",
+        "modes": modes,
+        "unclassified": [r.name for r in rows if r.component == "other"],
+        "tensors": [r.to_dict() for r in rows],
+    }

@@ -1,0 +1,153 @@
+"""The merge recipe: for every tensor, its ratio and how it will be merged.
+
+`plan_merge` is pure (tensor infos + genome + scan ratios -> rows); `plan_models`
+opens the parents, checks that they can be merged and plans them. The same rows
+drive the real merge, the in-memory merge of the search and `darwin plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..arch import Taxonomy
+from ..arch.taxonomy import TensorInfo
+from ..errors import ModelFormatError, UsageError
+from ..genome import Genome, genome_ratio
+from ..inspection import require_mergeable
+from ..io import ModelSource
+from .ops import transplant_mode
+
+
+class MergeSettings(BaseModel):
+    """Options of the merge that change the child (all part of the genome hash)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transplant_low: float = Field(0.15, ge=0.0, le=1.0)
+    transplant_high: float = Field(0.85, ge=0.0, le=1.0)
+    disjoint_mean: bool = False
+    compute_dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MergeSettings:
+        if self.transplant_low > self.transplant_high:
+            raise ValueError("transplant_low must not exceed transplant_high")
+        return self
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One tensor of the recipe (the per-tensor row of darwin_merge.json)."""
+
+    name: str
+    component: str
+    layer: int | None
+    block: int | None
+    merge_kind: str
+    shape: tuple[int, ...]
+    genome_ratio: float
+    mri_ratio: float | None
+    final_ratio: float
+    mode: str  # transplant_father, transplant_mother, dare_ties, linear, clip_*, exact
+
+    def to_dict(self) -> dict:
+        row = asdict(self)
+        row["shape"] = list(self.shape)
+        return row
+
+
+def final_ratio(genome_share: float, mri_ratio: float | None, mri_trust: float) -> float:
+    """mri * trust + genome * (1 - trust); the genome alone without a scan."""
+    if mri_ratio is None:
+        return genome_share
+    return mri_ratio * mri_trust + genome_share * (1.0 - mri_trust)
+
+
+def mode_of(merge_kind: str, ratio: float, settings: MergeSettings) -> str:
+    """How a tensor is merged: exact tensors are copied, extremes transplanted."""
+    if merge_kind == "exact":
+        return "exact"
+    return transplant_mode(ratio, settings.transplant_low, settings.transplant_high) or merge_kind
+
+
+def plan_merge(infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], genome: Genome,
+               settings: MergeSettings, mri_ratios: dict[str, float] | None = None
+               ) -> list[PlanRow]:
+    """One row per tensor, in the given order; every tensor gets a row (none dropped)."""
+    if mri_ratios is not None:
+        missing = [i.name for i in infos if i.name not in mri_ratios]
+        if missing:
+            raise UsageError(f"the scan has no mri_ratio for {len(missing)} tensor(s) of the "
+                             f"parents (e.g. {missing[0]}); was it made for these models?")
+    rows = []
+    for info in infos:
+        share = genome_ratio(genome, info)
+        mri = None if mri_ratios is None else mri_ratios[info.name]
+        ratio = final_ratio(share, mri, genome.mri_trust)
+        rows.append(PlanRow(info.name, info.component, info.layer, info.block, info.merge_kind,
+                            tuple(shapes.get(info.name, ())), share, mri, ratio,
+                            mode_of(info.merge_kind, ratio, settings)))
+    return rows
+
+
+def load_scan_ratios(path: str | Path) -> dict[str, float]:
+    """`tensors[name]["mri_ratio"]` of a scan file, each checked to be a number in [0, 1]."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the scan file ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: the scan file is not JSON") from exc
+    tensors = data.get("tensors") if isinstance(data, dict) else None
+    if not isinstance(tensors, dict):
+        raise UsageError(f"{path}: not a scan file (no 'tensors' object)")
+    ratios = {}
+    for name, entry in tensors.items():
+        value = entry.get("mri_ratio") if isinstance(entry, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise UsageError(f"{path}: tensor {name!r} has no mri_ratio in [0, 1] "
+                             f"(got {value!r})")
+        ratios[name] = float(value)
+    return ratios
+
+
+def open_parents(father: str | Path, mother: str | Path, base: str | Path | None = None
+                 ) -> tuple[ModelSource, ModelSource, ModelSource | None]:
+    """Open the parents and refuse pairs (or a base) that cannot be merged."""
+    sources = [ModelSource(father), ModelSource(mother)]
+    if base is not None:
+        sources.append(ModelSource(base))
+    require_mergeable(sources[0], sources[1], "mother")
+    if base is not None:
+        require_mergeable(sources[0], sources[2], "base")
+    for source in sources:
+        bad = [n for n in source.names if source.spec(n).dtype.startswith("F8")]
+        if bad:
+            raise ModelFormatError(f"{source.path}: float8 tensors ({bad[0]}) are not supported; "
+                                   "convert the model to bfloat16 or float32 first")
+    return sources[0], sources[1], (sources[2] if base is not None else None)
+
+
+def plan_models(father: str | Path, mother: str | Path, *, base: str | Path | None = None,
+                genome: Genome | None = None, scan: str | Path | None = None,
+                settings: MergeSettings | None = None) -> list[PlanRow]:
+    """The recipe for two model folders, without reading any weights."""
+    a, b, w = open_parents(father, mother, base)
+    try:
+        specs = a.specs()
+        infos = Taxonomy(a.config).classify_all(specs)
+        ratios = load_scan_ratios(scan) if scan is not None else None
+        return plan_merge(infos, {s.name: s.shape for s in specs}, genome or Genome(),
+                          settings or MergeSettings(), ratios)
+    finally:
+        for source in (a, b, w):
+            if source is not None:
+                source.close()
