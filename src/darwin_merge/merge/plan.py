@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import ModelFormatError, UsageError
+from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
 from ..genome import Genome, genome_ratio
 from ..inspection import require_mergeable
 from ..io import ModelSource
@@ -125,6 +125,11 @@ def open_parents(father: str | Path, mother: str | Path, base: str | Path | None
     sources = [ModelSource(father), ModelSource(mother)]
     if base is not None:
         sources.append(ModelSource(base))
+    types = [str(s.config.get("model_type")) for s in sources]
+    if len(set(types)) > 1:
+        raise IncompatibleModelsError("the parents have different architectures ("
+                                      + " vs ".join(types) + "); Darwin merges models of one "
+                                      "architecture only")
     require_mergeable(sources[0], sources[1], "mother")
     if base is not None:
         require_mergeable(sources[0], sources[2], "base")
@@ -151,3 +156,44 @@ def plan_models(father: str | Path, mother: str | Path, *, base: str | Path | No
         for source in (a, b, w):
             if source is not None:
                 source.close()
+
+
+def make_settings(**options) -> MergeSettings:
+    """MergeSettings from user options; a bad value is a one-line UsageError."""
+    from pydantic import ValidationError
+
+    try:
+        return MergeSettings(**options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        raise UsageError(f"merge option {where}: {error['msg']}") from exc
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2GB', '100KB' or a byte count -> bytes (decimal units, like transformers)."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    clean = text.strip().upper()
+    for unit, factor in units.items():
+        if clean.endswith(unit) and clean[:-len(unit)].strip().replace(".", "", 1).isdigit():
+            return int(float(clean[:-len(unit)]) * factor)
+    if clean.isdigit():
+        return int(clean)
+    raise UsageError(f"cannot read the size {text!r} (use e.g. 500MB, 2GB)")
+
+
+def plan_to_csv(rows: list[PlanRow]) -> str:
+    """The recipe as CSV, one line per tensor (empty cells for None)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    fields = list(PlanRow.__dataclass_fields__)
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        record = row.to_dict()
+        record["shape"] = "x".join(map(str, row.shape))
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    return buffer.getvalue()
