@@ -136,6 +136,98 @@ def _dash(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _merge_settings(transplant_low: float, transplant_high: float, disjoint_mean: bool,
+                    compute_dtype: str):
+    from .merge.plan import make_settings
+
+    return make_settings(transplant_low=transplant_low, transplant_high=transplant_high,
+                         disjoint_mean=disjoint_mean, compute_dtype=compute_dtype)
+
+
+def _genome_of(path: Path | None):
+    from .genome import Genome, load_genome
+
+    return Genome() if path is None else load_genome(path)
+
+
+@app.command("merge")
+def merge_cmd(
+    father: Path = typer.Option(..., help="father model folder (A; the base when none given)"),
+    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    out_dir: Path = typer.Option(..., "--out", help="child folder to create"),
+    base: Path | None = typer.Option(None, help="common base model folder (W)"),
+    genome: Path | None = typer.Option(None, help="genome YAML (14 values; defaults if absent)"),
+    scan: Path | None = typer.Option(None, help="scan JSON with per-tensor mri_ratio"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    dtype: str | None = typer.Option(None, help="child dtype (default: the father's)"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+    shard_size: str = typer.Option("2GB", help="largest output shard, e.g. 500MB"),
+    transplant_low: float = typer.Option(0.15, help="below: the father's tensor, bit for bit"),
+    transplant_high: float = typer.Option(0.85, help="above: the mother's tensor, bit for bit"),
+    disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
+    compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
+) -> None:
+    """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
+    from .merge import merge_models
+    from .merge.plan import parse_size
+
+    settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
+    path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
+                        settings=settings, device=device, dtype=dtype, overwrite=overwrite,
+                        shard_size=parse_size(shard_size))
+    out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
+
+
+@app.command("plan")
+def plan_cmd(
+    father: Path = typer.Option(..., help="father model folder (A)"),
+    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    base: Path | None = typer.Option(None, help="common base model folder (W)"),
+    genome: Path | None = typer.Option(None, help="genome YAML (14 values; defaults if absent)"),
+    scan: Path | None = typer.Option(None, help="scan JSON with per-tensor mri_ratio"),
+    as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    transplant_low: float = typer.Option(0.15, help="below: the father's tensor, bit for bit"),
+    transplant_high: float = typer.Option(0.85, help="above: the mother's tensor, bit for bit"),
+    disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
+    compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
+) -> None:
+    """Show the per-tensor merge recipe (ratios and modes) without writing weights."""
+    from .genome import genome_hash
+    from .merge import plan_models
+    from .merge.plan import plan_to_csv
+
+    settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
+    chosen = _genome_of(genome)
+    rows = plan_models(father, mother, base=base, genome=chosen, scan=scan, settings=settings)
+    if as_json:
+        out.print_json(json.dumps({"genome": chosen.model_dump(),
+                                   "genome_hash": genome_hash(chosen, settings),
+                                   "tensors": [r.to_dict() for r in rows]}))
+    elif as_csv:
+        sys.stdout.write(plan_to_csv(rows))
+    else:
+        _print_plan(rows, scan is not None)
+
+
+def _print_plan(rows, with_scan: bool) -> None:
+    table = Table(show_lines=False)
+    for col in ("tensor", "component", "layer", "block", "kind", "genome", "mri", "final",
+                "mode"):
+        table.add_column(col)
+    for r in rows:
+        mri = "-" if r.mri_ratio is None else f"{r.mri_ratio:.3f}"
+        table.add_row(r.name, r.component, _dash(r.layer), _dash(r.block), r.merge_kind,
+                      f"{r.genome_ratio:.3f}", mri, f"{r.final_ratio:.3f}", r.mode)
+    out.print(table)
+    modes: dict[str, int] = {}
+    for r in rows:
+        modes[r.mode] = modes.get(r.mode, 0) + 1
+    out.print(f"{len(rows)} tensors: " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())))
+    if not with_scan:
+        out.print("no scan given: the genome alone decides every ratio")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
