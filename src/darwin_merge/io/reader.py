@@ -21,6 +21,8 @@ from .safetensors_header import read_header
 
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Files that could run code if a library were tricked into loading them.
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".pkl", ".pickle", ".exe", ".sh")
 
 _TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -61,12 +63,35 @@ def load_config(folder: Path, trust_remote_code: bool = False) -> dict:
         raise ModelFormatError(f"{path}: unreadable or not JSON") from exc
     if not isinstance(config, dict):
         raise ModelFormatError(f"{path}: not a JSON object")
-    if config.get("auto_map") and not trust_remote_code:
+    if trust_remote_code:
+        return config
+    if config.get("auto_map"):
         raise ModelFormatError(
             f"{path}: the model asks for remote code (auto_map); Darwin never runs code from a "
             "model folder unless you pass --trust-remote-code"
         )
+    _refuse_code(folder)
     return config
+
+
+def _refuse_code(folder: Path) -> None:
+    """Refuse tokenizer configs that ask for code, and code files lying in the folder."""
+    tok_config = folder / "tokenizer_config.json"
+    if tok_config.is_file():
+        try:
+            data = json.loads(tok_config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{tok_config}: unreadable or not JSON") from exc
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ModelFormatError(f"{tok_config}: the tokenizer asks for remote code "
+                                   "(auto_map); pass --trust-remote-code to allow it")
+    code = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in CODE_SUFFIXES)
+    if code:
+        raise ModelFormatError(
+            f"{folder}: unexpected code file(s) in the model folder ({', '.join(code[:3])}); "
+            "Darwin never runs code from a model folder: remove them, or pass "
+            "--trust-remote-code if you trust them"
+        )
 
 
 def _inside(folder: Path, name: str) -> Path:
