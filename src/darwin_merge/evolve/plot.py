@@ -1,0 +1,62 @@
+"""evolution.png: every trial's fitness and the best so far, by phase, and the best genome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..genome import Genome  # noqa: E402
+
+PHASE_COLOURS = {1: "#9aa5b1", 2: "#1f77b4"}
+
+
+def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
+                   title: str = "Darwin evolution") -> Path:
+    """Left: Phase 1 proxy best-so-far; middle: Phase 2 fitness per trial with best so far;
+    right: the genome values of the best Phase 2 trial at each point of the search."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    if phase1_best:
+        ax.plot(range(1, len(phase1_best) + 1), phase1_best, color=PHASE_COLOURS[1])
+    ax.set(title="Phase 1: proxy fitness (best so far)", xlabel="CMA-ES generation",
+           ylabel="proxy fitness")
+    ax = axes[1]
+    rows = sorted((r for r in rows if r.get("phase") == 2), key=lambda r: r["number"])
+    xs = list(range(1, len(rows) + 1))
+    fits = [r["fitness"] for r in rows]
+    seeds = [r.get("source") == "proxy_top_k" for r in rows]
+    ax.scatter([x for x, s in zip(xs, seeds, strict=True) if s],
+               [f for f, s in zip(fits, seeds, strict=True) if s],
+               color="#ff7f0e", label="Phase 1 top-k", zorder=3)
+    ax.scatter([x for x, s in zip(xs, seeds, strict=True) if not s],
+               [f for f, s in zip(fits, seeds, strict=True) if not s],
+               color=PHASE_COLOURS[2], label="CMA-ES", zorder=3)
+    best, best_rows = [], []
+    for r in rows:
+        if not best or r["fitness"] > best[-1]:
+            best.append(r["fitness"])
+            best_rows.append(r)
+        else:
+            best.append(best[-1])
+            best_rows.append(best_rows[-1])
+    ax.step(xs, best, where="post", color="black", label="best so far")
+    ax.set(title="Phase 2: real fitness (search split)", xlabel="candidate", ylabel="fitness")
+    if rows:
+        ax.legend(loc="lower right", fontsize=8)
+    ax = axes[2]
+    names = list(Genome.model_fields)
+    for name in names:
+        ax.plot(xs, [r["genome"].get(name, float("nan")) for r in best_rows], label=name,
+                lw=1.2)
+    ax.set(title="Best genome over the search", xlabel="candidate", ylabel="value",
+           ylim=(-0.02, 1.02))
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

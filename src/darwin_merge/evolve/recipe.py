@@ -1,0 +1,112 @@
+"""What a search is asked to do: parents, fitness, budget, storage (CLI flags or YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import UsageError
+
+
+def parse_fitness(text: str) -> dict[str, float]:
+    """`arc_easy=0.5,simple_arithmetic=0.5` -> {"arc_easy": 0.5, ...}; need not sum to 1."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value) if sep else 1.0
+        except ValueError as exc:
+            raise UsageError(f"--fitness: weight of {name!r} is not a number: {value!r}") from exc
+    if not weights:
+        raise UsageError("--fitness is empty (e.g. --fitness arc_easy=0.5,simple_arithmetic=0.5)")
+    return weights
+
+
+class Recipe(BaseModel):
+    """A search, fully described; its identity (parents + fitness) guards a shared study."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    father: Path
+    mother: Path
+    base: Path | None = None
+    fitness: dict[str, float]
+    out: Path
+    scan: Path | None = None
+    trials: int = Field(24, description="Phase 2 candidates scored on real tasks")
+    timeout: float | None = Field(None, description="Phase 2 wall-clock budget in seconds")
+    phase1_steps: int = 200
+    top_k: int = 8
+    limit: int | None = Field(None, description="items per fitness task (search split)")
+    holdout_limit: int | None = None
+    extra_tasks: list[str] = Field(default_factory=list,
+                                   description="tasks outside the fitness, reported on holdout")
+    storage: str | None = None
+    study: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    batch_size: int = 16
+    sigma0: float = 0.15
+    probe_max_tokens: int = 64
+
+    @field_validator("fitness")
+    @classmethod
+    def _weights_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("fitness weights must be >= 0 and sum to a positive number")
+        return value
+
+    @field_validator("trials", "phase1_steps", "top_k")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("limit", "holdout_limit")
+    @classmethod
+    def _limit(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Fitness weights normalised to sum to 1."""
+        total = sum(self.fitness.values())
+        return {k: v / total for k, v in self.fitness.items()}
+
+    def identity(self) -> dict:
+        """What a study must agree on to be continued by this recipe."""
+        return {
+            "father": str(self.father.resolve()), "mother": str(self.mother.resolve()),
+            "base": str(self.base.resolve()) if self.base else None,
+            "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
+        }
+
+
+def build_recipe(**values) -> Recipe:
+    """Validate values into a Recipe; a bad value is a one-line UsageError."""
+    try:
+        return Recipe(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "recipe"
+        raise UsageError(f"{where}: {err['msg']}") from exc
+
+
+def load_recipe(path: Path, **overrides) -> Recipe:
+    """A YAML recipe with the CLI's field names; CLI values given explicitly win."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read the recipe ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a recipe is a mapping of field: value")
+    if isinstance(data.get("fitness"), str):
+        data["fitness"] = parse_fitness(data["fitness"])
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return build_recipe(**data)

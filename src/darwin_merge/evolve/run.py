@@ -1,0 +1,92 @@
+"""The whole search, start to finish (or continued after a kill)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+import optuna
+
+from ..errors import OutputError
+from ..merge.engine import ParentTensors
+from ..merge.plan import MergeSettings, load_scan_ratios
+from .finish import finish, write_records
+from .recipe import Recipe
+from .scoring import CandidateScorer
+from .search import (
+    build_proxy_data,
+    check_recipe,
+    ensure_scan,
+    make_sampler,
+    parent_scores,
+    run_phase1_cached,
+    run_phase2,
+    say,
+)
+from .study import fail_stale_trials, open_study
+
+
+def _single_worker_lock(out: Path):
+    """With the default SQLite study, one process at a time works in a RUN_DIR."""
+    handle = open(out / ".evolve.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise OutputError(f"{out}: another `darwin evolve` is running in this folder "
+                          "(use --storage postgresql://... for several workers)") from exc
+    return handle
+
+
+def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
+    """Run (or continue) the search described by `recipe`; returns summary.json's content."""
+    check_recipe(recipe)
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _single_worker_lock(out) if recipe.storage is None else None
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        settings = MergeSettings()
+        scan_path = ensure_scan(recipe)
+        scan = json.loads(Path(scan_path).read_text())
+        mri = load_scan_ratios(scan_path)
+        say("reading both parents into memory (held once for every candidate)")
+        parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
+                                     device=recipe.device, dtype=recipe.dtype)
+        scorer = CandidateScorer(parents, recipe.weights, mri, settings, split="search",
+                                 limit=recipe.limit, batch_size=recipe.batch_size,
+                                 device=recipe.device, dtype=recipe.dtype)
+        # the identity check needs no sampler; the real sampler needs Phase 1's best
+        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
+        scores = parent_scores(recipe, scorer, study)
+        data = build_proxy_data(recipe, parents, scan, mri, settings, scores)
+        phase1 = run_phase1_cached(recipe, data)
+        study = open_study(recipe, make_sampler(recipe, phase1))
+        stale = fail_stale_trials(study) if recipe.storage is None else []
+        if stale:
+            say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
+        from .search import _enqueue_once
+
+        _enqueue_once(study, phase1, stale)
+        seconds = run_phase2(recipe, study, scorer, settings, data)
+        write_records(recipe, study, phase1)
+        if not finish_run:
+            return {}
+        summary = finish(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)
+        write_records(recipe, study, phase1)
+        _write_card(recipe)
+        return summary
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _write_card(recipe: Recipe) -> None:
+    try:
+        from ..card import write_card, write_report
+    except ImportError:  # the card module is optional for the search itself
+        return
+    out = Path(recipe.out)
+    write_card(out / "child", out)
+    write_report(out)

@@ -1,0 +1,243 @@
+"""`darwin evolve`: scan, Phase 1 proxy, Phase 2 real search, then the final child.
+
+RUN_DIR is a workspace that a re-run continues: the study (every scored candidate),
+the scan and the Phase 1 result are kept there; final artefacts (the child, the
+summary) are written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+from rich.console import Console
+from scipy.stats import spearmanr
+
+from .. import __version__
+from ..errors import UsageError
+from ..eval.tasks import resolve_tasks
+from ..genome import Genome, genome_hash
+from ..merge.engine import ParentTensors
+from ..merge.plan import MergeSettings
+from . import proxy
+from .recipe import Recipe
+from .scoring import CandidateScorer
+from .study import (
+    dump_json,
+    find_duplicate,
+    scored_trials,
+)
+
+FIELDS = list(Genome.model_fields)
+# Which probe sets a task exercises (the proxy's layer importance); others: all equally.
+TASK_PROBES = {
+    "simple_arithmetic": {"MATH": 1.0},
+    "gsm8k": {"MATH": 0.5, "REASONING": 0.5},
+    "arc_easy": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "arc_challenge": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "openbook_qa": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "piqa": {"REASONING": 0.5, "KNOWLEDGE": 0.5},
+    "commonsense_qa": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "copa": {"REASONING": 0.5, "LANGUAGE": 0.5},
+    "lambada_openai": {"LANGUAGE": 1.0},
+}
+BASELINES = {
+    "dare_ties_0.5": Genome.uniform(0.5, density=Genome().density_a, merge_method_weight=1.0),
+    "linear_0.5": Genome.uniform(0.5, density=1.0, merge_method_weight=0.0),
+}
+
+console = Console(stderr=True)
+
+
+def say(message: str) -> None:
+    console.print(f"[bold cyan]evolve[/bold cyan] {message}", highlight=False)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Fail fast on what can be known before any work starts."""
+    resolve_tasks(list(recipe.fitness) + list(recipe.extra_tasks))  # unknown task -> error
+    for role in ("father", "mother"):
+        path = getattr(recipe, role)
+        if not Path(path).is_dir():
+            raise UsageError(f"--{role} {path}: no such model folder")
+
+
+def ensure_scan(recipe: Recipe) -> Path:
+    """The recipe's scan, or a scan run now into RUN_DIR/scan (kept for re-runs)."""
+    if recipe.scan is not None:
+        return Path(recipe.scan)
+    scan_dir = Path(recipe.out) / "scan"
+    if (scan_dir / "scan.json").is_file():
+        say(f"reusing the scan in {scan_dir}")
+        return scan_dir / "scan.json"
+    from ..scan import run_scan
+
+    say("scanning both parents (static profile + probe layer-skip)")
+    run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
+             max_tokens=recipe.probe_max_tokens)
+    return scan_dir / "scan.json"
+
+
+def _scan_layers(scan: dict) -> tuple[dict, int]:
+    """{parent: [{probe: distance}, ...]} from the scan's per-layer table."""
+    layers = scan["layers"]
+    table = {}
+    for parent in ("father", "mother"):
+        rows = layers[parent]
+        table[parent] = [row["distances"] if "distances" in row else row for row in rows]
+    return table, len(table["father"])
+
+
+def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
+    """Both parents on the search split (once; kept in the study for re-runs and workers)."""
+    cached = study.user_attrs.get("parent_search_scores")
+    if cached:
+        return cached
+    say("scoring both parents on the search split (the proxy needs to know who is better)")
+    scores = {p: scorer.score_parent(p) for p in ("father", "mother")}
+    study.set_user_attr("parent_search_scores", scores)
+    return scores
+
+
+def build_proxy_data(recipe: Recipe, parents: ParentTensors, scan: dict,
+                     mri: dict[str, float] | None, settings: MergeSettings,
+                     scores: dict) -> proxy.ProxyData:
+    table, num_layers = _scan_layers(scan)
+    delta_sq = {}
+    for name, a in parents.father.items():
+        if a.is_floating_point():
+            delta_sq[name] = float(((parents.mother[name].float() - a.float()) ** 2).sum())
+    stakes = []
+    for task, weight in recipe.weights.items():
+        fa, mo = scores["father"][task]["acc"], scores["mother"][task]["acc"]
+        donor = "mother" if mo > fa else "father"
+        probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
+        imp = proxy.layer_importance(table, donor, probes, num_layers)
+        stakes.append(proxy.TaskStake(task, weight, donor, abs(mo - fa), imp))
+    return proxy.ProxyData(parents.infos, parents.shapes(), mri, delta_sq, num_layers, stakes,
+                           settings)
+
+
+def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
+    path = Path(recipe.out) / "phase1.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy")
+    started = time.perf_counter()
+    best_curve: list[float] = []
+    seen, top = proxy.run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
+                                 seed=recipe.seed, progress=best_curve.append)
+    result = {
+        "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
+        "seconds": time.perf_counter() - started, "best_curve": best_curve,
+        "stakes": [{"task": s.name, "weight": s.weight, "donor": s.donor, "gap": s.gap}
+                   for s in data.stakes],
+        "top_k": [{"genome": c.genome.model_dump(), "proxy_fitness": c.fitness, "hash": c.hash}
+                  for c in top],
+    }
+    dump_json(path, result)
+    say(f"Phase 1 done in {result['seconds']:.1f}s ({len(seen)} proxy evaluations); "
+        f"best proxy fitness {top[0].fitness:.4f}")
+    return result
+
+
+def _enqueue_once(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
+    for params in stale:
+        study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
+    if study.user_attrs.get("phase1_enqueued"):
+        return
+    for cand in phase1["top_k"]:
+        study.enqueue_trial(cand["genome"], user_attrs={"source": "proxy_top_k",
+                                                        "proxy_fitness": cand["proxy_fitness"]})
+    study.set_user_attr("phase1_enqueued", True)
+
+
+def make_objective(scorer: CandidateScorer, settings: MergeSettings, study: optuna.Study,
+                   data: proxy.ProxyData, on_scored):
+    def objective(trial: optuna.Trial) -> float:
+        genome = Genome(**{k: trial.suggest_float(k, 0.0, 1.0) for k in FIELDS})
+        key = genome_hash(genome, settings)
+        trial.set_user_attr("genome_hash", key)
+        trial.set_user_attr("phase", 2)
+        if "source" not in trial.user_attrs:
+            trial.set_user_attr("source", "cma_es")
+        if "proxy_fitness" not in trial.user_attrs:
+            trial.set_user_attr("proxy_fitness", proxy.proxy_fitness(genome, data))
+        earlier = find_duplicate(study, trial, key)
+        if earlier is not None:
+            return earlier
+        value, scores, timings = scorer.score(genome)
+        trial.set_user_attr("scores", scores_summary(scores))
+        trial.set_user_attr("seconds", timings)
+        on_scored(value)
+        return value
+
+    return objective
+
+
+def scores_summary(scores: dict) -> dict:
+    keep = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "mean_gold_logprob", "n")
+    return {t: {k: v for k, v in r.items() if k in keep} for t, r in scores.items()}
+
+
+def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
+               settings: MergeSettings, data: proxy.ProxyData) -> float:
+    done = len(scored_trials(study, phase=2))
+    remaining = recipe.trials - done
+    if remaining <= 0:
+        say(f"Phase 2 already has {done} scored candidates (budget {recipe.trials})")
+        return 0.0
+    say(f"Phase 2: {remaining} candidates merged in memory and scored on the search split"
+        + (f" ({done} already scored)" if done else ""))
+    best = [max((t.value for t in scored_trials(study, 2)), default=float("-inf"))]
+
+    def on_scored(value: float) -> None:
+        best[0] = max(best[0], value)
+        n = len(scored_trials(study, phase=2)) + 1
+        say(f"candidate {n}/{recipe.trials}: fitness {value:.4f} (best {best[0]:.4f})")
+
+    started = time.perf_counter()
+    callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,))]
+    study.optimize(make_objective(scorer, settings, study, data, on_scored),
+                   n_trials=remaining, timeout=recipe.timeout, callbacks=callbacks,
+                   gc_after_trial=True)
+    return time.perf_counter() - started
+
+
+def make_sampler(recipe: Recipe, phase1: dict) -> optuna.samplers.BaseSampler:
+    best = phase1["top_k"][0]["genome"]
+    seed = recipe.seed if recipe.storage is None else recipe.seed + (hash(platform.node()) +
+                                                                     _pid()) % 10_000
+    return optuna.samplers.CmaEsSampler(x0=best, sigma0=recipe.sigma0, seed=seed,
+                                        warn_independent_sampling=False)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:
+    pairs = [(t.user_attrs.get("proxy_fitness"), t.value) for t in scored_trials(study, 2)
+             if t.user_attrs.get("proxy_fitness") is not None and
+             t.user_attrs.get("duplicate_of") is None]
+    if len(pairs) < 3:
+        return None, len(pairs)
+    rho = spearmanr([p for p, _ in pairs], [v for _, v in pairs]).statistic
+    return (None if not np.isfinite(rho) else float(rho)), len(pairs)
+
+
+def versions() -> dict:
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "optuna": optuna.__version__,
+            "darwin": __version__}

@@ -1,0 +1,142 @@
+"""The search's record: an Optuna study in SQLite (default) or PostgreSQL (many workers).
+
+Every scored candidate is a COMPLETE trial with its genome_hash, scores and phase; a
+killed run is continued by running the same command again. A study remembers the
+search it belongs to (parents, fitness) and refuses to be continued by another one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from ..errors import StorageError
+from .recipe import Recipe
+
+DIRECTION = "maximize"
+
+
+def storage_url(recipe: Recipe) -> str:
+    if recipe.storage:
+        return recipe.storage
+    return f"sqlite:///{(Path(recipe.out) / 'study.db').resolve()}"
+
+
+def study_name(recipe: Recipe) -> str:
+    return recipe.study or "darwin"
+
+
+def open_storage(url: str, distributed: bool) -> RDBStorage:
+    """An RDB storage; with several workers, heartbeats let a dead worker's trial be retried."""
+    kwargs = {}
+    if distributed:
+        kwargs = dict(heartbeat_interval=10, grace_period=40,
+                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(3))
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy and drivers raise many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot open study storage {_redact(url)}: {first}") from exc
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a storage URL before printing it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def open_study(recipe: Recipe, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or continue the study; refuse one that belongs to another search."""
+    storage = open_storage(storage_url(recipe), distributed=recipe.storage is not None)
+    name = study_name(recipe)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    direction=DIRECTION, load_if_exists=True)
+    except Exception as exc:  # noqa: BLE001
+        raise StorageError(f"cannot open study {name!r}: {exc}") from exc
+    identity = recipe.identity()
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("identity", identity)
+    elif recorded != identity:
+        diff = sorted(k for k in identity if identity[k] != recorded.get(k))
+        raise StorageError(
+            f"study {name!r} belongs to another search (different {', '.join(diff)}); "
+            "use another --study name or --out folder"
+        )
+    return study
+
+
+def scored_trials(study: optuna.Study, phase: int | None = None) -> list:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in trials if phase is None or t.user_attrs.get("phase") == phase]
+
+
+def fail_stale_trials(study: optuna.Study) -> list[dict]:
+    """Single-worker storage: a RUNNING trial found at start-up was cut off by a kill.
+
+    It is marked FAIL (it was never scored) and its parameters are returned so that
+    they can be queued again.
+    """
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        stale.append(dict(trial.params))
+    return stale
+
+
+def find_duplicate(study: optuna.Study, trial: optuna.Trial, genome_hash: str,
+                   poll_seconds: float = 1.0) -> float | None:
+    """The value of an earlier trial of the same genome, waiting if it is being scored.
+
+    Each worker records the hash on its trial before checking, so of two workers that
+    drew the same genome at once, the one with the higher trial number always sees the
+    other and waits for it: the same genome is never scored twice, even concurrently.
+    """
+    while True:
+        twins = [t for t in study.get_trials(deepcopy=False,
+                                             states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.user_attrs.get("genome_hash") == genome_hash and t.number != trial.number
+                 and t.user_attrs.get("duplicate_of") is None]
+        done = [t for t in twins if t.state == TrialState.COMPLETE]
+        if done:
+            trial.set_user_attr("duplicate_of", done[0].number)
+            return done[0].value
+        if not any(t.number < trial.number for t in twins):
+            return None
+        time.sleep(poll_seconds)
+
+
+def trial_table(study: optuna.Study) -> list[dict]:
+    """Every scored trial as a flat row (for the report and evolution plot)."""
+    rows = []
+    for t in scored_trials(study):
+        rows.append({
+            "number": t.number, "phase": t.user_attrs.get("phase"),
+            "source": t.user_attrs.get("source"), "fitness": t.value,
+            "proxy_fitness": t.user_attrs.get("proxy_fitness"),
+            "genome_hash": t.user_attrs.get("genome_hash"),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "scores": t.user_attrs.get("scores"), "seconds": t.user_attrs.get("seconds"),
+            "genome": dict(t.params),
+            "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        })
+    return rows
+
+
+def dump_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
