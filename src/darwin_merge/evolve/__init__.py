@@ -1,0 +1,1 @@
+"""The evolutionary search over the 14-value genome (`darwin evolve`)."""
