@@ -53,3 +53,14 @@ def smollm2() -> Path:
 def gemma3_real() -> Path:
     """The imported Gemma 3 270M folder (imported once into the cache)."""
     return _real("gemma3")
+
+
+@pytest.fixture(scope="session")
+def two_skill_pair(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(base, father, mother) tiny Llama folders: father knows skill A, mother skill B.
+
+    Score any model or folder with `skills.skill_scores` (see tests/skills.py).
+    """
+    from skills import make_two_skill_pair
+
+    return make_two_skill_pair(tmp_path_factory.mktemp("two-skill"))
