@@ -228,6 +228,21 @@ def _print_plan(rows, with_scan: bool) -> None:
         out.print("no scan given: the genome alone decides every ratio")
 
 
+@app.command("card")
+def card_cmd(
+    child_dir: Path = typer.Argument(..., help="child model folder (gets README.md)"),
+    run: Path | None = typer.Option(None, "--run", help="run folder of `darwin evolve` "
+                                    "(adds scores, scan, health; writes RUN/report.html)"),
+) -> None:
+    """Write the child's model card (README.md) from its records, and the run's report."""
+    from .card import REPORT_NAME, write_card
+
+    path = write_card(child_dir, run)
+    out.print(f"card written to {path}")
+    if run is not None:
+        out.print(f"report written to {run / REPORT_NAME}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,116 @@
+"""write_card and write_report: the model card beside the weights, the report beside the run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import OutputError
+from ..genome import Genome
+from .blocks import Picture, Section, Table
+from .html import render_html
+from .markdown import front_matter, render_markdown
+from .records import RunRecords, read_records
+from .sections import card_sections
+
+CARD_NAME = "README.md"
+REPORT_NAME = "report.html"
+
+
+def write_card(child_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    """Write CHILD_DIR/README.md (pictures copied beside it); with a run folder, also
+    RUN_DIR/report.html. Returns the card's path. Missing records leave sections out."""
+    rec = read_records(child_dir, run_dir)
+    with tempfile.TemporaryDirectory(prefix="darwin-card-") as scratch:
+        sections = card_sections(rec, Path(scratch))
+        for picture in _pictures(sections):
+            _write_atomic(rec.child_dir / picture.name, picture.source.read_bytes())
+        card = rec.child_dir / CARD_NAME
+        _write_atomic(card, render_markdown(front_matter(rec), sections).encode("utf-8"))
+        if rec.run_dir is not None:
+            _write_report(rec, sections)
+    return card
+
+
+def write_report(run_dir: str | Path, child_dir: str | Path | None = None) -> Path:
+    """Write RUN_DIR/report.html alone; the child defaults to the run's `child` folder."""
+    run_dir = Path(run_dir)
+    if child_dir is None:
+        child_dir = run_dir / "child"
+    rec = read_records(child_dir, run_dir)
+    with tempfile.TemporaryDirectory(prefix="darwin-report-") as scratch:
+        return _write_report(rec, card_sections(rec, Path(scratch)))
+
+
+def _write_report(rec: RunRecords, sections: list[Section]) -> Path:
+    """The card's sections, the evolution plot after the evolution result, the trial
+    table last (it is long)."""
+    sections = list(sections)
+    plot = _evolution_plot(rec)
+    if plot is not None:
+        after = next((i + 1 for i, s in enumerate(sections) if s.anchor == "evolution"),
+                     len(sections))
+        sections.insert(after, plot)
+    trials = _trials(rec)
+    if trials is not None:
+        sections.append(trials)
+    path = rec.run_dir / REPORT_NAME
+    _write_atomic(path, render_html(f"Darwin run report: {rec.name}", sections).encode())
+    return path
+
+
+def _evolution_plot(rec: RunRecords) -> Section | None:
+    path = rec.pictures.get("evolution")
+    if path is None:
+        return None
+    return Section("Evolution plot", [Picture(path, "evolution.png", "Fitness over the search "
+                                              "(Phase 1 proxy, Phase 2 real) and the best "
+                                              "genome")], anchor="evolution-plot")
+
+
+def _trials(rec: RunRecords) -> Section | None:
+    """Every trial of the search, one row each; click a column header to sort."""
+    trials = [t for t in rec.trials if isinstance(t, dict)]
+    if not trials:
+        return None
+    scores = sorted({k for t in trials for k in (t.get("scores") or {})})
+    genes = list(Genome.model_fields)
+    headers = (["number", "phase", "source", "fitness", "proxy_fitness"] + scores
+               + ["seconds", "finished", "genome_hash"] + genes)
+    rows = []
+    for t in trials:
+        genome, score = t.get("genome") or {}, t.get("scores") or {}
+        rows.append([_cell(t.get(k)) for k in ("number", "phase", "source", "fitness",
+                                               "proxy_fitness")]
+                    + [_cell(score.get(k)) for k in scores]
+                    + [_cell(t.get(k)) for k in ("seconds", "finished", "genome_hash")]
+                    + [_cell(genome.get(g)) for g in genes])
+    text = f"All {len(trials)} trials of the search. Click a column header to sort."
+    return Section("Trials", [text, Table(headers, rows, sortable=True)], anchor="trials")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _pictures(sections: list[Section]) -> list[Picture]:
+    return [b for s in sections for b in s.blocks if isinstance(b, Picture)]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.darwin-tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+__all__ = ["write_card", "write_report", "CARD_NAME", "REPORT_NAME"]

@@ -1,0 +1,199 @@
+"""Everything the card and the report say, read from the run's own files.
+
+The card must never be out of step with the weights, so it is written only from
+records: the child's darwin_merge.json and config.json, and (when given) the run
+folder's summary.json, trials.json, scan/ and health/. Every file and every key is
+optional; what is missing simply leaves its section out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import UsageError
+
+MERGE_REPORT = "darwin_merge.json"
+# Pictures a run may hold, by role: (path inside the run folder, name next to the card).
+RUN_PICTURES = {
+    "mds": ("scan/mds_father_mother.png", "mds_father_mother.png"),
+    "mri_ratio": ("scan/mri_ratio.png", "mri_ratio.png"),
+    "health": ("health/health.png", "health.png"),
+    "evolution": ("evolution.png", "evolution.png"),
+}
+
+
+@dataclass(frozen=True)
+class ParentInfo:
+    """One parent as the card shows it: role, where it came from, what it is."""
+
+    role: str
+    source: str
+    architecture: str | None = None
+    model_type: str | None = None
+    num_layers: int | None = None
+    license: str | None = None
+    hub_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """The parsed records of one child (and optionally its run); None means absent."""
+
+    child_dir: Path
+    run_dir: Path | None
+    child_config: dict
+    merge: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    trials: list = field(default_factory=list)
+    health: dict = field(default_factory=dict)
+    parents: tuple[ParentInfo, ...] = ()
+    pictures: dict[str, Path] = field(default_factory=dict)
+    has_chat_template: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.child_dir.resolve().name
+
+    @property
+    def genome(self) -> dict:
+        """The child's genome: darwin_merge.json first (it made these weights)."""
+        return self.merge.get("genome") or self.summary.get("best", {}).get("genome") or {}
+
+    @property
+    def genome_hash(self) -> str | None:
+        return self.merge.get("genome_hash") or self.summary.get("best", {}).get("genome_hash")
+
+    @property
+    def num_layers(self) -> int | None:
+        config = self.child_config.get("text_config") or self.child_config
+        return config.get("num_hidden_layers")
+
+
+def read_json(path: Path) -> dict | list | None:
+    """A JSON file's content, or None when it is absent; a broken file is a UsageError."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from exc
+
+
+def read_records(child_dir: str | Path, run_dir: str | Path | None = None) -> RunRecords:
+    """Gather the child's and the run's records (tolerant of every missing file)."""
+    child_dir = Path(child_dir)
+    if not child_dir.is_dir():
+        raise UsageError(f"{child_dir}: the child folder does not exist")
+    config = read_json(child_dir / "config.json")
+    if not isinstance(config, dict):
+        raise UsageError(f"{child_dir}: not a model folder (no config.json)")
+    run = Path(run_dir) if run_dir is not None else None
+    if run is not None and not run.is_dir():
+        raise UsageError(f"{run}: the run folder does not exist")
+    merge = _mapping(read_json(child_dir / MERGE_REPORT))
+    summary = _mapping(read_json(run / "summary.json")) if run else {}
+    trials = read_json(run / "trials.json") if run else None
+    return RunRecords(
+        child_dir=child_dir, run_dir=run, child_config=config, merge=merge, summary=summary,
+        trials=trials if isinstance(trials, list) else [],
+        health=_health(run, summary),
+        parents=_parents(merge, summary, run),
+        pictures=_pictures(run, summary),
+        has_chat_template=_has_chat_template(child_dir),
+    )
+
+
+def _mapping(data) -> dict:
+    return data if isinstance(data, dict) else {}
+
+
+def _health(run: Path | None, summary: dict) -> dict:
+    """health/health.json (the full record) over the summary's copy of it."""
+    if run is not None:
+        record = _mapping(read_json(run / "health" / "health.json"))
+        if record:
+            return record
+    return _mapping(summary.get("health"))
+
+
+def _pictures(run: Path | None, summary: dict) -> dict[str, Path]:
+    if run is None:
+        return {}
+    found = {role: run / rel for role, (rel, _) in RUN_PICTURES.items() if (run / rel).is_file()}
+    scan = summary.get("scan")
+    if isinstance(scan, str):  # the scan may live elsewhere than scan/
+        scan_dir = (run / scan).parent
+        for role, (rel, _) in RUN_PICTURES.items():
+            candidate = scan_dir / Path(rel).name
+            if role in ("mds", "mri_ratio") and role not in found and candidate.is_file():
+                found[role] = candidate
+    return found
+
+
+def _parents(merge: dict, summary: dict, run: Path | None) -> tuple[ParentInfo, ...]:
+    recorded = merge.get("parents") or {}
+    parents = []
+    for role in ("father", "mother", "base"):
+        source = recorded.get(role) or summary.get(role)
+        if source:
+            parents.append(_parent_info(role, str(source), run))
+    return tuple(parents)
+
+
+def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
+    """Architecture and licence from the parent's folder when it is still on this disk."""
+    folder = Path(source)
+    if not folder.is_absolute() and run is not None and not folder.exists():
+        folder = run / folder
+    config = _mapping(read_json(folder / "config.json")) if folder.is_dir() else {}
+    text = config.get("text_config") or config
+    name_or_path = config.get("_name_or_path")
+    return ParentInfo(
+        role=role, source=source,
+        architecture=", ".join(config.get("architectures") or []) or None,
+        model_type=config.get("model_type"),
+        num_layers=text.get("num_hidden_layers") if isinstance(text, dict) else None,
+        license=_license(folder, config) if folder.is_dir() else None,
+        hub_id=name_or_path if _looks_like_hub_id(name_or_path) else None,
+    )
+
+
+def _license(folder: Path, config: dict) -> str | None:
+    """The licence a parent declares: its README front matter, else its config."""
+    front = readme_front_matter(folder / "README.md")
+    value = front.get("license") or config.get("license")
+    return str(value) if value else None
+
+
+def readme_front_matter(path: Path) -> dict:
+    """The YAML block between the leading `---` lines of a model card, or {}."""
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    try:
+        return _mapping(yaml.safe_load(text[3:end]))
+    except yaml.YAMLError:
+        return {}
+
+
+def _looks_like_hub_id(value) -> bool:
+    """'org/name' with no path parts: what a hub's `base_model` field accepts."""
+    if not isinstance(value, str) or value.count("/") != 1 or value.startswith((".", "/")):
+        return False
+    return not Path(value).exists() and all(part.strip() for part in value.split("/"))
+
+
+def _has_chat_template(child_dir: Path) -> bool:
+    if (child_dir / "chat_template.jinja").is_file():
+        return True
+    tok = _mapping(read_json(child_dir / "tokenizer_config.json"))
+    return bool(tok.get("chat_template"))

@@ -1,0 +1,259 @@
+"""The card's sections, built from the records; a section without data is left out.
+
+No number appears here that is not in the records: absent data gives an absent
+section (or an absent row), never a placeholder value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..genome import Genome
+from .blocks import Bullets, Code, Picture, Section, Table
+from .profile import plot_ratio_profile
+from .readings import reading, share_words, strongest_pulls
+from .records import RUN_PICTURES, RunRecords
+
+MODE_WORDS = {
+    "transplant_father": "copied from the father (ratio below the transplant threshold)",
+    "transplant_mother": "copied from the mother (ratio above the transplant threshold)",
+    "dare_ties": "DARE-TIES blended with linear by merge_method_weight",
+    "linear": "linear interpolation only",
+    "clip_min": "clipping bound (lower), merged by its own rule",
+    "clip_max": "clipping bound (upper), merged by its own rule",
+    "exact": "copied unchanged (integers and buffers)",
+}
+
+
+def card_sections(rec: RunRecords, scratch: Path) -> list[Section]:
+    """Every section the card has data for, in the card's order."""
+    builders = (_overview, _parents, _scan, _genome, _ratio_profile, _evolution,
+                _benchmarks, _health, _reproducibility, _usage)
+    sections = [build(rec, scratch) for build in builders]
+    return [s for s in sections if s is not None]
+
+
+def _picture(rec: RunRecords, role: str, caption: str) -> Picture | None:
+    path = rec.pictures.get(role)
+    return Picture(path, RUN_PICTURES[role][1], caption) if path else None
+
+
+def _overview(rec: RunRecords, scratch: Path) -> Section:
+    names = {p.role: p.hub_id or p.source for p in rec.parents}
+    if "father" in names and "mother" in names:
+        text = f"`{rec.name}` is a merge of `{names['father']}` (father) and " \
+               f"`{names['mother']}` (mother)"
+        text += f", with `{names['base']}` as their common base" if "base" in names else ""
+        text += ", made with Darwin: DARE-TIES and linear interpolation in PyTorch, with " \
+                "a ratio of its own for every tensor."
+    else:
+        text = f"`{rec.name}` is a model folder without Darwin merge records."
+    blocks: list = [text]
+    trials = rec.summary.get("phase2", {}).get("trials")
+    if trials is not None:
+        blocks.append(f"Its 14-value genome was searched with CMA-ES: a cheap proxy in Phase 1, "
+                      f"then {trials} real merges scored in Phase 2.")
+    return Section(rec.name, blocks, anchor="overview")
+
+
+def _parents(rec: RunRecords, scratch: Path) -> Section | None:
+    if not rec.parents:
+        return None
+    rows = [[p.role.capitalize(), f"`{p.hub_id or p.source}`", p.architecture or "unknown",
+             str(p.num_layers) if p.num_layers else "unknown", p.license or "not declared"]
+            for p in rec.parents]
+    return Section("Parent models", [Table(["Role", "Model", "Architecture", "Layers",
+                                            "License"], rows)], anchor="parents")
+
+
+def _scan(rec: RunRecords, scratch: Path) -> Section | None:
+    mds = _picture(rec, "mds", "Model Diagnostic Scan: father (left), mother (right)")
+    mri = _picture(rec, "mri_ratio", "The scan's ratio per layer (mother's share)")
+    if mds is None and mri is None:
+        return None
+    blocks: list = ["Both parents were scanned: per-tensor statistics (entropy, std, norm) "
+                    "and probe prompts measuring each layer's importance."]
+    blocks += [p for p in (mds, mri) if p is not None]
+    return Section("Model Diagnostic Scan (MDS)", blocks, anchor="scan")
+
+
+def _genome(rec: RunRecords, scratch: Path) -> Section | None:
+    genome = rec.genome
+    if not genome:
+        return None
+    has_base = any(p.role == "base" for p in rec.parents) or not rec.merge
+    used_scan = bool(rec.merge.get("options", {}).get("scan")) if rec.merge else True
+    names = [n for n in Genome.model_fields if n in genome]
+    rows = [[n, f"{float(genome[n]):.4f}",
+             reading(n, float(genome[n]), rec.num_layers, has_base, used_scan)] for n in names]
+    blocks: list = ["The 14 values the merge used. Ratios are the mother's share "
+                    "(0 = all father, 1 = all mother).",
+                    Table(["Gene", "Value", "Reading"], rows)]
+    if any(n.endswith("_ratio") for n in names):
+        (lo_name, lo), (hi_name, hi) = strongest_pulls({n: float(genome[n]) for n in names})
+        blocks.append(f"Strongest pulls: `{lo_name}` = {lo:.2f} ({share_words(lo)}) and "
+                      f"`{hi_name}` = {hi:.2f} ({share_words(hi)}).")
+    return Section("Genome", blocks, anchor="genome")
+
+
+def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
+    tensors = rec.merge.get("tensors") or []
+    options = rec.merge.get("options", {})
+    path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
+                              options.get("transplant_low", 0.15),
+                              options.get("transplant_high", 0.85)) if tensors else None
+    modes = rec.merge.get("modes") or {}
+    if path is None and not modes:
+        return None
+    blocks: list = []
+    if path is not None:
+        blocks += ["The mother's share each decoder layer really got (genome and scan "
+                   "combined), from the child's `darwin_merge.json`.",
+                   Picture(path, "ratio_profile.png", "Ratio profile by layer")]
+    if modes:
+        rows = [[mode, str(count), MODE_WORDS.get(mode, "")] for mode, count in
+                sorted(modes.items(), key=lambda kv: -kv[1])]
+        blocks.append(Table(["Mode", "Tensors", "Meaning"], rows))
+    return Section("Ratio profile", blocks, anchor="ratio-profile")
+
+
+def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
+    s = rec.summary
+    best, p1, p2 = s.get("best") or {}, s.get("phase1") or {}, s.get("phase2") or {}
+    rows = []
+    if "search_fitness" in best:
+        rows.append(["Best search fitness", _num(best["search_fitness"])])
+    if "trial" in best:
+        rows.append(["Best trial", str(best["trial"])])
+    if s.get("fitness"):
+        rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s["fitness"].items())])
+    labels = {"steps": "Phase 1 proxy steps", "seconds": "Phase 1 seconds",
+              "top_k": "Phase 1 top-k sent to Phase 2", "pairs": "Phase 1 pairs compared",
+              "spearman": "Phase 1 proxy vs real (Spearman)"}
+    rows += [[label, _plain(p1[key])] for key, label in labels.items() if key in p1]
+    rows += [[label, _plain(p2[key])] for key, label in
+             {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds"}.items() if key in p2]
+    if not rows:
+        return None
+    return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
+
+
+def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
+    holdout = rec.summary.get("holdout") or {}
+    tasks, models = holdout.get("tasks") or {}, holdout.get("models") or {}
+    if not tasks or not models:
+        return None
+    order = [m for m in ("child", "father", "mother") if m in models]
+    order += [m for m in models if m not in order]
+    rows = []
+    for task, spec in tasks.items():
+        metric = spec.get("metric", "acc")
+        cells = [_score(models[m].get(task), metric) for m in order]
+        rows.append([task, metric, _num(spec.get("shots", "")), _num(spec.get("n", "")),
+                     spec.get("role", "")] + cells)
+    if any("fitness" in models[m] for m in order):
+        rows.append(["fitness", "weighted mean", "", "", "fitness"]
+                    + [_num(models[m]["fitness"]) if "fitness" in models[m] else "-"
+                       for m in order])
+    text = ("Held-out items (never seen by the search); every model scored on the same "
+            "items. Values are the metric, with its standard error after ±.")
+    baselines = [m for m in order if m not in ("child", "father", "mother")]
+    if baselines:
+        text += f" Baselines: {', '.join(f'`{b}`' for b in baselines)} (uniform merges " \
+                "of the same parents, as named by the run)."
+    headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
+    return Section("Benchmarks", [text, Table(headers, rows)], anchor="benchmarks")
+
+
+def _score(result: dict | None, metric: str) -> str:
+    if not result or metric not in result:
+        return "-"
+    stderr = result.get(f"{metric}_stderr")
+    return _num(result[metric]) + (f" ± {_num(stderr)}" if stderr is not None else "")
+
+
+def _num(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _plain(value) -> str:
+    """Counts and seconds as written (3.1, 200), rounded to 4 decimals at most."""
+    return str(round(value, 4)) if isinstance(value, float) else str(value)
+
+
+def _health(rec: RunRecords, scratch: Path) -> Section | None:
+    h = rec.health
+    picture = _picture(rec, "health", "Layer-by-layer health check: child against both parents")
+    if not h and picture is None:
+        return None
+    blocks: list = []
+    if h.get("verdict"):
+        blocks.append(f"Verdict: **{h['verdict']}**")
+    if h.get("reasons"):
+        blocks.append(Bullets([str(r) for r in h["reasons"]]))
+    flagged = h.get("flagged_layers")
+    if flagged:
+        blocks.append(Bullets([f"flagged: {_flag(f)}" for f in flagged]))
+    elif "flagged_layers" in h:
+        blocks.append("No layer was flagged.")
+    if picture is not None:
+        blocks.append(picture)
+    return Section("Health check", blocks, anchor="health")
+
+
+def _flag(item) -> str:
+    if isinstance(item, dict):
+        return ", ".join(f"{k} {_num(v)}" for k, v in item.items())
+    return f"layer {item}" if isinstance(item, int) else str(item)
+
+
+def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
+    rows = []
+    if rec.genome_hash:
+        rows.append(["genome_hash", f"`{rec.genome_hash}`"])
+    for key in ("created", "device", "dtype"):
+        if rec.summary.get(key):
+            rows.append([key, str(rec.summary[key])])
+    version = rec.summary.get("darwin_version") or rec.merge.get("darwin_version")
+    if version:
+        rows.append(["darwin-merge", str(version)])
+    rows += [[lib, str(v)] for lib, v in (rec.summary.get("versions") or {}).items()]
+    blocks: list = []
+    if rows:
+        blocks.append(Table(["", "Value"], rows))
+    if rec.summary.get("command"):
+        blocks += ["The run's command:", Code("bash", str(rec.summary["command"]))]
+    options = {k: v for k, v in (rec.merge.get("options") or {}).items()}
+    if options:
+        blocks += ["Merge options (with the genome, they fix every random draw; the same "
+                   "genome and options give a byte-identical child):",
+                   Code("json", json.dumps(options, indent=1, sort_keys=True))]
+    if rec.genome:
+        genome = Genome(**{k: v for k, v in rec.genome.items() if k in Genome.model_fields})
+        blocks += ["The genome as a file for `darwin merge --genome`:",
+                   Code("yaml", genome.to_yaml())]
+    return Section("Reproducibility", blocks, anchor="reproducibility") if blocks else None
+
+
+def _usage(rec: RunRecords, scratch: Path) -> Section:
+    dtype = rec.child_config.get("dtype") or rec.child_config.get("torch_dtype") or "float32"
+    lines = ["import torch",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             f'path = "{rec.name}"  # this folder, or its hub id once uploaded',
+             "tokenizer = AutoTokenizer.from_pretrained(path)",
+             f"model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.{dtype})", ""]
+    if rec.has_chat_template:
+        lines += ['messages = [{"role": "user", "content": "What is 17 * 23?"}]',
+                  "text = tokenizer.apply_chat_template(messages, tokenize=False, "
+                  "add_generation_prompt=True)"]
+    else:
+        lines += ['text = "Question: What is 17 * 23?\\nAnswer:"']
+    lines += ['inputs = tokenizer(text, return_tensors="pt")',
+              "outputs = model.generate(**inputs, max_new_tokens=128, do_sample=False)",
+              'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], '
+              "skip_special_tokens=True))"]
+    return Section("Usage with transformers", [Code("python", "\n".join(lines))],
+                   anchor="usage")

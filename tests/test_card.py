@@ -1,0 +1,279 @@
+"""The model card and the run report, built from a realistic run folder (tests/run_fixture.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from darwin_merge.card import write_card, write_report
+from darwin_merge.card.readings import block_layers, reading, share_words
+from darwin_merge.cli import main
+from darwin_merge.errors import UsageError
+from run_fixture import make_run
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> dict:
+    return make_run(tmp_path_factory.mktemp("card"))
+
+
+@pytest.fixture(scope="module")
+def card(run_folder) -> str:
+    return write_card(run_folder["child"], run_folder["run"]).read_text()
+
+
+def split_card(text: str) -> tuple[dict, str]:
+    """(front matter as parsed by yaml.safe_load, the Markdown body)."""
+    assert text.startswith("---\n")
+    head, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def section(body: str, title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", body, re.S | re.M)
+    assert match, f"no section {title!r}"
+    return match.group(1)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of the first Markdown table in `text` (header and separator dropped)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def test_front_matter_is_valid_yaml_with_parents_tags_and_scores(card, run_folder):
+    meta, _ = split_card(card)
+    assert meta["base_model"] == [str(run_folder["father"]), str(run_folder["mother"])]
+    assert meta["license"] == "apache-2.0"
+    assert meta["tags"] == ["merge", "darwin", "dare_ties"]
+    assert meta["pipeline_tag"] == "text-generation"
+    holdout = run_folder["summary"]["holdout"]
+    results = meta["model-index"][0]["results"]
+    assert [r["dataset"]["name"] for r in results] == list(holdout["tasks"])
+    for result in results:
+        task = result["dataset"]["name"]
+        metric = holdout["tasks"][task]["metric"]
+        assert result["metrics"][0]["type"] == metric
+        assert result["metrics"][0]["value"] == holdout["models"]["child"][task][metric]
+
+
+def test_genome_table_and_hash_match_the_child(card, run_folder):
+    _, body = split_card(card)
+    merge = run_folder["merge"]
+    rows = table_rows(section(body, "Genome"))
+    parsed = {name: float(value) for name, value, _ in rows}
+    assert list(parsed) == list(merge["genome"])
+    for name, value in merge["genome"].items():
+        assert parsed[name] == pytest.approx(value, abs=5e-5)
+    readings = {name: words for name, _, words in rows}
+    assert readings["attn_ratio"].endswith("mostly from the father")
+    assert readings["ffn_ratio"].endswith("almost all from the mother")
+    assert "no effect" in readings["density_a"]  # no base: the father is the base
+    repro = dict((k, v) for k, v, *_ in table_rows(section(body, "Reproducibility")))
+    assert repro["genome_hash"] == f"`{merge['genome_hash']}`"
+    assert run_folder["summary"]["command"] in section(body, "Reproducibility")
+
+
+def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
+    _, body = split_card(card)
+    text = section(body, "Benchmarks")
+    header = [line for line in text.splitlines() if line.startswith("|")][0]
+    models = [c.strip() for c in header.strip("|").split("|")][5:]
+    assert models == ["child", "father", "mother", "dare_ties_0.5", "linear_0.5"]
+    holdout = run_folder["summary"]["holdout"]
+    rows = {row[0]: row for row in table_rows(text)}
+    for task, spec in holdout["tasks"].items():
+        row = rows[task]
+        assert row[1:5] == [spec["metric"], str(spec["shots"]), str(spec["n"]), spec["role"]]
+        for model, cell in zip(models, row[5:], strict=True):
+            value, stderr = (float(x) for x in cell.split(" ± "))
+            expected = holdout["models"][model][task]
+            assert value == pytest.approx(expected[spec["metric"]], abs=5e-5)
+            assert stderr == pytest.approx(expected[spec["metric"] + "_stderr"], abs=5e-5)
+
+
+def test_pictures_are_copied_beside_the_card_and_linked_relatively(card, run_folder):
+    child = run_folder["child"]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
+    assert set(links) == {"mds_father_mother.png", "mri_ratio.png", "ratio_profile.png",
+                          "health.png"}
+    for link in links:
+        data = (child / link).read_bytes()
+        assert data.startswith(b"\x89PNG")
+    assert (child / "mds_father_mother.png").read_bytes() == \
+        (run_folder["run"] / "scan" / "mds_father_mother.png").read_bytes()
+    assert section(split_card(card)[1], "Health check").startswith("\nVerdict: **healthy**")
+
+
+def test_child_alone_has_no_run_sections_and_no_invented_numbers(run_folder, tmp_path):
+    child = shutil.copytree(run_folder["child"], tmp_path / "alone",
+                            ignore=shutil.ignore_patterns("README.md", "*.png"))
+    meta, body = split_card(write_card(child).read_text())
+    assert "model-index" not in meta
+    for title in ("Benchmarks", "Health check", "Model Diagnostic Scan", "Evolution result"):
+        assert f"## {title}" not in body
+    assert "## Genome" in body and "## Ratio profile" in body
+    assert not re.search(r"\b(nan|None|null)\b", body.split("```json")[0])
+    assert not (child / "health.png").exists()
+
+
+def test_run_without_holdout_or_health_leaves_those_sections_out(run_folder, tmp_path):
+    run = shutil.copytree(run_folder["run"], tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["holdout"], summary["health"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    shutil.rmtree(run / "health")
+    meta, body = split_card(write_card(run / "child", run).read_text())
+    assert "model-index" not in meta
+    assert "## Benchmarks" not in body and "## Health check" not in body
+    assert "## Evolution result" in body and "## Model Diagnostic Scan (MDS)" in body
+
+
+def test_licence_is_other_when_parents_disagree_and_absent_when_unknown(run_folder, tmp_path):
+    root = tmp_path / "lic"
+    father = shutil.copytree(run_folder["father"], root / "father")
+    mother = shutil.copytree(run_folder["mother"], root / "mother")
+    child = shutil.copytree(run_folder["child"], root / "child")
+    report = json.loads((child / "darwin_merge.json").read_text())
+    report["parents"] = {"father": str(father), "mother": str(mother), "base": None}
+    (child / "darwin_merge.json").write_text(json.dumps(report))
+    (mother / "README.md").write_text("---\nlicense: mit\n---\n")
+    assert split_card(write_card(child).read_text())[0]["license"] == "other"
+    (mother / "README.md").unlink()
+    assert "license" not in split_card(write_card(child).read_text())[0]
+
+
+def test_share_readings_follow_the_numbers():
+    assert share_words(0.05) == "almost all from the father"
+    assert share_words(0.5) == "near balanced"
+    assert share_words(0.7) == "mostly from the mother"
+    assert share_words(1.0) == "almost all from the mother"
+    assert block_layers(5, 30) == "layers 25-29 of 30"
+    assert block_layers(0, 18) == "layers 0-2 of 18"
+    assert reading("merge_method_weight", 0.25) == \
+        "each tensor is 25% DARE-TIES + 75% linear interpolation"
+    assert reading("mri_trust", 0.4) == "final ratio = 40% scan (MDS) + 60% genome"
+    assert reading("density_b", 0.5) == "DARE keeps 50% of the mother's task-vector entries"
+
+
+def test_cli_writes_card_and_report(run_folder, tmp_path, capsys):
+    run = shutil.copytree(run_folder["run"], tmp_path / "run")
+    (run / "child" / "README.md").unlink(missing_ok=True)
+    assert main(["card", str(run / "child"), "--run", str(run)]) == 0
+    assert (run / "child" / "README.md").read_text().startswith("---\n")
+    assert (run / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["card", str(tmp_path / "missing")]) == UsageError.exit_code
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_write_report_alone_finds_the_child(run_folder, tmp_path):
+    run = shutil.copytree(run_folder["run"], tmp_path / "run")
+    (run / "report.html").unlink(missing_ok=True)
+    path = write_report(run)
+    html = path.read_text()
+    assert path == run / "report.html"
+    assert html.count('<img src="data:image/png;base64,') == 5  # the card's 4 + evolution
+    assert 'class="sortable"' in html and "src=\"http" not in html
+
+
+# -- the report in a real browser ------------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+# Run in the page after it loads: sort the trial table by fitness (two clicks: descending),
+# and record each picture's decoded width, so --dump-dom shows both.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const table = document.querySelector("table.sortable");
+  const th = Array.from(table.tHead.rows[0].cells).find(c => c.textContent === "fitness");
+  th.click(); th.click();
+  document.body.dataset.imageWidths =
+    Array.from(document.images).map(img => img.naturalWidth).join(",");
+});
+</script>"""
+
+
+def chromium(tmp: Path, *args: str) -> str:
+    """Run headless Chromium with a fresh profile and no network; return its stdout."""
+    import subprocess
+
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp / 'profile'}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={"HOME": str(tmp)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+class PageParts:
+    """Title, tables (with body row counts) and pictures of a dumped DOM."""
+
+    def __init__(self, dom: str):
+        from html.parser import HTMLParser
+
+        self.title, self.tables, self.images, self.body = "", [], [], {}
+        parts, state = self, {"in_title": False, "in_tbody": False}
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                attrs = dict(attrs)
+                if tag == "title":
+                    state["in_title"] = True
+                elif tag == "table":
+                    parts.tables.append({"class": attrs.get("class"), "rows": 0, "cells": []})
+                elif tag == "tbody":
+                    state["in_tbody"] = True
+                elif tag == "tr" and state["in_tbody"]:
+                    parts.tables[-1]["rows"] += 1
+                    parts.tables[-1]["cells"].append([])
+                elif tag == "img":
+                    parts.images.append(attrs.get("src", ""))
+                elif tag == "body":
+                    parts.body = attrs
+                state["tag"] = tag
+
+            def handle_endtag(self, tag):
+                if tag == "title":
+                    state["in_title"] = False
+                elif tag == "tbody":
+                    state["in_tbody"] = False
+
+            def handle_data(self, data):
+                if state["in_title"]:
+                    parts.title += data
+                elif state["in_tbody"] and state.get("tag") == "td" and parts.tables:
+                    parts.tables[-1]["cells"][-1].append(data)
+
+        Parser().feed(dom)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: "
+                    "bash scripts/test-services.sh start installs it")
+def test_report_renders_in_headless_chromium(run_folder, tmp_path):
+    import matplotlib.image
+
+    report = write_report(run_folder["run"], run_folder["child"])
+    trials = json.loads((run_folder["run"] / "trials.json").read_text())
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (2000, 1280)
+    assert len({tuple(p) for p in pixels[::7, ::7].reshape(-1, pixels.shape[2])}) > 50
+
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    page = PageParts(chromium(tmp_path, "--dump-dom", probed.as_uri()))
+    assert page.title == "Darwin run report: child"
+    assert len(page.images) == 5 and all(s.startswith("data:image/png;base64,")
+                                         for s in page.images)
+    widths = [int(w) for w in page.body["data-image-widths"].split(",")]
+    assert len(widths) == 5 and min(widths) > 100  # every picture decoded
+    sortable = [t for t in page.tables if t["class"] == "sortable"]
+    assert len(sortable) == 1 and sortable[0]["rows"] == len(trials)
+    assert len(page.tables) >= 7  # parents, genome, modes, evolution, benchmarks, repro
+    fitness = [float(row[3]) for row in sortable[0]["cells"]]
+    assert fitness == sorted(fitness, reverse=True)
+    assert fitness[0] == pytest.approx(max(t["fitness"] for t in trials), abs=5e-5)
