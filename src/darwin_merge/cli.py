@@ -243,6 +243,32 @@ def card_cmd(
         out.print(f"report written to {run / REPORT_NAME}")
 
 
+@app.command("scan")
+def scan_cmd(
+    father: Path = typer.Option(..., help="father model folder (A)"),
+    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    out_dir: Path = typer.Option(..., "--out", help="SCAN_DIR to create (scan.json + PNGs)"),
+    probes: Path | None = typer.Option(None, help="probe folder (*.jsonl) replacing the five"),
+    probe_weights: str | None = typer.Option(None, help="e.g. REASONING=2,CODE=1 (equal)"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 for the probe pass"),
+    max_tokens: int = typer.Option(64, help="tokens kept per probe prompt"),
+    max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
+    batch_size: int = typer.Option(8, help="prompts per forward batch"),
+    overwrite: bool = typer.Option(False, help="replace SCAN_DIR if it exists"),
+) -> None:
+    """Model Diagnostic Scan: static tensor profiles, layer-skip probes, MRI ratio per tensor."""
+    from .scan import run_scan, summary_lines
+    from .scan.probes import parse_weights
+
+    scan = run_scan(father, mother, out_dir, probes=probes, device=device, dtype=dtype,
+                     max_tokens=max_tokens, batch_size=batch_size, max_prompts=max_prompts,
+                     probe_weights=parse_weights(probe_weights), overwrite=overwrite)
+    for line in summary_lines(scan):
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(f"scan written to {out_dir} (scan.json, mds_father_mother.png, mri_ratio.png)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
