@@ -1,0 +1,230 @@
+"""The merge's pure functions against hand-computed tensors, and the genome."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from darwin_merge.arch.taxonomy import TensorInfo
+from darwin_merge.errors import UsageError
+from darwin_merge.genome import Genome, genome_from_dict, genome_hash, genome_ratio, load_genome
+from darwin_merge.merge.ops import (
+    blend,
+    clip_bound,
+    dare,
+    dare_ties,
+    linear,
+    ties_elect,
+    ties_merge,
+    transplant,
+    transplant_mode,
+)
+from darwin_merge.merge.plan import MergeSettings, final_ratio, mode_of
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def t(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# -- DARE ------------------------------------------------------------------------
+def test_dare_density_one_keeps_everything_and_density_zero_drops_all():
+    delta = t(1.0, -2.0, 3.0)
+    assert torch.equal(dare(delta, 1.0, gen()), delta)
+    assert torch.equal(dare(delta, 0.0, gen()), torch.zeros(3))
+
+
+def test_dare_keeps_or_drops_each_entry_and_rescales_kept_by_one_over_density():
+    delta = torch.arange(1.0, 1001.0)
+    out = dare(delta, 0.25, gen(3))
+    kept = out != 0
+    assert torch.allclose(out[kept], delta[kept] / 0.25)
+    assert 150 < int(kept.sum()) < 350  # about a quarter kept
+    assert torch.equal(delta, torch.arange(1.0, 1001.0))  # input untouched
+
+
+def test_dare_near_zero_density_keeps_almost_nothing_but_stays_finite():
+    out = dare(torch.ones(10_000), 1e-4, gen(1))
+    assert torch.isfinite(out).all()
+    assert int((out != 0).sum()) <= 10
+    assert torch.all((out == 0) | (out == 1e4))
+
+
+def test_dare_all_zero_delta_stays_zero():
+    assert torch.equal(dare(torch.zeros(50), 0.5, gen()), torch.zeros(50))
+
+
+def test_dare_same_seed_same_mask_different_seed_different_mask():
+    delta = torch.randn(500, generator=gen(9))
+    assert torch.equal(dare(delta, 0.5, gen(1)), dare(delta, 0.5, gen(1)))
+    assert not torch.equal(dare(delta, 0.5, gen(1)), dare(delta, 0.5, gen(2)))
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_dare_is_unbiased(density):
+    """E[dare(d)] = d, per entry: average many independent draws."""
+    delta = t(2.0, -1.0, 0.5, 4.0)
+    draws = torch.stack([dare(delta, density, gen(s)) for s in range(4000)])
+    stderr = delta.abs() * ((1 - density) / density / 4000) ** 0.5
+    assert torch.all((draws.mean(0) - delta).abs() < 4 * stderr + 1e-6)
+
+
+# -- TIES ------------------------------------------------------------------------
+def test_ties_elect_sign_of_weighted_sum_with_ties_electing_zero():
+    elected = ties_elect([t(1.0, -2.0, 0.0, 1.0), t(2.0, 1.0, 0.0, -1.0)])
+    assert torch.equal(elected, t(1.0, -1.0, 0.0, 0.0))
+
+
+def test_ties_merge_weighted_sum_of_agreeing_entries():
+    d_a, d_b = t(1.0, -2.0, 3.0, 0.0, 2.0), t(2.0, 1.0, -3.0, 0.0, 0.0)
+    # weighted: a = [.5, -1, 1.5, 0, 1], b = [1, .5, -1.5, 0, 0]; sum = [1.5, -.5, 0, 0, 1]
+    # elected [1, -1, 0, 0, 1]; a agrees on 0, 1, 4; b on 0 only (zero agrees with nothing)
+    merged = ties_merge([d_a, d_b], [0.5, 0.5])
+    assert torch.equal(merged, t(1.5, -1.0, 0.0, 0.0, 1.0))
+
+
+def test_ties_merge_disjoint_mean_divides_by_the_kept_weights():
+    d_a, d_b = t(1.0, -2.0, 3.0, 0.0, 2.0), t(2.0, 1.0, -3.0, 0.0, 0.0)
+    merged = ties_merge([d_a, d_b], [0.5, 0.5], disjoint_mean=True)
+    # kept mass [1, .5, 0, 0, .5]: agreeing entries averaged, single ones get their full delta
+    assert torch.equal(merged, t(1.5, -2.0, 0.0, 0.0, 2.0))
+
+
+def test_ties_merge_uneven_weights_and_opposite_signs():
+    # a = 0.2 * [1, 1] = [.2, .2]; b = 0.8 * [-1, 2] = [-.8, 1.6]
+    merged = ties_merge([t(1.0, 1.0), t(-1.0, 2.0)], [0.2, 0.8])
+    assert torch.allclose(merged, t(-0.8, 1.8))
+
+
+def test_ties_merge_all_zero_deltas_give_zero():
+    merged = ties_merge([torch.zeros(4), torch.zeros(4)], [0.3, 0.7], disjoint_mean=True)
+    assert torch.equal(merged, torch.zeros(4))
+
+
+# -- linear, blend, DARE-TIES, transplant, clip -----------------------------------
+def test_linear_interpolates_with_the_mothers_share():
+    assert torch.equal(linear(t(0.0, 2.0), t(4.0, 6.0), 0.25), t(1.0, 3.0))
+
+
+def test_blend_weights_dare_ties_against_linear():
+    assert torch.equal(blend(t(4.0), t(0.0), 0.25), t(1.0))
+    assert torch.equal(blend(t(4.0), t(0.0), 1.0), t(4.0))
+    assert torch.equal(blend(t(4.0), t(0.0), 0.0), t(0.0))
+
+
+def test_dare_ties_without_base_and_full_density_is_linear():
+    a, b = torch.randn(64, generator=gen(1)), torch.randn(64, generator=gen(2))
+    out = dare_ties(a, b, None, 0.3, 1.0, 1.0, (gen(), gen()))
+    assert torch.allclose(out, linear(a, b, 0.3), atol=1e-6)
+
+
+def test_dare_ties_with_base_hand_computed():
+    base, a, b = t(1.0, 1.0, 1.0), t(2.0, 0.0, 1.0), t(3.0, 3.0, 0.0)
+    # d_a = [1, -1, 0], d_b = [2, 2, -1]; r = .5 -> weighted [.5,-.5,0], [1,1,-.5]
+    # sum [1.5, .5, -.5] -> elected [1, 1, -1]; keep a: [T, F, F]; keep b: [T, T, T]
+    out = dare_ties(a, b, base, 0.5, 1.0, 1.0, (gen(), gen()))
+    assert torch.equal(out, t(2.5, 2.0, 0.5))
+
+
+def test_transplant_modes_and_thresholds():
+    assert transplant_mode(0.1, 0.15, 0.85) == "transplant_father"
+    assert transplant_mode(0.9, 0.15, 0.85) == "transplant_mother"
+    assert transplant_mode(0.15, 0.15, 0.85) is None
+    assert transplant_mode(0.85, 0.15, 0.85) is None
+    a, b = t(1.0), t(2.0)
+    assert transplant(a, b, "transplant_father") is a
+    assert transplant(a, b, "transplant_mother") is b
+
+
+def test_clip_bounds_take_the_looser_bound_and_keep_infinity():
+    inf = float("inf")
+    assert torch.equal(clip_bound(t(-1.0, -inf), t(-2.0, -3.0), "clip_min"), t(-2.0, -inf))
+    assert torch.equal(clip_bound(t(1.0, inf), t(2.0, 3.0), "clip_max"), t(2.0, inf))
+
+
+def test_mode_of_exact_clip_and_transplant():
+    s = MergeSettings()
+    assert mode_of("exact", 0.5, s) == "exact"
+    assert mode_of("clip_max", 0.5, s) == "clip_max"
+    assert mode_of("dare_ties", 0.05, s) == "transplant_father"
+    assert mode_of("linear", 0.95, s) == "transplant_mother"
+    assert mode_of("linear", 0.95, MergeSettings(transplant_high=1.0)) == "linear"
+
+
+def test_final_ratio_mixes_scan_and_genome_by_trust():
+    assert final_ratio(0.2, None, 0.9) == 0.2
+    assert final_ratio(0.2, 0.8, 0.25) == pytest.approx(0.8 * 0.25 + 0.2 * 0.75)
+
+
+# -- genome ----------------------------------------------------------------------
+def info(component: str, block: int | None) -> TensorInfo:
+    return TensorInfo("x", component, None if block is None else block, block, "dare_ties")
+
+
+def test_genome_ratio_rule_and_uniform_genome_gives_r_everywhere():
+    g = Genome(global_ratio=0.5, attn_ratio=0.1, ffn_ratio=0.9, embed_ratio=0.7,
+               block_2_ratio=0.3)
+    assert genome_ratio(g, info("attn", 2)) == pytest.approx(0.4 * 0.5 + 0.3 * 0.1 + 0.3 * 0.3)
+    assert genome_ratio(g, info("moe", 0)) == pytest.approx(0.4 * 0.5 + 0.3 * 0.9 + 0.3 * 0.5)
+    assert genome_ratio(g, info("embed", None)) == pytest.approx(0.2 + 0.21 + 0.15)
+    assert genome_ratio(g, info("norm", None)) == pytest.approx(0.5)
+    u = Genome.uniform(0.37)
+    for comp in ("attn", "ffn", "embed", "norm", "vision", "other", "moe", "per_layer_embed"):
+        for block in (None, 0, 5):
+            assert genome_ratio(u, info(comp, block)) == pytest.approx(0.37)
+
+
+def test_genome_yaml_round_trip_and_card_order(tmp_path):
+    g = Genome.from_values([0.4989, 0.1766, 0.9021, 0.6122, 0.9951, 0.9617, 0.5740, 0.5811,
+                            0.5736, 0.4697, 0.4930, 0.8418, 0.4907, 0.3623])
+    text = g.to_yaml()
+    assert text.splitlines()[0].startswith("global_ratio: 0.4989")
+    assert text.splitlines()[-1].startswith("merge_method_weight: 0.3623")
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    assert load_genome(path) == g
+    assert Genome(density_a=0.00001).to_yaml().count("density_a: 0.00001") == 1
+
+
+def test_genome_missing_values_take_defaults(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("ffn_ratio: 0.9\n")
+    g = load_genome(path)
+    assert g.ffn_ratio == 0.9 and g.global_ratio == Genome().global_ratio
+
+
+@pytest.mark.parametrize("text, words", [
+    ("colour_ratio: 0.5\n", "unknown genome key 'colour_ratio'"),
+    ("attn_ratio: 1.5\n", "attn_ratio = 1.5 is outside [0, 1]"),
+    ("attn_ratio: -0.1\n", "outside [0, 1]"),
+    ("attn_ratio: high\n", "attn_ratio must be a number"),
+    ("- 0.5\n", "maps names to numbers"),
+    ("attn_ratio: [\n", "not valid YAML"),
+])
+def test_bad_genome_files_are_one_line_usage_errors(tmp_path, text, words):
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=words.replace("[", r"\[").replace("]", r"\]")) as exc:
+        load_genome(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_genome_hash_is_stable_and_changes_with_genome_and_settings():
+    g = Genome(attn_ratio=0.3)
+    assert genome_hash(g, MergeSettings()) == genome_hash(Genome(attn_ratio=0.3000000001),
+                                                          MergeSettings())
+    assert genome_hash(g, MergeSettings()) != genome_hash(Genome(attn_ratio=0.31), MergeSettings())
+    assert genome_hash(g, MergeSettings()) != genome_hash(g, MergeSettings(disjoint_mean=True))
+    assert len(genome_hash(g)) == 16
+
+
+def test_genome_values_round_trip_and_wrong_length():
+    g = Genome(block_3_ratio=0.25)
+    assert Genome.from_values(g.values()) == g
+    with pytest.raises(UsageError):
+        Genome.from_values([0.5] * 13)
+    with pytest.raises(UsageError):
+        genome_from_dict({"global_ratio": True})
