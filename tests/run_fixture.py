@@ -108,8 +108,10 @@ def make_pictures(run: Path, trials: list[dict]) -> None:
         _heatmaps(run / "evolution.png", ["evolution"], 4)
 
 
-def make_run(root: Path, child_genome_from_engine: bool = True) -> dict:
-    """A full run folder under root/run; returns {run, child, father, mother, summary}."""
+def make_run(root: Path) -> dict:
+    """A full run folder under root/run; returns {run, child, father, mother, summary, merge}."""
+    from darwin_merge.genome import Genome
+
     root = Path(root)
     father, mother = make_parents(root)
     run = root / "run"
@@ -132,6 +134,8 @@ def make_run(root: Path, child_genome_from_engine: bool = True) -> dict:
                  "search_fitness": trials[7]["fitness"]},
         "phase1": {"steps": 200, "seconds": 3.1, "top_k": 4, "spearman": 0.42, "pairs": 8},
         "phase2": {"trials": len(trials), "seconds": 61.5},
+        "baselines": {"dare_ties_0.5": Genome.uniform(0.5, density=0.9).model_dump(),
+                      "linear_0.5": Genome.uniform(0.5, merge_method_weight=0.0).model_dump()},
         "holdout": holdout_scores(), "health": health, "scan": "scan/scan.json",
         "child": "child",
         "versions": {"python": "3.11.2", "torch": "2.13.0", "transformers": "5.24.0",

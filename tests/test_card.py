@@ -95,6 +95,8 @@ def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
             expected = holdout["models"][model][task]
             assert value == pytest.approx(expected[spec["metric"]], abs=5e-5)
             assert stderr == pytest.approx(expected[spec["metric"] + "_stderr"], abs=5e-5)
+    assert "`dare_ties_0.5`: every ratio 0.5, density 0.9, pure DARE-TIES" in text
+    assert "`linear_0.5`: every ratio 0.5, density 1, pure linear interpolation" in text
 
 
 def test_pictures_are_copied_beside_the_card_and_linked_relatively(card, run_folder):

@@ -20,7 +20,8 @@ h2 { margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
 nav a { margin-right: 1em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .8em 0; font-size: 14px; }
-th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left;
+         white-space: nowrap; }
 th { background: #f3f5f7; }
 table.sortable th { cursor: pointer; }
 th[data-order=asc]::after { content: " \\25B2"; }
@@ -30,6 +31,7 @@ figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: 13px; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; }
 code { background: #f6f8fa; padding: 0 .2em; }
+pre code { padding: 0; }
 """
 
 SORT_SCRIPT = """

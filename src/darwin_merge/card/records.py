@@ -102,7 +102,7 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None) -> Ru
         trials=trials if isinstance(trials, list) else [],
         health=_health(run, summary),
         parents=_parents(merge, summary, run),
-        pictures=_pictures(run, summary),
+        pictures=_pictures(run, summary) or _scan_pictures(merge),
         has_chat_template=_has_chat_template(child_dir),
     )
 
@@ -131,6 +131,20 @@ def _pictures(run: Path | None, summary: dict) -> dict[str, Path]:
             candidate = scan_dir / Path(rel).name
             if role in ("mds", "mri_ratio") and role not in found and candidate.is_file():
                 found[role] = candidate
+    return found
+
+
+def _scan_pictures(merge: dict) -> dict[str, Path]:
+    """Without a run: the pictures beside the scan file the merge used, if still there."""
+    scan = (merge.get("options") or {}).get("scan")
+    if not scan:
+        return {}
+    folder = Path(scan) if Path(scan).is_dir() else Path(scan).parent
+    found = {}
+    for role in ("mds", "mri_ratio"):
+        candidate = folder / Path(RUN_PICTURES[role][0]).name
+        if candidate.is_file():
+            found[role] = candidate
     return found
 
 

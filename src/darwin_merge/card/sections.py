@@ -69,7 +69,7 @@ def _parents(rec: RunRecords, scratch: Path) -> Section | None:
 
 def _scan(rec: RunRecords, scratch: Path) -> Section | None:
     mds = _picture(rec, "mds", "Model Diagnostic Scan: father (left), mother (right)")
-    mri = _picture(rec, "mri_ratio", "The scan's ratio per layer (mother's share)")
+    mri = _picture(rec, "mri_ratio", "The scan's ratio per tensor (mri_ratio, the mother's share)")
     if mds is None and mri is None:
         return None
     blocks: list = ["Both parents were scanned: per-tensor statistics (entropy, std, norm) "
@@ -158,12 +158,32 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
                        for m in order])
     text = ("Held-out items (never seen by the search); every model scored on the same "
             "items. Values are the metric, with its standard error after ±.")
+    headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
+    blocks: list = [text, Table(headers, rows)]
     baselines = [m for m in order if m not in ("child", "father", "mother")]
     if baselines:
-        text += f" Baselines: {', '.join(f'`{b}`' for b in baselines)} (uniform merges " \
-                "of the same parents, as named by the run)."
-    headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
-    return Section("Benchmarks", [text, Table(headers, rows)], anchor="benchmarks")
+        genomes = rec.summary.get("baselines") or {}
+        blocks += ["Baselines (merges of the same parents a user would otherwise pick):",
+                   Bullets([f"`{b}`: {_baseline_words(genomes.get(b))}" for b in baselines])]
+    return Section("Benchmarks", blocks, anchor="benchmarks")
+
+
+def _baseline_words(genome: dict | None) -> str:
+    """'every ratio 0.5, density 0.9, pure DARE-TIES' from a baseline's genome."""
+    if not genome:
+        return "as named by the run"
+    ratios = {v for k, v in genome.items() if k.endswith("_ratio")}
+    words = [f"every ratio {ratios.pop():g}" if len(ratios) == 1 else "ratios vary"]
+    densities = {genome.get("density_a"), genome.get("density_b")} - {None}
+    if len(densities) == 1:
+        words.append(f"density {densities.pop():g}")
+    weight = genome.get("merge_method_weight")
+    if weight is not None:
+        words.append({1.0: "pure DARE-TIES", 0.0: "pure linear interpolation"}.get(
+            weight, f"merge_method_weight {weight:g}"))
+    if genome.get("mri_trust"):
+        words.append(f"mri_trust {genome['mri_trust']:g}")
+    return ", ".join(words)
 
 
 def _score(result: dict | None, metric: str) -> str:
@@ -197,7 +217,7 @@ def _health(rec: RunRecords, scratch: Path) -> Section | None:
     flagged = h.get("flagged_layers")
     if flagged:
         blocks.append(Bullets([f"flagged: {_flag(f)}" for f in flagged]))
-    elif "flagged_layers" in h:
+    elif isinstance(flagged, list):
         blocks.append("No layer was flagged.")
     if picture is not None:
         blocks.append(picture)
