@@ -189,7 +189,9 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
         _require_disk(out, a.total_bytes if out_dtype is None else
                       a.num_params * torch.finfo(out_dtype).bits // 8)
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            writer = ModelWriter(tmp, shard_size, metadata={"darwin_genome_hash": key})
+            # no extra safetensors metadata: the library writes its keys in hash order,
+            # which would break byte-identical reruns (the hash is in darwin_merge.json)
+            writer = ModelWriter(tmp, shard_size)
             for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
                 tensors = [s.get(row.name).to(target_device) if s is not None else None
                            for s in (a, b, w)]

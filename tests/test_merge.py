@@ -1,0 +1,270 @@
+"""The merge engine end to end on tiny models: identities, reproducibility, families, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from darwin_merge.cli import main
+from darwin_merge.errors import (
+    IncompatibleModelsError,
+    NumericalError,
+    OutputError,
+    ResourceError,
+    UsageError,
+)
+from darwin_merge.genome import Genome, genome_hash
+from darwin_merge.io import ModelSource
+from darwin_merge.merge import (
+    MergeSettings,
+    ParentTensors,
+    merge_models,
+    merge_state,
+    plan_models,
+)
+from darwin_merge.merge.engine import dare_generator
+from darwin_merge.merge.ops import dare
+from skills import skill_scores
+from tiny_models import build_model, make_tiny, perturbed_copy, save_model
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    with ModelSource(folder) as source:
+        return {n: source.get(n) for n in source.names}
+
+
+def weight_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.safetensors"))}
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_dir) -> tuple[Path, Path]:
+    father = make_tiny("llama", tiny_dir / "merge-father", seed=0)
+    return father, perturbed_copy(father, tiny_dir / "merge-mother", scale=0.5, seed=3)
+
+
+def test_all_zero_genome_gives_the_father_and_all_ones_the_mother(pair, tmp_path):
+    father, mother = pair
+    zero = merge_models(father, mother, tmp_path / "zero", genome=Genome.from_values([0] * 14),
+                        progress=False)
+    one = merge_models(father, mother, tmp_path / "one", genome=Genome.from_values([1] * 14),
+                       progress=False)
+    for child, parent in ((zero, father), (one, mother)):
+        got, want = weights(child), weights(parent)
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[n], want[n]) for n in want)
+    report = json.loads((zero / "darwin_merge.json").read_text())
+    assert set(report["modes"]) == {"transplant_father"}
+
+
+def test_base_equal_to_father_gives_father_plus_r_dare_of_the_difference(pair, tmp_path):
+    father, mother = pair
+    genome = Genome.uniform(0.4, density=0.6, merge_method_weight=1.0)
+    settings = MergeSettings()
+    child = weights(merge_models(father, mother, tmp_path / "c", base=father, genome=genome,
+                                 settings=settings, progress=False))
+    a, b = weights(father), weights(mother)
+    key = genome_hash(genome, settings)
+    name = "model.layers.1.mlp.up_proj.weight"
+    expected = a[name] + dare(b[name] - a[name], 0.6, dare_generator(key, name, "mother")) * 0.4
+    torch.testing.assert_close(child[name], expected, rtol=0, atol=1e-6)
+    dropped = (child[name] == a[name]).float().mean().item()
+    assert 0.3 < dropped < 0.5  # about 1 - density of the entries keep the father's value
+
+
+def test_rerun_is_byte_identical_across_thread_counts_and_genome_changes_it(pair, tmp_path):
+    father, mother = pair
+    genome = Genome(density_a=0.5, density_b=0.7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = merge_models(father, mother, tmp_path / "one", genome=genome, progress=False)
+        torch.set_num_threads(2)
+        two = merge_models(father, mother, tmp_path / "two", genome=genome, progress=False,
+                           shard_size=10**9)
+    finally:
+        torch.set_num_threads(threads)
+    assert weight_bytes(one) == weight_bytes(two)
+    other = merge_models(father, mother, tmp_path / "other", genome=Genome(density_b=0.71),
+                         progress=False)
+    assert weight_bytes(other) != weight_bytes(one)
+    hashes = [json.loads((p / "darwin_merge.json").read_text())["genome_hash"]
+              for p in (one, two, other)]
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_report_records_every_tensor_and_says_the_genome_alone_decided(pair, tmp_path):
+    father, mother = pair
+    child = merge_models(father, mother, tmp_path / "c", genome=Genome(attn_ratio=0.05),
+                         progress=False)
+    report = json.loads((child / "darwin_merge.json").read_text())
+    with ModelSource(father) as source:
+        assert [r["name"] for r in report["tensors"]] == source.names
+    assert report["ratio_source"] == "genome only (no scan given)"
+    assert report["parents"]["father"] == str(father)
+    attn = [r for r in report["tensors"] if r["component"] == "attn"]
+    assert all(r["genome_ratio"] == pytest.approx(0.4 * 0.5 + 0.3 * 0.05 + 0.3 * 0.5)
+               for r in attn)
+    assert {"tokenizer.json", "chat_template.jinja", "config.json"} <= \
+        {p.name for p in child.iterdir()}
+
+
+def test_scan_ratios_enter_by_trust_and_missing_tensors_are_refused(pair, tmp_path):
+    father, mother = pair
+    with ModelSource(father) as source:
+        names = source.names
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps({"tensors": {n: {"mri_ratio": 0.9} for n in names}}))
+    rows = plan_models(father, mother, genome=Genome.uniform(0.5, mri_trust=0.5), scan=scan)
+    assert all(r.mri_ratio == 0.9 and r.final_ratio == pytest.approx(0.7) for r in rows)
+    scan.write_text(json.dumps({"tensors": {n: {"mri_ratio": 0.9} for n in names[1:]}}))
+    with pytest.raises(UsageError, match=names[0]):
+        plan_models(father, mother, scan=scan)
+    scan.write_text(json.dumps({"tensors": {names[0]: {"mri_ratio": 1.5}}}))
+    with pytest.raises(UsageError, match="mri_ratio in"):
+        plan_models(father, mother, scan=scan)
+
+
+def test_in_memory_merge_equals_the_written_child(pair, tmp_path):
+    father, mother = pair
+    genome = Genome(density_a=0.8, density_b=0.6, attn_ratio=0.1, ffn_ratio=0.95)
+    written = weights(merge_models(father, mother, tmp_path / "c", genome=genome,
+                                   progress=False))
+    state = merge_state(ParentTensors.load(father, mother), genome)
+    assert state.keys() == written.keys()
+    assert all(torch.equal(state[n], written[n]) for n in written)
+
+
+def test_every_tiny_family_merges_loads_and_runs(tiny_model, tmp_path):
+    from darwin_merge.io.loading import load_model
+
+    family, father = tiny_model
+    mother = perturbed_copy(father, tmp_path / "mother", scale=0.2)
+    child = merge_models(father, mother, tmp_path / "child", genome=Genome(density_b=0.7),
+                         progress=False)
+    assert weights(child).keys() == weights(father).keys()
+    model = load_model(child)
+    ids = torch.tensor([[1, 10, 20, 30, 40, 50]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=True).logits
+    assert logits.shape[-1] == 128 and torch.isfinite(logits).all()
+    report = json.loads((child / "darwin_merge.json").read_text())
+    modes = set(report["modes"])
+    assert "dare_ties" in modes and "linear" in modes
+    if family.startswith("gemma4"):
+        assert {"clip_min", "clip_max"} <= modes  # the audio tower's clipping buffers
+
+
+def test_bfloat16_child_and_parents(pair, tmp_path):
+    father, mother = pair
+    child = merge_models(father, mother, tmp_path / "c", dtype="bfloat16", progress=False)
+    assert all(t.dtype == torch.bfloat16 for t in weights(child).values())
+    assert json.loads((child / "config.json").read_text())["dtype"] == "bfloat16"
+    again = merge_models(child, child, tmp_path / "again", progress=False)
+    assert all(t.dtype == torch.bfloat16 for t in weights(again).values())
+
+
+def test_two_skill_merge_keeps_both_skills(two_skill_pair, tmp_path):
+    """A sound merge of the two fine-tunes (with their base) keeps much of both skills."""
+    base, father, mother = two_skill_pair
+    child = merge_models(father, mother, tmp_path / "child", base=base,
+                         genome=Genome.uniform(0.5, density=0.9), progress=False)
+    scores = {name: skill_scores(p) for name, p in
+              (("father", father), ("mother", mother), ("child", child))}
+    assert scores["father"]["skill_a"] > 0.9 and scores["mother"]["skill_b"] > 0.9
+    worst = {name: min(s.values()) for name, s in scores.items()}
+    assert worst["child"] > 0.3
+    assert worst["child"] > 3 * max(worst["father"], worst["mother"])
+
+
+# -- bad input ---------------------------------------------------------------------
+def test_different_vocabularies_are_refused_with_the_resolution(tiny_dir, tmp_path):
+    from transformers import LlamaConfig
+
+    father = make_tiny("llama", tiny_dir / "vocab-a")
+    config = LlamaConfig(vocab_size=160, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=32, tie_word_embeddings=True)
+    from transformers import AutoModelForCausalLM
+
+    mother = save_model(AutoModelForCausalLM.from_config(config), tmp_path / "vocab-b")
+    with pytest.raises(IncompatibleModelsError, match="embed_tokens.*vocabularies differ"):
+        merge_models(father, mother, tmp_path / "child", progress=False)
+    assert not (tmp_path / "child").exists()
+
+
+def test_different_depth_and_architecture_are_refused(tiny_dir, tmp_path):
+    father = make_tiny("llama", tiny_dir / "arch-a")
+    deeper = save_model(build_model("llama", n_layers=6), tmp_path / "deeper")
+    gemma = make_tiny("gemma3", tmp_path / "gemma")
+    with pytest.raises(IncompatibleModelsError, match="only in the mother"):
+        merge_models(father, deeper, tmp_path / "c", progress=False)
+    with pytest.raises(IncompatibleModelsError, match="different architectures"):
+        merge_models(father, gemma, tmp_path / "c", progress=False)
+
+
+def test_nan_in_a_parent_is_refused_and_nothing_is_written(pair, tmp_path):
+    from safetensors.torch import save_file
+
+    father, mother = pair
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in mother.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    state = load_file(broken / "model.safetensors")
+    state["model.layers.2.self_attn.q_proj.weight"][0, 0] = float("nan")
+    save_file(state, broken / "model.safetensors", {"format": "pt"})
+    with pytest.raises(NumericalError, match="model.layers.2.self_attn.q_proj.weight.*mother"):
+        merge_models(father, broken, tmp_path / "child", progress=False)
+    assert not (tmp_path / "child").exists()
+    assert not list(tmp_path.glob(".child*"))
+
+
+def test_existing_output_needs_overwrite(pair, tmp_path):
+    father, mother = pair
+    out = tmp_path / "child"
+    out.mkdir()
+    with pytest.raises(OutputError, match="--overwrite"):
+        merge_models(father, mother, out, progress=False)
+    merge_models(father, mother, out, overwrite=True, progress=False)
+    assert (out / "darwin_merge.json").is_file()
+    with pytest.raises(UsageError, match="one of the parents"):
+        merge_models(father, mother, father, overwrite=True, progress=False)
+
+
+def test_not_enough_disk_is_refused_before_writing(pair, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    father, mother = pair
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6, 1000))
+    with pytest.raises(ResourceError, match="not enough disk"):
+        merge_models(father, mother, tmp_path / "child", progress=False)
+    assert not (tmp_path / "child").exists()
+
+
+def test_cli_merge_plan_and_errors(pair, tmp_path, capsys):
+    father, mother = pair
+    genome = tmp_path / "g.yaml"
+    low = Genome.uniform(0.1)  # attention 0.07: transplanted; ffn 0.355: merged
+    genome.write_text(low.model_copy(update={"ffn_ratio": 0.95, "attn_ratio": 0.0}).to_yaml())
+    args = ["--father", str(father), "--mother", str(mother), "--genome", str(genome)]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert {r["mode"] for r in plan["tensors"]} >= {"transplant_father", "dare_ties"}
+    assert main(["plan", *args, "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,component") and len(lines) == len(plan["tensors"]) + 1
+    assert main(["merge", *args, "--out", str(tmp_path / "c"), "--shard-size", "50KB"]) == 0
+    assert len(list((tmp_path / "c").glob("model-*.safetensors"))) > 1
+    assert main(["merge", *args, "--out", str(tmp_path / "c")]) == OutputError.exit_code
+    genome.write_text("attn_ratio: 7\n")
+    assert main(["plan", *args]) == UsageError.exit_code
+    assert "attn_ratio = 7" in capsys.readouterr().err
+    assert main(["plan", "--father", str(father), "--mother", str(mother),
+                 "--transplant-low", "0.9", "--transplant-high", "0.1"]) == UsageError.exit_code
