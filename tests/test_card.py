@@ -279,3 +279,24 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
     fitness = [float(row[3]) for row in sortable[0]["cells"]]
     assert fitness == sorted(fitness, reverse=True)
     assert fitness[0] == pytest.approx(max(t["fitness"] for t in trials), abs=5e-5)
+
+
+def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folder, tmp_path):
+    """`darwin card CHILD` alone, for a child merged with a scan: the scan's pictures are
+    found beside the scan file, and mri_trust is read as the scan/genome split."""
+    from darwin_merge.genome import Genome
+    from darwin_merge.merge.engine import merge_models
+    from darwin_merge.scan.run import run_scan
+    from run_fixture import GENOME
+
+    father, mother = run_folder["father"], run_folder["mother"]
+    run_scan(father, mother, tmp_path / "scan", max_tokens=16, max_prompts=1, progress=False)
+    child = merge_models(father, mother, tmp_path / "child", genome=Genome(**GENOME),
+                         scan=tmp_path / "scan" / "scan.json", progress=False)
+    _, body = split_card(write_card(child).read_text())
+    readings = {name: words for name, _, words in table_rows(section(body, "Genome"))}
+    assert readings["mri_trust"] == "final ratio = 49% scan (MDS) + 51% genome"
+    assert "![Model Diagnostic Scan: father (left), mother (right)](mds_father_mother.png)" \
+        in section(body, "Model Diagnostic Scan (MDS)")
+    assert (child / "mri_ratio.png").read_bytes() == \
+        (tmp_path / "scan" / "mri_ratio.png").read_bytes()
