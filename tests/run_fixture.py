@@ -76,7 +76,8 @@ def make_trials(n: int = 12, seed: int = 0) -> list[dict]:
                        "source": "proxy_top_k" if number < 4 else "cmaes",
                        "fitness": (arc + arith) / 2 + (0.5 if number == 7 else 0.0),
                        "proxy_fitness": rng.random(), "genome_hash": f"{rng.getrandbits(64):016x}",
-                       "scores": {"arc_easy": arc, "simple_arithmetic": arith},
+                       "scores": {"arc_easy": {"acc": arc, "acc_stderr": 0.05, "n": 20},
+                                  "simple_arithmetic": {"exact_match": arith, "n": 20}},
                        "seconds": round(rng.uniform(1, 9), 2), "genome": genome,
                        "finished": True})
     return trials

@@ -278,6 +278,12 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
     assert len(page.tables) >= 7  # parents, genome, modes, evolution, benchmarks, repro
     fitness = [float(row[3]) for row in sortable[0]["cells"]]
     assert fitness == sorted(fitness, reverse=True)
+    by_number = {t["number"]: t for t in trials}
+    for row in sortable[0]["cells"]:  # each task's metric, pulled out of the score dicts
+        trial = by_number[int(row[0])]
+        assert float(row[5]) == pytest.approx(trial["scores"]["arc_easy"]["acc"], abs=5e-5)
+        assert float(row[6]) == pytest.approx(
+            trial["scores"]["simple_arithmetic"]["exact_match"], abs=5e-5)
     assert fitness[0] == pytest.approx(max(t["fitness"] for t in trials), abs=5e-5)
 
 

@@ -74,20 +74,30 @@ def _trials(rec: RunRecords) -> Section | None:
     trials = [t for t in rec.trials if isinstance(t, dict)]
     if not trials:
         return None
-    scores = sorted({k for t in trials for k in (t.get("scores") or {})})
+    tasks = sorted({k for t in trials for k in (t.get("scores") or {})})
+    metrics = {task: ((rec.summary.get("holdout") or {}).get("tasks") or {})
+               .get(task, {}).get("metric", "acc") for task in tasks}
+    extra = [k for k in ("duplicate_of",) if any(t.get(k) is not None for t in trials)]
     genes = list(Genome.model_fields)
-    headers = (["number", "phase", "source", "fitness", "proxy_fitness"] + scores
-               + ["seconds", "finished", "genome_hash"] + genes)
+    headers = (["number", "phase", "source", "fitness", "proxy_fitness"]
+               + [f"{task} {metrics[task]}" for task in tasks]
+               + ["seconds"] + extra + ["finished", "genome_hash"] + genes)
     rows = []
     for t in trials:
-        genome, score = t.get("genome") or {}, t.get("scores") or {}
+        genome, scores = t.get("genome") or {}, t.get("scores") or {}
         rows.append([_cell(t.get(k)) for k in ("number", "phase", "source", "fitness",
                                                "proxy_fitness")]
-                    + [_cell(score.get(k)) for k in scores]
-                    + [_cell(t.get(k)) for k in ("seconds", "finished", "genome_hash")]
+                    + [_cell(_score(scores.get(task), metrics[task])) for task in tasks]
+                    + [_cell(t.get(k)) for k in ["seconds", *extra, "finished",
+                                                 "genome_hash"]]
                     + [_cell(genome.get(g)) for g in genes])
     text = f"All {len(trials)} trials of the search. Click a column header to sort."
     return Section("Trials", [text, Table(headers, rows, sortable=True)], anchor="trials")
+
+
+def _score(result, metric: str):
+    """A task's score in a trial: the number itself, or the metric of a result dict."""
+    return result.get(metric) if isinstance(result, dict) else result
 
 
 def _cell(value) -> str:

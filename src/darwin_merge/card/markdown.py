@@ -52,7 +52,8 @@ def model_index(rec: RunRecords) -> list[dict]:
         results.append({"task": {"type": "text-generation", "name": "Text Generation"},
                         "dataset": dataset,
                         "metrics": [{"type": metric, "value": float(value),
-                                     "name": f"{metric} ({spec.get('n', '?')} items)"}]})
+                                     "name": f"{metric} ({spec['n']} items)" if spec.get("n")
+                                     else metric}]})
     return [{"name": rec.name, "results": results}] if results else []
 
 
