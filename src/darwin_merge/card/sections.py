@@ -108,8 +108,10 @@ def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
         return None
     blocks: list = []
     if path is not None:
-        blocks += ["The mother's share each decoder layer really got (genome and scan "
-                   "combined), from the child's `darwin_merge.json`.",
+        source = "genome and scan combined" if options.get("scan") else \
+            "the genome alone: the merge had no scan"
+        blocks += [f"The mother's share each decoder layer really got ({source}), mean "
+                   "over each component's tensors, from the child's `darwin_merge.json`.",
                    Picture(path, "ratio_profile.png", "Ratio profile by layer")]
     if modes:
         rows = [[mode, str(count), MODE_WORDS.get(mode, "")] for mode, count in
