@@ -306,3 +306,20 @@ def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folde
         in section(body, "Model Diagnostic Scan (MDS)")
     assert (child / "mri_ratio.png").read_bytes() == \
         (tmp_path / "scan" / "mri_ratio.png").read_bytes()
+
+
+def test_summary_with_null_values_gives_absent_sections(run_folder, tmp_path):
+    """Every summary key is optional and may be null (an interrupted or partial run)."""
+    run = shutil.copytree(run_folder["run"], tmp_path / "run",
+                          ignore=shutil.ignore_patterns("*.png", "health", "trials.json"))
+    summary = {key: None for key in run_folder["summary"]}
+    summary["holdout"] = {"tasks": {"arc_easy": {"metric": "acc"}}, "models": {"father": {}}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    meta, body = split_card(write_card(run / "child", run).read_text())
+    assert "model-index" not in meta
+    titles = re.findall(r"^## (.+)$", body, re.M)
+    assert titles == ["Parent models", "Genome", "Ratio profile", "Reproducibility",
+                      "Usage with transformers"]  # no scores at all: no benchmark table
+    assert not re.search(r"\b(nan|None)\b", body.split("```json")[0])
+    html = (run / "report.html").read_text()
+    assert "Trials" not in html and "Evolution plot" not in html

@@ -42,12 +42,13 @@ def model_index(rec: RunRecords) -> list[dict]:
     child = (holdout.get("models") or {}).get("child") or {}
     results = []
     for task, spec in (holdout.get("tasks") or {}).items():
-        metric = spec.get("metric", "acc")
+        spec = spec or {}
+        metric = spec.get("metric") or "acc"
         value = (child.get(task) or {}).get(metric)
         if value is None:
             continue
         dataset = {"name": task, "type": task, "split": "holdout"}
-        if "shots" in spec:
+        if spec.get("shots") is not None:
             dataset["args"] = {"num_few_shot": spec["shots"]}
         results.append({"task": {"type": "text-generation", "name": "Text Generation"},
                         "dataset": dataset,

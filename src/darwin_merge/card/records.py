@@ -61,11 +61,11 @@ class RunRecords:
     @property
     def genome(self) -> dict:
         """The child's genome: darwin_merge.json first (it made these weights)."""
-        return self.merge.get("genome") or self.summary.get("best", {}).get("genome") or {}
+        return self.merge.get("genome") or (self.summary.get("best") or {}).get("genome") or {}
 
     @property
     def genome_hash(self) -> str | None:
-        return self.merge.get("genome_hash") or self.summary.get("best", {}).get("genome_hash")
+        return self.merge.get("genome_hash") or (self.summary.get("best") or {}).get("genome_hash")
 
     @property
     def num_layers(self) -> int | None:

@@ -45,12 +45,12 @@ def _overview(rec: RunRecords, scratch: Path) -> Section:
         text = f"`{rec.name}` is a merge of `{names['father']}` (father) and " \
                f"`{names['mother']}` (mother)"
         text += f", with `{names['base']}` as their common base" if "base" in names else ""
-        text += ", made with Darwin: DARE-TIES and linear interpolation in PyTorch, with " \
-                "a ratio of its own for every tensor."
+        text += ", made with Darwin (DARE-TIES written in PyTorch, with a ratio of its own " \
+                "for every tensor)."
     else:
         text = f"`{rec.name}` is a model folder without Darwin merge records."
     blocks: list = [text]
-    trials = rec.summary.get("phase2", {}).get("trials")
+    trials = (rec.summary.get("phase2") or {}).get("trials")
     if trials is not None:
         blocks.append(f"Its 14-value genome was searched with CMA-ES: a cheap proxy in Phase 1, "
                       f"then {trials} real merges scored in Phase 2.")
@@ -83,7 +83,7 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
     if not genome:
         return None
     has_base = any(p.role == "base" for p in rec.parents) or not rec.merge
-    used_scan = bool(rec.merge.get("options", {}).get("scan")) if rec.merge else True
+    used_scan = bool((rec.merge.get("options") or {}).get("scan")) if rec.merge else True
     names = [n for n in Genome.model_fields if n in genome]
     rows = [[n, f"{float(genome[n]):.4f}",
              reading(n, float(genome[n]), rec.num_layers, has_base, used_scan)] for n in names]
@@ -99,7 +99,7 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
 
 def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
     tensors = rec.merge.get("tensors") or []
-    options = rec.merge.get("options", {})
+    options = rec.merge.get("options") or {}
     path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
                               options.get("transplant_low", 0.15),
                               options.get("transplant_high", 0.85)) if tensors else None
@@ -150,14 +150,19 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
     order += [m for m in models if m not in order]
     rows = []
     for task, spec in tasks.items():
-        metric = spec.get("metric", "acc")
-        cells = [_score(models[m].get(task), metric) for m in order]
-        rows.append([task, metric, _num(spec.get("shots", "")), _num(spec.get("n", "")),
-                     spec.get("role", "")] + cells)
-    if any("fitness" in models[m] for m in order):
+        spec = spec or {}
+        metric = spec.get("metric") or "acc"
+        cells = [_score((models[m] or {}).get(task), metric) for m in order]
+        if all(cell == "-" for cell in cells):
+            continue  # nobody was scored on this task
+        rows.append([task, metric] + [_num(spec.get(k, "")) if spec.get(k) is not None
+                                      else "" for k in ("shots", "n", "role")] + cells)
+    if not rows:
+        return None
+    fitness = [(models[m] or {}).get("fitness") for m in order]
+    if any(f is not None for f in fitness):
         rows.append(["fitness", "weighted mean", "", "", "fitness"]
-                    + [_num(models[m]["fitness"]) if "fitness" in models[m] else "-"
-                       for m in order])
+                    + ["-" if f is None else _num(f) for f in fitness])
     text = ("Held-out items (never seen by the search); every model scored on the same "
             "items. Values are the metric, with its standard error after ±.")
     headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
@@ -248,7 +253,7 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
         blocks.append(Table(["", "Value"], rows))
     if rec.summary.get("command"):
         blocks += ["The run's command:", Code("bash", str(rec.summary["command"]))]
-    options = {k: v for k, v in (rec.merge.get("options") or {}).items()}
+    options = rec.merge.get("options") or {}
     if options:
         blocks += ["Merge options (with the genome, they fix every random draw; the same "
                    "genome and options give a byte-identical child):",
