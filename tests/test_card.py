@@ -173,12 +173,17 @@ def test_cli_writes_card_and_report(run_folder, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_write_report_alone_finds_the_child(run_folder, tmp_path):
+def test_write_report_alone_finds_the_child(run_folder, card, tmp_path):
     run = shutil.copytree(run_folder["run"], tmp_path / "run")
     (run / "report.html").unlink(missing_ok=True)
     path = write_report(run)
     html = path.read_text()
     assert path == run / "report.html"
+    card_titles = re.findall(r"^## (.+)$", card, re.M)
+    report_titles = re.findall(r'<h2 id="[^"]*">([^<]+)</h2>', html)
+    evolution = card_titles.index("Evolution result") + 1
+    assert report_titles == (card_titles[:evolution] + ["Evolution plot"]
+                             + card_titles[evolution:] + ["Trials"])
     assert html.count('<img src="data:image/png;base64,') == 5  # the card's 4 + evolution
     assert 'class="sortable"' in html and "src=\"http" not in html
 

@@ -193,8 +193,11 @@ def _baseline_words(genome: dict | None) -> str:
     return ", ".join(words)
 
 
-def _score(result: dict | None, metric: str) -> str:
-    if not result or metric not in result:
+def _score(result, metric: str) -> str:
+    """'value ± stderr' from a task's result dict ('-' when the metric is absent)."""
+    if isinstance(result, int | float) and not isinstance(result, bool):
+        return _num(float(result))
+    if not isinstance(result, dict) or result.get(metric) is None:
         return "-"
     stderr = result.get(f"{metric}_stderr")
     return _num(result[metric]) + (f" ± {_num(stderr)}" if stderr is not None else "")
