@@ -191,12 +191,13 @@ def test_write_report_alone_finds_the_child(run_folder, card, tmp_path):
 # -- the report in a real browser ------------------------------------------------------
 CHROMIUM = Path("/usr/bin/chromium")
 # Run in the page after it loads: sort the trial table by fitness (two clicks: descending),
-# and record each picture's decoded width, so --dump-dom shows both.
+# record the highlighted trial and each picture's decoded width, so --dump-dom shows them.
 PROBE = """<script>
 window.addEventListener("load", () => {
   const table = document.querySelector("table.sortable");
   const th = Array.from(table.tHead.rows[0].cells).find(c => c.textContent === "fitness");
   th.click(); th.click();
+  document.body.dataset.markedTrial = document.querySelector("tr.marked").cells[0].textContent;
   document.body.dataset.imageWidths =
     Array.from(document.images).map(img => img.naturalWidth).join(",");
 });
@@ -283,6 +284,7 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
     assert len(page.tables) >= 7  # parents, genome, modes, evolution, benchmarks, repro
     fitness = [float(row[3]) for row in sortable[0]["cells"]]
     assert fitness == sorted(fitness, reverse=True)
+    assert page.body["data-marked-trial"] == str(run_folder["summary"]["best"]["trial"])
     by_number = {t["number"]: t for t in trials}
     for row in sortable[0]["cells"]:  # each task's metric, pulled out of the score dicts
         trial = by_number[int(row[0])]

@@ -15,6 +15,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     sortable: bool = False
+    marked: tuple[int, ...] = ()  # rows to highlight (the report's chosen trial)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ def _write_report(rec: RunRecords, sections: list[Section]) -> Path:
     if trials is not None:
         sections.append(trials)
     path = rec.run_dir / REPORT_NAME
+    sections[0] = Section(sections[0].title, [f"Run folder `{rec.run_dir}`; the model card "
+                                              f"is `{rec.child_dir / CARD_NAME}`.",
+                                              *sections[0].blocks], sections[0].anchor)
     _write_atomic(path, render_html(f"Darwin run report: {rec.name}", sections).encode())
     return path
 
@@ -92,7 +95,12 @@ def _trials(rec: RunRecords) -> Section | None:
                                                  "genome_hash"]]
                     + [_cell(genome.get(g)) for g in genes])
     text = f"All {len(trials)} trials of the search. Click a column header to sort."
-    return Section("Trials", [text, Table(headers, rows, sortable=True)], anchor="trials")
+    best = (rec.summary.get("best") or {}).get("trial")
+    marked = tuple(i for i, t in enumerate(trials) if best is not None and t.get("number") == best)
+    if marked:
+        text += f" The trial the child comes from ({best}) is highlighted."
+    return Section("Trials", [text, Table(headers, rows, sortable=True, marked=marked)],
+                   anchor="trials")
 
 
 def _score(result, metric: str):

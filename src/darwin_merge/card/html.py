@@ -24,6 +24,7 @@ th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left;
          white-space: nowrap; }
 th { background: #f3f5f7; }
 table.sortable th { cursor: pointer; }
+tr.marked td { background: #fff4c2; font-weight: 600; }
 th[data-order=asc]::after { content: " \\25B2"; }
 th[data-order=desc]::after { content: " \\25BC"; }
 figure { margin: 1em 0; }
@@ -86,8 +87,9 @@ def _block(block) -> str:
     if isinstance(block, Table):
         cls = ' class="sortable"' if block.sortable else ""
         head = "".join(f"<th>{inline(h)}</th>" for h in block.headers)
-        rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>"
-                       for row in block.rows)
+        rows = "".join(("<tr class=\"marked\">" if i in block.marked else "<tr>")
+                       + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>"
+                       for i, row in enumerate(block.rows))
         return (f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
                 f"<tbody>{rows}</tbody></table></div>")
     if isinstance(block, Picture):
