@@ -17,7 +17,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #1b1f24; padding: 0 1em; }
 h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .3em; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
-nav a { margin-right: 1em; }
+nav a { margin-right: 1em; white-space: nowrap; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .8em 0; font-size: 14px; }
 th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left;
