@@ -330,3 +330,18 @@ def test_summary_with_null_values_gives_absent_sections(run_folder, tmp_path):
     assert not re.search(r"\b(nan|None)\b", body.split("```json")[0])
     html = (run / "report.html").read_text()
     assert "Trials" not in html and "Evolution plot" not in html
+
+
+def test_remake_command_in_the_card_gives_a_byte_identical_child(run_folder, card, tmp_path,
+                                                                  monkeypatch):
+    import shlex
+
+    _, body = split_card(card)
+    blocks = re.findall(r"```bash\n(.*?)\n```", section(body, "Reproducibility"), re.S)
+    remake = next(shlex.split(b) for b in blocks if b.startswith("darwin merge "))
+    assert remake[remake.index("--genome") + 1] == str(run_folder["child"] / "darwin_merge.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(remake[1:]) == 0
+    again = tmp_path / remake[remake.index("--out") + 1]
+    original = run_folder["child"] / "model.safetensors"
+    assert (again / "model.safetensors").read_bytes() == original.read_bytes()

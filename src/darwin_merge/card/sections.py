@@ -7,6 +7,7 @@ section (or an absent row), never a placeholder value.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from ..genome import Genome
@@ -256,16 +257,43 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
         blocks.append(Table(["", "Value"], rows))
     if rec.summary.get("command"):
         blocks += ["The run's command:", Code("bash", str(rec.summary["command"]))]
+    blocks += _remake(rec)
+    return Section("Reproducibility", blocks, anchor="reproducibility") if blocks else None
+
+
+# `darwin merge` flags for the options in darwin_merge.json, with their defaults.
+MERGE_FLAGS = {"base": ("--base", None), "scan": ("--scan", None), "dtype": ("--dtype", None),
+               "transplant_low": ("--transplant-low", 0.15),
+               "transplant_high": ("--transplant-high", 0.85),
+               "compute_dtype": ("--compute-dtype", "float32")}
+
+
+def _remake(rec: RunRecords) -> list:
+    """The merge options, the `darwin merge` command that remakes the child from its
+    parents (same genome and options: a byte-identical child), and the genome as YAML."""
     options = rec.merge.get("options") or {}
+    parents = rec.merge.get("parents") or {}
+    blocks: list = []
     if options:
-        blocks += ["Merge options (with the genome, they fix every random draw; the same "
-                   "genome and options give a byte-identical child):",
+        blocks += ["Merge options (with the genome they fix every random draw):",
                    Code("json", json.dumps(options, indent=1, sort_keys=True))]
+    if parents.get("father") and parents.get("mother") and rec.merge.get("genome"):
+        values = {**options, "base": parents.get("base")}
+        cmd = ["darwin", "merge", "--father", parents["father"], "--mother", parents["mother"],
+               "--genome", str(rec.child_dir / "darwin_merge.json")]
+        for key, (flag, default) in MERGE_FLAGS.items():
+            if values.get(key) is not None and values.get(key) != default:
+                cmd += [flag, str(values[key])]
+        cmd += ["--disjoint-mean"] if options.get("disjoint_mean") else []
+        cmd += ["--out", f"{rec.name}-remade"]
+        blocks += ["To merge this child again from its parents (the same genome and options "
+                   "give a byte-identical child, on any device):",
+                   Code("bash", " ".join(shlex.quote(part) for part in cmd))]
     if rec.genome:
         genome = Genome(**{k: v for k, v in rec.genome.items() if k in Genome.model_fields})
         blocks += ["The genome as a file for `darwin merge --genome`:",
                    Code("yaml", genome.to_yaml())]
-    return Section("Reproducibility", blocks, anchor="reproducibility") if blocks else None
+    return blocks
 
 
 def _usage(rec: RunRecords, scratch: Path) -> Section:
