@@ -88,6 +88,46 @@ def inspect_cmd(
         _print_comparison(report["comparison"])
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="model folder"),
+    tasks: str = typer.Option("", help="comma-separated task names (see docs/EVAL.md)"),
+    limit: int | None = typer.Option(None, help="first N items of the split"),
+    split: str = typer.Option("all", help="search, holdout or all"),
+    batch_size: int = typer.Option(16, help="requests per forward pass"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    out_file: Path | None = typer.Option(None, "--out", help="write results JSON here"),
+    task_file: Path | None = typer.Option(None, help="a user multiple-choice JSONL task"),
+    samples: int = typer.Option(1, help="generations per item for generative tasks (maj@K)"),
+    thinking: bool = typer.Option(False, help="enable_thinking in the chat template"),
+) -> None:
+    """Score a model on benchmark tasks (lm-eval-compatible) and print a table."""
+    from .eval import evaluate_path, write_results
+
+    record = evaluate_path(model, tasks, split=split, limit=limit, batch_size=batch_size,
+                           device=device, dtype=dtype, task_file=task_file, samples=samples,
+                           thinking=thinking)
+    _print_eval(record)
+    if out_file is not None:
+        out.print(f"results written to {write_results(record, out_file)}")
+
+
+def _print_eval(record: dict) -> None:
+    table = Table(title=f"{record['model']} ({record['seconds']} s)")
+    for col in ("task", "split", "n", "metric", "value", "stderr"):
+        table.add_column(col)
+    for name, res in record["results"].items():
+        for metric in ("acc", "acc_norm", "perplexity", "exact_match",
+                       *[k for k in res if k.startswith("maj@") and "stderr" not in k],
+                       "mean_gold_logprob"):
+            if metric in res:
+                se = res.get(f"{metric}_stderr")
+                table.add_row(name, res["split"], str(res["n"]), metric, f"{res[metric]:.4f}",
+                              "-" if se is None else f"{se:.4f}")
+    out.print(table)
+
+
 def _print_inspection(report: dict, all_tensors: bool) -> None:
     out.print(f"[bold]{report['path']}[/bold]")
     out.print(f"  architecture: {', '.join(report['architectures']) or '?'} "

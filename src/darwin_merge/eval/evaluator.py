@@ -1,0 +1,169 @@
+"""Score an in-memory model on tasks: the library API the search and the CLI share.
+
+`evaluate(model, tokenizer, ["arc_easy"], split="search", limit=50)` returns, per task,
+its scores, their standard errors, n, the item ids scored, and `mean_gold_logprob`: the
+mean over items of the gold continuation's log-probability divided by its length in
+characters (tokenizer-independent, continuous), so the search can rank two candidates
+with the same accuracy. Nothing is written to disk and nothing is cached between calls.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..errors import UsageError
+from . import metrics
+from .generate import generate, supports_thinking
+from .loglik import encode_groups, score_groups
+from .tasks import Item, Task, resolve_tasks, select_items
+
+LOGLIK_KINDS = ("multiple_choice", "lambada", "greedy_continuation")
+
+
+def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
+             limit: int | None = None, batch_size: int = 16, device=None,
+             task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
+             progress: bool = False) -> dict[str, dict]:
+    """Scores of `model` on each task (see the module docstring), keyed by task name."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1 (got {samples})")
+    resolved = resolve_tasks(tasks, task_file)
+    results = {}
+    with _eval_mode(model):
+        for task in resolved:
+            items = select_items(task, split, limit)
+            if not items:
+                raise UsageError(f"task {task.name}: no items in split {split!r}")
+            bar = _bar(progress, task.name)
+            if task.kind in LOGLIK_KINDS:
+                result = _loglik_task(model, tokenizer, task, items, batch_size, device, bar)
+            else:
+                result = _generative_task(model, tokenizer, task, items, batch_size, device, bar,
+                                          samples=samples, thinking=thinking, seed=seed)
+            if bar is not None:
+                bar.close()
+            results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
+                                  "item_ids": [it.id for it in items]}
+    return results
+
+
+@contextmanager
+def _eval_mode(model):
+    """Eval mode for the call (Gemma needs it), restoring the caller's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _bar(enabled: bool, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=name, unit="req", leave=False)
+
+
+def _progress(bar):
+    return None if bar is None else bar.update
+
+
+def loglik_requests(task: Task, items: list[Item]) -> list[tuple[str, list[str]]]:
+    """(context, [continuation, ...]) strings for each item, as lm-eval builds them."""
+    requests = []
+    for it in items:
+        context = task.prompt.format(**it.doc)
+        if task.kind == "multiple_choice":
+            requests.append((context, [" " + c for c in it.doc["choices"]]))
+        elif task.kind == "lambada":
+            requests.append((context, [" " + it.doc["continuation"]]))
+        else:
+            requests.append((context, [it.doc["continuation"]]))
+    return requests
+
+
+def _loglik_task(model, tokenizer, task, items, batch_size, device, bar) -> dict:
+    groups = encode_groups(tokenizer, loglik_requests(task, items))
+    if bar is not None:
+        bar.total = sum(len(g.continuations) for g in groups)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = score_groups(model, groups, batch_size, device, pad, _progress(bar))
+    if task.kind == "multiple_choice":
+        return multiple_choice_metrics([it.doc for it in items], scores)
+    gold_lengths = [len(it.doc["continuation"].strip()) or 1 for it in items]
+    logliks = [s[0].logprob for s in scores]
+    greedy = [float(s[0].is_greedy) for s in scores]
+    result = {"acc": metrics.mean(greedy), "acc_stderr": metrics.mean_stderr(greedy)}
+    if task.kind == "lambada":
+        ppl = metrics.perplexity(logliks)
+        se = metrics.mean_stderr(logliks)
+        result.update(perplexity=ppl, perplexity_stderr=None if se is None else ppl * se)
+    result["mean_gold_logprob"] = metrics.mean(
+        [ll / n for ll, n in zip(logliks, gold_lengths, strict=True)])
+    return result
+
+
+def multiple_choice_metrics(docs: list[dict], scores) -> dict:
+    """acc, acc_norm (+ stderrs) and the per-character gold log-prob of scored items."""
+    acc, acc_norm, gold_lp = [], [], []
+    for doc, item_scores in zip(docs, scores, strict=True):
+        logprobs = [s.logprob for s in item_scores]
+        pred, pred_norm = metrics.choose(logprobs, doc["choices"])
+        acc.append(float(pred == doc["gold"]))
+        acc_norm.append(float(pred_norm == doc["gold"]))
+        gold_lp.append(logprobs[doc["gold"]] / len(doc["choices"][doc["gold"]]))
+    return {"acc": metrics.mean(acc), "acc_stderr": metrics.mean_stderr(acc),
+            "acc_norm": metrics.mean(acc_norm), "acc_norm_stderr": metrics.mean_stderr(acc_norm),
+            "mean_gold_logprob": metrics.mean(gold_lp)}
+
+
+def mc_gen_prompt(doc: dict) -> str:
+    """A lettered-options prompt for generative multiple choice."""
+    question = doc["query"].removeprefix("Question: ").strip()
+    options = "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(doc["choices"]))
+    return (f"{question}\n\n{options}\n\n"
+            "Answer with the letter of the correct option, in the form \"The answer is X\".")
+
+
+def _generative_task(model, tokenizer, task, items, batch_size, device, bar, *, samples,
+                     thinking, seed) -> dict:
+    if task.kind == "gsm8k":
+        prompts = [task.prompt.format(**it.doc) for it in items]
+        golds = [metrics.gsm8k_gold(it.doc["answer"]) for it in items]
+    else:
+        prompts = [mc_gen_prompt(it.doc) for it in items]
+        golds = [chr(ord("A") + it.doc["gold"]) for it in items]
+    if bar is not None:
+        bar.total = len(prompts)
+    texts = generate(model, tokenizer, prompts, samples=samples,
+                     max_new_tokens=task.max_new_tokens, thinking=thinking,
+                     batch_size=batch_size, seed=seed, device=device, progress=_progress(bar))
+    answers = [[_extract(task, t, it.doc) for t in gens] for it, gens in zip(items, texts,
+                                                                             strict=True)]
+    return generative_metrics(answers, golds, samples) | {
+        "thinking": thinking, "thinking_supported": supports_thinking(tokenizer),
+        "samples": samples, "first_generation": texts[0][0]}
+
+
+def _extract(task, text: str, doc: dict) -> str | None:
+    if task.kind == "gsm8k":
+        return metrics.extract_number(text)
+    return metrics.extract_letter(text, len(doc["choices"]))
+
+
+def generative_metrics(answers: list[list[str | None]], golds: list[str | None],
+                       samples: int) -> dict:
+    """exact_match of the first sample, maj@K when K > 1, and how many did not parse."""
+    first = [float(a[0] is not None and a[0] == g) for a, g in zip(answers, golds, strict=True)]
+    result = {"exact_match": metrics.mean(first), "exact_match_stderr": metrics.mean_stderr(first),
+              "unparsed": sum(a[0] is None for a in answers)}
+    if samples > 1:
+        voted = [metrics.majority_vote(a) for a in answers]
+        maj = [float(v is not None and v == g) for v, g in zip(voted, golds, strict=True)]
+        result[f"maj@{samples}"] = metrics.mean(maj)
+        result[f"maj@{samples}_stderr"] = metrics.mean_stderr(maj)
+    return result

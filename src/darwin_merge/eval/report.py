@@ -1,0 +1,59 @@
+"""Evaluate a model folder and record the results with what is needed to reproduce them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ModelFormatError, OutputError
+from ..io.loading import load_model, load_tokenizer
+from .evaluator import evaluate
+from .tasks import resolve_tasks
+
+
+def config_hash(model_path: str | Path) -> str:
+    """SHA-256 of the folder's config.json bytes (identifies the architecture and settings)."""
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        raise ModelFormatError(f"{model_path}: no config.json (not a model folder)")
+    return hashlib.sha256(config.read_bytes()).hexdigest()
+
+
+def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str = "all",
+                  limit: int | None = None, batch_size: int = 16, device: str = "cpu",
+                  dtype: str = "float32", task_file=None, samples: int = 1,
+                  thinking: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """Load a model folder, score it, and return the full results record."""
+    resolve_tasks(tasks, task_file)  # refuse bad task names / files before loading a model
+    digest = config_hash(model_path)
+    model = load_model(model_path, device=device, dtype=dtype)
+    tokenizer = load_tokenizer(model_path)
+    start = time.perf_counter()
+    scores = evaluate(model, tokenizer, tasks, split=split, limit=limit, batch_size=batch_size,
+                      task_file=task_file, samples=samples, thinking=thinking, seed=seed,
+                      progress=progress)
+    return {"model": str(Path(model_path).resolve()), "config_sha256": digest,
+            "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
+            "settings": {"tasks": tasks, "split": split, "limit": limit,
+                         "batch_size": batch_size, "device": device, "dtype": dtype,
+                         "task_file": None if task_file is None else str(task_file),
+                         "samples": samples, "thinking": thinking, "seed": seed},
+            "results": scores}
+
+
+def write_results(record: dict, out: str | Path) -> Path:
+    """Write the record as JSON atomically (a temp file renamed into place)."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {out}: {exc}") from exc
+    return out

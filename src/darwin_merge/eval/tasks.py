@@ -1,0 +1,146 @@
+"""Tasks as data: the registry in tasks.yaml, the shipped JSONL items, and fixed splits.
+
+Every item gets a stable split by a hash of its content (not of its position), so a
+task file can be re-ordered or extended without moving old items between `search` and
+`holdout`: the search tunes on one half and the card reports on the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import UsageError
+
+KINDS = ("multiple_choice", "lambada", "greedy_continuation", "gsm8k", "multiple_choice_gen")
+SPLITS = ("search", "holdout", "all")
+USER_PROMPT = "{query}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task: how to prompt its items and how to score them."""
+
+    name: str
+    kind: str
+    prompt: str = "{query}"
+    file: str | None = None  # a file under darwin_merge/data/tasks
+    path: Path | None = None  # a user file (--task-file)
+    max_new_tokens: int = 256
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question: its index in the task file (the item id), its fields, its split."""
+
+    id: int
+    doc: dict
+    split: str
+
+
+def _data_dir():
+    return resources.files("darwin_merge") / "data" / "tasks"
+
+
+def registry() -> dict[str, Task]:
+    """The shipped tasks, by name, read from tasks.yaml."""
+    text = (resources.files("darwin_merge.eval") / "tasks.yaml").read_text(encoding="utf-8")
+    tasks = {}
+    for name, spec in yaml.safe_load(text).items():
+        spec = dict(spec)
+        tasks[name] = Task(name=name, kind=spec.pop("kind"), prompt=spec.pop("prompt", "{query}"),
+                           file=spec.pop("file"),
+                           max_new_tokens=int(spec.pop("max_new_tokens", 256)), extra=spec)
+    return tasks
+
+
+def resolve_tasks(names: list[str] | str, task_file: str | Path | None = None) -> list[Task]:
+    """Task objects for names (comma-separated string or list) plus an optional user file."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    known = registry()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(known)}")
+    tasks = [known[n] for n in names]
+    if task_file is not None:
+        path = Path(task_file)
+        tasks.append(Task(name=path.stem, kind="multiple_choice", prompt=USER_PROMPT, path=path))
+        load_docs(tasks[-1])  # validate now, before any model is loaded
+    if not tasks:
+        raise UsageError(f"no task given; known tasks: {', '.join(known)}")
+    return tasks
+
+
+def load_docs(task: Task) -> list[dict]:
+    """All items of a task, in file order, validated for the task's kind."""
+    if task.path is not None:
+        if not task.path.is_file():
+            raise UsageError(f"task file {task.path} does not exist")
+        text, where = task.path.read_text(encoding="utf-8"), str(task.path)
+    else:
+        text, where = (_data_dir() / task.file).read_text(encoding="utf-8"), task.file
+    docs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: line {number} is not valid JSON ({exc.msg})") from exc
+        problem = _check_doc(task.kind, doc)
+        if problem:
+            raise UsageError(f"{where}: line {number}: {problem}")
+        docs.append(doc)
+    if not docs:
+        raise UsageError(f"{where}: no items")
+    return docs
+
+
+def _check_doc(kind: str, doc) -> str | None:
+    """Why a parsed line does not fit its task kind, or None when it does."""
+    if not isinstance(doc, dict):
+        return "expected a JSON object"
+    if kind in ("multiple_choice", "multiple_choice_gen"):
+        choices, gold = doc.get("choices"), doc.get("gold")
+        if not isinstance(doc.get("query"), str):
+            return 'missing string field "query"'
+        if not (isinstance(choices, list) and len(choices) >= 2
+                and all(isinstance(c, str) and c for c in choices)):
+            return '"choices" must be a list of at least two non-empty strings'
+        if not (isinstance(gold, int) and not isinstance(gold, bool)
+                and 0 <= gold < len(choices)):
+            return f'"gold" must be an index into "choices" (0..{len(choices) - 1})'
+    elif kind in ("lambada", "greedy_continuation"):
+        if not (isinstance(doc.get("context"), str) and isinstance(doc.get("continuation"), str)
+                and doc["continuation"]):
+            return 'expected string fields "context" and "continuation"'
+    elif kind == "gsm8k":
+        if not (isinstance(doc.get("question"), str) and isinstance(doc.get("answer"), str)):
+            return 'expected string fields "question" and "answer"'
+    return None
+
+
+def item_split(doc: dict) -> str:
+    """`search` or `holdout`, from the SHA-256 of the item's canonical JSON (stable, ~50/50)."""
+    canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
+    return "search" if digest[0] % 2 == 0 else "holdout"
+
+
+def select_items(task: Task, split: str = "all", limit: int | None = None) -> list[Item]:
+    """The items of `split` in file order, the first `limit` of them when given."""
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} (use {', '.join(SPLITS)})")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})")
+    items = [Item(i, doc, item_split(doc)) for i, doc in enumerate(load_docs(task))]
+    if split != "all":
+        items = [it for it in items if it.split == split]
+    return items[:limit] if limit is not None else items
