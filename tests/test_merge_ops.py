@@ -14,6 +14,7 @@ from darwin_merge.merge.ops import (
     dare,
     dare_ties,
     linear,
+    merge_pair,
     ties_elect,
     ties_merge,
     transplant,
@@ -127,6 +128,25 @@ def test_dare_ties_with_base_hand_computed():
     # sum [1.5, .5, -.5] -> elected [1, 1, -1]; keep a: [T, F, F]; keep b: [T, T, T]
     out = dare_ties(a, b, base, 0.5, 1.0, 1.0, (gen(), gen()))
     assert torch.equal(out, t(2.5, 2.0, 0.5))
+
+
+@pytest.mark.parametrize("with_base", [False, True])
+@pytest.mark.parametrize("ratio, density_a, density_b, weight, disjoint", [
+    (0.5, 1.0, 1.0, 1.0, False), (0.3, 0.7, 0.4, 1.0, False), (0.6, 0.9, 0.2, 0.35, False),
+    (0.4, 0.5, 0.5, 0.0, False), (0.7, 0.6, 0.8, 0.5, True), (0.2, 0.0, 0.0, 0.8, False),
+])
+def test_fused_merge_equals_the_reference_composition(with_base, ratio, density_a, density_b,
+                                                      weight, disjoint):
+    """What the engine runs == blend(dare_ties(...), linear(...), w) from the spec functions."""
+    a, b = torch.randn(3000, generator=gen(1)), torch.randn(3000, generator=gen(2))
+    base = torch.randn(3000, generator=gen(3)) if with_base else None
+    copies = [x.clone() for x in (a, b)]
+    reference = blend(dare_ties(a, b, base, ratio, density_a, density_b, (gen(5), gen(6)),
+                                disjoint), linear(a, b, ratio), weight)
+    fused = merge_pair(a, b, base, ratio, density_a, density_b, weight, (gen(5), gen(6)),
+                       disjoint)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    assert torch.equal(a, copies[0]) and torch.equal(b, copies[1])  # inputs untouched
 
 
 def test_transplant_modes_and_thresholds():

@@ -31,7 +31,7 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
-from .ops import blend, clip_bound, dare_ties, linear, transplant
+from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
 
 REPORT_NAME = "darwin_merge.json"
@@ -46,18 +46,25 @@ def dare_generator(hash_key: str, tensor_name: str, parent: str) -> torch.Genera
 
 
 def _is_valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
-    """Finite; clipping bounds may also be +-Inf (Inf means "no bound"), never NaN."""
+    """Finite; clipping bounds may also be +-Inf (Inf means "no bound"), never NaN.
+
+    A sum is NaN/Inf when any entry is, and costs one cheap pass; only when it is
+    not finite (or a sum of huge finite values overflowed) is each entry checked.
+    """
     if not tensor.is_floating_point():
+        return True
+    if bool(torch.isfinite(tensor.sum())):
         return True
     if allow_inf:
         return not bool(torch.isnan(tensor).any())
     return bool(torch.isfinite(tensor).all())
 
 
-def _require_valid(tensor: torch.Tensor, row: PlanRow, who: str) -> None:
-    if not _is_valid(tensor, row.merge_kind in CLIP_KINDS):
-        raise NumericalError(f"tensor {row.name!r} of the {who} contains NaN or Inf; "
-                             "the merge would spread it (fix or re-export that model)")
+def _require_valid(parents: list[tuple[torch.Tensor, str]], row: PlanRow) -> None:
+    for tensor, who in parents:
+        if not _is_valid(tensor, row.merge_kind in CLIP_KINDS):
+            raise NumericalError(f"tensor {row.name!r} of the {who} contains NaN or Inf; "
+                                 "the merge would spread it (fix or re-export that model)")
 
 
 def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
@@ -66,12 +73,12 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
     """The child's tensor for one plan row (computed on the father's tensor's device).
 
     Parents with NaN/Inf and non-finite results raise NumericalError; the result has
-    `out_dtype` (default: the father's dtype) for float tensors.
+    `out_dtype` (default: the father's dtype) for float tensors. Every merge mode
+    spreads a parent's NaN/Inf into the result, so the parents are checked one by one
+    only when the result is bad (or when a parent is transplanted whole).
     """
     parents = [(father, "father"), (mother, "mother")] + ([(base, "base")] if base is not None
                                                           else [])
-    for tensor, who in parents:
-        _require_valid(tensor, row, who)
     if row.mode == "exact":
         if any(not torch.equal(father, t) for t, _ in parents[1:]):
             raise IncompatibleModelsError(f"non-float tensor {row.name!r} differs between the "
@@ -79,7 +86,10 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
         return father.clone()
     target = out_dtype or father.dtype
     if row.mode.startswith("transplant_"):
-        return transplant(father, mother, row.mode).to(target)
+        _require_valid(parents, row)
+        child = transplant(father, mother, row.mode).to(target)
+        _require_valid_output(child, row, target)
+        return child
     compute = _COMPUTE[settings.compute_dtype]
     device = father.device
     a, b = father.to(device, compute), mother.to(device, compute)
@@ -90,19 +100,24 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
     elif row.mode == "linear":
         child = linear(a, b, r)
     elif row.mode == "dare_ties":
-        child = linear(a, b, r) if genome.merge_method_weight <= 0 else blend(
-            dare_ties(a, b, w, r, genome.density_a, genome.density_b,
-                      (dare_generator(hash_key, row.name, "father"),
-                       dare_generator(hash_key, row.name, "mother")),
-                      settings.disjoint_mean),
-            linear(a, b, r), genome.merge_method_weight)
+        child = merge_pair(a, b, w, r, genome.density_a, genome.density_b,
+                           genome.merge_method_weight,
+                           (dare_generator(hash_key, row.name, "father"),
+                            dare_generator(hash_key, row.name, "mother")),
+                           settings.disjoint_mean)
     else:
         raise ValueError(f"unknown merge mode {row.mode!r}")
     child = child.to(target)
     if not _is_valid(child, row.merge_kind in CLIP_KINDS):
+        _require_valid(parents, row)
+        _require_valid_output(child, row, target)
+    return child
+
+
+def _require_valid_output(child: torch.Tensor, row: PlanRow, target: torch.dtype) -> None:
+    if not _is_valid(child, row.merge_kind in CLIP_KINDS):
         raise NumericalError(f"merged tensor {row.name!r} is not finite in {target} "
                              "(overflow?); nothing was written")
-    return child
 
 
 # -- in memory (the search) ---------------------------------------------------------
