@@ -88,6 +88,76 @@ def inspect_cmd(
         _print_comparison(report["comparison"])
 
 
+@app.command("evolve")
+def evolve_cmd(
+    father: Path | None = typer.Option(None, help="father model folder"),
+    mother: Path | None = typer.Option(None, help="mother model folder"),
+    base: Path | None = typer.Option(None, help="common base model folder (optional)"),
+    fitness: str | None = typer.Option(
+        None, help="task=weight,... e.g. arc_easy=0.5,simple_arithmetic=0.5"),
+    run_dir: Path | None = typer.Option(None, "--out",
+                                        help="RUN_DIR (re-run the command to continue)"),
+    recipe: Path | None = typer.Option(None, help="YAML recipe with the same fields"),
+    scan: Path | None = typer.Option(None, help="scan.json (else the scan runs first)"),
+    trials: int | None = typer.Option(None, help="Phase 2 candidates (default 24)"),
+    timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds"),
+    phase1_steps: int | None = typer.Option(None, help="Phase 1 CMA-ES generations (200)"),
+    top_k: int | None = typer.Option(None, help="Phase 1 genomes that seed Phase 2 (8)"),
+    limit: int | None = typer.Option(None, help="items per fitness task (search split)"),
+    holdout_limit: int | None = typer.Option(None, help="items per task for the holdout"),
+    extra_tasks: str | None = typer.Option(
+        None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
+    storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
+    study: str | None = typer.Option(None, help="study name inside --storage"),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N"),
+    dtype: str | None = typer.Option(None, help="float32 or bfloat16"),
+    seed: int | None = typer.Option(None, help="search seed (default 0)"),
+    batch_size: int | None = typer.Option(None, help="evaluation batch size"),
+    popsize: int | None = typer.Option(None, help="Phase 2 CMA-ES population (default 6)"),
+    search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
+) -> None:
+    """Search the genome (Phase 1 proxy, Phase 2 real merges), then merge, check, score."""
+    from .evolve.recipe import build_recipe, load_recipe, parse_fitness
+    from .evolve.run import run_evolve
+
+    values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, trials=trials,
+                  timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
+                  holdout_limit=holdout_limit, storage=storage, study=study, device=device,
+                  dtype=dtype, seed=seed, batch_size=batch_size, popsize=popsize,
+                  fitness=parse_fitness(fitness) if fitness else None,
+                  extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)
+    if recipe is not None:
+        built = load_recipe(recipe, **values)
+    else:
+        missing = [k for k in ("father", "mother", "fitness", "out") if values[k] is None]
+        if missing:
+            raise UsageError("missing " + ", ".join(f"--{m}" for m in missing) +
+                             " (or give --recipe FILE)")
+        built = build_recipe(**values)
+    summary = run_evolve(built, finish_run=not search_only)
+    if search_only:
+        out.print(f"search recorded in {built.storage or built.out / 'study.db'}")
+        return
+    _print_summary(summary, built.out)
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    holdout = summary.get("holdout", {})
+    tasks = list(holdout.get("tasks", {}))
+    table = Table(title="holdout results (acc)")
+    table.add_column("model")
+    for task in tasks:
+        table.add_column(f"{task} ({holdout['tasks'][task]['role']})")
+    table.add_column("fitness")
+    for name, row in holdout.get("models", {}).items():
+        cells = [f"{row[t]['acc']:.3f} ± {row[t].get('acc_stderr', 0):.3f}" for t in tasks]
+        table.add_row(name, *cells, f"{row['fitness']:.4f}")
+    out.print(table)
+    out.print(f"health: {summary.get('health', {}).get('verdict')}")
+    out.print(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "
+              f"report: {run_dir / 'report.html'}")
+
+
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="model folder"),
@@ -101,13 +171,14 @@ def eval_cmd(
     task_file: Path | None = typer.Option(None, help="a user multiple-choice JSONL task"),
     samples: int = typer.Option(1, help="generations per item for generative tasks (maj@K)"),
     thinking: bool = typer.Option(False, help="enable_thinking in the chat template"),
+    max_new_tokens: int | None = typer.Option(None, help="generation length (default: task's)"),
 ) -> None:
     """Score a model on benchmark tasks (lm-eval-compatible) and print a table."""
     from .eval import evaluate_path, write_results
 
     record = evaluate_path(model, tasks, split=split, limit=limit, batch_size=batch_size,
                            device=device, dtype=dtype, task_file=task_file, samples=samples,
-                           thinking=thinking)
+                           thinking=thinking, max_new_tokens=max_new_tokens)
     _print_eval(record)
     if out_file is not None:
         out.print(f"results written to {write_results(record, out_file)}")
@@ -307,6 +378,31 @@ def scan_cmd(
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(f"scan written to {out_dir} (scan.json, mds_father_mother.png, mri_ratio.png)")
+
+
+demo_app = typer.Typer(no_args_is_help=True, help="The real-model demo (SmolLM2 pair).")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("prepare-mother")
+def prepare_mother_cmd(
+    father: Path | None = typer.Option(None, help="father folder (default: imported SmolLM2)"),
+    cache: Path = typer.Option(Path(".cache"), help="cache folder"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    steps: int | None = typer.Option(None, help="optimizer steps (default: the recipe's)"),
+    lr: float | None = typer.Option(None, help="peak learning rate"),
+    batch_size: int | None = typer.Option(None, help="problems per step"),
+    first_trained_layer: int | None = typer.Option(None, help="train blocks from this one up"),
+    seed: int | None = typer.Option(None, help="seed of the data and the run"),
+) -> None:
+    """Fine-tune the father into the arithmetic mother (cached by recipe) and print its folder."""
+    from .demo.mother import prepare_mother, recipe_with
+    from .realmodels import ensure_real_model
+
+    recipe = recipe_with(steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                         first_trained_layer=first_trained_layer)
+    father = father or ensure_real_model("smollm2", cache)
+    out.print(str(prepare_mother(father, cache, recipe, device=device)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ class Recipe(BaseModel):
     seed: int = 0
     batch_size: int = 16
     sigma0: float = 0.15
+    popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probe_max_tokens: int = 64
 
     @field_validator("fitness")

@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,7 @@ def make_objective(scorer: CandidateScorer, settings: MergeSettings, study: optu
         key = genome_hash(genome, settings)
         trial.set_user_attr("genome_hash", key)
         trial.set_user_attr("phase", 2)
+        trial.set_user_attr("worker", f"{platform.node()}:{_pid()}")
         if "source" not in trial.user_attrs:
             trial.set_user_attr("source", "cma_es")
         if "proxy_fitness" not in trial.user_attrs:
@@ -215,8 +217,13 @@ def make_sampler(recipe: Recipe, phase1: dict) -> optuna.samplers.BaseSampler:
     best = phase1["top_k"][0]["genome"]
     seed = recipe.seed if recipe.storage is None else recipe.seed + (hash(platform.node()) +
                                                                      _pid()) % 10_000
-    return optuna.samplers.CmaEsSampler(x0=best, sigma0=recipe.sigma0, seed=seed,
-                                        warn_independent_sampling=False)
+    with warnings.catch_warnings():
+        # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured; starting CMA-ES at
+        # the proxy's best is the point of Phase 1 (docs/EVOLVE.md)
+        warnings.simplefilter("ignore", FutureWarning)
+        return optuna.samplers.CmaEsSampler(x0=best, sigma0=recipe.sigma0, seed=seed,
+                                            popsize=recipe.popsize,
+                                            warn_independent_sampling=False)
 
 
 def _pid() -> int:

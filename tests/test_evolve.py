@@ -1,0 +1,172 @@
+"""The search: bad input, determinism, resume after SIGKILL, two workers on one study.
+
+These use tiny random models with a few items per task, so they test the machinery
+(study, sampler, duplicate guard, resume), not the quality of the child; the quality
+test on the two-skill pair lives in test_evolve_skills.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from darwin_merge.errors import StorageError, UsageError
+from darwin_merge.evolve.recipe import build_recipe, parse_fitness
+from darwin_merge.evolve.run import run_evolve
+from darwin_merge.scan import run_scan
+from tiny_models import make_tiny, perturbed_copy
+
+FITNESS = {"arc_easy": 0.5, "simple_arithmetic": 0.5}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(father, mother, scan.json) of a tiny llama pair, scanned once."""
+    root = tmp_path_factory.mktemp("evolve")
+    father = make_tiny("llama", root / "father", seed=0)
+    mother = perturbed_copy(father, root / "mother", scale=0.3, seed=5)
+    run_scan(father, mother, root / "scan", max_tokens=16, max_prompts=2, progress=False)
+    return father, mother, root / "scan" / "scan.json"
+
+
+def recipe(pair, out: Path, **kw):
+    father, mother, scan = pair
+    values = dict(father=father, mother=mother, fitness=FITNESS, out=out, scan=scan, trials=4,
+                  limit=3, phase1_steps=10, top_k=2, popsize=4)
+    values.update(kw)
+    return build_recipe(**values)
+
+
+def genome_sequence(db: Path) -> list[tuple]:
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{db}")
+    trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
+def darwin(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "darwin_merge.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def cli_args(pair, out: Path, trials: int, extra=()) -> list[str]:
+    father, mother, scan = pair
+    return ["evolve", "--father", str(father), "--mother", str(mother), "--fitness",
+            "arc_easy=0.5,simple_arithmetic=0.5", "--out", str(out), "--scan", str(scan),
+            "--trials", str(trials), "--limit", "3", "--phase1-steps", "10", "--top-k", "2",
+            "--search-only", *extra]
+
+
+def test_parse_fitness():
+    assert parse_fitness("a=1, b=3") == {"a": 1.0, "b": 3.0}
+    with pytest.raises(UsageError):
+        parse_fitness("a=x")
+    with pytest.raises(UsageError):
+        parse_fitness(" , ")
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"fitness": {"arc_easy": 0.0}}, "positive"),
+    ({"fitness": {"arc_easy": -1.0, "piqa": 2.0}}, "positive"),
+    ({"trials": 0}, "at least 1"),
+    ({"limit": 0}, "at least 1"),
+])
+def test_bad_recipe_values(pair, tmp_path, kw, match):
+    with pytest.raises(UsageError, match=match):
+        recipe(pair, tmp_path / "run", **kw)
+
+
+def test_unknown_task_is_one_line_error(pair, tmp_path):
+    proc = darwin(*[a if a != "arc_easy=0.5,simple_arithmetic=0.5" else "nope=1"
+                    for a in cli_args(pair, tmp_path / "run", 2)])
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and "unknown task 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
+def test_unreachable_storage_is_one_line_error(pair, tmp_path):
+    proc = darwin(*cli_args(pair, tmp_path / "run", 2,
+                            ["--storage", "postgresql://nobody@127.0.0.1:9/none"]))
+    _, err = proc.communicate()
+    assert proc.returncode == StorageError.exit_code, err
+    assert "cannot open study storage" in err and "Traceback" not in err
+
+
+def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
+    run_evolve(recipe(pair, tmp_path / "a"), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "b"), finish_run=False)
+    seq_a = genome_sequence(tmp_path / "a" / "study.db")
+    assert len(seq_a) == 4 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
+    assert (tmp_path / "a" / "evolution.png").read_bytes()[:4] == b"\x89PNG"
+    # the same folder with another fitness is refused, and nothing recorded is lost
+    with pytest.raises(StorageError, match="another search"):
+        run_evolve(recipe(pair, tmp_path / "a", fitness={"arc_easy": 1.0}), finish_run=False)
+    assert genome_sequence(tmp_path / "a" / "study.db") == seq_a
+    # continuing with a larger budget keeps every scored candidate
+    run_evolve(recipe(pair, tmp_path / "a", trials=6), finish_run=False)
+    seq = genome_sequence(tmp_path / "a" / "study.db")
+    assert seq[:4] == seq_a and len(seq) == 6
+
+
+def _completed(db: Path) -> list:
+    if not db.exists():
+        return []
+    try:
+        study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{db}")
+    except Exception:  # noqa: BLE001 - the study may not exist yet
+        return []
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def test_resume_after_sigkill_keeps_every_scored_candidate(pair, tmp_path):
+    out = tmp_path / "run"
+    proc = darwin(*cli_args(pair, out, 8))
+    before = []
+    while proc.poll() is None and len(before) < 2:
+        time.sleep(0.5)
+        before = _completed(out / "study.db")
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.user_attrs["genome_hash"], t.value)
+              for t in _completed(out / "study.db")}
+    assert len(before) >= 2
+    again = darwin(*cli_args(pair, out, 8))
+    _, err = again.communicate()
+    assert again.returncode == 0, err
+    after = _completed(out / "study.db")
+    kept = {t.number: (t.user_attrs["genome_hash"], t.value) for t in after}
+    assert all(kept[n] == v for n, v in before.items())  # nothing scored is lost
+    scored = [t.user_attrs["genome_hash"] for t in after if "duplicate_of" not in t.user_attrs]
+    assert len(scored) == len(set(scored))  # no genome scored twice
+    assert len([t for t in after if t.user_attrs.get("phase") == 2]) == 8
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgres_study(pair, tmp_path):
+    from pg_server import PostgresServer
+
+    server = PostgresServer()
+    url = server.start()
+    try:
+        args = ["--storage", url, "--study", "shared", "--popsize", "4"]
+        workers = [darwin(*cli_args(pair, tmp_path / f"w{i}", 8, args)) for i in range(2)]
+        for w in workers:
+            _, err = w.communicate()
+            assert w.returncode == 0, err
+        study = optuna.load_study(study_name="shared", storage=url)
+        done = study.get_trials(states=(TrialState.COMPLETE,))
+        assert len(done) >= 8
+        workers_seen = {t.user_attrs["worker"] for t in done if "worker" in t.user_attrs}
+        assert len(workers_seen) == 2, workers_seen  # both contributed
+        scored = [t.user_attrs["genome_hash"] for t in done if "duplicate_of" not in t.user_attrs]
+        assert len(scored) == len(set(scored))  # all distinct: none scored twice
+    finally:
+        server.stop()
