@@ -23,8 +23,12 @@ LOGLIK_KINDS = ("multiple_choice", "lambada", "greedy_continuation")
 def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
              limit: int | None = None, batch_size: int = 16, device=None,
              task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
-             progress: bool = False) -> dict[str, dict]:
-    """Scores of `model` on each task (see the module docstring), keyed by task name."""
+             max_new_tokens: int | None = None, progress: bool = False) -> dict[str, dict]:
+    """Scores of `model` on each task (see the module docstring), keyed by task name.
+
+    `samples`, `thinking`, `seed` and `max_new_tokens` (default: the task's own) apply to
+    generative tasks only.
+    """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if samples < 1:
@@ -41,7 +45,8 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
                 result = _loglik_task(model, tokenizer, task, items, batch_size, device, bar)
             else:
                 result = _generative_task(model, tokenizer, task, items, batch_size, device, bar,
-                                          samples=samples, thinking=thinking, seed=seed)
+                                          samples=samples, thinking=thinking, seed=seed,
+                                          max_new_tokens=max_new_tokens or task.max_new_tokens)
             if bar is not None:
                 bar.close()
             results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
@@ -130,7 +135,7 @@ def mc_gen_prompt(doc: dict) -> str:
 
 
 def _generative_task(model, tokenizer, task, items, batch_size, device, bar, *, samples,
-                     thinking, seed) -> dict:
+                     thinking, seed, max_new_tokens) -> dict:
     if task.kind == "gsm8k":
         prompts = [task.prompt.format(**it.doc) for it in items]
         golds = [metrics.gsm8k_gold(it.doc["answer"]) for it in items]
@@ -140,7 +145,7 @@ def _generative_task(model, tokenizer, task, items, batch_size, device, bar, *, 
     if bar is not None:
         bar.total = len(prompts)
     texts = generate(model, tokenizer, prompts, samples=samples,
-                     max_new_tokens=task.max_new_tokens, thinking=thinking,
+                     max_new_tokens=max_new_tokens, thinking=thinking,
                      batch_size=batch_size, seed=seed, device=device, progress=_progress(bar))
     answers = [[_extract(task, t, it.doc) for t in gens] for it, gens in zip(items, texts,
                                                                              strict=True)]

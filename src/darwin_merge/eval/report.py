@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ModelFormatError, OutputError
+from ..errors import ModelFormatError, OutputError, UsageError
 from ..io.loading import load_model, load_tokenizer
 from .evaluator import evaluate
 from .tasks import resolve_tasks
@@ -26,22 +26,27 @@ def config_hash(model_path: str | Path) -> str:
 def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str = "all",
                   limit: int | None = None, batch_size: int = 16, device: str = "cpu",
                   dtype: str = "float32", task_file=None, samples: int = 1,
-                  thinking: bool = False, seed: int = 0, progress: bool = True) -> dict:
+                  thinking: bool = False, seed: int = 0, max_new_tokens: int | None = None,
+                  progress: bool = True) -> dict:
     """Load a model folder, score it, and return the full results record."""
-    resolve_tasks(tasks, task_file)  # refuse bad task names / files before loading a model
+    # refuse bad settings, task names and task files before loading a model
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})")
+    resolve_tasks(tasks, task_file)
     digest = config_hash(model_path)
     model = load_model(model_path, device=device, dtype=dtype)
     tokenizer = load_tokenizer(model_path)
     start = time.perf_counter()
     scores = evaluate(model, tokenizer, tasks, split=split, limit=limit, batch_size=batch_size,
                       task_file=task_file, samples=samples, thinking=thinking, seed=seed,
-                      progress=progress)
+                      max_new_tokens=max_new_tokens, progress=progress)
     return {"model": str(Path(model_path).resolve()), "config_sha256": digest,
             "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
             "settings": {"tasks": tasks, "split": split, "limit": limit,
                          "batch_size": batch_size, "device": device, "dtype": dtype,
                          "task_file": None if task_file is None else str(task_file),
-                         "samples": samples, "thinking": thinking, "seed": seed},
+                         "samples": samples, "thinking": thinking, "seed": seed,
+                         "max_new_tokens": max_new_tokens},
             "results": scores}
 
 

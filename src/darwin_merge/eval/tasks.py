@@ -65,10 +65,11 @@ def resolve_tasks(names: list[str] | str, task_file: str | Path | None = None) -
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     known = registry()
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and not n.endswith(".jsonl")]
     if unknown:
-        raise UsageError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(known)}")
-    tasks = [known[n] for n in names]
+        raise UsageError(f"unknown task {unknown[0]!r}; known tasks: {', '.join(known)} "
+                         "(or a path to a .jsonl task file)")
+    tasks = [known[n] if n in known else file_task(n) for n in names]
     if task_file is not None:
         path = Path(task_file)
         tasks.append(Task(name=path.stem, kind="multiple_choice", prompt=USER_PROMPT, path=path))
@@ -76,6 +77,30 @@ def resolve_tasks(names: list[str] | str, task_file: str | Path | None = None) -
     if not tasks:
         raise UsageError(f"no task given; known tasks: {', '.join(known)}")
     return tasks
+
+
+def file_task(path: str | Path) -> Task:
+    """A user task named by its file path; the kind follows the first item's fields.
+
+    `{"query", "choices", "gold"}` is multiple choice (prompt `{query}\nAnswer:`),
+    `{"context", "continuation"}` is scored like simple_arithmetic (greedy continuation).
+    The task's name is the path as given, so results and fitness weights use it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"task file {path} does not exist")
+    first = next((line for line in path.read_text(encoding="utf-8").splitlines()
+                  if line.strip()), "")
+    try:
+        doc = json.loads(first) if first else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: line 1 is not valid JSON ({exc.msg})") from exc
+    if isinstance(doc, dict) and "continuation" in doc:
+        task = Task(name=str(path), kind="greedy_continuation", prompt="{context}", path=path)
+    else:
+        task = Task(name=str(path), kind="multiple_choice", prompt=USER_PROMPT, path=path)
+    load_docs(task)  # validate every line now, before any model is loaded
+    return task
 
 
 def load_docs(task: Task) -> list[dict]:
