@@ -1,0 +1,291 @@
+"""The demo's mother: the father fine-tuned, reproducibly, into an arithmetic specialist.
+
+The demo needs a second parent of the same architecture with a skill the father lacks.
+SmolLM2-135M-Instruct gets almost no `simple_arithmetic` item right, so the mother is the
+father trained on synthetic problems in exactly that format ("25 - 759 =" -> " -734").
+
+Why the recipe looks as it does (it must finish in about 20 minutes on 2 CPU cores):
+- the loss covers the answer tokens only, and the vocabulary projection runs only at those
+  positions (it is a fifth of the model's compute per token);
+- only the upper transformer blocks are trained: the backward pass stops at the first trained
+  block, the optimizer state stays small, and the tied embeddings (shared by input and output)
+  are left alone, so the mother keeps the father's vocabulary geometry;
+- every problem is new (generated from a fixed seed), and every problem of the evaluation file
+  is excluded, so the held-out score measures a skill, not memory.
+
+The result is cached under `<cache>/models/<father>-arith-<hash8>`, keyed by the recipe, so a
+second call returns the folder without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UsageError
+from ..io import ModelSource, ModelWriter, atomic_output_dir
+from ..io.loading import load_model, load_tokenizer, resolve_device
+from ..io.writer import copy_side_files, write_config
+
+IGNORE = -100  # the label cross_entropy skips: context and padding tokens
+RECORD_FILE = "darwin_mother.json"
+
+
+@dataclass(frozen=True)
+class MotherRecipe:
+    """Everything that decides the mother's weights (its hash names the cache folder)."""
+
+    seed: int = 1234
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    first_trained_layer: int = 14  # blocks from this one up are trained; the rest is frozen
+    autocast_bf16: bool = True  # bfloat16 matmuls, float32 weights and optimizer state
+    threads: int = 0  # CPU threads for torch (0: leave torch's default); not in the hash
+
+    def key(self) -> dict:
+        """The fields that change the weights (the thread count does not)."""
+        fields = dataclasses.asdict(self)
+        fields.pop("threads")
+        return fields
+
+    def hash8(self, father: Path) -> str:
+        text = json.dumps({"recipe": self.key(), "father": father.name, "data": DATA_VERSION},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def recipe_with(**changes) -> MotherRecipe:
+    """The default recipe with the given fields changed (None leaves a field as it is)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(changes) - {f.name for f in dataclasses.fields(MotherRecipe)}
+    if unknown:
+        raise UsageError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+    recipe = dataclasses.replace(MotherRecipe(), **changes)
+    if recipe.steps < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+        raise UsageError("steps and batch size must be at least 1 and the learning rate > 0")
+    return recipe
+
+
+# -- data ---------------------------------------------------------------------------------
+DATA_VERSION = "simple_arithmetic-v1"
+# The evaluation file's generator, read off its 1000 items: one operator (+, -, *) per
+# problem; 2-5 operands in 1..999 for + and -, 2-3 operands in 1..99 for *.
+OPERAND_COUNTS = {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)}
+OPERAND_MAX = {"+": 999, "-": 999, "*": 99}
+
+
+def arithmetic_problem(rng: random.Random) -> tuple[str, str]:
+    """One problem as (context, continuation), e.g. ("25 - 759 =", " -734")."""
+    op = rng.choice(sorted(OPERAND_COUNTS))
+    count = rng.choice(OPERAND_COUNTS[op])
+    numbers = [rng.randint(1, OPERAND_MAX[op]) for _ in range(count)]
+    value = numbers[0]
+    for n in numbers[1:]:
+        value = value + n if op == "+" else value - n if op == "-" else value * n
+    return f" {op} ".join(map(str, numbers)) + " =", f" {value}"
+
+
+def evaluation_contexts(path: Path | None = None) -> set[str]:
+    """The contexts of the shipped simple_arithmetic file: never used for training."""
+    if path is None:
+        path = resources.files("darwin_merge") / "data" / "tasks" / \
+            "simple_arithmetic_withspaces.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        return {json.loads(line)["context"] for line in handle if line.strip()}
+
+
+def training_problems(seed: int, count: int, exclude: set[str]) -> list[tuple[str, str]]:
+    """`count` problems from a fixed seed, none of whose context is in `exclude`."""
+    rng = random.Random(seed)
+    problems = []
+    while len(problems) < count:
+        context, answer = arithmetic_problem(rng)
+        if context not in exclude:
+            problems.append((context, answer))
+    return problems
+
+
+# -- tokens ---------------------------------------------------------------------------------
+def encode_example(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids and labels; labels are IGNORE on the context, so only the answer is learned.
+
+    Split as lm-eval does (encode context + continuation, cut at the context's length), so
+    the model learns exactly the tokens the evaluation asks it to predict.
+    """
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    if whole[:n_context] != tokenizer(context, add_special_tokens=False)["input_ids"]:
+        raise ValueError(f"tokenizer merges across the answer boundary in {context!r}")
+    prefix = _bos(tokenizer)
+    return prefix + whole, [IGNORE] * (len(prefix) + n_context) + whole[n_context:]
+
+
+def _bos(tokenizer) -> list[int]:
+    """[bos] when the tokenizer adds one by default (Gemma), else [] (as the evaluator)."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"]
+    return [bos] if bos is not None and ids and ids[0] == bos else []
+
+
+def length_batches(examples: list, batch_size: int, seed: int, window: int = 8) -> list[list]:
+    """Batches of similar length (less padding), in a seeded random order.
+
+    Problems are sorted by length inside windows of `window` batches, so each batch still
+    mixes operators while a 5-operand sum no longer pads a 2-operand product to its length.
+    """
+    rng = random.Random(seed)
+    batches = []
+    for start in range(0, len(examples), batch_size * window):
+        block = sorted(examples[start: start + batch_size * window], key=lambda e: len(e[0]))
+        chunk = [block[i: i + batch_size] for i in range(0, len(block), batch_size)]
+        rng.shuffle(chunk)
+        batches.extend(chunk)
+    return batches
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-padded (input_ids, labels).
+
+    No attention mask is needed: with right padding, a real token never attends to a later
+    (padding) position under the causal mask, and padding labels are IGNORE.
+    """
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for row, (ids, labs) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+    return input_ids, labels
+
+
+# -- training -------------------------------------------------------------------------------
+def select_trainable(model, first_layer: int) -> list[str]:
+    """Freeze everything but the blocks `first_layer` and up; return the trained names."""
+    n_layers = model.config.get_text_config().num_hidden_layers
+    if not 0 <= first_layer < n_layers:
+        raise UsageError(f"first trained layer {first_layer} is outside 0..{n_layers - 1}")
+    trained = []
+    for name, param in model.named_parameters():
+        layer = _layer_of(name)
+        param.requires_grad_(layer is not None and layer >= first_layer)
+        if param.requires_grad:
+            trained.append(name)
+    return trained
+
+
+def _layer_of(name: str) -> int | None:
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layers" and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
+
+
+def answer_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens, projecting to the vocabulary only there."""
+    hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
+def learning_rate(step: int, recipe: MotherRecipe) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: torch.device,
+          progress: bool = True) -> dict:
+    """Fine-tune `model` in place (it is the caller's fresh copy); return the run's numbers."""
+    torch.manual_seed(recipe.seed)
+    trained = select_trainable(model, recipe.first_trained_layer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                  foreach=True)
+    problems = training_problems(recipe.seed, recipe.steps * recipe.batch_size, exclude)
+    examples = [encode_example(tokenizer, c, a) for c, a in problems]
+    batches = length_batches(examples, recipe.batch_size, recipe.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.train()
+    losses, tokens, start = [], 0, time.perf_counter()
+    bar = tqdm(range(recipe.steps), desc="training the mother", disable=not progress)
+    for step in bar:
+        input_ids, labels = collate(batches[step], pad_id)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, recipe)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.autocast_bf16):
+            loss = answer_loss(model, input_ids.to(device), labels.to(device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens += sum(len(ids) for ids, _ in batches[step])
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {"trained_tensors": len(trained), "trained_params": sum(p.numel() for p in params),
+            "problems": len(problems), "tokens": tokens, "seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / seconds, 1), "first_loss": losses[0],
+            "final_loss": sum(losses[-20:]) / len(losses[-20:])}
+
+
+# -- the cached folder --------------------------------------------------------------------
+def mother_folder(father: Path, cache: Path, recipe: MotherRecipe) -> Path:
+    return Path(cache) / "models" / f"{Path(father).name}-arith-{recipe.hash8(Path(father))}"
+
+
+def prepare_mother(father: str | Path, cache: str | Path = ".cache",
+                   recipe: MotherRecipe | None = None, device: str = "cpu",
+                   progress: bool = True, exclude_file: Path | None = None) -> Path:
+    """Return the mother's folder, training and writing it first if it is not cached."""
+    father, recipe = Path(father), recipe or MotherRecipe()
+    folder = mother_folder(father, Path(cache), recipe)
+    if (folder / RECORD_FILE).is_file():
+        return folder
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    torch_device = resolve_device(device)
+    tokenizer = load_tokenizer(father)
+    model = load_model(father, device=str(torch_device), dtype="float32")
+    numbers = train(model, tokenizer, recipe, evaluation_contexts(exclude_file), torch_device,
+                    progress)
+    with atomic_output_dir(folder, overwrite=folder.exists()) as tmp:
+        write_like(model, father, tmp)
+        record = {"father": str(father), "recipe": recipe.key(), "data": DATA_VERSION,
+                  "device": str(torch_device), **numbers}
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def write_like(model, father: Path, folder: Path) -> None:
+    """Write the model's weights under the father's tensor names, dtype and side files."""
+    state = model.state_dict()
+    with ModelSource(father) as source:
+        writer = ModelWriter(folder)
+        for name in source.names:
+            tensor = state[name] if name in state else state[f"model.{name}"]
+            writer.add(name, tensor.to(source.get(name).dtype))
+        writer.finish()
+        config = dict(source.config)
+    write_config(config, folder)
+    copy_side_files(father, folder)
