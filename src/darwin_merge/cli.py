@@ -405,6 +405,37 @@ def prepare_mother_cmd(
     out.print(str(prepare_mother(father, cache, recipe, device=device)))
 
 
+@app.command("health")
+def health_cmd(
+    child: Path = typer.Option(..., help="child model folder"),
+    father: Path = typer.Option(..., help="father model folder (A)"),
+    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for health.json + .png"),
+    probes: Path | None = typer.Option(None, help="probe folder (*.jsonl) replacing the five"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
+    max_tokens: int = typer.Option(64, help="tokens kept per probe prompt"),
+    max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
+    batch_size: int = typer.Option(8, help="prompts per forward batch"),
+    interference_ratio: float = typer.Option(1.0, help="allowed detour / parents' angle"),
+    interference_margin: float = typer.Option(0.02, help="allowed detour on top (radians)"),
+    loss_margin: float = typer.Option(0.1, help="child loss above the worse parent (nats)"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+) -> None:
+    """Health check: the child against both parents (interference, function loss, NaN)."""
+    from .health import HealthThresholds, run_health
+    from .health.run import summary_lines
+
+    thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
+    report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,
+                        dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
+                        batch_size=batch_size, thresholds=thresholds)
+    for line in summary_lines(report):
+        out.print(line, highlight=False, soft_wrap=True)
+    if out_dir is not None:
+        out.print(f"report written to {out_dir} (health.json, health.png)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

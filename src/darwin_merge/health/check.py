@@ -1,0 +1,293 @@
+"""Health check: the child against both parents, layer by layer and probe set by probe set.
+
+One traced forward pass per model per probe batch (the scan's `trace_decoder`) gives
+every layer's hidden state and the logits. From them, per layer and probe set: the
+cosine similarity of the child's hidden states to the father's and to the mother's,
+and of the parents to each other; per probe set: each model's next-token loss on the
+probe texts. The rules (docs/HEALTH.md):
+
+- interference at layer l: the child's hidden states leave the arc between the
+  parents' (angles, averaged over tokens, prompts and probe sets): the detour
+  angle(c, f) + angle(c, m) - angle(f, m) exceeds `interference_ratio` * angle(f, m)
+  + `interference_margin`. A child that lies between its parents (or equals one) has
+  no detour, whatever the parents' difference; a child pushed off both has one.
+- function loss on a probe set: child loss > the worse parent's loss + `loss_margin`.
+- non-finite weights or activations anywhere.
+
+Verdict: `unhealthy` on non-finite values or function loss; `warning` on interference
+only; `healthy` otherwise.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import IncompatibleModelsError, UsageError
+from ..io import ModelSource
+from ..io.loading import load_model, load_tokenizer
+from ..scan import probes as P
+from ..scan.layers import decoder_of, trace_decoder
+
+ROLES = ("child", "father", "mother")
+_CLIP_SUFFIXES = ("input_min", "input_max", "output_min", "output_max")
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """The rules' knobs (CLI options of `darwin health`)."""
+
+    interference_ratio: float = 1.0
+    interference_margin: float = 0.02  # radians
+    loss_margin: float = 0.1  # nats per token
+
+    def __post_init__(self):
+        if self.interference_ratio < 0 or self.interference_margin < 0 or self.loss_margin < 0:
+            raise UsageError("health thresholds must be >= 0")
+
+
+# -- non-finite values ------------------------------------------------------
+
+def _nonfinite(name: str, tensor: torch.Tensor) -> bool:
+    if not tensor.is_floating_point():
+        return False
+    if name.endswith(_CLIP_SUFFIXES):  # +-Inf means "no clipping" there; NaN never does
+        return bool(torch.isnan(tensor).any())
+    return not bool(torch.isfinite(tensor).all())
+
+
+def nonfinite_weights(model_or_path) -> list[str]:
+    """Names of tensors holding NaN (or Inf outside clipping bounds)."""
+    if isinstance(model_or_path, torch.nn.Module):
+        return sorted(n for n, t in model_or_path.state_dict().items() if _nonfinite(n, t))
+    with ModelSource(model_or_path) as source:
+        return [n for n in source.names if _nonfinite(n, source.get(n))]
+
+
+# -- per-batch measurements -------------------------------------------------
+
+def token_loss_sum(logits: torch.Tensor, ids: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[float, int]:
+    """(sum of next-token cross-entropies, number of predicted tokens) over real tokens."""
+    target = ids[:, 1:]
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target, reduction="none")
+    return float(losses[valid].sum()), int(valid.sum())
+
+
+def token_similarity(x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, over its real tokens: (mean cosine similarity, mean angle in radians).
+
+    float64, so that the angle of nearly identical states is not float32 noise. Angles
+    obey the triangle inequality token by token, hence also on their means.
+    """
+    cos = F.cosine_similarity(x.double(), y.to(x.device).double(), dim=-1, eps=1e-12)
+    angle = torch.arccos(cos.clamp(-1.0, 1.0))
+    weight = mask.to(x.device, torch.float64)
+    count = weight.sum(dim=-1).clamp_min(1.0)
+    return (cos * weight).sum(dim=-1) / count, (angle * weight).sum(dim=-1) / count
+
+
+PAIRS = {"father": ("child", "father"), "mother": ("child", "mother"),
+         "parents": ("father", "mother")}
+
+
+class _Totals:
+    """Running sums for one probe set: per-layer similarities (per prompt) and losses."""
+
+    def __init__(self, num_layers: int):
+        zeros = {pair: torch.zeros(num_layers, dtype=torch.float64) for pair in PAIRS}
+        self.sims = dict(zeros)
+        self.angles = {pair: z.clone() for pair, z in zeros.items()}
+        self.prompts = 0
+        self.loss = dict.fromkeys(ROLES, 0.0)
+        self.tokens = 0
+        self.nonfinite = set()
+
+    def add(self, traces: dict, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        for layer in range(len(self.sims["father"])):
+            states = {r: traces[r].layer_output(layer) for r in ROLES}
+            for r, h in states.items():
+                if not torch.isfinite(h).all():
+                    self.nonfinite.add(f"{r} layer {layer}")
+            for pair, (x, y) in PAIRS.items():
+                sim, angle = token_similarity(states[x], states[y], mask)
+                self.sims[pair][layer] += sim.sum().cpu()
+                self.angles[pair][layer] += angle.sum().cpu()
+        self.prompts += ids.shape[0]
+        for role in ROLES:
+            logits = traces[role].logits
+            if not torch.isfinite(logits).all():
+                self.nonfinite.add(f"{role} logits")
+            total, count = token_loss_sum(logits, ids.to(logits.device), mask.to(logits.device))
+            self.loss[role] += total
+        self.tokens += count
+
+    def result(self) -> dict:
+        return {
+            "similarity": {pair: (s / max(self.prompts, 1)).tolist()
+                           for pair, s in self.sims.items()},
+            "angle": {pair: (a / max(self.prompts, 1)).tolist()
+                      for pair, a in self.angles.items()},
+            "loss": {r: self.loss[r] / max(self.tokens, 1) for r in ROLES},
+        }
+
+
+# -- the rules --------------------------------------------------------------
+
+def layer_table(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[dict]:
+    """Per layer: similarities and angles averaged over probe sets, the detour and flag.
+
+    detour = angle(child, father) + angle(child, mother) - angle(father, mother): 0 when
+    the child's states lie on the shortest arc between its parents' (a child equal to a
+    parent, or between them), growing as the child leaves both. Interference when the
+    detour exceeds `interference_ratio` * angle(father, mother) + `interference_margin`.
+    """
+    names = list(per_probe)
+    num_layers = len(per_probe[names[0]]["similarity"]["father"])
+
+    def mean(kind: str, pair: str, layer: int) -> float:
+        return sum(per_probe[n][kind][pair][layer] for n in names) / len(names)
+
+    rows = []
+    for layer in range(num_layers):
+        angle = {pair: mean("angle", pair, layer) for pair in PAIRS}
+        detour = angle["father"] + angle["mother"] - angle["parents"]
+        allowed = thresholds.interference_ratio * angle["parents"] \
+            + thresholds.interference_margin
+        rows.append({"layer": layer, **{f"sim_{p}": mean("similarity", p, layer) for p in PAIRS},
+                     **{f"angle_{p}": angle[p] for p in PAIRS}, "detour": detour,
+                     "allowed_detour": allowed,
+                     "interference": bool(not detour <= allowed)})  # NaN counts
+    return rows
+
+
+def function_losses(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[str]:
+    """Probe sets on which the child's loss is worse than both parents' by the margin."""
+    lost = []
+    for name, result in per_probe.items():
+        loss = result["loss"]
+        worst_parent = max(loss["father"], loss["mother"])
+        if not loss["child"] <= worst_parent + thresholds.loss_margin:  # NaN counts as lost
+            lost.append(name)
+    return lost
+
+
+def verdict_of(nonfinite: dict, lost: list[str], interference: list[int],
+               per_probe: dict[str, dict]) -> tuple[str, list[str]]:
+    """(verdict, reasons) from the three rules."""
+    reasons = []
+    if nonfinite["weights"]:
+        reasons.append(f"non-finite weights in {len(nonfinite['weights'])} tensor(s) "
+                       f"(e.g. {nonfinite['weights'][0]})")
+    if nonfinite["activations"]:
+        reasons.append(f"non-finite activations: {', '.join(nonfinite['activations'][:3])}")
+    for name in lost:
+        loss = per_probe[name]["loss"]
+        reasons.append(f"function loss on {name}: child loss {loss['child']:.3f} vs father "
+                       f"{loss['father']:.3f}, mother {loss['mother']:.3f}")
+    if interference:
+        reasons.append(f"interference at layer(s) {', '.join(map(str, interference))}: the "
+                       "child's hidden states leave the arc between its parents' by more than "
+                       "the parents' own difference explains")
+    if nonfinite["weights"] or nonfinite["activations"] or lost:
+        return "unhealthy", reasons
+    return ("warning" if interference else "healthy"), reasons
+
+
+# -- the whole check --------------------------------------------------------
+
+def _as_model(model_or_path, device: str, dtype: str):
+    if isinstance(model_or_path, torch.nn.Module):
+        return model_or_path.eval()
+    return load_model(model_or_path, device, dtype)
+
+
+def _tokenizer_for(tokenizer, models: dict):
+    if tokenizer is not None:
+        return tokenizer
+    for role in ("father", "child", "mother"):
+        if not isinstance(models[role], torch.nn.Module):
+            return load_tokenizer(models[role])
+    raise UsageError("check_health: pass `tokenizer` when every model is given in memory")
+
+
+def _check_shapes(models: dict) -> None:
+    from ..inspection import require_mergeable
+
+    paths = {r: m for r, m in models.items() if not isinstance(m, torch.nn.Module)}
+    if "father" in paths:
+        with ModelSource(paths["father"]) as a:
+            for role in ("mother", "child"):
+                if role in paths:
+                    with ModelSource(paths[role]) as b:
+                        require_mergeable(a, b, role_b=role)
+
+
+def check_health(child, father, mother, probes: str | Path | None = None,
+                 device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
+                 max_prompts: int | None = None, batch_size: int = 8,
+                 thresholds: HealthThresholds | None = None, tokenizer=None) -> dict:
+    """Compare a child with both parents; return the report that health.json holds.
+
+    Each of child, father, mother is a model folder or an in-memory causal LM (the
+    search passes its candidate without writing it). All three are held at once.
+    """
+    thresholds = thresholds or HealthThresholds()
+    if max_tokens < 2:
+        raise UsageError(f"--max-tokens must be at least 2 for a loss (got {max_tokens})")
+    texts = {n: t[:max_prompts] for n, t in P.load_probes(probes).items()}
+    given = {"child": child, "father": father, "mother": mother}
+    _check_shapes(given)
+    nonfinite = {"weights": [f"{role}: {name}" for role in ROLES
+                             for name in nonfinite_weights(given[role])], "activations": []}
+    settings = {"device": device, "dtype": dtype, "max_tokens": max_tokens,
+                "max_prompts": max_prompts, "batch_size": batch_size,
+                "probes_sha256": P.probes_sha256(texts)}
+    report = {"thresholds": asdict(thresholds), "settings": settings,
+              "nonfinite": nonfinite, "probe_sets": {}, "layers": []}
+    if nonfinite["weights"]:  # NaN propagates everywhere: comparing activations means nothing
+        report["verdict"], report["reasons"] = verdict_of(nonfinite, [], [], {})
+        report["flagged_layers"] = []
+        return report
+    tokenizer = _tokenizer_for(tokenizer, given)
+    models = {role: _as_model(given[role], device, dtype) for role in ROLES}
+    per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite)
+    del models
+    gc.collect()
+    rows = layer_table(per_probe, thresholds)
+    interference = [row["layer"] for row in rows if row["interference"]]
+    lost = function_losses(per_probe, thresholds)
+    report["verdict"], report["reasons"] = verdict_of(nonfinite, lost, interference, per_probe)
+    report.update(flagged_layers=interference, function_loss=lost, layers=rows,
+                  probe_sets=per_probe)
+    return report
+
+
+def _measure(models: dict, tokenizer, texts: dict, max_tokens: int, batch_size: int,
+             nonfinite: dict) -> dict[str, dict]:
+    depths = {role: len(decoder_of(m).layers) for role, m in models.items()}
+    if len(set(depths.values())) != 1:
+        raise IncompatibleModelsError(f"different decoder depths: {depths}")
+    context = P.context_length(models["father"])
+    pad = P.pad_id_of(tokenizer)
+    per_probe = {}
+    for name, prompts in texts.items():
+        rows = P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
+        totals = _Totals(depths["father"])
+        for ids, mask in P.batches(rows, batch_size, pad):
+            traces = {role: trace_decoder(m, ids.to(_device(m)), mask.to(_device(m)),
+                                          with_logits=True) for role, m in models.items()}
+            totals.add(traces, ids, mask)
+        per_probe[name] = totals.result()
+        nonfinite["activations"] += sorted(f"{name}: {where}" for where in totals.nonfinite)
+    return per_probe
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
