@@ -78,7 +78,8 @@ def make_trials(n: int = 12, seed: int = 0) -> list[dict]:
                        "proxy_fitness": rng.random(), "genome_hash": f"{rng.getrandbits(64):016x}",
                        "scores": {"arc_easy": {"acc": arc, "acc_stderr": 0.05, "n": 20},
                                   "simple_arithmetic": {"exact_match": arith, "n": 20}},
-                       "seconds": round(rng.uniform(1, 9), 2), "genome": genome,
+                       "seconds": {"merge_seconds": 0.25, "eval_seconds": number + 1.5},
+                       "genome": genome,
                        "finished": True})
     return trials
 

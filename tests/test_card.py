@@ -291,6 +291,7 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
         assert float(row[5]) == pytest.approx(trial["scores"]["arc_easy"]["acc"], abs=5e-5)
         assert float(row[6]) == pytest.approx(
             trial["scores"]["simple_arithmetic"]["exact_match"], abs=5e-5)
+        assert float(row[7]) == pytest.approx(sum(trial["seconds"].values()))  # merge + eval
     assert fitness[0] == pytest.approx(max(t["fitness"] for t in trials), abs=5e-5)
 
 

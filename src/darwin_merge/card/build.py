@@ -91,8 +91,8 @@ def _trials(rec: RunRecords) -> Section | None:
         rows.append([_cell(t.get(k)) for k in ("number", "phase", "source", "fitness",
                                                "proxy_fitness")]
                     + [_cell(_score(scores.get(task), metrics[task])) for task in tasks]
-                    + [_cell(t.get(k)) for k in ["seconds", *extra, "finished",
-                                                 "genome_hash"]]
+                    + [_cell(_seconds(t.get("seconds")))]
+                    + [_cell(t.get(k)) for k in [*extra, "finished", "genome_hash"]]
                     + [_cell(genome.get(g)) for g in genes])
     text = f"All {len(trials)} trials of the search. Click a column header to sort."
     best = (rec.summary.get("best") or {}).get("trial")
@@ -101,6 +101,14 @@ def _trials(rec: RunRecords) -> Section | None:
         text += f" The trial the child comes from ({best}) is highlighted."
     return Section("Trials", [text, Table(headers, rows, sortable=True, marked=marked)],
                    anchor="trials")
+
+
+def _seconds(value):
+    """A trial's seconds: a number, or the total of its parts ({merge_seconds, eval_seconds})."""
+    if isinstance(value, dict):
+        parts = [v for v in value.values() if isinstance(v, int | float)]
+        return float(sum(parts)) if parts else None
+    return value
 
 
 def _score(result, metric: str):

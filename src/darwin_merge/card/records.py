@@ -102,7 +102,7 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None) -> Ru
         trials=trials if isinstance(trials, list) else [],
         health=_health(run, summary),
         parents=_parents(merge, summary, run),
-        pictures=_pictures(run, summary) or _scan_pictures(merge),
+        pictures={**_scan_pictures(merge), **_pictures(run, summary)},
         has_chat_template=_has_chat_template(child_dir),
     )
 
@@ -135,7 +135,8 @@ def _pictures(run: Path | None, summary: dict) -> dict[str, Path]:
 
 
 def _scan_pictures(merge: dict) -> dict[str, Path]:
-    """Without a run: the pictures beside the scan file the merge used, if still there."""
+    """The pictures beside the scan file the merge used, if still there (the run's own
+    pictures, when there is a run, take precedence)."""
     scan = (merge.get("options") or {}).get("scan")
     if not scan:
         return {}
