@@ -44,14 +44,16 @@ def write_report(run_dir: str | Path, child_dir: str | Path | None = None) -> Pa
 
 
 def _write_report(rec: RunRecords, sections: list[Section]) -> Path:
-    """The card's sections, the evolution plot after the evolution result, the trial
-    table last (it is long)."""
+    """The card's sections, the evolution plot after the evolution result (or before
+    reproducibility), the trial table last (it is long)."""
     sections = list(sections)
     plot = _evolution_plot(rec)
     if plot is not None:
-        after = next((i + 1 for i, s in enumerate(sections) if s.anchor == "evolution"),
-                     len(sections))
-        sections.insert(after, plot)
+        anchors = [s.anchor for s in sections]
+        at = (anchors.index("evolution") + 1 if "evolution" in anchors else
+              anchors.index("reproducibility") if "reproducibility" in anchors else
+              len(sections))
+        sections.insert(at, plot)
     trials = _trials(rec)
     if trials is not None:
         sections.append(trials)
@@ -120,7 +122,7 @@ def _cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value + 0.0:.4f}"  # + 0.0: no "-0.0000"
     return str(value)
 
 

@@ -70,7 +70,8 @@ def _parents(rec: RunRecords, scratch: Path) -> Section | None:
 
 def _scan(rec: RunRecords, scratch: Path) -> Section | None:
     mds = _picture(rec, "mds", "Model Diagnostic Scan: father (left), mother (right)")
-    mri = _picture(rec, "mri_ratio", "The scan's ratio per tensor (mri_ratio, the mother's share)")
+    mri = _picture(rec, "mri_ratio",
+                   "The scan's ratio (mri_ratio, the mother's share) by layer and component")
     if mds is None and mri is None:
         return None
     blocks: list = ["Both parents were scanned: per-tensor statistics (entropy, std, norm) "
@@ -206,7 +207,7 @@ def _score(result, metric: str) -> str:
 
 def _num(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value + 0.0:.4f}"  # + 0.0: no "-0.0000"
     return str(value)
 
 
