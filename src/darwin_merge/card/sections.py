@@ -227,7 +227,9 @@ def _health(rec: RunRecords, scratch: Path) -> Section | None:
     if h.get("reasons"):
         blocks.append(Bullets([str(r) for r in h["reasons"]]))
     flagged = h.get("flagged_layers")
-    if flagged:
+    if flagged and all(isinstance(f, int) for f in flagged):
+        blocks.append(f"Flagged layers: {', '.join(str(f) for f in flagged)}.")
+    elif flagged:
         blocks.append(Bullets([f"flagged: {_flag(f)}" for f in flagged]))
     elif isinstance(flagged, list):
         blocks.append("No layer was flagged.")
