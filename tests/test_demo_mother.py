@@ -1,0 +1,121 @@
+"""The demo's arithmetic mother: data, answer-only loss, determinism, cached folder."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+import torch
+
+from darwin_merge.demo import mother as m
+from darwin_merge.errors import UsageError
+from darwin_merge.io.loading import load_model, load_tokenizer
+
+PROBLEM = re.compile(r"^(\d+)( ([-+*]) \d+)+ =$")
+# A tiny version of the recipe: two steps on the top two blocks (seconds, not minutes).
+TINY = m.MotherRecipe(seed=7, steps=2, batch_size=4, warmup_steps=1, first_trained_layer=28)
+
+
+def test_problems_follow_the_evaluation_format():
+    rng = random.Random(0)
+    for _ in range(300):
+        context, answer = m.arithmetic_problem(rng)
+        match = PROBLEM.match(context)
+        assert match, context
+        assert len({op for op in re.findall(r" ([-+*]) ", context)}) == 1
+        assert int(answer) == eval(context[:-2])  # noqa: S307 - digits and + - * only
+        assert answer.startswith(" ") and not answer.startswith("  ")
+
+
+def test_training_data_is_seeded_and_excludes_the_evaluation_items():
+    evaluation = m.evaluation_contexts()
+    assert len(evaluation) >= 990  # the shipped file: 1000 items, 998 distinct contexts
+    first = m.training_problems(3, 2000, evaluation)
+    assert first == m.training_problems(3, 2000, evaluation)
+    assert first != m.training_problems(4, 2000, evaluation)
+    assert not {c for c, _ in first} & evaluation
+    # an excluded context is skipped, the rest keep their order
+    plain = m.training_problems(3, 50, set())
+    skipped = m.training_problems(3, 49, {plain[10][0]})
+    assert skipped == plain[:10] + plain[11:]
+
+
+def test_length_batches_keep_every_example_once():
+    examples = [([1] * (i % 17 + 3), [m.IGNORE]) for i in range(100)]
+    batches = m.length_batches(examples, 8, seed=1, window=4)
+    assert sorted(len(e[0]) for b in batches for e in b) == sorted(len(e[0]) for e in examples)
+    assert all(len(b) <= 8 for b in batches)
+    assert batches == m.length_batches(examples, 8, seed=1, window=4)
+
+
+def test_recipe_changes_are_checked():
+    assert m.recipe_with(steps=5, lr=None).steps == 5
+    assert m.recipe_with(lr=None) == m.MotherRecipe()
+    with pytest.raises(UsageError):
+        m.recipe_with(steps=0)
+    assert TINY.hash8(m.Path("a")) != m.recipe_with(steps=3).hash8(m.Path("a"))
+    assert TINY.hash8(m.Path("a")) == m.MotherRecipe(**{**TINY.key(), "threads": 2}).hash8(
+        m.Path("a"))
+
+
+@pytest.mark.real
+def test_only_the_answer_is_learned(smollm2):
+    tokenizer = load_tokenizer(smollm2)
+    ids, labels = m.encode_example(tokenizer, "25 - 759 =", " -734")
+    answer = [t for t in labels if t != m.IGNORE]
+    assert tokenizer.decode(answer) == " -734"
+    assert labels[: len(ids) - len(answer)] == [m.IGNORE] * (len(ids) - len(answer))
+    assert ids[len(ids) - len(answer):] == answer
+    assert tokenizer.decode(ids) == "25 - 759 = -734"
+    # the answer-only loss equals transformers' own shifted loss over the full logits
+    model = load_model(smollm2)
+    batch = [m.encode_example(tokenizer, c, a) for c, a in [("25 - 759 =", " -734"),
+                                                              ("17 * 94 =", " 1598")]]
+    input_ids, label_ids = m.collate(batch, tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours = m.answer_loss(model, input_ids, label_ids)
+        reference = model(input_ids=input_ids, labels=label_ids).loss
+    assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
+
+
+def _trained_state(folder, recipe):
+    tokenizer, model = load_tokenizer(folder), load_model(folder)
+    numbers = m.train(model, tokenizer, recipe, set(), torch.device("cpu"), progress=False)
+    return numbers, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_training_is_deterministic_and_touches_only_the_upper_blocks(smollm2):
+    numbers, first = _trained_state(smollm2, TINY)
+    _, second = _trained_state(smollm2, TINY)
+    father = load_model(smollm2).state_dict()
+    assert numbers["problems"] == TINY.steps * TINY.batch_size
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+        layer = m._layer_of(name)
+        trained = layer is not None and layer >= TINY.first_trained_layer
+        assert torch.equal(tensor, father[name]) != trained, name
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypatch):
+    folder = m.prepare_mother(smollm2, tmp_path, TINY, progress=False)
+    assert folder == tmp_path / "models" / f"{smollm2.name}-arith-{TINY.hash8(smollm2)}"
+    record = json.loads((folder / m.RECORD_FILE).read_text())
+    assert record["recipe"] == TINY.key() and record["tokens"] > 0
+    assert (folder / "chat_template.jinja").is_file() and (folder / "tokenizer.json").is_file()
+    model, father = load_model(folder), load_model(smollm2)
+    top = "model.layers.29.mlp.down_proj.weight"
+    assert not torch.equal(model.state_dict()[top], father.state_dict()[top])
+    low = "model.layers.3.mlp.down_proj.weight"
+    assert torch.equal(model.state_dict()[low], father.state_dict()[low])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached mother was trained again")
+
+    monkeypatch.setattr(m, "train", no_training)
+    assert m.prepare_mother(smollm2, tmp_path, TINY, progress=False) == folder
