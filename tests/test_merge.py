@@ -80,14 +80,11 @@ def test_rerun_is_byte_identical_across_thread_counts_and_genome_changes_it(pair
     father, mother = pair
     genome = Genome(density_a=0.5, density_b=0.7)
     threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = merge_models(father, mother, tmp_path / "one", genome=genome, progress=False)
-        torch.set_num_threads(2)
-        two = merge_models(father, mother, tmp_path / "two", genome=genome, progress=False,
-                           shard_size=10**9)
-    finally:
-        torch.set_num_threads(threads)
+    one = merge_models(father, mother, tmp_path / "one", genome=genome, progress=False,
+                       threads=1)
+    two = merge_models(father, mother, tmp_path / "two", genome=genome, progress=False,
+                       threads=2, chunk_elements=1000)
+    assert torch.get_num_threads() == threads  # restored
     assert weight_bytes(one) == weight_bytes(two)
     other = merge_models(father, mother, tmp_path / "other", genome=Genome(density_b=0.71),
                          progress=False)
@@ -133,7 +130,7 @@ def test_in_memory_merge_equals_the_written_child(pair, tmp_path):
     father, mother = pair
     genome = Genome(density_a=0.8, density_b=0.6, attn_ratio=0.1, ffn_ratio=0.95)
     written = weights(merge_models(father, mother, tmp_path / "c", genome=genome,
-                                   progress=False))
+                                   progress=False, chunk_elements=777))  # many chunks
     state = merge_state(ParentTensors.load(father, mother), genome)
     assert state.keys() == written.keys()
     assert all(torch.equal(state[n], written[n]) for n in written)

@@ -277,6 +277,7 @@ def merge_cmd(
     transplant_high: float = typer.Option(0.85, help="above: the mother's tensor, bit for bit"),
     disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
     compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
+    threads: int = typer.Option(1, min=1, help="torch CPU threads (same child for any)"),
 ) -> None:
     """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
     from .merge import merge_models
@@ -285,7 +286,7 @@ def merge_cmd(
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
                         settings=settings, device=device, dtype=dtype, overwrite=overwrite,
-                        shard_size=parse_size(shard_size))
+                        shard_size=parse_size(shard_size), threads=threads)
     out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
 
 

@@ -8,9 +8,11 @@ the thread count or the order in which tensors are merged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +28,16 @@ from ..io.gguf_import import parse_dtype
 from ..io.loading import resolve_device
 from ..io.writer import (
     DEFAULT_SHARD_BYTES,
-    ModelWriter,
     atomic_output_dir,
     copy_side_files,
     write_config,
 )
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
+from .stream import OutputTensor, StreamingWriter, TensorReader
 
 REPORT_NAME = "darwin_merge.json"
+CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32 per parent and temporary
 CLIP_KINDS = ("clip_min", "clip_max")
 _COMPUTE = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,6 +46,12 @@ def dare_generator(hash_key: str, tensor_name: str, parent: str) -> torch.Genera
     """A CPU generator seeded from sha256(genome_hash, tensor name, parent)."""
     digest = hashlib.sha256(f"{hash_key}\0{tensor_name}\0{parent}".encode()).digest()
     return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def dare_generators(hash_key: str, tensor_name: str) -> tuple[torch.Generator, torch.Generator]:
+    """The father's and the mother's DARE generators for one tensor."""
+    return (dare_generator(hash_key, tensor_name, "father"),
+            dare_generator(hash_key, tensor_name, "mother"))
 
 
 def _is_valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
@@ -69,8 +78,14 @@ def _require_valid(parents: list[tuple[torch.Tensor, str]], row: PlanRow) -> Non
 
 def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
                  base: torch.Tensor | None, genome: Genome, settings: MergeSettings,
-                 hash_key: str, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+                 hash_key: str, out_dtype: torch.dtype | None = None,
+                 generators: tuple[torch.Generator, torch.Generator] | None = None
+                 ) -> torch.Tensor:
     """The child's tensor for one plan row (computed on the father's tensor's device).
+
+    The tensors may be whole or one flat chunk of a tensor: every operation is
+    elementwise, and `generators` (father's, mother's), passed from chunk to chunk,
+    continue the same random stream, so chunks give the same child as the whole.
 
     Parents with NaN/Inf and non-finite results raise NumericalError; the result has
     `out_dtype` (default: the father's dtype) for float tensors. Every merge mode
@@ -102,8 +117,7 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
     elif row.mode == "dare_ties":
         child = merge_pair(a, b, w, r, genome.density_a, genome.density_b,
                            genome.merge_method_weight,
-                           (dare_generator(hash_key, row.name, "father"),
-                            dare_generator(hash_key, row.name, "mother")),
+                           generators or dare_generators(hash_key, row.name),
                            settings.disjoint_mean)
     else:
         raise ValueError(f"unknown merge mode {row.mode!r}")
@@ -183,11 +197,16 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                  base: str | Path | None = None, genome: Genome | None = None,
                  scan: str | Path | None = None, settings: MergeSettings | None = None,
                  device: str = "cpu", dtype: str | None = None, overwrite: bool = False,
-                 progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES) -> Path:
-    """Merge two model folders into a new child folder, one tensor at a time.
+                 progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES,
+                 chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = 1) -> Path:
+    """Merge two model folders into a new child folder, one tensor chunk at a time.
 
-    Peak memory is a few tensors plus one output shard. The child gets the father's
-    config (dtype updated), tokenizer and chat template, and darwin_merge.json.
+    Peak memory is a few chunks of `chunk_elements` (whatever the model's size): the
+    parents are read with plain reads and the child streamed into its shards. The
+    child gets the father's config (dtype updated), tokenizer and chat template, and
+    darwin_merge.json. `threads` is torch's CPU thread count during the merge (None:
+    unchanged): chunks are small and memory-bound, so one thread is the default
+    (docs/BENCHMARKS.md). The result is the same for any value.
     """
     genome, settings = genome or Genome(), settings or MergeSettings()
     out = Path(out)
@@ -203,16 +222,9 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
         key = genome_hash(genome, settings)
         _require_disk(out, a.total_bytes if out_dtype is None else
                       a.num_params * torch.finfo(out_dtype).bits // 8)
-        with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            # no extra safetensors metadata: the library writes its keys in hash order,
-            # which would break byte-identical reruns (the hash is in darwin_merge.json)
-            writer = ModelWriter(tmp, shard_size)
-            for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
-                tensors = [s.get(row.name).to(target_device) if s is not None else None
-                           for s in (a, b, w)]
-                writer.add(row.name, merge_tensor(row, *tensors, genome, settings, key,
-                                                  out_dtype))
-            writer.finish()
+        with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
+            _stream_tensors(rows, (a, b, w), tmp, genome, settings, key, out_dtype,
+                            target_device, shard_size, chunk_elements, progress)
             write_config(a.config, tmp, out_dtype or _main_dtype(a))
             copy_side_files(a.path, tmp)
             report = merge_report(rows, genome, settings, key, (father, mother, base), scan,
@@ -223,6 +235,53 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
             if source is not None:
                 source.close()
     return out
+
+
+def _stream_tensors(rows: list[PlanRow], sources: tuple, folder: Path, genome: Genome,
+                    settings: MergeSettings, key: str, out_dtype: torch.dtype | None,
+                    device: torch.device, shard_size: int, chunk_elements: int,
+                    progress: bool) -> None:
+    """Merge every planned tensor chunk by chunk, straight into the output shards."""
+    readers = [None if s is None else TensorReader(s) for s in sources]
+    father = readers[0]
+    planned = [OutputTensor(r.name, r.shape, _output_dtype(r, father.dtype(r.name), out_dtype))
+               for r in rows]
+    writer = StreamingWriter(folder, planned, shard_size)
+    try:
+        for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
+            numel = father.source.spec(row.name).numel
+            generators = dare_generators(key, row.name)
+            for start in range(0, max(numel, 1), chunk_elements):
+                count = min(chunk_elements, numel - start)
+                parts = [None if r is None else r.read(row.name, start, count).to(device)
+                         for r in readers]
+                writer.write(row.name, merge_tensor(row, *parts, genome, settings, key,
+                                                    out_dtype, generators))
+        writer.finish()
+    finally:
+        writer.close()
+        for reader in readers:
+            if reader is not None:
+                reader.close()
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Run a block with `count` torch CPU threads, restoring the previous count after."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _output_dtype(row: PlanRow, father_dtype: torch.dtype, out_dtype: torch.dtype | None
+                  ) -> torch.dtype:
+    if row.mode == "exact" or not father_dtype.is_floating_point:
+        return father_dtype
+    return out_dtype or father_dtype
 
 
 def _main_dtype(source) -> torch.dtype | None:
