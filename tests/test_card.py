@@ -60,6 +60,7 @@ def test_front_matter_is_valid_yaml_with_parents_tags_and_scores(card, run_folde
         metric = holdout["tasks"][task]["metric"]
         assert result["metrics"][0]["type"] == metric
         assert result["metrics"][0]["value"] == holdout["models"]["child"][task][metric]
+    assert meta["model-index"][0]["name"] == "run"  # the run's name, not `child`
 
 
 def test_genome_table_and_hash_match_the_child(card, run_folder):
@@ -274,7 +275,7 @@ def test_report_renders_in_headless_chromium(run_folder, tmp_path):
     probed = tmp_path / "probed.html"
     probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
     page = PageParts(chromium(tmp_path, "--dump-dom", probed.as_uri()))
-    assert page.title == "Darwin run report: child"
+    assert page.title == "Darwin run report: run"  # a run's `child` takes the run's name
     assert len(page.images) == 5 and all(s.startswith("data:image/png;base64,")
                                          for s in page.images)
     widths = [int(w) for w in page.body["data-image-widths"].split(",")]

@@ -55,8 +55,15 @@ class RunRecords:
     has_chat_template: bool = False
 
     @property
-    def name(self) -> str:
+    def folder_name(self) -> str:
         return self.child_dir.resolve().name
+
+    @property
+    def name(self) -> str:
+        """The model's name: its folder's, or the run's when the folder is the run's `child`."""
+        if self.folder_name == "child" and self.run_dir is not None:
+            return self.run_dir.resolve().name
+        return self.folder_name
 
     @property
     def genome(self) -> dict:

@@ -288,7 +288,7 @@ def _remake(rec: RunRecords) -> list:
             if values.get(key) is not None and values.get(key) != default:
                 cmd += [flag, str(values[key])]
         cmd += ["--disjoint-mean"] if options.get("disjoint_mean") else []
-        cmd += ["--out", f"{rec.name}-remade"]
+        cmd += ["--out", f"{rec.folder_name}-remade"]
         blocks += ["To merge this child again from its parents (the same genome and options "
                    "give a byte-identical child, on any device):",
                    Code("bash", " ".join(shlex.quote(part) for part in cmd))]
@@ -303,7 +303,7 @@ def _usage(rec: RunRecords, scratch: Path) -> Section:
     dtype = rec.child_config.get("dtype") or rec.child_config.get("torch_dtype") or "float32"
     lines = ["import torch",
              "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-             f'path = "{rec.name}"  # this folder, or its hub id once uploaded',
+             f'path = "{rec.folder_name}"  # this folder, or its hub id once uploaded',
              "tokenizer = AutoTokenizer.from_pretrained(path)",
              f"model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.{dtype})", ""]
     if rec.has_chat_template:
