@@ -17,7 +17,7 @@ from darwin_merge.errors import (
     ResourceError,
     UsageError,
 )
-from darwin_merge.genome import Genome, genome_hash
+from darwin_merge.genome import Genome, genome_hash, load_genome
 from darwin_merge.io import ModelSource
 from darwin_merge.merge import (
     MergeSettings,
@@ -259,6 +259,14 @@ def test_cli_merge_plan_and_errors(pair, tmp_path, capsys):
     assert lines[0].startswith("name,component") and len(lines) == len(plan["tensors"]) + 1
     assert main(["merge", *args, "--out", str(tmp_path / "c"), "--shard-size", "50KB"]) == 0
     assert len(list((tmp_path / "c").glob("model-*.safetensors"))) > 1
+    whole = merge_models(father, mother, tmp_path / "whole", genome=load_genome(genome),
+                         progress=False)
+    sharded, single = weights(tmp_path / "c"), weights(whole)
+    assert sharded.keys() == single.keys()
+    assert all(torch.equal(sharded[n], single[n]) for n in single)
+    from darwin_merge.io.loading import load_model
+
+    assert load_model(tmp_path / "c") is not None  # transformers reads the index
     assert main(["merge", *args, "--out", str(tmp_path / "c")]) == OutputError.exit_code
     genome.write_text("attn_ratio: 7\n")
     assert main(["plan", *args]) == UsageError.exit_code

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,9 +27,19 @@ def answer(folder, question: str) -> str:
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+def perturbed_mother(father: Path) -> Path:
+    """The seeded perturbed SmolLM2 the benchmark uses too (.cache/bench/), made once."""
+    mother = father.resolve().parents[1] / "bench" / "smollm2-perturbed"
+    if not mother.exists():
+        tmp = mother.parent / f".{mother.name}.tmp-{os.getpid()}"
+        perturbed_copy(father, tmp, scale=0.02, seed=7)
+        os.replace(tmp, mother)
+    return mother
+
+
 def test_smollm2_pair_merges_and_answers_paris(smollm2, tmp_path_factory):
     work = tmp_path_factory.mktemp("smol-merge")
-    mother = perturbed_copy(smollm2, work / "mother", scale=0.02, seed=7)
+    mother = perturbed_mother(Path(smollm2))
     genome = Genome(ffn_ratio=0.7, attn_ratio=0.3, density_a=0.9, density_b=0.8)
     child = merge_models(smollm2, mother, work / "child", genome=genome, progress=False)
     report = json.loads((child / "darwin_merge.json").read_text())
