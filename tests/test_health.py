@@ -108,6 +108,23 @@ def test_nan_weight_is_unhealthy(parents, tmp_path, capsys):
         "unhealthy"
 
 
+def test_non_finite_activations_are_unhealthy(parents, tmp_path):
+    """Finite weights that overflow in the forward pass: caught in the activations."""
+    father, mother = parents
+    def overflow(model):
+        model.model.layers[1].mlp.down_proj.weight.fill_(3e38)
+        model.model.layers[1].mlp.up_proj.weight.fill_(1e3)
+
+    child = _sabotaged(father, overflow)
+    report = run_health(child, father, mother, tmp_path / "health",
+                        tokenizer=load_tokenizer(father), **FEW)
+    assert report["verdict"] == "unhealthy"
+    assert report["nonfinite"]["weights"] == []
+    assert any("child from layer 1" in a for a in report["nonfinite"]["activations"])
+    text = (tmp_path / "health" / "health.json").read_text()
+    assert "NaN" not in text and json.loads(text)["verdict"] == "unhealthy"  # strict JSON
+
+
 def test_function_loss_rule():
     def probe(child, father, mother):
         return {"loss": {"child": child, "father": father, "mother": mother},

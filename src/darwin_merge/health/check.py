@@ -20,7 +20,6 @@ only; `healthy` otherwise.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,12 +51,21 @@ class HealthThresholds:
 
 # -- non-finite values ------------------------------------------------------
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN and no Inf, in one reduction (min/max propagate NaN; 10x cheaper on CPU
+    than materialising `isfinite`)."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor.detach())
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def _nonfinite(name: str, tensor: torch.Tensor) -> bool:
     if not tensor.is_floating_point():
         return False
     if name.endswith(_CLIP_SUFFIXES):  # +-Inf means "no clipping" there; NaN never does
         return bool(torch.isnan(tensor).any())
-    return not bool(torch.isfinite(tensor).all())
+    return not all_finite(tensor)
 
 
 def nonfinite_weights(model_or_path) -> list[str]:
@@ -73,10 +81,10 @@ def nonfinite_weights(model_or_path) -> list[str]:
 def token_loss_sum(logits: torch.Tensor, ids: torch.Tensor,
                    mask: torch.Tensor) -> tuple[float, int]:
     """(sum of next-token cross-entropies, number of predicted tokens) over real tokens."""
-    target = ids[:, 1:]
     valid = (mask[:, 1:] * mask[:, :-1]).bool()
-    losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target, reduction="none")
-    return float(losses[valid].sum()), int(valid.sum())
+    predicted = logits[:, :-1][valid].float()  # only real positions: padding costs nothing
+    loss = F.cross_entropy(predicted, ids[:, 1:][valid], reduction="sum")
+    return float(loss), int(valid.sum())
 
 
 def token_similarity(x: torch.Tensor, y: torch.Tensor,
@@ -110,11 +118,10 @@ class _Totals:
         self.nonfinite = set()
 
     def add(self, traces: dict, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        for role in ROLES:
+            self._locate_nonfinite(role, traces[role])
         for layer in range(len(self.sims["father"])):
             states = {r: traces[r].layer_output(layer) for r in ROLES}
-            for r, h in states.items():
-                if not torch.isfinite(h).all():
-                    self.nonfinite.add(f"{r} layer {layer}")
             for pair, (x, y) in PAIRS.items():
                 sim, angle = token_similarity(states[x], states[y], mask)
                 self.sims[pair][layer] += sim.sum().cpu()
@@ -122,11 +129,18 @@ class _Totals:
         self.prompts += ids.shape[0]
         for role in ROLES:
             logits = traces[role].logits
-            if not torch.isfinite(logits).all():
-                self.nonfinite.add(f"{role} logits")
             total, count = token_loss_sum(logits, ids.to(logits.device), mask.to(logits.device))
             self.loss[role] += total
         self.tokens += count
+
+    def _locate_nonfinite(self, role: str, trace) -> None:
+        """NaN/Inf in a layer reaches the final state (the residual stream carries it), so
+        only a non-finite final state or logits makes us look for the first bad layer."""
+        if all_finite(trace.final) and all_finite(trace.logits):
+            return
+        bad = next((layer for layer in range(trace.num_layers)
+                    if not all_finite(trace.layer_output(layer))), None)
+        self.nonfinite.add(f"{role} " + (f"from layer {bad}" if bad is not None else "logits"))
 
     def result(self) -> dict:
         return {
@@ -258,8 +272,6 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     tokenizer = _tokenizer_for(tokenizer, given)
     models = {role: _as_model(given[role], device, dtype) for role in ROLES}
     per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite)
-    del models
-    gc.collect()
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)

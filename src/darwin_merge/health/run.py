@@ -81,9 +81,12 @@ def run_health(child, father, mother, out: str | Path | None = None, overwrite: 
 def summary_lines(report: dict) -> list[str]:
     lines = [f"verdict: {report['verdict']}"]
     lines += [f"  - {reason}" for reason in report["reasons"]]
-    if report["layers"]:
-        low_f = min(report["layers"], key=lambda r: r["sim_father"] or 0.0)
-        low_m = min(report["layers"], key=lambda r: r["sim_mother"] or 0.0)
+    rows = [r for r in report["layers"]
+            if all(isinstance(r[k], float) and math.isfinite(r[k])
+                   for k in ("sim_father", "sim_mother"))]
+    if rows:
+        low_f = min(rows, key=lambda r: r["sim_father"])
+        low_m = min(rows, key=lambda r: r["sim_mother"])
         lines.append(f"  lowest similarity to the father: layer {low_f['layer']} "
                      f"({low_f['sim_father']:.4f}); to the mother: layer {low_m['layer']} "
                      f"({low_m['sim_mother']:.4f})")
