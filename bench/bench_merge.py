@@ -58,8 +58,8 @@ def ensure_mother() -> Path:
     return MOTHER
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one fresh process."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MiB) of one fresh process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -68,7 +68,7 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def commands(work: Path) -> dict[str, list[str]]:
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     ensure_mother()
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(dir=CACHE / "bench") as tmp:
         work = Path(tmp)
         cmds = commands(work)
@@ -110,21 +110,25 @@ def main() -> None:
                 if name == "mergekit":
                     subprocess.run(["rm", "-rf", str(work / "mergekit")], check=True)
                 results.setdefault(name, []).append(measure(cmd))
-    summary = {name: {"wall_s": statistics.median(w for w, _ in runs),
-                      "peak_rss_mib": statistics.median(r for _, r in runs),
+    summary = {name: {"wall_s": statistics.median(r[0] for r in runs),
+                      "cpu_s": statistics.median(r[1] for r in runs),
+                      "peak_rss_mib": statistics.median(r[2] for r in runs),
                       "runs": runs} for name, runs in results.items()}
     darwin, floor = summary["darwin"], summary["io_floor"]
-    summary["ratios"] = {"darwin_vs_floor_wall": darwin["wall_s"] / floor["wall_s"]}
+    ratios = {"darwin/floor wall": darwin["wall_s"] / floor["wall_s"],
+              "darwin/floor cpu": darwin["cpu_s"] / floor["cpu_s"]}
     if "mergekit" in summary:
         mk = summary["mergekit"]
-        summary["ratios"].update(darwin_vs_mergekit_wall=darwin["wall_s"] / mk["wall_s"],
-                                 darwin_vs_mergekit_rss=darwin["peak_rss_mib"]
-                                 / mk["peak_rss_mib"])
+        ratios.update({"darwin/mergekit wall": darwin["wall_s"] / mk["wall_s"],
+                       "darwin/mergekit cpu": darwin["cpu_s"] / mk["cpu_s"],
+                       "darwin/mergekit peak RSS": darwin["peak_rss_mib"] / mk["peak_rss_mib"]})
+    summary["ratios"] = ratios
     print(json.dumps(summary, indent=1))
-    print("\n| run | wall (s, median) | peak RSS (MiB, median) |\n|---|---|---|")
+    print("\n| run | wall s (median) | CPU s (median) | peak RSS MiB (median) |\n|---|---|---|---|")
     for name in results:
-        print(f"| {name} | {summary[name]['wall_s']:.1f} | {summary[name]['peak_rss_mib']:.0f} |")
-    print(" ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items()))
+        row = summary[name]
+        print(f"| {name} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {row['peak_rss_mib']:.0f} |")
+    print("\n" + "\n".join(f"- {k}: {v:.2f}" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":
