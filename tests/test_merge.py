@@ -273,3 +273,19 @@ def test_cli_merge_plan_and_errors(pair, tmp_path, capsys):
     assert "attn_ratio = 7" in capsys.readouterr().err
     assert main(["plan", "--father", str(father), "--mother", str(mother),
                  "--transplant-low", "0.9", "--transplant-high", "0.1"]) == UsageError.exit_code
+
+
+def test_disk_full_while_writing_leaves_nothing(pair, tmp_path, monkeypatch):
+    import errno
+
+    from darwin_merge.merge import stream
+
+    father, mother = pair
+
+    def full(self, name, chunk):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stream.StreamingWriter, "write", full)
+    with pytest.raises(OutputError, match="not enough disk space"):
+        merge_models(father, mother, tmp_path / "child", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -181,7 +181,11 @@ def merge_state(parents: ParentTensors, genome: Genome,
                 mri_ratios: dict[str, float] | None = None,
                 settings: MergeSettings | None = None,
                 out_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The child's state dict, in memory on the parents' device (no disk I/O)."""
+    """The child's state dict, in memory on the parents' device (no disk I/O).
+
+    Transplanted tensors are the parents' own tensors (no copy, to save device memory):
+    treat the result as read-only, as a model built from it for evaluation does.
+    """
     settings = settings or MergeSettings()
     rows = plan_merge(parents.infos, parents.shapes(), genome, settings, mri_ratios)
     key = genome_hash(genome, settings)
