@@ -45,7 +45,7 @@ def _sabotaged(father, edit):
 
 def test_child_identical_to_father_is_healthy(parents, tmp_path):
     father, mother = parents
-    report = run_health(father, father, mother, tmp_path / "health", **FEW)
+    report = check_health(father, father, mother, out=tmp_path / "health", **FEW)
     assert report["verdict"] == "healthy" and report["flagged_layers"] == []
     assert report["reasons"] == []
     for row in report["layers"]:

@@ -246,12 +246,20 @@ def _check_shapes(models: dict) -> None:
 def check_health(child, father, mother, probes: str | Path | None = None,
                  device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
                  max_prompts: int | None = None, batch_size: int = 8,
-                 thresholds: HealthThresholds | None = None, tokenizer=None) -> dict:
+                 thresholds: HealthThresholds | None = None, tokenizer=None,
+                 out: str | Path | None = None, overwrite: bool = False) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
     Each of child, father, mother is a model folder or an in-memory causal LM (the
     search passes its candidate without writing it). All three are held at once.
+    With `out`, health.json and health.png are written there (atomically).
     """
+    if out is not None:
+        from .run import run_health
+
+        return run_health(child, father, mother, out, overwrite, probes=probes, device=device,
+                          dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
+                          batch_size=batch_size, thresholds=thresholds, tokenizer=tokenizer)
     thresholds = thresholds or HealthThresholds()
     if max_tokens < 2:
         raise UsageError(f"--max-tokens must be at least 2 for a loss (got {max_tokens})")
