@@ -178,3 +178,48 @@ def test_bad_inputs(parents, tmp_path):
         check_health(model, model, model, **FEW)
     with pytest.raises(UsageError, match=">= 0"):
         HealthThresholds(loss_margin=-1.0)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gemma4", "gemma4_moe"])
+def test_gemma_families_in_memory(family):
+    """In-memory models (as the search passes them), Gemma 3 and Gemma 4 decoders."""
+    from darwin_merge.scan.layers import decoder_of
+    from tiny_models import build_model, char_tokenizer
+
+    father, mother = build_model(family, seed=0), build_model(family, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in mother.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.01 * (p.std() + 1e-3))
+    report = check_health(father, father, mother, tokenizer=char_tokenizer(), **FEW)
+    assert report["verdict"] == "healthy"
+    assert all(row["sim_father"] == pytest.approx(1.0, abs=1e-9) for row in report["layers"])
+    child = build_model(family, seed=0)
+    with torch.no_grad():
+        weight = decoder_of(child).layers[1].mlp.down_proj.weight
+        weight.copy_(torch.randn(weight.shape, generator=gen))
+    report = check_health(child, father, mother, tokenizer=char_tokenizer(), **FEW)
+    assert report["verdict"] != "healthy" and report["flagged_layers"][0] == 1
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_smollm2_identical_and_sabotaged(smollm2):
+    import copy
+
+    from darwin_merge.io.loading import load_model
+
+    father = load_model(smollm2)
+    mother = copy.deepcopy(father)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in mother.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.01 * (p.std() + 1e-3))
+    options = {"tokenizer": load_tokenizer(smollm2), "max_prompts": 2, "max_tokens": 16}
+    report = check_health(father, father, mother, **options)
+    assert report["verdict"] == "healthy" and len(report["layers"]) == 30
+    child = copy.deepcopy(father)
+    with torch.no_grad():
+        child.model.layers[12].mlp.down_proj.weight.zero_()
+    report = check_health(child, father, mother, **options)
+    assert report["verdict"] != "healthy" and report["flagged_layers"][0] == 12

@@ -318,3 +318,12 @@ def test_existing_output_and_bad_settings_refused(tiny_llama, tmp_path, small_pr
     (tmp_path / "bad.json").write_text('{"version": 1}')
     with pytest.raises(UsageError):
         load_scan(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gemma4"])
+def test_cached_skip_equals_naive_in_bfloat16(family):
+    model = build_model(family, seed=1).to(torch.bfloat16)
+    ids, mask = _batch()
+    cached = layer_skip_distances(model, ids, mask, "cached")
+    assert cached.dtype == torch.float32  # distances are computed in float32
+    assert torch.allclose(cached, layer_skip_distances(model, ids, mask, "naive"), atol=1e-3)
