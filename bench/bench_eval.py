@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,15 +56,21 @@ def write_items(folder: Path, limit: int) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict) -> float:
+def timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child) of one command; CPU time is the fairer
+    measure on a machine shared with other jobs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return round(wall, 2), round(cpu, 2)
 
 
-def run_darwin(folder: Path, args, env) -> tuple[float, dict]:
+def run_darwin(folder: Path, args, env) -> tuple[tuple[float, float], dict]:
     out = folder / "darwin.json"
     cmd = [str(ROOT / ".venv" / "bin" / "darwin"), "eval", str(args.model), "--tasks",
            "arc_easy", "--limit", str(args.limit), "--batch-size", str(args.batch_size),
@@ -73,7 +80,7 @@ def run_darwin(folder: Path, args, env) -> tuple[float, dict]:
     return seconds, {"acc": res["acc"], "acc_norm": res["acc_norm"]}
 
 
-def run_lmeval(folder: Path, args, env) -> tuple[float, dict]:
+def run_lmeval(folder: Path, args, env) -> tuple[tuple[float, float], dict]:
     out = folder / "lmeval"
     cmd = [str(LMEVAL_PY), "-m", "lm_eval", "--model", "hf", "--model_args",
            f"pretrained={args.model},dtype=float32", "--tasks", "darwin_arc_easy_local",
@@ -108,11 +115,17 @@ def main() -> None:
             darwin_t.append(seconds)
             seconds, lmeval_scores = run_lmeval(folder, args, env)
             lmeval_t.append(seconds)
-    d, lm = statistics.median(darwin_t), statistics.median(lmeval_t)
+    wall = {k: statistics.median(t[0] for t in v) for k, v in
+            (("darwin", darwin_t), ("lmeval", lmeval_t))}
+    cpu = {k: statistics.median(t[1] for t in v) for k, v in
+           (("darwin", darwin_t), ("lmeval", lmeval_t))}
     diff = {k: round(100 * (darwin_scores[k] - lmeval_scores[k]), 2) for k in darwin_scores}
     print(json.dumps({"items": args.limit, "batch_size": args.batch_size,
-                      "threads": args.threads, "darwin_s": darwin_t, "lmeval_s": lmeval_t,
-                      "speedup": round(lm / d, 2), "darwin": darwin_scores,
+                      "threads": args.threads, "darwin_wall_cpu_s": darwin_t,
+                      "lmeval_wall_cpu_s": lmeval_t,
+                      "speedup_wall": round(wall["lmeval"] / wall["darwin"], 2),
+                      "speedup_cpu": round(cpu["lmeval"] / cpu["darwin"], 2),
+                      "darwin": darwin_scores,
                       "lmeval": lmeval_scores,
                       "diff_points": diff},
                      indent=2))

@@ -105,13 +105,21 @@ def file_task(path: str | Path) -> Task:
 
 def load_docs(task: Task) -> list[dict]:
     """All items of a task, in file order, validated for the task's kind."""
+    docs = list(iter_docs(task))
+    if not docs:
+        raise UsageError(f"{task.path or task.file}: no items")
+    return docs
+
+
+def iter_docs(task: Task):
+    """The task's items one by one, each validated as it is read (so a caller that needs
+    only the first few does not parse the whole file)."""
     if task.path is not None:
         if not task.path.is_file():
             raise UsageError(f"task file {task.path} does not exist")
         text, where = task.path.read_text(encoding="utf-8"), str(task.path)
     else:
         text, where = (_data_dir() / task.file).read_text(encoding="utf-8"), task.file
-    docs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -122,10 +130,7 @@ def load_docs(task: Task) -> list[dict]:
         problem = _check_doc(task.kind, doc)
         if problem:
             raise UsageError(f"{where}: line {number}: {problem}")
-        docs.append(doc)
-    if not docs:
-        raise UsageError(f"{where}: no items")
-    return docs
+        yield doc
 
 
 def _check_doc(kind: str, doc) -> str | None:
@@ -165,7 +170,11 @@ def select_items(task: Task, split: str = "all", limit: int | None = None) -> li
         raise UsageError(f"unknown split {split!r} (use {', '.join(SPLITS)})")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})")
-    items = [Item(i, doc, item_split(doc)) for i, doc in enumerate(load_docs(task))]
-    if split != "all":
-        items = [it for it in items if it.split == split]
-    return items[:limit] if limit is not None else items
+    items = []
+    for i, doc in enumerate(iter_docs(task)):
+        item = Item(i, doc, item_split(doc))
+        if split in ("all", item.split):
+            items.append(item)
+        if limit is not None and len(items) == limit:
+            break
+    return items
