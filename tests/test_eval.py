@@ -233,3 +233,14 @@ def test_cli_writes_results(tiny_llama, tmp_path, capsys):
     assert record["results"]["copa"]["n"] == 3 and record["settings"]["split"] == "holdout"
     assert len(record["config_sha256"]) == 64 and record["darwin_version"]
     assert "acc_norm" in capsys.readouterr().out
+
+
+def test_bfloat16_scores_close_to_float32():
+    model, tok = build_model("gemma3"), char_tokenizer()
+    groups = encode_groups(tok, REQUESTS)
+    full = score_groups(model, groups, batch_size=8)
+    half = score_groups(model.to(torch.bfloat16), groups, batch_size=8)
+    for g_full, g_half in zip(full, half, strict=True):
+        for a, b in zip(g_full, g_half, strict=True):
+            assert math.isfinite(b.logprob)
+            assert b.logprob == pytest.approx(a.logprob, abs=0.1 * a.n_tokens)
