@@ -430,7 +430,7 @@ def health_cmd(
     thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
     report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,
                         dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
-                        batch_size=batch_size, thresholds=thresholds)
+                        batch_size=batch_size, thresholds=thresholds, progress=True)
     for line in summary_lines(report):
         out.print(line, highlight=False, soft_wrap=True)
     if out_dir is not None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import IncompatibleModelsError, UsageError
 from ..io import ModelSource
@@ -247,7 +249,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
                  device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
                  max_prompts: int | None = None, batch_size: int = 8,
                  thresholds: HealthThresholds | None = None, tokenizer=None,
-                 out: str | Path | None = None, overwrite: bool = False) -> dict:
+                 out: str | Path | None = None, overwrite: bool = False,
+                 progress: bool = False) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
     Each of child, father, mother is a model folder or an in-memory causal LM (the
@@ -259,27 +262,28 @@ def check_health(child, father, mother, probes: str | Path | None = None,
 
         return run_health(child, father, mother, out, overwrite, probes=probes, device=device,
                           dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
-                          batch_size=batch_size, thresholds=thresholds, tokenizer=tokenizer)
+                          batch_size=batch_size, thresholds=thresholds, tokenizer=tokenizer,
+                          progress=progress)
     thresholds = thresholds or HealthThresholds()
-    if max_tokens < 2:
-        raise UsageError(f"--max-tokens must be at least 2 for a loss (got {max_tokens})")
+    if max_tokens < 2 or batch_size < 1:
+        raise UsageError("--max-tokens must be at least 2 (for a loss), --batch-size at least 1")
     texts = {n: t[:max_prompts] for n, t in P.load_probes(probes).items()}
     given = {"child": child, "father": father, "mother": mother}
     _check_shapes(given)
     nonfinite = {"weights": [f"{role}: {name}" for role in ROLES
                              for name in nonfinite_weights(given[role])], "activations": []}
-    settings = {"device": device, "dtype": dtype, "max_tokens": max_tokens,
-                "max_prompts": max_prompts, "batch_size": batch_size,
-                "probes_sha256": P.probes_sha256(texts)}
-    report = {"thresholds": asdict(thresholds), "settings": settings,
-              "nonfinite": nonfinite, "probe_sets": {}, "layers": []}
+    report = {"thresholds": asdict(thresholds), "nonfinite": nonfinite,
+              "settings": {"device": device, "dtype": dtype, "max_tokens": max_tokens,
+                           "max_prompts": max_prompts, "batch_size": batch_size,
+                           "probes_sha256": P.probes_sha256(texts)},
+              "flagged_layers": [], "function_loss": [], "layers": [], "probe_sets": {}}
     if nonfinite["weights"]:  # NaN propagates everywhere: comparing activations means nothing
         report["verdict"], report["reasons"] = verdict_of(nonfinite, [], [], {})
-        report["flagged_layers"] = []
         return report
     tokenizer = _tokenizer_for(tokenizer, given)
     models = {role: _as_model(given[role], device, dtype) for role in ROLES}
-    per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite)
+    with _progress_bar(progress) as bar:
+        per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite, bar)
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)
@@ -289,21 +293,29 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     return report
 
 
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+
+
 def _measure(models: dict, tokenizer, texts: dict, max_tokens: int, batch_size: int,
-             nonfinite: dict) -> dict[str, dict]:
+             nonfinite: dict, bar: Progress) -> dict[str, dict]:
     depths = {role: len(decoder_of(m).layers) for role, m in models.items()}
     if len(set(depths.values())) != 1:
         raise IncompatibleModelsError(f"different decoder depths: {depths}")
     context = P.context_length(models["father"])
-    pad = P.pad_id_of(tokenizer)
+    token_rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
+                  for name, prompts in texts.items()}
+    total = sum(-(-len(rows) // batch_size) for rows in token_rows.values())
+    task = bar.add_task("health check (child, father, mother)", total=total)
     per_probe = {}
-    for name, prompts in texts.items():
-        rows = P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
+    for name, rows in token_rows.items():
         totals = _Totals(depths["father"])
-        for ids, mask in P.batches(rows, batch_size, pad):
+        for ids, mask in P.batches(rows, batch_size, P.pad_id_of(tokenizer)):
             traces = {role: trace_decoder(m, ids.to(_device(m)), mask.to(_device(m)),
                                           with_logits=True) for role, m in models.items()}
             totals.add(traces, ids, mask)
+            bar.advance(task)
         per_probe[name] = totals.result()
         nonfinite["activations"] += sorted(f"{name}: {where}" for where in totals.nonfinite)
     return per_probe
