@@ -88,9 +88,9 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
     continue the same random stream, so chunks give the same child as the whole.
 
     Parents with NaN/Inf and non-finite results raise NumericalError; the result has
-    `out_dtype` (default: the father's dtype) for float tensors. Every merge mode
-    spreads a parent's NaN/Inf into the result, so the parents are checked one by one
-    only when the result is bad (or when a parent is transplanted whole).
+    `out_dtype` (default: the father's dtype) for float tensors. Each check is one
+    `sum` (NaN/Inf anywhere makes it non-finite), cheap next to the merge itself;
+    every parent is checked, since a dropped entry (density 0) would hide a NaN.
     """
     parents = [(father, "father"), (mother, "mother")] + ([(base, "base")] if base is not None
                                                           else [])
@@ -99,9 +99,9 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
             raise IncompatibleModelsError(f"non-float tensor {row.name!r} differs between the "
                                           "parents; Darwin only merges float weights")
         return father.clone()
+    _require_valid(parents, row)
     target = out_dtype or father.dtype
     if row.mode.startswith("transplant_"):
-        _require_valid(parents, row)
         child = transplant(father, mother, row.mode).to(target)
         _require_valid_output(child, row, target)
         return child
@@ -122,9 +122,7 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
     else:
         raise ValueError(f"unknown merge mode {row.mode!r}")
     child = child.to(target)
-    if not _is_valid(child, row.merge_kind in CLIP_KINDS):
-        _require_valid(parents, row)
-        _require_valid_output(child, row, target)
+    _require_valid_output(child, row, target)
     return child
 
 
