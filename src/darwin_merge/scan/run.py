@@ -55,18 +55,22 @@ def _check_settings(max_tokens: int, batch_size: int, max_prompts: int | None) -
         raise UsageError(f"--max-prompts must be at least 1 (got {max_prompts})")
 
 
-def _probe_pass(path: Path, role: str, texts: dict[str, list[str]], tokenizer, settings: dict,
-                progress: Progress) -> dict[str, list[float]]:
+def _context_of(config: dict) -> int | None:
+    """max_position_embeddings from a config (top level or its text sub-config)."""
+    for cfg in (config, config.get("text_config") or {}):
+        if isinstance(cfg.get("max_position_embeddings"), int):
+            return cfg["max_position_embeddings"]
+    return None
+
+
+def _probe_pass(path: Path, role: str, rows: dict[str, list[list[int]]], pad_id: int,
+                settings: dict, progress: Progress) -> dict[str, list[float]]:
     model = load_model(path, settings["device"], settings["dtype"])
-    context = P.context_length(model)
-    rows = {name: P.tokenize_probe(tokenizer, name, prompts, settings["max_tokens"], context)
-            for name, prompts in texts.items()}
     size = settings["batch_size"]
     total = sum((len(r) + size - 1) // size for r in rows.values())
     task = progress.add_task(f"probe pass ({role}, {len(decoder_of(model).layers)} layers)",
                              total=total)
-    profile = P.probe_profile(model, rows, P.pad_id_of(tokenizer), size,
-                              on_batch=lambda: progress.advance(task))
+    profile = P.probe_profile(model, rows, pad_id, size, on_batch=lambda: progress.advance(task))
     del model
     gc.collect()
     return profile
@@ -99,12 +103,16 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                 "tokenizer": "father's"}
     with ModelSource(father) as source_a, ModelSource(mother) as source_b:
         require_mergeable(source_a, source_b)
-        tokenizer = load_tokenizer(father)
+        tokenizer = load_tokenizer(father)  # the parents of a merge share a vocabulary
+        context = _context_of(source_a.config)
+        rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
+                for name, prompts in texts.items()}  # refuse a too-long prompt before work
+        pad_id = P.pad_id_of(tokenizer)
         with atomic_output_dir(out, overwrite) as tmp, _progress(progress) as bar:
             static_a = _static_pass(source_a, "father", settings, bar)
             static_b = _static_pass(source_b, "mother", settings, bar)
-            profile_a = _probe_pass(father, "father", texts, tokenizer, settings, bar)
-            profile_b = _probe_pass(mother, "mother", texts, tokenizer, settings, bar)
+            profile_a = _probe_pass(father, "father", rows, pad_id, settings, bar)
+            profile_b = _probe_pass(mother, "mother", rows, pad_id, settings, bar)
             taxonomy = Taxonomy(source_a.config)
             scan = _assemble(father, mother, source_a, taxonomy, texts, weights, settings,
                              (static_a, static_b), (profile_a, profile_b))
