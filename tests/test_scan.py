@@ -18,6 +18,7 @@ from darwin_merge.scan import (
     mri_ratios,
     run_scan,
     static_score,
+    summary_lines,
     tensor_stats,
 )
 from darwin_merge.scan.probes import load_probes, normalise_weights, parse_weights, probe_scores
@@ -234,6 +235,11 @@ def test_scan_file_schema_and_determinism(tiny_pair, tmp_path, small_probes):
     assert row["probe_score"] == pytest.approx(sum(row["distances"].values()) / 2)
     assert loaded["probe_sets"] == {"CODE": 1, "MATH": 2}
     assert len(loaded["probes_sha256"]) == 64
+    lines = summary_lines(loaded)
+    assert lines[0].startswith("father:") and "MATH" in lines[0] and "CODE" in lines[1]
+    counts = loaded["transplant"]
+    assert f"{counts['mother']} > 0.85" in lines[-1]
+    assert counts["father"] + counts["mother"] + counts["blended"] == 38
     for picture in ("mds_father_mother.png", "mri_ratio.png"):
         assert (tmp_path / "one" / picture).read_bytes()[:8] == PNG_MAGIC
 
