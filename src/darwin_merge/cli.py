@@ -385,6 +385,25 @@ demo_app = typer.Typer(no_args_is_help=True, help="The real-model demo (SmolLM2 
 app.add_typer(demo_app, name="demo")
 
 
+@demo_app.command("run")
+def demo_run_cmd(
+    family: str = typer.Option("smollm2", help="smollm2 or gemma3"),
+    cache: Path = typer.Option(Path(".cache"), help="cache folder (models, mother)"),
+    run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR (default runs/demo-FAMILY)"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    trials: int | None = typer.Option(None, help="Phase 2 candidates"),
+    limit: int | None = typer.Option(None, help="search items per fitness task"),
+    holdout_limit: int | None = typer.Option(None, help="holdout items per task"),
+    fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
+) -> None:
+    """The whole job on a real pair: father, mother, scan, evolve, merge, check, card."""
+    from .demo.run import run_demo
+
+    summary = run_demo(family, cache, run_dir, device, fresh, trials=trials, limit=limit,
+                       holdout_limit=holdout_limit)
+    _print_summary(summary, Path(run_dir or f"runs/demo-{family}"))
+
+
 @demo_app.command("prepare-mother")
 def prepare_mother_cmd(
     father: Path | None = typer.Option(None, help="father folder (default: imported SmolLM2)"),
