@@ -126,18 +126,20 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     s = rec.summary
     best, p1, p2 = s.get("best") or {}, s.get("phase1") or {}, s.get("phase2") or {}
     rows = []
-    if "search_fitness" in best:
+    if best.get("search_fitness") is not None:
         rows.append(["Best search fitness", _num(best["search_fitness"])])
-    if "trial" in best:
+    if best.get("trial") is not None:
         rows.append(["Best trial", str(best["trial"])])
     if s.get("fitness"):
         rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s["fitness"].items())])
     labels = {"steps": "Phase 1 proxy steps", "seconds": "Phase 1 seconds",
               "top_k": "Phase 1 top-k sent to Phase 2", "pairs": "Phase 1 pairs compared",
               "spearman": "Phase 1 proxy vs real (Spearman)"}
-    rows += [[label, _plain(p1[key])] for key, label in labels.items() if key in p1]
+    rows += [[label, _plain(p1[key])] for key, label in labels.items()
+             if p1.get(key) is not None]
     rows += [[label, _plain(p2[key])] for key, label in
-             {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds"}.items() if key in p2]
+             {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds"}.items()
+             if p2.get(key) is not None]
     if not rows:
         return None
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
@@ -163,10 +165,11 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
         return None
     fitness = [(models[m] or {}).get("fitness") for m in order]
     if any(f is not None for f in fitness):
-        rows.append(["fitness", "weighted mean", "", "", "fitness"]
+        rows.append(["fitness", "search objective", "", "", "fitness"]
                     + ["-" if f is None else _num(f) for f in fitness])
     text = ("Held-out items (never seen by the search); every model scored on the same "
-            "items. Values are the metric, with its standard error after ±.")
+            "items. Values are the metric, with its standard error after ±. The fitness row "
+            "is the search's objective on these items (the weighted fitness tasks).")
     headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
     blocks: list = [text, Table(headers, rows)]
     baselines = [m for m in order if m not in ("child", "father", "mother")]
@@ -251,15 +254,18 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
     for key in ("created", "device", "dtype"):
         if rec.summary.get(key):
             rows.append([key, str(rec.summary[key])])
+    versions = {lib: v for lib, v in (rec.summary.get("versions") or {}).items()
+                if v is not None}
     version = rec.summary.get("darwin_version") or rec.merge.get("darwin_version")
-    if version:
-        rows.append(["darwin-merge", str(version)])
-    rows += [[lib, str(v)] for lib, v in (rec.summary.get("versions") or {}).items()]
+    if version and not any(lib.startswith("darwin") for lib in versions):
+        rows.append(["darwin", str(version)])
+    rows += [[lib, str(v)] for lib, v in versions.items()]
     blocks: list = []
     if rows:
         blocks.append(Table(["", "Value"], rows))
-    if rec.summary.get("command"):
-        blocks += ["The run's command:", Code("bash", str(rec.summary["command"]))]
+    command = str(rec.summary.get("command") or "").strip()
+    if len(command.split()) > 1:  # a bare "darwin" (a run started from Python) says nothing
+        blocks += ["The run's command:", Code("bash", command)]
     blocks += _remake(rec)
     return Section("Reproducibility", blocks, anchor="reproducibility") if blocks else None
 
