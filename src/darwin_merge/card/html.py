@@ -13,7 +13,7 @@ import re
 from .blocks import Bullets, Code, Picture, Section, Table
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1240px;
        color: #1b1f24; padding: 0 1em; }
 h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .3em; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
