@@ -1,0 +1,69 @@
+"""The search on the tiny two-skill pair: its child must beat both parents and the
+uniform DARE-TIES baseline on held-out items (fails if the search or merge is broken).
+
+The whole pipeline runs: scan, Phase 1 proxy, Phase 2, merge of the best genome,
+health check, holdout evaluation, summary, card and report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.run import run_evolve
+from skills import TASKS, _split, answer
+
+pytestmark = pytest.mark.slow
+
+
+def skill_task_files(folder: Path) -> dict[str, float]:
+    """Each skill's held-out words as a greedy-continuation task file (never trained on)."""
+    weights = {}
+    for task in ("skill_a", "skill_b"):
+        _, held_out = _split(task)
+        path = folder / f"{task}.jsonl"
+        path.write_text("".join(
+            json.dumps({"context": f"<bos>{TASKS[task]} {w}=", "continuation": answer(task, w)})
+            + "\n" for w in held_out))
+        weights[str(path)] = 0.5
+    return weights
+
+
+@pytest.fixture(scope="module")
+def skills_run(two_skill_pair, tmp_path_factory) -> tuple[Path, dict]:
+    base, father, mother = two_skill_pair
+    root = tmp_path_factory.mktemp("skills-run")
+    recipe = build_recipe(father=father, mother=mother, base=base,
+                          fitness=skill_task_files(root), out=root / "run", trials=16,
+                          limit=40, phase1_steps=50, top_k=4, popsize=4, probe_max_tokens=16)
+    return root / "run", run_evolve(recipe)
+
+
+def test_child_beats_both_parents_and_baselines(skills_run):
+    _, summary = skills_run
+    models = summary["holdout"]["models"]
+    child = models["child"]["fitness"]
+    for other in ("father", "mother", "dare_ties_0.5", "linear_0.5"):
+        assert child > models[other]["fitness"], (other, models)
+    # each parent has one skill: the child keeps some of both
+    skills = [t for t in summary["holdout"]["tasks"]]
+    assert all(models["child"][t]["acc"] > 0.2 for t in skills), models["child"]
+    assert summary["health"]["verdict"] in ("healthy", "warning")
+
+
+def test_run_folder_records(skills_run):
+    run, summary = skills_run
+    assert (run / "child" / "config.json").is_file()
+    genome = yaml.safe_load((run / "best_genome.yaml").read_text())
+    assert genome == summary["best"]["genome"]
+    trials = json.loads((run / "trials.json").read_text())
+    assert len([t for t in trials if t["phase"] == 2]) == 16
+    assert summary["phase1"]["pairs"] >= 3 and summary["phase1"]["steps"] == 50
+    assert (run / "evolution.png").read_bytes()[:4] == b"\x89PNG"
+    child_record = json.loads((run / "child" / "darwin_merge.json").read_text())
+    assert child_record["genome_hash"] == summary["best"]["genome_hash"]
+    assert (run / "child" / "README.md").is_file() and (run / "report.html").is_file()
