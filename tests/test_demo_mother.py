@@ -27,6 +27,8 @@ def test_problems_follow_the_evaluation_format():
         assert len({op for op in re.findall(r" ([-+*]) ", context)}) == 1
         assert int(answer) == eval(context[:-2])  # noqa: S307 - digits and + - * only
         assert answer.startswith(" ") and not answer.startswith("  ")
+    counts = {m.arithmetic_problem(rng, max_operands=2)[0].count(" ") for _ in range(100)}
+    assert counts == {3}  # "a op b =": two operands only
 
 
 def test_training_data_is_seeded_and_excludes_the_evaluation_items():
@@ -55,6 +57,8 @@ def test_recipe_changes_are_checked():
     assert m.recipe_with(lr=None) == m.MotherRecipe()
     with pytest.raises(UsageError):
         m.recipe_with(steps=0)
+    with pytest.raises(UsageError):
+        m.recipe_with(max_operands=1)
     assert TINY.hash8(m.Path("a")) != m.recipe_with(steps=3).hash8(m.Path("a"))
     assert TINY.hash8(m.Path("a")) == m.MotherRecipe(**{**TINY.key(), "threads": 2}).hash8(
         m.Path("a"))

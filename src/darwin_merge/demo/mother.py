@@ -48,10 +48,11 @@ class MotherRecipe:
     seed: int = 1234
     steps: int = 400
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    first_trained_layer: int = 14  # blocks from this one up are trained; the rest is frozen
+    first_trained_layer: int = 12  # blocks from this one up are trained; the rest is frozen
+    max_operands: int = 2  # the problems a 135M model can learn in the budget (see DEMO.md)
     autocast_bf16: bool = True  # bfloat16 matmuls, float32 weights and optimizer state
     threads: int = 0  # CPU threads for torch (0: leave torch's default); not in the hash
 
@@ -76,6 +77,8 @@ def recipe_with(**changes) -> MotherRecipe:
     recipe = dataclasses.replace(MotherRecipe(), **changes)
     if recipe.steps < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise UsageError("steps and batch size must be at least 1 and the learning rate > 0")
+    if recipe.max_operands < 2:
+        raise UsageError("a problem has at least 2 operands (--max-operands >= 2)")
     return recipe
 
 
@@ -87,10 +90,10 @@ OPERAND_COUNTS = {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)}
 OPERAND_MAX = {"+": 999, "-": 999, "*": 99}
 
 
-def arithmetic_problem(rng: random.Random) -> tuple[str, str]:
+def arithmetic_problem(rng: random.Random, max_operands: int = 5) -> tuple[str, str]:
     """One problem as (context, continuation), e.g. ("25 - 759 =", " -734")."""
     op = rng.choice(sorted(OPERAND_COUNTS))
-    count = rng.choice(OPERAND_COUNTS[op])
+    count = rng.choice([n for n in OPERAND_COUNTS[op] if n <= max_operands])
     numbers = [rng.randint(1, OPERAND_MAX[op]) for _ in range(count)]
     value = numbers[0]
     for n in numbers[1:]:
@@ -107,12 +110,13 @@ def evaluation_contexts(path: Path | None = None) -> set[str]:
         return {json.loads(line)["context"] for line in handle if line.strip()}
 
 
-def training_problems(seed: int, count: int, exclude: set[str]) -> list[tuple[str, str]]:
+def training_problems(seed: int, count: int, exclude: set[str],
+                      max_operands: int = 5) -> list[tuple[str, str]]:
     """`count` problems from a fixed seed, none of whose context is in `exclude`."""
     rng = random.Random(seed)
     problems = []
     while len(problems) < count:
-        context, answer = arithmetic_problem(rng)
+        context, answer = arithmetic_problem(rng, max_operands)
         if context not in exclude:
             problems.append((context, answer))
     return problems
@@ -222,7 +226,8 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
                                   foreach=True)
-    problems = training_problems(recipe.seed, recipe.steps * recipe.batch_size, exclude)
+    problems = training_problems(recipe.seed, recipe.steps * recipe.batch_size, exclude,
+                                 recipe.max_operands)
     examples = [encode_example(tokenizer, c, a) for c, a in problems]
     batches = length_batches(examples, recipe.batch_size, recipe.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
