@@ -70,11 +70,16 @@ def _batch(task: str, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(ids), torch.tensor(labels)
 
 
-def train(model, task: str, steps: int, lr: float, seed: int, batch: int = 32):
-    """A few AdamW steps on one task (in place on `model`, which the caller owns)."""
+def train(model, task: str, steps: int, lr: float, seed: int, batch: int = 32,
+          only: str | None = None):
+    """A few AdamW steps on one task (in place on `model`, which the caller owns).
+
+    `only`: train just the parameters whose name contains it (e.g. "layers.1.").
+    """
     train_words, _ = _split(task)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    params = [p for n, p in model.named_parameters() if only is None or only in n]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
     for _ in range(steps):
         ids, labels = _batch(task, rng.sample(train_words, batch))
@@ -120,10 +125,15 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     try:
         base = train(build_model("llama", seed=seed, n_layers=2), "copy", 200, 3e-3, seed)
         paths = [save_model(base, folder / "base")]
-        for name, task in (("father", "skill_a"), ("mother", "skill_b")):
+        # Each specialist is a partial fine-tune of one layer (the father's of the upper
+        # layer, the mother's of the lower), as partial fine-tunes often are: a merge
+        # with per-layer ratios can keep both skills; a uniform ratio dilutes both.
+        for name, task, layer in (("father", "skill_a", "layers.1."),
+                                  ("mother", "skill_b", "layers.0.")):
             child = build_model("llama", seed=seed, n_layers=2)
             child.load_state_dict(base.state_dict())
-            paths.append(save_model(train(child, task, 80, 2e-3, seed + 1), folder / name))
+            trained = train(child, task, 150, 3e-3, seed + 1, only=layer)
+            paths.append(save_model(trained, folder / name))
     finally:
         torch.set_num_threads(threads)
     return paths[0], paths[1], paths[2]
