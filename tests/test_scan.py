@@ -333,3 +333,16 @@ def test_cached_skip_equals_naive_in_bfloat16(family):
     cached = layer_skip_distances(model, ids, mask, "cached")
     assert cached.dtype == torch.float32  # distances are computed in float32
     assert torch.allclose(cached, layer_skip_distances(model, ids, mask, "naive"), atol=1e-3)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_gemma3_cached_skip_equals_naive(gemma3_real):
+    from darwin_merge.io.loading import load_model, load_tokenizer
+
+    model = load_model(gemma3_real)
+    ids = load_tokenizer(gemma3_real)("The capital of France is Paris.",
+                                      return_tensors="pt")["input_ids"]
+    cached = layer_skip_distances(model, ids, None, "cached")
+    assert cached.shape == (18, 1)
+    assert torch.allclose(cached, layer_skip_distances(model, ids, None, "naive"), atol=1e-5)
