@@ -15,6 +15,7 @@ layers (Gemma) need to see the same window as an unpadded run.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 
@@ -78,18 +79,25 @@ def _move_spaces(context: str, continuation: str) -> tuple[str, str]:
 
 
 def _batches(groups: list[Group], batch_size: int) -> list[list[int]]:
-    """Group indices, longest first, in batches of at most `batch_size` continuations."""
+    """Group indices, longest context first, `batch_size` groups (contexts) per batch."""
     order = sorted(range(len(groups)), key=lambda i: (-len(groups[i].context),
                                                        -max(map(len, groups[i].continuations))))
-    batches, current, rows = [], [], 0
-    for i in order:
-        n = len(groups[i].continuations)
-        if current and rows + n > batch_size:
-            batches.append(current)
-            current, rows = [], 0
-        current.append(i)
-        rows += n
-    return batches + ([current] if current else [])
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _length_chunks(rows: list[int], lengths: list[int], batch_size: int,
+                   slack: float = 0.25) -> list[list[int]]:
+    """Rows sorted by length, cut into chunks of at most `batch_size` rows whose lengths
+    differ by at most `slack` of the longest (the choices of one question differ a lot in
+    length: padding them all to the longest would waste most of the second pass)."""
+    chunks: list[list[int]] = []
+    for r in sorted(rows, key=lambda r: -lengths[r]):
+        head = lengths[chunks[-1][0]] if chunks else 0
+        if chunks and len(chunks[-1]) < batch_size and head - lengths[r] <= max(1, slack * head):
+            chunks[-1].append(r)
+        else:
+            chunks.append([r])
+    return chunks
 
 
 @torch.inference_mode()
@@ -100,7 +108,7 @@ def score_groups(model, groups: list[Group], batch_size: int = 16,
     device = torch.device(device) if device is not None else next(model.parameters()).device
     results: list[list[Score] | None] = [None] * len(groups)
     for batch in _batches(groups, max(1, batch_size)):
-        scores = _score_batch(model, [groups[i] for i in batch], device, pad_id)
+        scores = _score_batch(model, [groups[i] for i in batch], device, pad_id, batch_size)
         for i, s in zip(batch, scores, strict=True):
             results[i] = s
         if progress is not None:
@@ -119,7 +127,8 @@ def left_pad(seqs, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return ids.to(device), mask.to(device)
 
 
-def _score_batch(model, groups: list[Group], device, pad_id: int) -> list[list[Score]]:
+def _score_batch(model, groups: list[Group], device, pad_id: int,
+                 batch_size: int) -> list[list[Score]]:
     ids, mask = left_pad([g.context for g in groups], pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -127,19 +136,37 @@ def _score_batch(model, groups: list[Group], device, pad_id: int) -> list[list[S
     first = out.logits[:, -1].float().log_softmax(-1)  # (groups, vocab)
     rows = [(g, k) for g, group in enumerate(groups) for k in range(len(group.continuations))]
     conts = [groups[g].continuations[k] for g, k in rows]
-    rest = None
-    if max(map(len, conts)) > 1:
-        rest = _continuation_logprobs(model, _cache_of(out), mask, rows, conts, device, pad_id)
+    rest: dict[int, torch.Tensor] = {}
+    longer = [r for r in range(len(rows)) if len(conts[r]) > 1]
+    for chunk in _length_chunks(longer, [len(c) for c in conts], batch_size):
+        logp = _continuation_logprobs(model, _selected(_cache_of(out), [rows[r][0] for r in chunk]),
+                                      mask, [rows[r] for r in chunk], [conts[r] for r in chunk],
+                                      device, pad_id)
+        rest.update({r: logp[i] for i, r in enumerate(chunk)})
     scores: list[list[Score]] = [[] for _ in groups]
     for r, (g, _k) in enumerate(rows):
         cont = torch.tensor(conts[r], device=device)
         logp = first[g].unsqueeze(0)
         if len(cont) > 1:
-            logp = torch.cat([logp, rest[r, : len(cont) - 1]])
+            logp = torch.cat([logp, rest[r][: len(cont) - 1]])
         picked = logp.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
         greedy = bool((logp.argmax(-1) == cont).all())
         scores[g].append(Score(float(picked.sum()), len(cont), greedy))
     return scores
+
+
+def _selected(cache, group_rows: list[int]):
+    """A cache holding the context rows `group_rows` (repeats allowed), one per choice.
+
+    The layers are shallow copies whose tensors `batch_select_indices` replaces, so the
+    context cache stays intact for the next chunk and only the selected rows are copied.
+    """
+    sub = copy.copy(cache)
+    sub.layers = [copy.copy(layer) for layer in cache.layers]
+    device = next((layer.keys.device for layer in cache.layers
+                   if getattr(layer, "keys", None) is not None), None)
+    sub.batch_select_indices(torch.tensor(group_rows, device=device))
+    return sub
 
 
 def _cache_of(out):
@@ -155,7 +182,6 @@ def _cache_kwarg(model) -> str:
 def _continuation_logprobs(model, cache, ctx_mask, rows, conts, device, pad_id) -> torch.Tensor:
     """Log-probs after each continuation token but the last, from the repeated context cache."""
     index = torch.tensor([g for g, _ in rows], device=device)
-    cache.batch_select_indices(index)  # one copy of the context's cache per choice
     width = max(map(len, conts)) - 1
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

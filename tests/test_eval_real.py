@@ -1,0 +1,38 @@
+"""Evaluation on the real models: SmolLM2 on ARC-Easy, Gemma 3 (bos, sliding window) paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from darwin_merge.eval import evaluate, registry, select_items
+from darwin_merge.eval.evaluator import loglik_requests
+from darwin_merge.eval.loglik import encode_groups, score_groups, score_unbatched
+from darwin_merge.io.loading import load_model, load_tokenizer
+
+pytestmark = pytest.mark.real
+
+
+@pytest.mark.slow
+def test_smollm2_arc_easy_200_above_chance(smollm2):
+    model, tok = load_model(smollm2), load_tokenizer(smollm2)
+    res = evaluate(model, tok, ["arc_easy"], limit=200, batch_size=32)["arc_easy"]
+    message = (f"SmolLM2-135M-Instruct ARC-Easy first 200 items: acc {res['acc']:.3f} "
+               f"+- {res['acc_stderr']:.3f}, acc_norm {res['acc_norm']:.3f} "
+               f"+- {res['acc_norm_stderr']:.3f} (chance 0.25)")
+    print(message)
+    assert res["n"] == 200 and res["item_ids"] == list(range(200))
+    # chance is 0.25 with four choices; 0.40 is more than four standard errors above it
+    assert res["acc"] > 0.40, message
+    assert res["acc_norm"] > 0.40, message
+
+
+def test_gemma3_real_batched_matches_unbatched(gemma3_real):
+    model, tok = load_model(gemma3_real), load_tokenizer(gemma3_real)
+    task = registry()["arc_easy"]
+    groups = encode_groups(tok, loglik_requests(task, select_items(task, "all", 3)))
+    assert groups[0].context[0] == tok.bos_token_id  # Gemma scores with bos, as lm-eval does
+    got = score_groups(model, groups, batch_size=12)
+    for group, scores in zip(groups, got, strict=True):
+        for cont, score in zip(group.continuations, scores, strict=True):
+            ref = score_unbatched(model, group.context, cont)
+            assert score.logprob == pytest.approx(ref.logprob, abs=2e-3)
