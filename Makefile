@@ -46,8 +46,11 @@ test: setup models
 test-fast: setup
 	$(PY) -m pytest -m "not real and not slow" $(PYTEST_ARGS)
 
+# The main job: father import, mother fine-tune (cached), scan, evolve, merge, health check,
+# holdout evaluation, card and report, in runs/demo-$(FAMILY). `make demo FAMILY=gemma3`
+# runs the Gemma 3 270M preset. Re-running prints the finished results.
 demo: setup models
-	$(DARWIN) inspect $(CACHE)/models/smollm2-135m-instruct
+	$(DARWIN) demo run --family $(FAMILY) --cache $(CACHE) $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

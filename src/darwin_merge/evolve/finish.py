@@ -63,12 +63,14 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
         say(f"merging the best genome (trial {trial.number}, fitness {trial.value:.4f}) "
             "into child/")
         child = merge_models(recipe.father, recipe.mother, out / "child", base=recipe.base,
-                             genome=genome, scan=scan_path if genome.mri_trust > 0 else scan_path,
+                             genome=genome, scan=scan_path,
                              settings=settings, device=recipe.device, overwrite=True,
                              progress=False)
         say("health check of the child against both parents")
         health = check_health(child, recipe.father, recipe.mother, out=out / "health",
-                              device=recipe.device, overwrite=True)
+                              device=recipe.device, dtype=recipe.dtype, overwrite=True,
+                              max_tokens=recipe.probe_max_tokens,
+                              max_prompts=recipe.probe_max_prompts)
         if health.get("verdict") != "unhealthy":
             return trial, genome, child, health
         say(f"[red]child of trial {trial.number} is unhealthy[/red]: "

@@ -52,6 +52,7 @@ class Recipe(BaseModel):
     sigma0: float = 0.15
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probe_max_tokens: int = 64
+    probe_max_prompts: int | None = Field(None, description="prompts per probe set (scan, health)")
 
     @field_validator("fitness")
     @classmethod

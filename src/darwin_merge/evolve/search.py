@@ -82,7 +82,7 @@ def ensure_scan(recipe: Recipe) -> Path:
 
     say("scanning both parents (static profile + probe layer-skip)")
     run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
-             max_tokens=recipe.probe_max_tokens)
+             max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts)
     return scan_dir / "scan.json"
 
 
