@@ -54,4 +54,40 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     values = {**DEFAULT_BUDGET, **{k: v for k, v in budget.items() if v is not None}}
     recipe = build_recipe(father=father, mother=mother, out=out, device=device,
                           **PRESETS[family], **values)
-    return run_evolve(recipe)
+    summary = run_evolve(recipe)
+    (out / "RESULTS.md").write_text(results_markdown(summary, out), encoding="utf-8")
+    return summary
+
+
+def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -> str:
+    """docs/RESULTS.md's body from a finished run: the holdout table with standard errors,
+    item counts, the command, date and hardware (all read from the run's records)."""
+    import os
+    import platform
+
+    holdout = summary["holdout"]
+    tasks = list(holdout["tasks"])
+    head = "| model | " + " | ".join(
+        f"{t} ({holdout['tasks'][t]['role']}, n={holdout['tasks'][t]['n']})" for t in tasks)
+    lines = [head + " | fitness (holdout) |",
+             "|---" * (len(tasks) + 2) + "|"]
+    for name, row in holdout["models"].items():
+        cells = [f"{row[t]['acc']:.3f} ± {row[t].get('acc_stderr', 0.0):.3f}" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['fitness']:.4f} |")
+    best = summary["best"]
+    return "\n".join([
+        f"Command: `{command}` (run folder `{run_dir}`), {summary.get('created', '')}.",
+        f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
+        f"{summary.get('device')}, {summary.get('dtype')}.",
+        f"Fitness: {summary['fitness']} on the `search` split ({summary.get('limit')} items "
+        "per task); the table is on the `holdout` split (metric acc, zero-shot).",
+        f"Search: Phase 1 {summary['phase1']['steps']} CMA-ES generations in "
+        f"{summary['phase1']['seconds']:.1f} s; Phase 2 {summary['phase2']['trials']} "
+        f"candidates in {summary['phase2']['seconds']:.0f} s; proxy-vs-real Spearman "
+        f"{summary['phase1'].get('spearman')} over {summary['phase1'].get('pairs')} candidates.",
+        f"Best genome: trial {best['trial']}, genome_hash `{best['genome_hash']}`; health: "
+        f"{summary['health'].get('verdict')}.",
+        "",
+        *lines,
+        "",
+    ])
