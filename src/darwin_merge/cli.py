@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="darwin", standalone_mode=False)
+        code = app(args=args, prog_name="darwin", standalone_mode=False)
     except DarwinError as exc:
         if debug:
             raise
@@ -479,10 +479,15 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "format_message") and not debug:
             console.print(f"[red]darwin: error:[/red] {exc.format_message()}", highlight=False)
             return UsageError.exit_code
-        if type(exc).__name__ == "Abort":
+        if type(exc).__name__ == "Abort":  # click turns Ctrl-C (SIGINT) into Abort
+            console.print("darwin: interrupted", highlight=False)
             return 130
         raise
-    return 0
+    # typer turns Ctrl-C into Exit(130), which click returns (not raises) in this mode;
+    # commands themselves return None
+    if code == 130:
+        console.print("darwin: interrupted", highlight=False)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -119,8 +119,10 @@ def load_genome(path: str | Path) -> Genome:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the genome file ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: YAML dates like 2001-13-01; RecursionError: absurdly deep nesting
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: not valid YAML ({first_line})") from exc
     if data is None:
         data = {}
     if isinstance(data, dict) and isinstance(data.get("genome"), dict):
@@ -138,7 +140,7 @@ def genome_from_dict(data: dict, source: str = "genome") -> Genome:
             raise UsageError(f"{source}: unknown genome key {key!r} (known: {known})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UsageError(f"{source}: {key} must be a number in [0, 1], got {value!r}")
-        if not 0.0 <= float(value) <= 1.0:
+        if not 0.0 <= value <= 1.0:  # no float(): a 400-digit YAML int would overflow
             raise UsageError(f"{source}: {key} = {value} is outside [0, 1]")
     try:
         return Genome(**data)

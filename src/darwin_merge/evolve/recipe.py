@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -57,18 +58,27 @@ class Recipe(BaseModel):
     @field_validator("fitness")
     @classmethod
     def _weights_positive(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
-            raise ValueError("fitness weights must be >= 0 and sum to a positive number")
+        if any(not math.isfinite(w) or w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("fitness weights must be finite, >= 0 and sum to a positive "
+                             "number")
         return value
 
-    @field_validator("trials", "phase1_steps", "top_k")
+    @field_validator("trials", "phase1_steps", "top_k", "batch_size", "popsize",
+                     "probe_max_tokens")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("limit", "holdout_limit")
+    @field_validator("sigma0", "timeout")
+    @classmethod
+    def _finite_positive(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError("must be a finite number > 0")
+        return value
+
+    @field_validator("limit", "holdout_limit", "probe_max_prompts")
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
@@ -97,6 +107,8 @@ def build_recipe(**values) -> Recipe:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "recipe"
+        if not where.isprintable():  # a YAML key with a newline must not break the line
+            where = repr(where)
         raise UsageError(f"{where}: {err['msg']}") from exc
 
 
@@ -104,9 +116,11 @@ def load_recipe(path: Path, **overrides) -> Recipe:
     """A YAML recipe with the CLI's field names; CLI values given explicitly win."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read the recipe ({exc})") from exc
-    if not isinstance(data, dict):
+    except (OSError, yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: YAML dates like 2001-13-01; RecursionError: absurdly deep nesting
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: cannot read the recipe ({first_line})") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise UsageError(f"{path}: a recipe is a mapping of field: value")
     if isinstance(data.get("fitness"), str):
         data["fitness"] = parse_fitness(data["fitness"])

@@ -2,13 +2,15 @@
 
 Everything is written into a hidden temporary folder beside the target and renamed
 into place only when complete, so a killed or failed run never leaves a folder that
-looks finished. A lock file beside the target keeps two writers from racing.
+looks finished. A lock file beside the target keeps two writers from racing; its kernel
+lock dies with its process, so a killed writer never blocks the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -38,6 +40,45 @@ def _disk_error(exc: OSError, target: Path) -> OutputError:
     return OutputError(f"{target}: cannot write ({exc.strerror or exc})")
 
 
+def _take_lock(lock: Path, target: Path) -> int:
+    """Hold an exclusive lock on `lock` (an open descriptor); refuse if another process does.
+
+    A kernel lock (flock) dies with its process, so a writer killed with SIGKILL leaves
+    a lock file nobody holds, and the next run simply takes it over. The file is
+    re-checked after locking: a writer that finished may have unlinked it meanwhile.
+    """
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(f"{target}: another Darwin process (PID {holder}) is writing "
+                              "it; wait for it to finish") from exc
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+
+
+def _release_lock(lock: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        lock.unlink()
+    os.close(fd)  # closing drops the flock, after the unlink so no one locks a dead file
+
+
+def _remove_dead_writers_tmp(parent: Path, name: str) -> None:
+    """Delete temporary folders of killed writers (safe: we hold the lock for `name`)."""
+    for stale in parent.glob(f".{name}.darwin-tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes `target` when the block ends without error."""
@@ -45,22 +86,17 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
     parent = target.parent
+    lock = parent / f".{target.name}.darwin-lock"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        lock = parent / f".{target.name}.darwin-lock"
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError as exc:
-        raise OutputError(
-            f"{target}: another Darwin process is writing it (lock {lock}); if none is, "
-            "remove the lock file"
-        ) from exc
+        fd = _take_lock(lock, target)
     except OSError as exc:
         raise _disk_error(exc, target) from exc
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
     tmp = parent / f".{target.name}.darwin-tmp-{os.getpid()}"
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if target.exists() and not overwrite:  # finished by the writer we waited on
+            raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
+        _remove_dead_writers_tmp(parent, target.name)
         tmp.mkdir()
         try:
             yield tmp
@@ -75,8 +111,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
             os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            lock.unlink()
+        _release_lock(lock, fd)
 
 
 class ModelWriter:

@@ -32,6 +32,7 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
+from ..resources import require_memory, tensor_bytes
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
 from .stream import OutputTensor, StreamingWriter, TensorReader
@@ -147,11 +148,21 @@ class ParentTensors:
     @classmethod
     def load(cls, father: str | Path, mother: str | Path, base: str | Path | None = None,
              device: str = "cpu", dtype: str | None = None) -> ParentTensors:
-        """Read every tensor (optionally cast float ones to `dtype`) onto `device`."""
+        """Read every tensor (optionally cast float ones to `dtype`) onto `device`.
+
+        Refused with ResourceError before any tensor is read when the parents and one
+        child (sizes from the headers) exceed the memory `device` has free.
+        """
         target = resolve_device(device)
         cast = parse_dtype(dtype) if dtype else None
         sources = open_parents(father, mother, base)
         try:
+            present = [s for s in sources if s is not None]
+            # the parents, plus one child of the father's size built from them
+            needed = sum(tensor_bytes(s.specs(), cast) for s in present) + tensor_bytes(
+                sources[0].specs(), cast)
+            require_memory(needed, target, f"the parents ({len(present)} models) and a child")
+
             def read(source):
                 if source is None:
                     return None

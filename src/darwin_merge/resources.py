@@ -1,0 +1,59 @@
+"""Memory the work needs against memory the machine has, checked before work starts.
+
+A search holds both parents (and the base) on one device for hours; finding out that
+they do not fit after the first parent is read wastes the run and may get the
+process killed by the OOM killer with no message. So the bytes are added up from
+the safetensors headers first and compared with what the device has free.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ResourceError
+from .io.safetensors_header import DTYPE_SIZES
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` now (None where it cannot be known, e.g. MPS)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def tensor_bytes(specs, cast: torch.dtype | None = None) -> int:
+    """Bytes of these tensors once read, with float ones cast to `cast` if given."""
+    cast_size = None if cast is None else torch.finfo(cast).bits // 8
+    return sum(s.numel * (cast_size if cast_size and s.is_float else DTYPE_SIZES[s.dtype])
+               for s in specs)
+
+
+def require_memory(needed: int, device: torch.device, what: str) -> None:
+    """Raise ResourceError, with both numbers, when `needed` bytes will not fit."""
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise ResourceError(f"{what} need about {human_bytes(needed)} of {device.type} memory, "
+                            f"only {human_bytes(free)} available (use a smaller dtype, e.g. "
+                            "--dtype bfloat16, or a bigger machine)")
+
+
+def human_bytes(count: int) -> str:
+    """`1.23 GB` or `45.6 MB` (decimal units, as disks and cloud machines are sold)."""
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
