@@ -31,8 +31,8 @@ PRESETS = {
 }
 # The budget that keeps the whole demo under 30 minutes on 2 CPU cores once the mother
 # is cached (docs/DEMO.md has the measured times).
-DEFAULT_BUDGET = {"trials": 30, "limit": 50, "holdout_limit": 250, "phase1_steps": 200,
-                  "top_k": 6}
+DEFAULT_BUDGET = {"trials": 24, "limit": 40, "holdout_limit": 200, "phase1_steps": 200,
+                  "top_k": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
