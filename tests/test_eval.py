@@ -49,6 +49,16 @@ def test_batched_prefix_shared_matches_unbatched(family):
                 assert s.logprob == pytest.approx(ref.logprob, abs=1e-4), (family, batch_size)
 
 
+def test_length_chunks_split_where_padding_costs_more_than_a_pass():
+    from darwin_merge.eval.loglik import _length_chunks
+
+    lengths = [1, 10, 1, 9, 1, 1]
+    chunks = _length_chunks(range(6), lengths, pass_cost=4)
+    assert chunks == [[1, 3], [0, 2, 4, 5]]  # long ones together, short ones together
+    assert _length_chunks(range(6), lengths, pass_cost=1000) == [[1, 3, 0, 2, 4, 5]]
+    assert sorted(r for c in _length_chunks(range(6), lengths) for r in c) == list(range(6))
+
+
 def test_encoding_splits_like_lm_eval():
     tok = char_tokenizer()
     enc = lambda s: tuple(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731

@@ -85,19 +85,29 @@ def _batches(groups: list[Group], batch_size: int) -> list[list[int]]:
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _length_chunks(rows: list[int], lengths: list[int], batch_size: int,
-                   slack: float = 0.25) -> list[list[int]]:
-    """Rows sorted by length, cut into chunks of at most `batch_size` rows whose lengths
-    differ by at most `slack` of the longest (the choices of one question differ a lot in
-    length: padding them all to the longest would waste most of the second pass)."""
-    chunks: list[list[int]] = []
-    for r in sorted(rows, key=lambda r: -lengths[r]):
-        head = lengths[chunks[-1][0]] if chunks else 0
-        if chunks and len(chunks[-1]) < batch_size and head - lengths[r] <= max(1, slack * head):
-            chunks[-1].append(r)
-        else:
-            chunks.append([r])
-    return chunks
+def _length_chunks(rows: list[int], lengths: list[int],
+                   pass_cost: int = 64) -> list[list[int]]:
+    """Rows sorted by length, cut into the chunks that cost least in token slots.
+
+    A chunk of rows costs `pass_cost` (a forward pass has a fixed price: the weights are
+    read once per pass) plus rows x its longest length. The choices of one question differ
+    a lot in length, so one chunk for all would be mostly padding and one per length would
+    be many small passes; the optimal contiguous split (dynamic programming over the sorted
+    lengths, quadratic in the few dozen rows of a batch) sits between.
+    """
+    order = sorted(rows, key=lambda r: -lengths[r])
+    best = [0] + [None] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            cost = best[start] + pass_cost + (end - start) * lengths[order[start]]
+            if best[end] is None or cost < best[end]:
+                best[end], cut[end] = cost, start
+    chunks, end = [], len(order)
+    while end > 0:
+        chunks.append(order[cut[end]: end])
+        end = cut[end]
+    return chunks[::-1]
 
 
 @torch.inference_mode()
@@ -108,7 +118,7 @@ def score_groups(model, groups: list[Group], batch_size: int = 16,
     device = torch.device(device) if device is not None else next(model.parameters()).device
     results: list[list[Score] | None] = [None] * len(groups)
     for batch in _batches(groups, max(1, batch_size)):
-        scores = _score_batch(model, [groups[i] for i in batch], device, pad_id, batch_size)
+        scores = _score_batch(model, [groups[i] for i in batch], device, pad_id)
         for i, s in zip(batch, scores, strict=True):
             results[i] = s
         if progress is not None:
@@ -127,8 +137,7 @@ def left_pad(seqs, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return ids.to(device), mask.to(device)
 
 
-def _score_batch(model, groups: list[Group], device, pad_id: int,
-                 batch_size: int) -> list[list[Score]]:
+def _score_batch(model, groups: list[Group], device, pad_id: int) -> list[list[Score]]:
     ids, mask = left_pad([g.context for g in groups], pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -138,7 +147,7 @@ def _score_batch(model, groups: list[Group], device, pad_id: int,
     conts = [groups[g].continuations[k] for g, k in rows]
     rest: dict[int, torch.Tensor] = {}
     longer = [r for r in range(len(rows)) if len(conts[r]) > 1]
-    for chunk in _length_chunks(longer, [len(c) for c in conts], batch_size):
+    for chunk in _length_chunks(longer, [len(c) - 1 for c in conts]):
         logp = _continuation_logprobs(model, _selected(_cache_of(out), [rows[r][0] for r in chunk]),
                                       mask, [rows[r] for r in chunk], [conts[r] for r in chunk],
                                       device, pad_id)
