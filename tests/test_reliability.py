@@ -434,3 +434,21 @@ def test_file_size_limit_mid_write_is_a_disk_error_and_removes_the_partial_child
     line = darwin_line(proc.stderr)
     assert "not enough disk space" in line and "partial output removed" in line
     assert not out.exists() and leftovers(out) == []
+
+
+def test_an_overwrite_killed_between_its_renames_loses_nothing(tmp_path):
+    """The old child moved aside by a killed --overwrite run comes back on the next run."""
+    from darwin_merge.io import atomic_output_dir
+
+    out = tmp_path / "child"
+    aside = tmp_path / ".child.darwin-old-99999999"  # a PID that no longer runs
+    aside.mkdir()
+    (aside / "model.safetensors").write_text("the previous child")
+    (tmp_path / ".child.darwin-lock").write_text("99999999")
+    with pytest.raises(OutputError, match="already exists"), atomic_output_dir(out):
+        pass
+    assert (out / "model.safetensors").read_text() == "the previous child"
+    assert leftovers(out) == []
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        (tmp / "model.safetensors").write_text("the new child")
+    assert (out / "model.safetensors").read_text() == "the new child" and leftovers(out) == []

@@ -48,6 +48,9 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         settings = MergeSettings()
+        # the identity check needs no sampler; done first, so an unreachable storage or
+        # another search's study is refused before the scan and the parents' loading
+        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         scan_path = ensure_scan(recipe)
         scan = json.loads(Path(scan_path).read_text())
         mri = load_scan_ratios(scan_path)
@@ -57,9 +60,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         scorer = CandidateScorer(parents, recipe.weights, mri, settings, split="search",
                                  limit=recipe.limit, batch_size=recipe.batch_size,
                                  device=recipe.device, dtype=recipe.dtype)
-        # the identity check needs no sampler; the real sampler needs Phase 1's best
-        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
-        scores = parent_scores(recipe, scorer, study)
+        scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
         data = build_proxy_data(recipe, parents, scan, mri, settings, scores)
         phase1 = run_phase1_cached(recipe, data)
         study = open_study(recipe, make_sampler(recipe, phase1))

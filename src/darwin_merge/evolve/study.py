@@ -19,6 +19,7 @@ from ..errors import StorageError
 from .recipe import Recipe
 
 DIRECTION = "maximize"
+SCHEMA_RETRIES = 3
 
 
 def storage_url(recipe: Recipe) -> str:
@@ -41,11 +42,23 @@ def open_storage(url: str, distributed: bool) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy and drivers raise many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open study storage {_redact(url)}: {first}") from exc
+    for attempt in range(SCHEMA_RETRIES + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy and drivers raise many kinds
+            if attempt < SCHEMA_RETRIES and _lost_schema_race(exc):
+                time.sleep(1 + attempt)  # the other worker is creating the tables: use them
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"cannot open study storage {_redact(url)}: {first}") from exc
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Two workers starting at once on a fresh database both create Optuna's tables;
+    the loser gets a duplicate-key or already-exists error and should just retry."""
+    text = str(exc)
+    return "duplicate key" in text or "already exists" in text
 
 
 def _redact(url: str) -> str:

@@ -79,6 +79,21 @@ def _remove_dead_writers_tmp(parent: Path, name: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _restore_moved_aside(parent: Path, target: Path) -> None:
+    """Put back a previous output that a killed --overwrite run had moved aside.
+
+    Overwriting renames the old folder to `.NAME.darwin-old-PID`, renames the new one
+    into place, then deletes the old one; a writer killed between the two renames
+    leaves no `target` at all. Restoring it means nothing the user had is lost; the
+    run then goes on as usual (refused without --overwrite, replacing it with).
+    """
+    if target.exists():
+        return
+    for old in sorted(parent.glob(f".{target.name}.darwin-old-*")):
+        os.rename(old, target)
+        return
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes `target` when the block ends without error."""
@@ -94,6 +109,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
         raise _disk_error(exc, target) from exc
     tmp = parent / f".{target.name}.darwin-tmp-{os.getpid()}"
     try:
+        _restore_moved_aside(parent, target)
         if target.exists() and not overwrite:  # finished by the writer we waited on
             raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
         _remove_dead_writers_tmp(parent, target.name)
