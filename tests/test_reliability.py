@@ -9,6 +9,7 @@ all cases is docs/RELIABILITY.md.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -452,3 +453,38 @@ def test_an_overwrite_killed_between_its_renames_loses_nothing(tmp_path):
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "model.safetensors").write_text("the new child")
     assert (out / "model.safetensors").read_text() == "the new child" and leftovers(out) == []
+
+
+def untrusted_copy(source: Path, folder: Path, case: str, marker: Path) -> Path:
+    """A copy of a parent made untrusted: a pickle checkpoint, or a config asking for code."""
+    folder.mkdir()
+    for f in source.iterdir():
+        if f.name != "model.safetensors":
+            (folder / f.name).write_bytes(f.read_bytes())
+    state = load_file(source / "model.safetensors")
+    if case == "pickle":
+        torch.save(state, folder / "pytorch_model.bin")
+        return folder
+    save_file(state, folder / "model.safetensors", {"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    return folder
+
+
+@pytest.mark.parametrize("case, flag", [("pickle", "--allow-pickle"),
+                                        ("remote_code", "--trust-remote-code")])
+def test_untrusted_parent_refused_by_the_cli_unless_opted_in_and_no_code_runs(
+        pair, tmp_path, capsys, case, flag):
+    marker = tmp_path / "code-ran"
+    mother = untrusted_copy(pair[1], tmp_path / "mother", case, marker)
+    args = ["merge", "--father", str(pair[0]), "--mother", str(mother)]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == ModelFormatError.exit_code
+    assert flag in darwin_line(capsys.readouterr().err)  # the message names the opt-in
+    assert not (tmp_path / "refused").exists() and leftovers(tmp_path / "refused") == []
+    assert main([*args, "--out", str(tmp_path / "child"), flag]) == 0
+    assert same_weights(tmp_path / "child", merge_models(*pair, tmp_path / "ref",
+                                                         progress=False))
+    assert not marker.exists()  # the code was never imported
+    assert not list((tmp_path / "child").glob("*.py"))  # nor copied into the child

@@ -278,6 +278,9 @@ def merge_cmd(
     disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
     compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
     threads: int = typer.Option(1, min=1, help="torch CPU threads (same child for any)"),
+    allow_pickle: bool = typer.Option(False, help="read .bin pickle parents (weights_only)"),
+    trust_remote_code: bool = typer.Option(
+        False, help="accept parents whose config asks for code (the code is never run)"),
 ) -> None:
     """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
     from .merge import merge_models
@@ -286,7 +289,8 @@ def merge_cmd(
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
                         settings=settings, device=device, dtype=dtype, overwrite=overwrite,
-                        shard_size=parse_size(shard_size), threads=threads)
+                        shard_size=parse_size(shard_size), threads=threads,
+                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
 
 

@@ -211,7 +211,8 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                  scan: str | Path | None = None, settings: MergeSettings | None = None,
                  device: str = "cpu", dtype: str | None = None, overwrite: bool = False,
                  progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES,
-                 chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = 1) -> Path:
+                 chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = 1,
+                 allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
     """Merge two model folders into a new child folder, one tensor chunk at a time.
 
     Peak memory is a few chunks of `chunk_elements` (whatever the model's size): the
@@ -219,14 +220,16 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
     child gets the father's config (dtype updated), tokenizer and chat template, and
     darwin_merge.json. `threads` is torch's CPU thread count during the merge (None:
     unchanged): chunks are small and memory-bound, so one thread is the default
-    (docs/BENCHMARKS.md). The result is the same for any value.
+    (docs/BENCHMARKS.md). The result is the same for any value. `allow_pickle` and
+    `trust_remote_code` let untrusted parents be read (docs/RELIABILITY.md).
     """
     genome, settings = genome or Genome(), settings or MergeSettings()
     out = Path(out)
     _refuse_parent_as_output(out, [father, mother, base])
     target_device = resolve_device(device)
     out_dtype = parse_dtype(dtype) if dtype else None
-    a, b, w = open_parents(father, mother, base)
+    a, b, w = open_parents(father, mother, base, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code)
     try:
         ratios = load_scan_ratios(scan) if scan is not None else None
         specs = a.specs()

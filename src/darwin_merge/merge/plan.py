@@ -119,12 +119,18 @@ def load_scan_ratios(path: str | Path) -> dict[str, float]:
     return ratios
 
 
-def open_parents(father: str | Path, mother: str | Path, base: str | Path | None = None
+def open_parents(father: str | Path, mother: str | Path, base: str | Path | None = None,
+                 *, allow_pickle: bool = False, trust_remote_code: bool = False
                  ) -> tuple[ModelSource, ModelSource, ModelSource | None]:
-    """Open the parents and refuse pairs (or a base) that cannot be merged."""
-    sources = [ModelSource(father), ModelSource(mother)]
+    """Open the parents and refuse pairs (or a base) that cannot be merged.
+
+    `allow_pickle` and `trust_remote_code` are the user's opt-ins for untrusted folders
+    (see ModelSource); even then only weights are read, never code run.
+    """
+    trust = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    sources = [ModelSource(father, **trust), ModelSource(mother, **trust)]
     if base is not None:
-        sources.append(ModelSource(base))
+        sources.append(ModelSource(base, **trust))
     types = [str(s.config.get("model_type")) for s in sources]
     if len(set(types)) > 1:
         raise IncompatibleModelsError("the parents have different architectures ("
