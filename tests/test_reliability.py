@@ -219,10 +219,11 @@ def same_weights(a: Path, b: Path) -> bool:
         return x.names == y.names and all(torch.equal(x.get(n), y.get(n)) for n in x.names)
 
 
-def test_sigint_during_merge_exits_130_with_one_line_and_leaves_nothing(pair, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_during_merge_exits_130_with_one_line_and_leaves_nothing(pair, tmp_path, signum):
     out = tmp_path / "child"
     proc = paused_merge(pair, out)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate()
     assert proc.returncode == 130
     assert darwin_line(err) == "darwin: interrupted"

@@ -7,7 +7,9 @@ User mistakes (`DarwinError`) become one line on stderr and a documented exit co
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -462,8 +464,27 @@ def health_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning Darwin's errors into one line and an exit code."""
+    """Entry point: run the app, turning Darwin's errors into one line and an exit code.
+
+    SIGTERM (a cloud machine's preemption, `kill`) is handled like Ctrl-C while Darwin
+    runs, so temporary outputs are removed instead of being left behind mid-write.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: list[str]) -> int:
+    """Run the app once; Darwin's errors become one line and their exit code."""
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
