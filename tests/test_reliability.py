@@ -405,6 +405,18 @@ def test_exit_codes_are_distinct_and_documented():
         assert f"| {code} | `{name}`" in table
 
 
+def test_reliability_table_names_only_tests_that_exist():
+    import re
+
+    tests = Path(__file__).parent
+    table = (tests.parent / "docs" / "RELIABILITY.md").read_text()
+    named = set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", table))
+    assert len(named) > 30
+    missing = [f"{file}::{name}" for file, name in sorted(named)
+               if f"def {name}(" not in (tests / file).read_text()]
+    assert missing == []
+
+
 def test_debug_shows_the_traceback(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "darwin_merge.cli", *args],
