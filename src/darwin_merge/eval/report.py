@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import ModelFormatError, OutputError, UsageError
 from ..io.loading import load_model, load_tokenizer
 from .evaluator import evaluate
-from .tasks import resolve_tasks
+from .tasks import SPLITS, resolve_tasks
 
 
 def config_hash(model_path: str | Path) -> str:
@@ -32,6 +32,8 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
     # refuse bad settings, task names and task files before loading a model
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})")
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} (use {', '.join(SPLITS)})")
     resolve_tasks(tasks, task_file)
     digest = config_hash(model_path)
     model = load_model(model_path, device=device, dtype=dtype)
