@@ -11,8 +11,8 @@ Why the recipe looks as it does (it must finish in about 20 minutes on 2 CPU cor
   in this budget, and spending steps on them left every answer wrong (docs/DEMO.md);
 - only blocks 12-29 are trained: the backward pass stops at block 12 and the optimizer state
   is half the model's; the tied embeddings (shared by input and output) stay the father's.
-  Training all blocks learned a little more arithmetic in the same steps, at 1.8x the time,
-  and kept all of ARC-Easy: no trade-off left for the merge to resolve (docs/DEMO.md);
+  Training all blocks learned a little more arithmetic in the same steps, for about 1.4x
+  the compute, and kept all of ARC-Easy: no trade-off left for the merge (docs/DEMO.md);
 - bfloat16 autocast for the matmuls (float32 weights and optimizer state), batches of
   similar length (little padding);
 - every problem is new (generated from a fixed seed), and every problem of the evaluation file
