@@ -115,7 +115,7 @@ class ProxyCandidate:
 
 
 def run_phase1(data: ProxyData, steps: int = 200, top_k: int = 8, seed: int = 0,
-               sigma0: float = 0.2, min_spread: float = 0.05,
+               sigma0: float = 0.2, min_spread: float = 0.2,
                progress=None) -> tuple[list[ProxyCandidate], list[ProxyCandidate]]:
     """CMA-ES for `steps` generations on the proxy; returns (all evaluated, diverse top-k).
 
