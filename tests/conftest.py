@@ -64,3 +64,13 @@ def two_skill_pair(tmp_path_factory) -> tuple[Path, Path, Path]:
     from skills import make_two_skill_pair
 
     return make_two_skill_pair(tmp_path_factory.mktemp("two-skill"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test: on a shared, loaded 2-core machine OpenMP barriers
+    cost more than they give (the scan and health tests ran 20x faster so)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,12 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FEW = {"max_prompts": 3, "max_tokens": 24}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
