@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError
+from ..jsonl import iter_jsonl
 
 KINDS = ("multiple_choice", "lambada", "greedy_continuation", "gsm8k", "multiple_choice_gen")
 SPLITS = ("search", "holdout", "all")
@@ -120,13 +121,7 @@ def iter_docs(task: Task):
         text, where = task.path.read_text(encoding="utf-8"), str(task.path)
     else:
         text, where = (_data_dir() / task.file).read_text(encoding="utf-8"), task.file
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: line {number} is not valid JSON ({exc.msg})") from exc
+    for number, doc in iter_jsonl(text, where):
         problem = _check_doc(task.kind, doc)
         if problem:
             raise UsageError(f"{where}: line {number}: {problem}")

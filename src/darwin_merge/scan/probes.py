@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from ..jsonl import iter_jsonl
 from .layers import layer_skip_distances
 
 DEFAULT_PROBES = ("REASONING", "CODE", "MATH", "KNOWLEDGE", "LANGUAGE")
@@ -32,13 +33,7 @@ def _read_probe_file(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the probe file ({exc})") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+    for number, record in iter_jsonl("\n".join(lines), str(path)):
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise UsageError(f'{path}:{number}: expected {{"text": "<non-empty prompt>"}}')
