@@ -37,7 +37,7 @@ def open_storage(url: str, distributed: bool) -> RDBStorage:
     kwargs = {}
     if distributed:
         kwargs = dict(heartbeat_interval=10, grace_period=40,
-                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(3))
+                      heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(3))
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
