@@ -13,7 +13,7 @@ from darwin_merge.errors import UsageError
 from darwin_merge.health import HealthThresholds, check_health, run_health
 from darwin_merge.health.check import layer_table, token_loss_sum, verdict_of
 from darwin_merge.io.loading import load_tokenizer
-from tiny_models import make_tiny, perturbed_copy, save_model
+from tiny_models import make_tiny, make_tiny_pair, save_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FEW = {"max_prompts": 3, "max_tokens": 24}
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def parents(tmp_path_factory):
     """A tiny Llama father and a mother close to it (small seeded noise)."""
-    folder = tmp_path_factory.mktemp("health")
-    father = make_tiny("llama", folder / "father", seed=3)
-    mother = perturbed_copy(father, folder / "mother", scale=0.02, seed=9)
-    return father, mother
+    return make_tiny_pair(tmp_path_factory.mktemp("health"), seed=3, scale=0.02, mother_seed=9)
 
 
 def _sabotaged(father, edit):

@@ -52,6 +52,11 @@ FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+def _write(path: Path, content: str | bytes) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
 def one_line(exc: Exception) -> bool:
     return "\n" not in str(exc) and bool(str(exc).strip())
 
@@ -87,8 +92,7 @@ def test_genome_from_random_mappings_is_valid_or_a_usage_error(data):
 @example(b"\xff\xfeattn_ratio: 0.5")  # not UTF-8
 @example("attn_ratio: .nan")
 def test_genome_file_with_random_content_is_valid_or_a_usage_error(tmp_path, content):
-    path = tmp_path / "genome.yaml"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    path = _write(tmp_path / "genome.yaml", content)
     try:
         genome = load_genome(path)
     except UsageError as exc:
@@ -138,8 +142,7 @@ def test_build_recipe_with_random_values_is_sane_or_a_usage_error(values):
 @example("father: f\nmother: m\nout: o\nfitness: {a: 1}\nsigma0: .inf")
 @example("seed: 2001-13-01")
 def test_recipe_file_with_random_content_is_sane_or_a_usage_error(tmp_path, content):
-    path = tmp_path / "recipe.yaml"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    path = _write(tmp_path / "recipe.yaml", content)
     try:
         recipe = load_recipe(path)
     except UsageError as exc:

@@ -23,7 +23,7 @@ from darwin_merge.scan import (
 )
 from darwin_merge.scan.probes import load_probes, normalise_weights, parse_weights, probe_scores
 from darwin_merge.scan.ratios import tensor_probe_score, transplant_counts
-from tiny_models import build_model, make_tiny, perturbed_copy
+from tiny_models import build_model, make_tiny, make_tiny_pair, perturbed_copy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -189,10 +189,7 @@ def test_shipped_probe_sets():
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scanpair")
-    father = make_tiny("llama", folder / "father", seed=0)
-    mother = perturbed_copy(father, folder / "mother", scale=0.3, seed=4)
-    return father, mother
+    return make_tiny_pair(tmp_path_factory.mktemp("scanpair"), scale=0.3, mother_seed=4)
 
 
 def test_identical_parents_give_half_everywhere(tiny_llama, tmp_path, small_probes):

@@ -119,5 +119,12 @@ def perturbed_copy(source: Path, folder: Path, scale: float = 0.01, seed: int = 
     return save_model(model, folder)
 
 
+def make_tiny_pair(folder: Path, seed: int = 0, scale: float = 0.01, mother_seed: int = 1
+                   ) -> tuple[Path, Path]:
+    """(father, mother): a tiny Llama and a seeded perturbed copy of it, in `folder`."""
+    father = make_tiny("llama", Path(folder) / "father", seed=seed)
+    return father, perturbed_copy(father, Path(folder) / "mother", scale=scale, seed=mother_seed)
+
+
 def config_dict(folder: Path) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())
