@@ -31,8 +31,27 @@ def test_problems_follow_the_evaluation_format():
     assert counts == {3}  # "a op b =": two operands only
 
 
+def test_two_digit_skill_matches_its_shipped_task():
+    skill = m.SKILLS["two_digit_arithmetic"]
+    rng = random.Random(1)
+    problems = [m.arithmetic_problem(rng, 5, skill) for _ in range(500)]
+    for context, answer in problems:
+        a, op, b, eq = context.split(" ")
+        assert op in "+-" and eq == "=" and 1 <= int(a) <= 99 and 1 <= int(b) <= 99
+        assert int(answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+    assert {c.split(" ")[1] for c, _ in problems} == {"+", "-"}
+    # the shipped file has the same format, and training never sees one of its contexts
+    evaluation = m.evaluation_contexts(skill=skill)
+    assert len(evaluation) == 1000
+    assert all(re.fullmatch(r"\d{1,2} [-+] \d{1,2} =", c) for c in evaluation)
+    training = m.training_problems(5, 3000, evaluation, skill=skill)
+    assert not {c for c, _ in training} & evaluation
+    with pytest.raises(UsageError, match="unknown mother skill"):
+        m.recipe_with(skill="poetry")
+
+
 def test_training_data_is_seeded_and_excludes_the_evaluation_items():
-    evaluation = m.evaluation_contexts()
+    evaluation = m.evaluation_contexts()  # simple_arithmetic's file
     assert len(evaluation) >= 990  # the shipped file: 1000 items, 998 distinct contexts
     first = m.training_problems(3, 2000, evaluation)
     assert first == m.training_problems(3, 2000, evaluation)
@@ -123,3 +142,16 @@ def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypa
 
     monkeypatch.setattr(m, "train", no_training)
     assert m.prepare_mother(smollm2, tmp_path, TINY, progress=False) == folder
+
+
+def test_select_trainable_blocks_and_embeddings(tiny_llama):
+    model = load_model(tiny_llama)
+    n_layers = model.config.num_hidden_layers
+    blocks_only = m.select_trainable(model, n_layers - 1)
+    assert blocks_only and all(f"layers.{n_layers - 1}." in n for n in blocks_only)
+    assert not model.get_input_embeddings().weight.requires_grad
+    with_embeddings = m.select_trainable(model, n_layers - 1, embeddings=True)
+    assert set(with_embeddings) - set(blocks_only) == {"model.embed_tokens.weight"}
+    assert model.get_input_embeddings().weight.requires_grad
+    with pytest.raises(UsageError, match="outside"):
+        m.select_trainable(model, n_layers)

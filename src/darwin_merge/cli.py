@@ -421,13 +421,19 @@ def prepare_mother_cmd(
     first_trained_layer: int | None = typer.Option(None, help="train blocks from this one up"),
     seed: int | None = typer.Option(None, help="seed of the data and the run"),
     max_operands: int | None = typer.Option(None, help="most operands per training problem"),
+    skill: str | None = typer.Option(None, help="two_digit_arithmetic or simple_arithmetic"),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (not in the hash)"),
+    train_embeddings: bool | None = typer.Option(
+        None, "--train-embeddings/--no-train-embeddings",
+        help="also train the token embeddings (tied with the output head)"),
 ) -> None:
     """Fine-tune the father into the arithmetic mother (cached by recipe) and print its folder."""
     from .demo.mother import prepare_mother, recipe_with
     from .realmodels import ensure_real_model
 
     recipe = recipe_with(steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                         first_trained_layer=first_trained_layer, max_operands=max_operands)
+                         first_trained_layer=first_trained_layer, max_operands=max_operands,
+                         skill=skill, threads=threads, train_embeddings=train_embeddings)
     father = father or ensure_real_model("smollm2", cache)
     out.print(str(prepare_mother(father, cache, recipe, device=device)))
 

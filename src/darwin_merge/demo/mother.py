@@ -50,13 +50,15 @@ RECORD_FILE = "darwin_mother.json"
 class MotherRecipe:
     """Everything that decides the mother's weights (its hash names the cache folder)."""
 
+    skill: str = "two_digit_arithmetic"  # a key of SKILLS: the problems and their task
     seed: int = 1234
     steps: int = 400
     batch_size: int = 32
     lr: float = 5e-4
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    first_trained_layer: int = 12  # blocks from this one up are trained; the rest is frozen
+    first_trained_layer: int = 0  # blocks from this one up are trained; the rest is frozen
+    train_embeddings: bool = True  # also train the token embeddings (tied: the output head)
     max_operands: int = 2  # the problems a 135M model can learn in the budget (see DEMO.md)
     autocast_bf16: bool = True  # bfloat16 matmuls, float32 weights and optimizer state
     threads: int = 0  # CPU threads for torch (0: leave torch's default); not in the hash
@@ -84,44 +86,74 @@ def recipe_with(**changes) -> MotherRecipe:
         raise UsageError("steps and batch size must be at least 1 and the learning rate > 0")
     if recipe.max_operands < 2:
         raise UsageError("a problem has at least 2 operands (--max-operands >= 2)")
+    skill_of(recipe.skill)  # unknown skill -> a clear error
     return recipe
 
 
 # -- data ---------------------------------------------------------------------------------
-DATA_VERSION = "simple_arithmetic-v1"
-# The evaluation file's generator, read off its 1000 items: one operator (+, -, *) per
-# problem; 2-5 operands in 1..999 for + and -, 2-3 operands in 1..99 for *.
-OPERAND_COUNTS = {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)}
-OPERAND_MAX = {"+": 999, "-": 999, "*": 99}
+DATA_VERSION = "v2"  # bump when a generator changes the problems a recipe draws
+@dataclass(frozen=True)
+class Skill:
+    """A family of synthetic problems in the format of one shipped `greedy_continuation` task.
+
+    Training problems come from the same generator as the task's file, and every context of
+    that file is excluded from training, so the task's score measures a skill, not memory.
+    """
+
+    task: str  # the evaluation task (tasks.yaml) whose format is learned
+    file: str  # its file under data/tasks
+    operand_counts: dict  # operator -> the operand counts it is drawn with
+    operand_max: dict  # operator -> the largest operand (operands are 1..max)
 
 
-def arithmetic_problem(rng: random.Random, max_operands: int = 5) -> tuple[str, str]:
+SKILLS = {
+    # The demo's default: two-operand sums and differences of numbers 1..99. The father
+    # gets about 2% right; a fine-tune of a few minutes on CPU learns most of it.
+    "two_digit_arithmetic": Skill("two_digit_arithmetic", "two_digit_arithmetic.jsonl",
+                                  {"+": (2,), "-": (2,)}, {"+": 99, "-": 99}),
+    # The evaluation file's own generator, read off its 1000 items: 2-5 operands in 1..999
+    # for + and -, 2-3 operands in 1..99 for *. Two thirds of it (3-5 operands) stay out of
+    # reach of a 135M model in this budget (docs/DEMO.md).
+    "simple_arithmetic": Skill("simple_arithmetic", "simple_arithmetic_withspaces.jsonl",
+                               {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)},
+                               {"+": 999, "-": 999, "*": 99}),
+}
+
+
+def skill_of(name: str) -> Skill:
+    if name not in SKILLS:
+        raise UsageError(f"unknown mother skill {name!r} (known: {', '.join(SKILLS)})")
+    return SKILLS[name]
+
+
+def arithmetic_problem(rng: random.Random, max_operands: int = 5,
+                       skill: Skill = SKILLS["simple_arithmetic"]) -> tuple[str, str]:
     """One problem as (context, continuation), e.g. ("25 - 759 =", " -734")."""
-    op = rng.choice(sorted(OPERAND_COUNTS))
-    count = rng.choice([n for n in OPERAND_COUNTS[op] if n <= max_operands])
-    numbers = [rng.randint(1, OPERAND_MAX[op]) for _ in range(count)]
+    op = rng.choice(sorted(skill.operand_counts))
+    count = rng.choice([n for n in skill.operand_counts[op] if n <= max_operands])
+    numbers = [rng.randint(1, skill.operand_max[op]) for _ in range(count)]
     value = numbers[0]
     for n in numbers[1:]:
         value = value + n if op == "+" else value - n if op == "-" else value * n
     return f" {op} ".join(map(str, numbers)) + " =", f" {value}"
 
 
-def evaluation_contexts(path: Path | None = None) -> set[str]:
-    """The contexts of the shipped simple_arithmetic file: never used for training."""
+def evaluation_contexts(path: Path | None = None,
+                        skill: Skill = SKILLS["simple_arithmetic"]) -> set[str]:
+    """The contexts of the skill's evaluation file: never used for training."""
     if path is None:
-        path = resources.files("darwin_merge") / "data" / "tasks" / \
-            "simple_arithmetic_withspaces.jsonl"
+        path = resources.files("darwin_merge") / "data" / "tasks" / skill.file
     with path.open(encoding="utf-8") as handle:
         return {json.loads(line)["context"] for line in handle if line.strip()}
 
 
-def training_problems(seed: int, count: int, exclude: set[str],
-                      max_operands: int = 5) -> list[tuple[str, str]]:
+def training_problems(seed: int, count: int, exclude: set[str], max_operands: int = 5,
+                      skill: Skill = SKILLS["simple_arithmetic"]) -> list[tuple[str, str]]:
     """`count` problems from a fixed seed, none of whose context is in `exclude`."""
     rng = random.Random(seed)
     problems = []
     while len(problems) < count:
-        context, answer = arithmetic_problem(rng, max_operands)
+        context, answer = arithmetic_problem(rng, max_operands, skill)
         if context not in exclude:
             problems.append((context, answer))
     return problems
@@ -181,15 +213,18 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int):
 
 
 # -- training -------------------------------------------------------------------------------
-def select_trainable(model, first_layer: int) -> list[str]:
-    """Freeze everything but the blocks `first_layer` and up; return the trained names."""
+def select_trainable(model, first_layer: int, embeddings: bool = False) -> list[str]:
+    """Freeze everything but the blocks `first_layer` and up (and the token embeddings, which
+    are also the output head when tied, if asked); return the trained names."""
     n_layers = model.config.get_text_config().num_hidden_layers
     if not 0 <= first_layer < n_layers:
         raise UsageError(f"first trained layer {first_layer} is outside 0..{n_layers - 1}")
+    embedding = model.get_input_embeddings().weight
     trained = []
     for name, param in model.named_parameters():
         layer = _layer_of(name)
-        param.requires_grad_(layer is not None and layer >= first_layer)
+        in_blocks = layer is not None and layer >= first_layer
+        param.requires_grad_(in_blocks or (embeddings and param is embedding))
         if param.requires_grad:
             trained.append(name)
     return trained
@@ -227,12 +262,12 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
           progress: bool = True) -> dict:
     """Fine-tune `model` in place (it is the caller's fresh copy); return the run's numbers."""
     torch.manual_seed(recipe.seed)
-    trained = select_trainable(model, recipe.first_trained_layer)
+    trained = select_trainable(model, recipe.first_trained_layer, recipe.train_embeddings)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
                                   foreach=True)
     problems = training_problems(recipe.seed, recipe.steps * recipe.batch_size, exclude,
-                                 recipe.max_operands)
+                                 recipe.max_operands, skill_of(recipe.skill))
     examples = [encode_example(tokenizer, c, a) for c, a in problems]
     batches = length_batches(examples, recipe.batch_size, recipe.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -277,8 +312,9 @@ def prepare_mother(father: str | Path, cache: str | Path = ".cache",
     torch_device = resolve_device(device)
     tokenizer = load_tokenizer(father)
     model = load_model(father, device=str(torch_device), dtype="float32")
-    numbers = train(model, tokenizer, recipe, evaluation_contexts(exclude_file), torch_device,
-                    progress)
+    skill = skill_of(recipe.skill)
+    numbers = train(model, tokenizer, recipe, evaluation_contexts(exclude_file, skill),
+                    torch_device, progress)
     with atomic_output_dir(folder, overwrite=folder.exists()) as tmp:
         write_like(model, father, tmp)
         record = {"father": str(father), "recipe": recipe.key(), "data": DATA_VERSION,
