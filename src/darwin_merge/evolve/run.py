@@ -17,8 +17,8 @@ from .scoring import CandidateScorer
 from .search import (
     build_proxy_data,
     check_recipe,
+    enqueue_seeds,
     ensure_scan,
-    make_sampler,
     parent_scores,
     run_phase1_cached,
     run_phase2,
@@ -63,14 +63,13 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
         data = build_proxy_data(recipe, parents, scan, mri, settings, scores)
         phase1 = run_phase1_cached(recipe, data)
-        study = open_study(recipe, make_sampler(recipe, phase1))
         stale = fail_stale_trials(study) if recipe.storage is None else []
         if stale:
             say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
-        from .search import _enqueue_once
-
-        _enqueue_once(study, phase1, stale)
-        seconds = run_phase2(recipe, study, scorer, settings, data)
+        enqueue_seeds(study, phase1, stale)
+        seconds = run_phase2(recipe, lambda sampler: open_study(recipe, sampler), scorer,
+                             settings, data, phase1)
+        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         write_records(recipe, study, phase1)
         if not finish_run:
             return {}

@@ -40,6 +40,7 @@ FIELDS = list(Genome.model_fields)
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
 TASK_PROBES = {
     "simple_arithmetic": {"MATH": 1.0},
+    "two_digit_arithmetic": {"MATH": 1.0},
     "gsm8k": {"MATH": 0.5, "REASONING": 0.5},
     "arc_easy": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
     "arc_challenge": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
@@ -149,7 +150,21 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     return result
 
 
-def _enqueue_once(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
+# Uniform genomes spread along the line from father to mother: seeds that do not depend on
+# the proxy, so a proxy that mis-ranks the parents' trade-off cannot hide the middle of it
+# (the first real run's proxy collapsed onto the father; docs/EVOLVE.md). Half DARE-TIES,
+# half linear, at the default density; 0.85 and above would transplant the mother whole.
+ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
+
+
+def anchor_genomes() -> list[Genome]:
+    return [Genome.uniform(r, density=Genome().density_b, merge_method_weight=0.5)
+            for r in ANCHOR_RATIOS]
+
+
+def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
+    """Queue the Phase 2 seeds once: the proxy's top-k and the anchors (and, on every
+    start, any candidate that a kill cut off)."""
     for params in stale:
         study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
     if study.user_attrs.get("phase1_enqueued"):
@@ -157,7 +172,17 @@ def _enqueue_once(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
     for cand in phase1["top_k"]:
         study.enqueue_trial(cand["genome"], user_attrs={"source": "proxy_top_k",
                                                         "proxy_fitness": cand["proxy_fitness"]})
+    for genome in anchor_genomes():
+        study.enqueue_trial(genome.model_dump(), user_attrs={"source": "anchor"})
     study.set_user_attr("phase1_enqueued", True)
+
+
+def best_scored_genome(study: optuna.Study) -> dict | None:
+    """The best Phase 2 candidate so far (CMA-ES starts there once the seeds are scored)."""
+    trials = scored_trials(study, phase=2)
+    if not trials:
+        return None
+    return {k: float(v) for k, v in max(trials, key=lambda t: t.value).params.items()}
 
 
 def make_objective(scorer: CandidateScorer, settings: MergeSettings, study: optuna.Study,
@@ -189,14 +214,35 @@ def scores_summary(scores: dict) -> dict:
     return {t: {k: v for k, v in r.items() if k in keep} for t, r in scores.items()}
 
 
-def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
-               settings: MergeSettings, data: proxy.ProxyData) -> float:
+def run_phase2(recipe: Recipe, open_with, scorer: CandidateScorer, settings: MergeSettings,
+               data: proxy.ProxyData, phase1: dict) -> float:
+    """Score the queued seeds, then let CMA-ES go on from the best of them.
+
+    `open_with(sampler)` opens the study with a sampler: a plain one while the seeds (whose
+    values are fixed) are scored, then CMA-ES centred on the best candidate scored so far
+    (the proxy's best only if nothing is scored yet).
+    """
+    started = time.perf_counter()
+    study = open_with(optuna.samplers.RandomSampler(seed=recipe.seed))
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if waiting:
+        _optimize(recipe, study, scorer, settings, data, limit=waiting)
+    study = open_with(make_sampler(recipe, best_scored_genome(study)
+                                   or phase1["top_k"][0]["genome"]))
+    _optimize(recipe, study, scorer, settings, data)
+    return time.perf_counter() - started
+
+
+def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
+              settings: MergeSettings, data: proxy.ProxyData, limit: int | None = None) -> None:
     done = len(scored_trials(study, phase=2))
     remaining = recipe.trials - done
     if remaining <= 0:
-        say(f"Phase 2 already has {done} scored candidates (budget {recipe.trials})")
-        return 0.0
-    say(f"Phase 2: {remaining} candidates merged in memory and scored on the search split"
+        say(f"Phase 2 has its {done} scored candidates (budget {recipe.trials})")
+        return
+    remaining = remaining if limit is None else min(limit, remaining)
+    what = "queued seeds (proxy top-k, anchors)" if limit is not None else "CMA-ES candidates"
+    say(f"Phase 2: {remaining} {what} merged in memory and scored on the search split"
         + (f" ({done} already scored)" if done else ""))
     best = [max((t.value for t in scored_trials(study, 2)), default=float("-inf"))]
 
@@ -205,16 +251,15 @@ def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         n = len(scored_trials(study, phase=2)) + 1
         say(f"candidate {n}/{recipe.trials}: fitness {value:.4f} (best {best[0]:.4f})")
 
-    started = time.perf_counter()
     callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,))]
     study.optimize(make_objective(scorer, settings, study, data, on_scored),
                    n_trials=remaining, timeout=recipe.timeout, callbacks=callbacks,
                    gc_after_trial=True)
-    return time.perf_counter() - started
 
 
-def make_sampler(recipe: Recipe, phase1: dict) -> optuna.samplers.BaseSampler:
-    best = phase1["top_k"][0]["genome"]
+def make_sampler(recipe: Recipe, start: dict) -> optuna.samplers.BaseSampler:
+    """Optuna's CMA-ES centred on `start` (a genome's values by field)."""
+    best = start
     seed = recipe.seed if recipe.storage is None else recipe.seed + (hash(platform.node()) +
                                                                      _pid()) % 10_000
     with warnings.catch_warnings():
