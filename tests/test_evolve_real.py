@@ -1,5 +1,5 @@
-"""A shortened real pipeline on SmolLM2-135M: scan, both phases, merge, health, holdout,
-summary, card and report, with a tiny budget (the mother: a perturbed copy)."""
+"""The demo's whole pipeline on real SmolLM2-135M with a tiny budget: mother fine-tune (two
+steps), scan, both phases, merge, health, holdout table, summary, card, report, RESULTS.md."""
 
 from __future__ import annotations
 
@@ -8,25 +8,31 @@ import json
 import pytest
 import yaml
 
-from darwin_merge.evolve.recipe import build_recipe
-from darwin_merge.evolve.run import run_evolve
-from tiny_models import perturbed_copy
+from darwin_merge.demo.mother import MotherRecipe
+from darwin_merge.demo.run import PRESETS, run_demo
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
+TINY_MOTHER = MotherRecipe(seed=3, steps=2, batch_size=4, warmup_steps=1, lr=1e-3,
+                           first_trained_layer=27)
 
-def test_shortened_pipeline_on_smollm2(smollm2, tmp_path):
-    mother = perturbed_copy(smollm2, tmp_path / "mother", scale=0.05, seed=3)
-    recipe = build_recipe(father=smollm2, mother=mother, out=tmp_path / "run",
-                          fitness={"arc_easy": 0.5, "simple_arithmetic": 0.5},
-                          extra_tasks=["piqa"], trials=3, limit=4, holdout_limit=6,
-                          phase1_steps=5, top_k=2, popsize=2, probe_max_tokens=16,
-                          probe_max_prompts=2, batch_size=8)
-    summary = run_evolve(recipe)
+
+def test_shortened_demo_on_smollm2(smollm2, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / smollm2.name).symlink_to(smollm2)  # the imported father, reused
     run = tmp_path / "run"
+    summary = run_demo("smollm2", cache=cache, out=run, mother_recipe=TINY_MOTHER,
+                       trials=3, limit=4, holdout_limit=6, phase1_steps=5, top_k=2,
+                       popsize=2, probe_max_tokens=16, probe_max_prompts=2, batch_size=8)
+    mother = cache / "models" / f"{smollm2.name}-arith-{TINY_MOTHER.hash8(smollm2)}"
+    assert json.loads((mother / "darwin_mother.json").read_text())["recipe"]["steps"] == 2
     models = summary["holdout"]["models"]
     assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
-    assert summary["holdout"]["tasks"]["piqa"]["role"] == "extra"
+    tasks = summary["holdout"]["tasks"]
+    assert {t for t, v in tasks.items() if v["role"] == "fitness"} == set(
+        PRESETS["smollm2"]["fitness"])
+    assert {t for t, v in tasks.items() if v["role"] == "extra"} == {"arc_challenge", "piqa"}
     assert all(models[m]["arc_easy"]["n"] == 6 for m in models)
     assert summary["health"]["verdict"] in ("healthy", "warning", "unhealthy")
     assert yaml.safe_load((run / "best_genome.yaml").read_text()) == summary["best"]["genome"]
@@ -34,6 +40,11 @@ def test_shortened_pipeline_on_smollm2(smollm2, tmp_path):
     card = (run / "child" / "README.md").read_text()
     assert summary["best"]["genome_hash"] in card
     assert (run / "report.html").stat().st_size > 10_000
+    results = (run / "RESULTS.md").read_text()
+    assert all(f"| {name} |" in results for name in models)
+    assert "two_digit_arithmetic (fitness, n=6)" in results
+    # a second call finds the finished run and returns its summary without work
+    assert run_demo("smollm2", cache=cache, out=run, mother_recipe=TINY_MOTHER) == summary
     from transformers import AutoModelForCausalLM
 
     child = AutoModelForCausalLM.from_pretrained(run / "child")
