@@ -20,7 +20,7 @@ TINY_MOTHER = MotherRecipe(seed=3, steps=2, batch_size=4, warmup_steps=1, lr=1e-
 def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
-    (cache / "models" / smollm2.name).symlink_to(smollm2)  # the imported father, reused
+    (cache / "models" / smollm2.name).symlink_to(smollm2.resolve())  # the father, reused
     run = tmp_path / "run"
     summary = run_demo("smollm2", cache=cache, out=run, mother_recipe=TINY_MOTHER,
                        trials=3, limit=4, holdout_limit=6, phase1_steps=5, top_k=2,
