@@ -100,20 +100,20 @@ def test_unreachable_storage_is_one_line_error(pair, tmp_path):
 
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
-    # 8 candidates: 2 proxy seeds and 4 anchors, then 2 from CMA-ES (all must repeat)
-    run_evolve(recipe(pair, tmp_path / "a", trials=8), finish_run=False)
-    run_evolve(recipe(pair, tmp_path / "b", trials=8), finish_run=False)
+    # 14 candidates: 2 proxy seeds and 10 anchors, then 2 from CMA-ES (all must repeat)
+    run_evolve(recipe(pair, tmp_path / "a", trials=14), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "b", trials=14), finish_run=False)
     seq_a = genome_sequence(tmp_path / "a" / "study.db")
-    assert len(seq_a) == 8 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
+    assert len(seq_a) == 14 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
     assert (tmp_path / "a" / "evolution.png").read_bytes()[:4] == b"\x89PNG"
     # the same folder with another fitness is refused, and nothing recorded is lost
     with pytest.raises(StorageError, match="another search"):
         run_evolve(recipe(pair, tmp_path / "a", fitness={"arc_easy": 1.0}), finish_run=False)
     assert genome_sequence(tmp_path / "a" / "study.db") == seq_a
     # continuing with a larger budget keeps every scored candidate
-    run_evolve(recipe(pair, tmp_path / "a", trials=10), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
     seq = genome_sequence(tmp_path / "a" / "study.db")
-    assert seq[:8] == seq_a and len(seq) == 10
+    assert seq[:14] == seq_a and len(seq) == 16
 
 
 def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_path,
@@ -124,17 +124,29 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     real_sampler = search.make_sampler
     monkeypatch.setattr(search, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
-    run_evolve(recipe(pair, tmp_path / "run", trials=8), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "run", trials=14), finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     sources = [t.user_attrs["source"] for t in trials]
-    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 4 + ["cma_es"] * 2
-    anchor_ratios = [t.params["global_ratio"] for t in trials[2:6]]
-    assert anchor_ratios == list(search.ANCHOR_RATIOS)
-    assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in trials[2:6])
+    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 10 + ["cma_es"] * 2
+    line = trials[2:6]
+    assert [t.params["global_ratio"] for t in line] == list(search.ANCHOR_RATIOS)
+    assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
+    swaps = trials[6:12]  # the mother's side with one component at 0, then the father's
+    for t, field in zip(swaps, search.COMPONENT_FIELDS * 2, strict=True):
+        side = t.params["global_ratio"]
+        assert t.params[field] == 1 - side
+        assert {v for k, v in t.params.items() if k.endswith("_ratio") and k != field} == {side}
     # CMA-ES is centred on the best seed, not on the proxy's favourite
-    best_seed = max(trials[:6], key=lambda t: t.value)
+    best_seed = max(trials[:12], key=lambda t: t.value)
     assert starts == [pytest.approx(best_seed.params)]
+
+
+def test_anchors_give_way_to_a_small_budget(pair, tmp_path):
+    run_evolve(recipe(pair, tmp_path / "run", trials=5), finish_run=False)
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+    assert not study.get_trials(states=(TrialState.WAITING,))  # nothing left queued
 
 
 def _completed(db: Path) -> list:

@@ -32,7 +32,7 @@ PRESETS = {
 # The budget that keeps the whole demo under 30 minutes on 2 CPU cores once the mother
 # is cached (docs/DEMO.md has the measured times).
 DEFAULT_BUDGET = {"trials": 32, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
-                  "top_k": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
+                  "top_k": 4, "probe_max_prompts": 10, "probe_max_tokens": 48}
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,

@@ -66,7 +66,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         stale = fail_stale_trials(study) if recipe.storage is None else []
         if stale:
             say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
-        enqueue_seeds(study, phase1, stale)
+        enqueue_seeds(study, phase1, stale, recipe.trials)
         seconds = run_phase2(recipe, lambda sampler: open_study(recipe, sampler), scorer,
                              settings, data, phase1)
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))

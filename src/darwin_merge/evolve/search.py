@@ -150,21 +150,32 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     return result
 
 
-# Uniform genomes spread along the line from father to mother: seeds that do not depend on
-# the proxy, so a proxy that mis-ranks the parents' trade-off cannot hide the middle of it
-# (the first real run's proxy collapsed onto the father; docs/EVOLVE.md). Half DARE-TIES,
-# half linear, at the default density; 0.85 and above would transplant the mother whole.
+# Seeds that do not depend on the proxy, so that a proxy that mis-ranks the parents'
+# trade-off cannot hide it (the first real SmolLM2 run's proxy collapsed onto the father;
+# docs/EVOLVE.md):
+# * the line from father to mother: uniform genomes, half DARE-TIES, half linear, at the
+#   default density (0.85 and above would transplant the mother whole);
+# * each component from the other side: everything the mother's (ratios 1: the layers are
+#   transplanted) but one component's ratio at 0, and everything the father's but one at 1.
+#   A fine-tune's skill and its cost often sit in different components (the demo's mother
+#   keeps its arithmetic in the blocks, and part of its cost in the embeddings).
 ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
+COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
 
 def anchor_genomes() -> list[Genome]:
-    return [Genome.uniform(r, density=Genome().density_b, merge_method_weight=0.5)
+    line = [Genome.uniform(r, density=Genome().density_b, merge_method_weight=0.5)
             for r in ANCHOR_RATIOS]
+    swaps = [Genome.uniform(side, merge_method_weight=0.0).model_copy(update={field: 1 - side})
+             for side in (1.0, 0.0) for field in COMPONENT_FIELDS]
+    return line + swaps
 
 
-def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
+def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
+                  recipe_trials: int) -> None:
     """Queue the Phase 2 seeds once: the proxy's top-k and the anchors (and, on every
-    start, any candidate that a kill cut off)."""
+    start, any candidate that a kill cut off). The anchors that the budget cannot hold
+    beside the top-k are left out, the component swaps first."""
     for params in stale:
         study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
     if study.user_attrs.get("phase1_enqueued"):
@@ -172,7 +183,8 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict]) -> None:
     for cand in phase1["top_k"]:
         study.enqueue_trial(cand["genome"], user_attrs={"source": "proxy_top_k",
                                                         "proxy_fitness": cand["proxy_fitness"]})
-    for genome in anchor_genomes():
+    room = max(0, recipe_trials - len(phase1["top_k"]))
+    for genome in anchor_genomes()[:room]:
         study.enqueue_trial(genome.model_dump(), user_attrs={"source": "anchor"})
     study.set_user_attr("phase1_enqueued", True)
 
