@@ -12,6 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..genome import Genome  # noqa: E402
 
 PHASE_COLOURS = {1: "#9aa5b1", 2: "#1f77b4"}
+# Phase 2 candidates by where they came from (other sources, e.g. a requeued candidate,
+# are drawn as CMA-ES's)
+SOURCES = {"proxy_top_k": ("#ff7f0e", "Phase 1 top-k"), "anchor": ("#2ca02c", "anchor"),
+           "cma_es": (PHASE_COLOURS[2], "CMA-ES")}
 
 
 def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
@@ -28,13 +32,11 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
     rows = sorted((r for r in rows if r.get("phase") == 2), key=lambda r: r["number"])
     xs = list(range(1, len(rows) + 1))
     fits = [r["fitness"] for r in rows]
-    seeds = [r.get("source") == "proxy_top_k" for r in rows]
-    ax.scatter([x for x, s in zip(xs, seeds, strict=True) if s],
-               [f for f, s in zip(fits, seeds, strict=True) if s],
-               color="#ff7f0e", label="Phase 1 top-k", zorder=3)
-    ax.scatter([x for x, s in zip(xs, seeds, strict=True) if not s],
-               [f for f, s in zip(fits, seeds, strict=True) if not s],
-               color=PHASE_COLOURS[2], label="CMA-ES", zorder=3)
+    kinds = [r.get("source") if r.get("source") in SOURCES else "cma_es" for r in rows]
+    for kind, (colour, label) in SOURCES.items():
+        points = [(x, f) for x, f, k in zip(xs, fits, kinds, strict=True) if k == kind]
+        if points:
+            ax.scatter(*zip(*points, strict=True), color=colour, label=label, zorder=3)
     best, best_rows = [], []
     for r in rows:
         if not best or r["fitness"] > best[-1]:
