@@ -128,7 +128,10 @@ def test_training_is_deterministic_and_touches_only_what_it_trains(smollm2):
 @pytest.mark.real
 @pytest.mark.slow
 def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", _recording(torch.set_num_threads, seen := []))
     folder = m.prepare_mother(smollm2, tmp_path, TINY, progress=False)
+    assert seen == [TINY.threads, threads]  # one thread to train, then the caller's again
     assert folder == tmp_path / "models" / f"{smollm2.name}-arith-{TINY.hash8(smollm2)}"
     record = json.loads((folder / m.RECORD_FILE).read_text())
     assert record["recipe"] == TINY.key() and record["tokens"] > 0
@@ -144,6 +147,14 @@ def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypa
 
     monkeypatch.setattr(m, "train", no_training)
     assert m.prepare_mother(smollm2, tmp_path, TINY, progress=False) == folder
+
+
+def _recording(function, calls: list):
+    def wrapper(value):
+        calls.append(value)
+        return function(value)
+
+    return wrapper
 
 
 def test_select_trainable_blocks_and_embeddings(tiny_llama):
