@@ -61,6 +61,16 @@ def one_line(exc: Exception) -> bool:
     return "\n" not in str(exc) and bool(str(exc).strip())
 
 
+def accepted_or_refused(function, *args, mentions: str = ""):
+    """`function(*args)`, or None when it refused the input with a one-line UsageError
+    (that names `mentions`, if given): the two outcomes a fuzzed input may have."""
+    try:
+        return function(*args)
+    except UsageError as exc:
+        assert one_line(exc) and mentions in str(exc)
+        return None
+
+
 def darwin_line(err: str) -> str:
     """The one line Darwin printed about an error (progress bars may share stderr)."""
     lines = [line for line in err.splitlines() if line.startswith("darwin")]
@@ -73,10 +83,8 @@ def darwin_line(err: str) -> str:
 @FUZZ
 @given(st.dictionaries(ANY_KEY, ANY_VALUE, max_size=6))
 def test_genome_from_random_mappings_is_valid_or_a_usage_error(data):
-    try:
-        genome = genome_from_dict(data)
-    except UsageError as exc:
-        assert one_line(exc)
+    genome = accepted_or_refused(genome_from_dict, data)
+    if genome is None:
         return
     assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in genome.values())
     assert set(data) <= set(FIELDS)
@@ -93,10 +101,8 @@ def test_genome_from_random_mappings_is_valid_or_a_usage_error(data):
 @example("attn_ratio: .nan")
 def test_genome_file_with_random_content_is_valid_or_a_usage_error(tmp_path, content):
     path = _write(tmp_path / "genome.yaml", content)
-    try:
-        genome = load_genome(path)
-    except UsageError as exc:
-        assert one_line(exc) and str(path) in str(exc)
+    genome = accepted_or_refused(load_genome, path, mentions=str(path))
+    if genome is None:
         return
     assert all(0.0 <= v <= 1.0 for v in genome.values())
 
@@ -124,12 +130,9 @@ def accepted_recipe_is_sane(recipe) -> None:
 @given(st.dictionaries(st.sampled_from(RECIPE_FIELDS) | st.text(max_size=6),
                        FITNESS_VALUE, max_size=5))
 def test_build_recipe_with_random_values_is_sane_or_a_usage_error(values):
-    try:
-        recipe = build_recipe(**{**VALID, **values})
-    except UsageError as exc:
-        assert one_line(exc)
-        return
-    accepted_recipe_is_sane(recipe)
+    recipe = accepted_or_refused(lambda: build_recipe(**{**VALID, **values}))
+    if recipe is not None:
+        accepted_recipe_is_sane(recipe)
 
 
 @FUZZ
@@ -143,12 +146,9 @@ def test_build_recipe_with_random_values_is_sane_or_a_usage_error(values):
 @example("seed: 2001-13-01")
 def test_recipe_file_with_random_content_is_sane_or_a_usage_error(tmp_path, content):
     path = _write(tmp_path / "recipe.yaml", content)
-    try:
-        recipe = load_recipe(path)
-    except UsageError as exc:
-        assert one_line(exc)
-        return
-    accepted_recipe_is_sane(recipe)
+    recipe = accepted_or_refused(load_recipe, path)
+    if recipe is not None:
+        accepted_recipe_is_sane(recipe)
 
 
 @FUZZ
@@ -156,10 +156,8 @@ def test_recipe_file_with_random_content_is_sane_or_a_usage_error(tmp_path, cont
 @example("arc_easy=nan")
 @example("arc_easy=1e999")
 def test_parse_fitness_of_random_text_is_a_mapping_or_a_usage_error(text):
-    try:
-        weights = parse_fitness(text)
-    except UsageError as exc:
-        assert one_line(exc)
+    weights = accepted_or_refused(parse_fitness, text)
+    if weights is None:
         return
     assert weights and all(isinstance(w, float) for w in weights.values())
     # whatever parse_fitness lets through, the recipe refuses non-finite weights
