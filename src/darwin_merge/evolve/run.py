@@ -69,7 +69,6 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         enqueue_seeds(study, phase1, stale, recipe.trials)
         seconds = run_phase2(recipe, lambda sampler: open_study(recipe, sampler), scorer,
                              settings, data, phase1)
-        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         write_records(recipe, study, phase1)
         if not finish_run:
             return {}
