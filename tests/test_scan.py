@@ -219,7 +219,8 @@ def test_scan_file_schema_and_determinism(tiny_pair, tmp_path, small_probes):
     assert (entry["component"], entry["layer"]) == ("ffn", 2)
     score_b = loaded["layers"]["mother"][2]["probe_score"]
     assert entry["combined_b"] == pytest.approx(entry["static_b"] * 0.4 + score_b * 0.6)
-    assert entry["mri_ratio"] == pytest.approx(
+    assert loaded["formula"] == "attribution"  # the default; the card's ratio stays beside it
+    assert entry["card_ratio"] == pytest.approx(
         entry["combined_b"] / (entry["combined_a"] + entry["combined_b"]))
     row = loaded["layers"]["father"][1]
     assert set(row["distances"]) == {"MATH", "CODE"}

@@ -374,17 +374,30 @@ def scan_cmd(
     max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
     batch_size: int = typer.Option(8, help="prompts per forward batch"),
     overwrite: bool = typer.Option(False, help="replace SCAN_DIR if it exists"),
+    mri: str = typer.Option("attribution", help="ratio formula: attribution (separates the "
+                            "parents, docs/SCAN.md) or card (the model card's, faithful)"),
+    fitness: str | None = typer.Option(
+        None, help="tasks the ratios serve, e.g. arc_easy=0.5,two_digit_arithmetic=0.5 "
+                   "(their search items are probed; without it: the probe sets' text)"),
+    base: Path | None = typer.Option(None, help="common base model (task-vector ownership)"),
+    attribution_items: int = typer.Option(32, help="search items per fitness task probed"),
+    temperature: float = typer.Option(1.0, help="attribution z per logit unit of the ratio"),
 ) -> None:
-    """Model Diagnostic Scan: static tensor profiles, layer-skip probes, MRI ratio per tensor."""
+    """Model Diagnostic Scan: static profiles, layer-skip probes, skill attribution, ratios."""
+    from .evolve.recipe import parse_fitness
     from .scan import run_scan, summary_lines
     from .scan.probes import parse_weights
 
     scan = run_scan(father, mother, out_dir, probes=probes, device=device, dtype=dtype,
-                     max_tokens=max_tokens, batch_size=batch_size, max_prompts=max_prompts,
-                     probe_weights=parse_weights(probe_weights), overwrite=overwrite)
+                    max_tokens=max_tokens, batch_size=batch_size, max_prompts=max_prompts,
+                    probe_weights=parse_weights(probe_weights), overwrite=overwrite,
+                    formula=mri, fitness=parse_fitness(fitness) if fitness else None, base=base,
+                    attribution_items=attribution_items, temperature=temperature)
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
-    out.print(f"scan written to {out_dir} (scan.json, mds_father_mother.png, mri_ratio.png)")
+    pictures = "mds_father_mother.png, mri_ratio.png" + (
+        ", attribution.png" if "attribution" in scan else "")
+    out.print(f"scan written to {out_dir} (scan.json, {pictures})")
 
 
 demo_app = typer.Typer(no_args_is_help=True, help="The real-model demo (SmolLM2 pair).")

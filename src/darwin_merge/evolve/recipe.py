@@ -54,6 +54,8 @@ class Recipe(BaseModel):
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probe_max_tokens: int = 64
     probe_max_prompts: int | None = Field(None, description="prompts per probe set (scan, health)")
+    mri: str = Field("attribution", description="the scan's ratio formula: attribution or card")
+    scan_items: int = Field(32, description="search items per fitness task the scan probes")
 
     @field_validator("fitness")
     @classmethod
@@ -64,7 +66,7 @@ class Recipe(BaseModel):
         return value
 
     @field_validator("trials", "phase1_steps", "top_k", "batch_size", "popsize",
-                     "probe_max_tokens")
+                     "probe_max_tokens", "scan_items")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -72,18 +72,18 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def ensure_scan(recipe: Recipe) -> Path:
-    """The recipe's scan, or a scan run now into RUN_DIR/scan (kept for re-runs)."""
+    """The recipe's scan, or RUN_DIR/scan: reused when it was made from the same parents,
+    probe items and settings (scan.json's inputs hash), recomputed when any changed."""
     if recipe.scan is not None:
         return Path(recipe.scan)
-    scan_dir = Path(recipe.out) / "scan"
-    if (scan_dir / "scan.json").is_file():
-        say(f"reusing the scan in {scan_dir}")
-        return scan_dir / "scan.json"
     from ..scan import run_scan
 
-    say("scanning both parents (static profile + probe layer-skip)")
+    scan_dir = Path(recipe.out) / "scan"
+    say(f"scan of both parents into {scan_dir} (formula {recipe.mri}; reused when unchanged)")
     run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
-             max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts)
+             max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts,
+             formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
+             attribution_items=recipe.scan_items, reuse=True, overwrite=True)
     return scan_dir / "scan.json"
 
 

@@ -1,5 +1,15 @@
-"""From static and probe profiles to one prescribed mother share per tensor.
+"""From the scan's measurements to one prescribed mother share per tensor.
 
+Two formulas (scan.json's `formula`):
+
+`attribution` (the default, docs/SCAN.md says why): the mother's share of a tensor is
+`sigmoid(z / temperature + CONTRAST_WEIGHT * contrast + OWNERSHIP_WEIGHT * ownership)`,
+where `z` is the attribution's evidence that the mother's version of the tensor's group
+serves the fitness (scan/attribution.py), `contrast` the difference of the parents' layer
+importances (each z-scored over its own layers), and `ownership` which parent moved the
+tensor further from the base (0 without a base). Identical parents give 0.5 exactly.
+
+`card`: the source model card's formula, kept exactly as the faithful reproduction:
 combined = static * 0.4 + probe * 0.6 (per parent); mri_ratio = combined_b /
 (combined_a + combined_b), 0.5 when both are 0. A tensor inside decoder layer l
 takes that layer's probe score; a tensor outside the decoder layers (embeddings,
@@ -9,6 +19,13 @@ score over the layers, as the design notes propose: no single layer owns it.
 
 from __future__ import annotations
 
+import math
+
+FORMULAS = ("attribution", "card")
+DEFAULT_FORMULA = "attribution"
+DEFAULT_TEMPERATURE = 1.0
+CONTRAST_WEIGHT = 0.25
+OWNERSHIP_WEIGHT = 2.0
 STATIC_WEIGHT = 0.4
 PROBE_WEIGHT = 0.6
 TRANSPLANT_LOW = 0.15
@@ -62,3 +79,24 @@ def transplant_counts(ratios: dict[str, float], low: float = TRANSPLANT_LOW,
         "mother": sum(1 for r in ratios.values() if r > high),
         "blended": sum(1 for r in ratios.values() if low <= r <= high),
     }
+
+
+def importance_contrast(scores_a: list[float], scores_b: list[float]) -> list[float]:
+    """Per layer: the mother's importance z-score minus the father's (each over its own
+    layers), so a layer counts for what it is to each parent, not in absolute terms."""
+
+    def zscores(values: list[float]) -> list[float]:
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return [(v - mean) / sd if sd > 0 else 0.0 for v in values]
+
+    if not scores_a:
+        return []
+    return [b - a for a, b in zip(zscores(scores_a), zscores(scores_b), strict=True)]
+
+
+def attribution_ratio(z: float, contrast: float, ownership: float,
+                      temperature: float = DEFAULT_TEMPERATURE) -> float:
+    """The mother's share: a logistic of the evidence (see the module docstring)."""
+    logit = z / temperature + CONTRAST_WEIGHT * contrast + OWNERSHIP_WEIGHT * ownership
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))

@@ -9,6 +9,7 @@ the two pictures. A failure anywhere leaves no SCAN_DIR behind.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,24 +21,37 @@ from ..arch import Taxonomy
 from ..errors import UsageError
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
+from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
+from ..merge.engine import ParentTensors
+from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
-from .plots import plot_mds, plot_mri_ratio
+from .plots import plot_attribution, plot_mds, plot_mri_ratio
 from .ratios import (
+    CONTRAST_WEIGHT,
+    DEFAULT_FORMULA,
+    DEFAULT_TEMPERATURE,
+    FORMULAS,
+    OWNERSHIP_WEIGHT,
     PROBE_WEIGHT,
     STATIC_WEIGHT,
     TRANSPLANT_HIGH,
     TRANSPLANT_LOW,
+    attribution_ratio,
+    importance_contrast,
     tensor_entries,
     transplant_counts,
 )
 from .static import DEFAULT_BINS, DEFAULT_MAX_ELEMENTS, sampling_info, scan_static
 
 SCAN_VERSION = 1
+DEFAULT_ATTRIBUTION_ITEMS = 32
+DECIDED = 0.25  # a ratio this far from 0.5 carries a decision (docs/SCAN.md)
 SCAN_FILE = "scan.json"
 MDS_PICTURE = "mds_father_mother.png"
 MRI_PICTURE = "mri_ratio.png"
+ATTRIBUTION_PICTURE = "attribution.png"
 
 
 def _progress(enabled: bool) -> Progress:
@@ -89,10 +103,20 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
              max_tokens: int = 64, batch_size: int = 8, max_prompts: int | None = None,
              probe_weights: dict[str, float] | None = None, bins: int = DEFAULT_BINS,
              max_elements: int = DEFAULT_MAX_ELEMENTS, seed: int = 0, overwrite: bool = False,
-             progress: bool = True) -> dict:
-    """Scan both parents and write SCAN_DIR (scan.json and two PNGs); return the scan."""
+             progress: bool = True, *, formula: str = DEFAULT_FORMULA,
+             fitness: dict[str, float] | None = None, base: str | Path | None = None,
+             attribution_items: int = DEFAULT_ATTRIBUTION_ITEMS,
+             temperature: float = DEFAULT_TEMPERATURE, reuse: bool = False) -> dict:
+    """Scan both parents and write SCAN_DIR (scan.json and its pictures); return the scan.
+
+    `reuse`: when SCAN_DIR already holds a scan of the very same inputs (the parents' and
+    base's fingerprints, the probe items token for token, the settings), return it as is;
+    any difference recomputes it (and `overwrite` must then be set to replace it).
+    """
     father, mother, out = Path(father), Path(mother), Path(out)
+    base = None if base is None else Path(base)
     _check_settings(max_tokens, batch_size, max_prompts)
+    _check_formula(formula, attribution_items, temperature)
     texts = {name: prompts[:max_prompts] for name, prompts in P.load_probes(probes).items()}
     weights = P.normalise_weights(list(texts), probe_weights)
     settings = {"device": device, "dtype": dtype, "max_tokens": max_tokens,
@@ -100,40 +124,147 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                 "max_elements": max_elements, "seed": seed, "skip_method": "cached",
                 "static_weight": STATIC_WEIGHT, "probe_weight": PROBE_WEIGHT,
                 "transplant_low": TRANSPLANT_LOW, "transplant_high": TRANSPLANT_HIGH,
-                "tokenizer": "father's"}
+                "tokenizer": "father's", "formula": formula}
+    if formula == "attribution":
+        settings.update(attribution_items=attribution_items, temperature=temperature,
+                        contrast_weight=CONTRAST_WEIGHT, ownership_weight=OWNERSHIP_WEIGHT)
     with ModelSource(father) as source_a, ModelSource(mother) as source_b:
         require_mergeable(source_a, source_b)
+        if base is not None:
+            with ModelSource(base) as source_w:
+                require_mergeable(source_a, source_w)
         tokenizer = load_tokenizer(father)  # the parents of a merge share a vocabulary
         context = _context_of(source_a.config)
         rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
                 for name, prompts in texts.items()}  # refuse a too-long prompt before work
         pad_id = P.pad_id_of(tokenizer)
+        tasks, task_weights = [], {}
+        if formula == "attribution":
+            tasks, task_weights = _attribution_tasks(tokenizer, texts, fitness,
+                                                     attribution_items)
+        inputs = scan_inputs((father, mother, base), texts, tasks, task_weights, settings)
+        reused = _reusable(out, inputs) if reuse else None
+        if reused is not None:
+            return reused
         with atomic_output_dir(out, overwrite) as tmp, _progress(progress) as bar:
             static_a = _static_pass(source_a, "father", settings, bar)
             static_b = _static_pass(source_b, "mother", settings, bar)
             profile_a = _probe_pass(father, "father", rows, pad_id, settings, bar)
             profile_b = _probe_pass(mother, "mother", rows, pad_id, settings, bar)
+            attribution = None
+            if formula == "attribution":
+                attribution = _attribution_pass((father, mother, base), tasks, task_weights,
+                                                pad_id, settings, bar)
             taxonomy = Taxonomy(source_a.config)
-            scan = _assemble(father, mother, source_a, taxonomy, texts, weights, settings,
-                             (static_a, static_b), (profile_a, profile_b))
+            scan = _assemble(father, mother, base, source_a, taxonomy, texts, weights, settings,
+                             (static_a, static_b), (profile_a, profile_b), attribution)
+            scan["inputs"] = inputs
+            scan["inputs_sha256"] = _sha256(inputs)
             write_scan(scan, tmp)
     return scan
 
 
-def _assemble(father: Path, mother: Path, source: ModelSource, taxonomy: Taxonomy,
-              texts: dict, weights: dict, settings: dict, statics: tuple,
-              profiles: tuple) -> dict:
+def _check_formula(formula: str, attribution_items: int, temperature: float) -> None:
+    if formula not in FORMULAS:
+        raise UsageError(f"--mri must be one of {', '.join(FORMULAS)} (got {formula!r})")
+    if attribution_items < 1:
+        raise UsageError(f"--attribution-items must be at least 1 (got {attribution_items})")
+    if not temperature > 0:
+        raise UsageError(f"--temperature must be positive (got {temperature})")
+
+
+def _attribution_tasks(tokenizer, texts: dict, fitness: dict[str, float] | None,
+                       limit: int) -> tuple[list, dict[str, float]]:
+    """The probe tasks (fitness tasks' search items, then the card's probe sets) and the
+    weights the ratio serves: the fitness weights, or the probe sets equally without them."""
+    fitness_tasks = A.fitness_probe_tasks(tokenizer, list(fitness or {}), limit)
+    text_tasks = A.text_probe_tasks(tokenizer, texts)
+    if fitness:
+        if any(w < 0 for w in fitness.values()) or sum(fitness.values()) <= 0:
+            raise UsageError("fitness weights must be >= 0 with a positive sum")
+        names = [t.name for t in fitness_tasks]
+        weights = dict(zip(names, fitness.values(), strict=True))
+    else:
+        weights = {t.name: 1.0 for t in text_tasks}
+    total = sum(weights.values())
+    return fitness_tasks + text_tasks, {k: v / total for k, v in weights.items()}
+
+
+def _sha256(record) -> str:
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def scan_inputs(paths: tuple, texts: dict, tasks: list, task_weights: dict,
+                settings: dict) -> dict:
+    """What decides a scan's content: a resumed run recomputes when any of it changed."""
+    father, mother, base = paths
+    return {
+        "father": model_fingerprint(father), "mother": model_fingerprint(mother),
+        "base": None if base is None else model_fingerprint(base),
+        "probes_sha256": P.probes_sha256(texts),
+        "attribution_items_sha256": _sha256(A.probe_items_signature(tasks)),
+        "attribution_weights": task_weights,
+        "settings": settings,
+    }
+
+
+def _reusable(out: Path, inputs: dict) -> dict | None:
+    """The scan already in `out` when it was made from exactly these inputs."""
+    if not (out / SCAN_FILE).is_file():
+        return None
+    try:
+        scan = load_scan(out)
+    except UsageError:
+        return None
+    return scan if scan.get("inputs_sha256") == _sha256(inputs) else None
+
+
+def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int,
+                      settings: dict, progress: Progress) -> dict:
+    father, mother, base = paths
+    parents = ParentTensors.load(father, mother, base, device=settings["device"],
+                                 dtype=settings["dtype"])
+    model = load_model(father, settings["device"], settings["dtype"])
+    groups = A.tensor_groups(parents.infos)
+    items = sum(len(t.groups) for t in tasks)
+    task = progress.add_task(f"attribution ({len(groups)} groups x 2 swaps, {items} items)",
+                             total=2 * len(groups) + 2)
+    raw = A.measure(model, parents.father, parents.mother, groups, tasks,
+                    settings["batch_size"], pad_id, on_step=lambda: progress.advance(task))
+    table = A.summarise(raw, groups, tasks)
+    evidence = A.group_evidence(table, task_weights, list(groups))
+    vectors = A.task_vector_stats(parents.father, parents.mother, parents.base)
+    del model, parents
+    gc.collect()
+    return {
+        "weights": task_weights,
+        "groups": {g: {"tensors": len(names), **evidence[g]} for g, names in groups.items()},
+        "tasks": table,
+        "task_vectors": vectors,
+        "evaluations": 2 * len(groups) + 2,
+        "items_per_evaluation": items,
+    }
+
+
+def _assemble(father: Path, mother: Path, base: Path | None, source: ModelSource,
+              taxonomy: Taxonomy, texts: dict, weights: dict, settings: dict, statics: tuple,
+              profiles: tuple, attribution: dict | None) -> dict:
     scores = [P.probe_scores(profile, weights) for profile in profiles]
     layers = {role: layer_rows(profile, score)
               for role, profile, score in zip(("father", "mother"), profiles, scores, strict=True)}
     infos = taxonomy.classify_all(source.specs())
     tensors = tensor_entries(infos, statics[0], statics[1], scores[0], scores[1])
+    if attribution is not None:
+        apply_attribution(tensors, infos, attribution, importance_contrast(*scores),
+                          settings["temperature"])
     sampled = sorted({n for static in statics for n, s in static.items() if s["sampled"]})
     ratios = {n: t["mri_ratio"] for n, t in tensors.items()}
-    return {
+    scan = {
         "version": SCAN_VERSION, "darwin_version": __version__,
-        "father": str(father), "mother": str(mother), "family": taxonomy.family,
-        "num_layers": len(scores[0]),
+        "father": str(father), "mother": str(mother),
+        "base": None if base is None else str(base), "family": taxonomy.family,
+        "num_layers": len(scores[0]), "formula": settings["formula"],
         "probe_weights": weights, "probes_sha256": P.probes_sha256(texts),
         "probe_sets": {name: len(prompts) for name, prompts in texts.items()},
         "settings": settings,
@@ -143,6 +274,27 @@ def _assemble(father: Path, mother: Path, source: ModelSource, taxonomy: Taxonom
         "transplant": transplant_counts(ratios),
         "tensors": tensors,
     }
+    if attribution is not None:
+        scan["attribution"] = {k: v for k, v in attribution.items() if k != "task_vectors"}
+    return scan
+
+
+def apply_attribution(tensors: dict[str, dict], infos, attribution: dict,
+                      contrast: list[float], temperature: float) -> None:
+    """Each tensor's mri_ratio from its group's evidence, its layer's importance contrast
+    and its task vectors (the card's ratio stays beside it as `card_ratio`)."""
+    for info in infos:
+        entry = tensors[info.name]
+        group = A.group_of(info)
+        vectors = attribution["task_vectors"].get(info.name, {})
+        layer_contrast = contrast[info.layer] if info.layer is not None and info.layer < len(
+            contrast) else 0.0
+        ownership = vectors.get("ownership", 0.0)
+        entry.update(group=group, card_ratio=entry["mri_ratio"],
+                     z=attribution["groups"][group]["z"], contrast=layer_contrast,
+                     rel_change=vectors.get("rel_change", 0.0), ownership=ownership,
+                     mri_ratio=attribution_ratio(attribution["groups"][group]["z"],
+                                                 layer_contrast, ownership, temperature))
 
 
 def layer_rows(profile: dict[str, list[float]], scores: list[float]) -> list[dict]:
@@ -163,6 +315,8 @@ def write_scan(scan: dict, folder: Path) -> None:
     plot_mds(scan["layers"], folder / MDS_PICTURE)
     plot_mri_ratio(scan["tensors"], folder / MRI_PICTURE, scan["settings"]["transplant_low"],
                    scan["settings"]["transplant_high"])
+    if "attribution" in scan:
+        plot_attribution(scan["attribution"], folder / ATTRIBUTION_PICTURE)
 
 
 def load_scan(path: str | Path) -> dict:
@@ -188,6 +342,22 @@ def mri_ratios(scan: dict) -> dict[str, float]:
     return {name: float(entry["mri_ratio"]) for name, entry in scan["tensors"].items()}
 
 
+def attribution_lines(attribution: dict, top: int = 3) -> list[str]:
+    """Per task, the groups whose mother's version helps and hurts it most."""
+    lines = []
+    for task, row in attribution["tasks"].items():
+        if row["role"] != "fitness" and len(attribution["tasks"]) > len(attribution["weights"]):
+            continue
+        ranked = sorted(row["groups"], key=lambda g: -row["groups"][g]["effect"])
+        best = ", ".join(f"{g} {row['groups'][g]['effect'] / row['scale']:+.2f}"
+                         for g in ranked[:top])
+        worst = ", ".join(f"{g} {row['groups'][g]['effect'] / row['scale']:+.2f}"
+                          for g in ranked[::-1][:top])
+        lines.append(f"{task}: the mother's version helps most in {best}; hurts most in {worst}"
+                     f" (item SDs; father {row['father']:.3f}, mother {row['mother']:.3f})")
+    return lines
+
+
 def summary_lines(scan: dict, top: int = 3) -> list[str]:
     """The terminal summary: where each parent concentrates each probe; transplant zones."""
     lines = []
@@ -199,9 +369,14 @@ def summary_lines(scan: dict, top: int = 3) -> list[str]:
             best = sorted(range(len(dist)), key=lambda i: (-dist[i], i))[:top]
             parts.append(f"{name} {','.join(map(str, best))} (peak {dist[best[0]]:.3g})")
         lines.append(f"{role}: top layers per probe: " + "; ".join(parts))
+    if "attribution" in scan:
+        lines.extend(attribution_lines(scan["attribution"], top))
     counts = scan["transplant"]
     ratios = list(mri_ratios(scan).values())
     settings = scan["settings"]
+    decided = sum(1 for r in ratios if abs(r - 0.5) >= DECIDED)
+    lines.append(f"formula {scan.get('formula', 'card')}: {decided} of {len(ratios)} tensors "
+                 f"at least {DECIDED} from 0.5")
     lines.append(
         f"mri_ratio over {len(ratios)} tensors: min {min(ratios):.3f}, "
         f"mean {sum(ratios) / len(ratios):.3f}, max {max(ratios):.3f}; transplant zones: "

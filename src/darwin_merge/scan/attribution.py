@@ -1,0 +1,248 @@
+"""Skill attribution: in which tensor groups each task's difference between the parents lives.
+
+A *group* is one adaptive block x {attn, ffn, norm} inside the decoder layers, or one
+kind of tensor outside them (embed, lm_head, final_norm, vision, ...). For every group
+and every probe task the scan measures two swaps, on the same items:
+
+- graft:  score(father with the group taken from the mother) - score(father)
+- revert: score(mother) - score(mother with the group taken back from the father)
+
+Both say how much the mother's version of the group is worth on that task, from either
+side; `effect = (graft + revert) / 2` per item. A task's item score is continuous and
+follows accuracy: the choice-normalised log-probability of the gold answer for multiple
+choice, the gold continuation's log-probability per character for continuations, and a
+text's log-probability per character for the card's probe sets.
+
+Costs `2 * groups + 2` evaluations of the probe items (`forward_passes` in scan.json);
+nothing is merged and no model is written: the father's skeleton has each group's
+tensors copied in and back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..arch.taxonomy import TensorInfo
+from ..eval.evaluator import loglik_requests
+from ..eval.loglik import Group, encode_groups, score_groups
+from ..eval.tasks import Item, Task, resolve_tasks, select_items
+
+LAYER_GROUP_KIND = {"attn": "attn", "ffn": "ffn", "moe": "ffn"}  # any other: "norm"
+MC_KINDS = ("multiple_choice", "multiple_choice_gen")
+
+
+def group_of(info: TensorInfo) -> str:
+    """`block3.attn`, `block0.norm`, or outside the layers `embed`, `lm_head`, `final_norm`."""
+    if info.block is not None:
+        return f"block{info.block}.{LAYER_GROUP_KIND.get(info.component, 'norm')}"
+    if info.component == "embed" and "lm_head" in info.name:
+        return "lm_head"
+    if info.component == "norm":
+        return "final_norm"
+    return info.component
+
+
+def tensor_groups(infos: list[TensorInfo]) -> dict[str, list[str]]:
+    """Group name -> its tensors, groups in order (blocks first, then the rest)."""
+    groups: dict[str, list[str]] = {}
+    for info in infos:
+        groups.setdefault(group_of(info), []).append(info.name)
+    return dict(sorted(groups.items(), key=lambda kv: (not kv[0].startswith("block"), kv[0])))
+
+
+# -- probe items --------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeTask:
+    """One task's items, encoded once: token groups, and how an item's score is read."""
+
+    name: str
+    role: str  # "fitness" or "probe"
+    groups: tuple[Group, ...]
+    golds: tuple[int | None, ...]  # gold choice for multiple choice, None otherwise
+    chars: tuple[int, ...]  # per-character normaliser of continuations and texts
+
+
+def _task_requests(task: Task, docs: list[dict]) -> tuple[list, list, list]:
+    """(context, continuations) per item, the gold choice and the gold's length in chars."""
+    if task.kind in MC_KINDS:
+        prompt = task.prompt if task.kind == "multiple_choice" else "{query}\nAnswer:"
+        requests = [(prompt.format(**d), [" " + c for c in d["choices"]]) for d in docs]
+        return requests, [d["gold"] for d in docs], [1] * len(docs)
+    if task.kind == "gsm8k":  # the reference solution's likelihood (no generation here)
+        requests = [(f"Question: {d['question']}\nAnswer:", [" " + d["answer"]]) for d in docs]
+    else:
+        requests = loglik_requests(task, [Item(i, d, "search") for i, d in enumerate(docs)])
+    return requests, [None] * len(docs), [max(1, len(r[1][0].strip())) for r in requests]
+
+
+def fitness_probe_tasks(tokenizer, names: list[str], limit: int) -> list[ProbeTask]:
+    """The fitness tasks' first `limit` items of the `search` split (never `holdout`)."""
+    tasks = []
+    for task in resolve_tasks(names) if names else []:
+        docs = [it.doc for it in select_items(task, "search", limit)]
+        requests, golds, chars = _task_requests(task, docs)
+        tasks.append(ProbeTask(task.name, "fitness", tuple(encode_groups(tokenizer, requests)),
+                               tuple(golds), tuple(chars)))
+    return tasks
+
+
+def text_probe_tasks(tokenizer, probes: dict[str, list[str]]) -> list[ProbeTask]:
+    """The card's probe sets as language-modelling tasks (log-probability of each text)."""
+    tasks = []
+    for name, texts in probes.items():
+        groups = encode_groups(tokenizer, [("", [t]) for t in texts])
+        tasks.append(ProbeTask(name, "probe", tuple(groups), (None,) * len(texts),
+                               tuple(max(1, len(t)) for t in texts)))
+    return tasks
+
+
+def probe_items_signature(tasks: list[ProbeTask]) -> list:
+    """What the attribution's items are, token for token (hashed into the scan's inputs)."""
+    return [[t.name, t.role, [[list(g.context), [list(c) for c in g.continuations]]
+                              for g in t.groups], list(t.golds)] for t in tasks]
+
+
+def item_scores(model, task: ProbeTask, batch_size: int, pad_id: int) -> list[float]:
+    """One continuous score per item (higher is better), see the module docstring."""
+    scores = score_groups(model, list(task.groups), batch_size, None, pad_id)
+    values = []
+    for gold, chars, item in zip(task.golds, task.chars, scores, strict=True):
+        logprobs = [s.logprob for s in item]
+        if gold is None:
+            values.append(logprobs[0] / chars)
+        else:
+            values.append(logprobs[gold] - torch.logsumexp(torch.tensor(logprobs), 0).item())
+    return values
+
+
+# -- the swaps ------------------------------------------------------------------------
+def _copy_in(model_state: dict, source: dict, names: list[str]) -> None:
+    with torch.no_grad():
+        for name in names:
+            model_state[name].copy_(source[name])
+
+
+def measure(model, father: dict, mother: dict, groups: dict[str, list[str]],
+            tasks: list[ProbeTask], batch_size: int, pad_id: int,
+            on_step: Callable[[], None] | None = None) -> dict:
+    """Per-item scores of both parents and of every graft and revert (raw measurements)."""
+    state = model.state_dict()
+    every = [n for names in groups.values() for n in names]
+
+    def scored() -> dict[str, list[float]]:
+        result = {t.name: item_scores(model, t, batch_size, pad_id) for t in tasks}
+        if on_step is not None:
+            on_step()
+        return result
+
+    _copy_in(state, father, every)
+    raw = {"father": scored(), "graft": {}, "revert": {}}
+    for group, names in groups.items():
+        _copy_in(state, mother, names)
+        raw["graft"][group] = scored()
+        _copy_in(state, father, names)
+    _copy_in(state, mother, every)
+    raw["mother"] = scored()
+    for group, names in groups.items():
+        _copy_in(state, father, names)
+        raw["revert"][group] = scored()
+        _copy_in(state, mother, names)
+    _copy_in(state, father, every)  # leave the skeleton as it was loaded
+    return raw
+
+
+# -- from measurements to effects -----------------------------------------------------
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def item_effects(raw: dict, group: str, task: str) -> list[float]:
+    """Per item: (graft + revert) / 2 for one group and task."""
+    graft = [g - f for g, f in zip(raw["graft"][group][task], raw["father"][task], strict=True)]
+    revert = [m - r for m, r in zip(raw["mother"][task], raw["revert"][group][task], strict=True)]
+    return [(g + r) / 2 for g, r in zip(graft, revert, strict=True)]
+
+
+def task_scale(raw: dict, task: str) -> float:
+    """The spread of a task's item scores (pooled over both parents): its unit of effect."""
+    pooled = math.sqrt((_sd(raw["father"][task]) ** 2 + _sd(raw["mother"][task]) ** 2) / 2)
+    return pooled if pooled > 0 else 1.0
+
+
+def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask]) -> dict:
+    """scan.json's `attribution.tasks`: per task its parents' means, scale, and per group
+    the graft, revert and effect (in the task's own units) with the effect's standard error."""
+    table = {}
+    for task in tasks:
+        name = task.name
+        scale = task_scale(raw, name)
+        per_group = {}
+        for group in groups:
+            effects = item_effects(raw, group, name)
+            n = len(effects)
+            per_group[group] = {
+                "graft": _mean(raw["graft"][group][name]) - _mean(raw["father"][name]),
+                "revert": _mean(raw["mother"][name]) - _mean(raw["revert"][group][name]),
+                "effect": _mean(effects),
+                "effect_se": _sd(effects) / math.sqrt(n) if n > 1 else 0.0,
+            }
+        table[name] = {"role": task.role, "n": len(task.groups), "scale": scale,
+                       "father": _mean(raw["father"][name]), "mother": _mean(raw["mother"][name]),
+                       "groups": per_group}
+    return table
+
+
+def group_evidence(table: dict, weights: dict[str, float], groups: list[str]) -> dict[str, dict]:
+    """Per group: the weighted, standardised benefit of the mother's version and its z.
+
+    benefit = sum_t w_t * effect_t / scale_t; se = sqrt(sum_t (w_t * se_t / scale_t)^2);
+    z = benefit / se (0 when nothing differs). Weights are normalised to sum to 1.
+    """
+    total = sum(weights.values())
+    evidence = {}
+    for group in groups:
+        benefit, variance = 0.0, 0.0
+        for task, weight in weights.items():
+            row, scale = table[task]["groups"][group], table[task]["scale"]
+            benefit += weight / total * row["effect"] / scale
+            variance += (weight / total * row["effect_se"] / scale) ** 2
+        se = math.sqrt(variance)
+        evidence[group] = {"benefit": benefit, "se": se,
+                           "z": benefit / se if se > 0 else 0.0}
+    return evidence
+
+
+# -- task vectors ---------------------------------------------------------------------
+def _norm(tensor: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(tensor.double()))
+
+
+def task_vector_stats(father: dict, mother: dict, base: dict | None) -> dict[str, dict]:
+    """Per float tensor: the size of the mother's change from the father relative to the
+    father (`rel_change`), and with a base, each parent's distance from it and
+    `ownership = (|B - W| - |A - W|) / (|B - W| + |A - W|)` (+1: only the mother moved it)."""
+    stats = {}
+    for name, a in father.items():
+        if not a.is_floating_point():
+            continue
+        b = mother[name]
+        size = _norm(a)
+        entry = {"rel_change": _norm(b.double() - a.double()) / size if size > 0 else 0.0}
+        if base is not None:
+            w = base[name].double()
+            da, db = _norm(a.double() - w), _norm(b.double() - w)
+            entry.update(delta_a=da, delta_b=db,
+                         ownership=(db - da) / (db + da) if da + db > 0 else 0.0)
+        stats[name] = entry
+    return stats

@@ -1,0 +1,159 @@
+"""The scan's skill attribution: it finds where each parent's skill was trained, its ratios
+carry decisions, identical parents give 0.5, and a resumed scan notices changed inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from darwin_merge.cli import main
+from darwin_merge.scan import load_scan, mri_ratios, run_scan
+from darwin_merge.scan.attribution import group_of, tensor_groups
+from darwin_merge.scan.ratios import attribution_ratio, importance_contrast
+from skills import _split, answer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def skill_tasks(tmp_path_factory):
+    """The two skills as greedy-continuation task files (`S abc=` -> `bcd`)."""
+    folder = tmp_path_factory.mktemp("skill-tasks")
+    paths = {}
+    for task, letter in (("skill_a", "S"), ("skill_b", "M")):
+        train_words, held_out = _split(task)
+        lines = [json.dumps({"context": f"{letter} {w}=", "continuation": answer(task, w)})
+                 for w in held_out]
+        paths[task] = folder / f"{task}.jsonl"
+        paths[task].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def small_probes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probes")
+    (folder / "letters.jsonl").write_text('{"text": "C abc=abc"}\n{"text": "C 307=307"}\n')
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trio_scan(two_skill_pair, skill_tasks, small_probes, tmp_path_factory):
+    _, father, mother = two_skill_pair
+    fitness = {str(skill_tasks["skill_a"]): 0.5, str(skill_tasks["skill_b"]): 0.5}
+    out = tmp_path_factory.mktemp("trio-scan") / "scan"
+    scan = run_scan(father, mother, out, probes=small_probes, fitness=fitness,
+                    attribution_items=24, progress=False)
+    return scan, out, fitness
+
+
+def test_attribution_puts_each_skill_where_it_was_trained(trio_scan, skill_tasks):
+    """The father learnt skill A in layer 1 (block 3), the mother skill B in layer 0
+    (block 0): the mother's block 0 must carry skill B, her block 3 must cost skill A."""
+    scan, _, _ = trio_scan
+    tasks = scan["attribution"]["tasks"]
+    skill_a, skill_b = (tasks[str(skill_tasks[k])]["groups"] for k in ("skill_a", "skill_b"))
+    top_b = max(skill_b, key=lambda g: skill_b[g]["effect"])
+    worst_a = min(skill_a, key=lambda g: skill_a[g]["effect"])
+    assert top_b.startswith("block0.") and skill_b[top_b]["effect"] > 0
+    assert worst_a.startswith("block3.") and skill_a[worst_a]["effect"] < 0
+    for group in ("block1.attn", "block2.ffn", "block4.norm"):  # untrained: no layer there
+        assert group not in skill_a
+
+
+def test_ratios_carry_decisions_on_the_side_the_attribution_justifies(trio_scan):
+    scan, _, _ = trio_scan
+    tensors = scan["tensors"]
+    for kind in ("attn", "ffn"):
+        assert tensors[f"model.layers.0.mlp.up_proj.weight"]["mri_ratio"] > 0.75
+        assert tensors[f"model.layers.1.mlp.up_proj.weight"]["mri_ratio"] < 0.25
+        group0 = scan["attribution"]["groups"][f"block0.{kind}"]
+        group3 = scan["attribution"]["groups"][f"block3.{kind}"]
+        assert group0["z"] > 0 > group3["z"]
+    decided = [r for r in mri_ratios(scan).values() if abs(r - 0.5) >= 0.25]
+    assert len(decided) >= len(tensors) // 4
+    assert scan["formula"] == "attribution"
+
+
+def test_scan_files_picture_and_cli_summary(trio_scan, two_skill_pair, skill_tasks, tmp_path,
+                                            capsys, small_probes):
+    _, out, _ = trio_scan
+    assert (out / "attribution.png").read_bytes()[:8] == PNG_MAGIC
+    _, father, mother = two_skill_pair
+    fitness = f"{skill_tasks['skill_a']}=1,{skill_tasks['skill_b']}=1"
+    code = main(["scan", "--father", str(father), "--mother", str(mother), "--out",
+                 str(tmp_path / "cli"), "--probes", str(small_probes), "--fitness", fitness,
+                 "--attribution-items", "4"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "the mother's version helps most in block0" in printed.replace("\n", " ")
+    assert load_scan(tmp_path / "cli")["settings"]["attribution_items"] == 4
+
+
+def test_identical_parents_give_exactly_half(two_skill_pair, skill_tasks, small_probes, tmp_path):
+    _, father, _ = two_skill_pair
+    scan = run_scan(father, father, tmp_path / "same", probes=small_probes,
+                    fitness={str(skill_tasks["skill_a"]): 1.0}, attribution_items=4,
+                    progress=False)
+    assert set(mri_ratios(scan).values()) == {0.5}
+    assert all(g["z"] == 0.0 for g in scan["attribution"]["groups"].values())
+
+
+def test_same_inputs_give_the_same_bytes_and_a_resume_reuses_them(
+        two_skill_pair, skill_tasks, small_probes, trio_scan, tmp_path):
+    scan, out, fitness = trio_scan
+    _, father, mother = two_skill_pair
+    again = run_scan(father, mother, tmp_path / "again", probes=small_probes, fitness=fitness,
+                     attribution_items=24, progress=False)
+    assert (tmp_path / "again" / "scan.json").read_bytes() == (out / "scan.json").read_bytes()
+    assert again["inputs_sha256"] == scan["inputs_sha256"]
+    stamp = (tmp_path / "again" / "scan.json").stat().st_mtime_ns
+    reused = run_scan(father, mother, tmp_path / "again", probes=small_probes, fitness=fitness,
+                      attribution_items=24, progress=False, reuse=True)
+    assert reused == again and (tmp_path / "again" / "scan.json").stat().st_mtime_ns == stamp
+
+
+def test_a_resumed_scan_with_changed_probe_items_is_recomputed(
+        two_skill_pair, skill_tasks, small_probes, trio_scan, tmp_path):
+    scan, out, fitness = trio_scan
+    _, father, mother = two_skill_pair
+    changed = tmp_path / "skill_b.jsonl"
+    lines = skill_tasks["skill_b"].read_text().splitlines()
+    changed.write_text("\n".join(lines[1:]) + "\n")  # one item fewer
+    other = {str(skill_tasks["skill_a"]): 0.5, str(changed): 0.5}
+    redone = run_scan(father, mother, out.parent / "copy", probes=small_probes, fitness=other,
+                      attribution_items=24, progress=False)
+    assert redone["inputs_sha256"] != scan["inputs_sha256"]
+    again = run_scan(father, mother, out.parent / "copy", probes=small_probes, fitness=fitness,
+                     attribution_items=24, progress=False, reuse=True, overwrite=True)
+    assert again["inputs_sha256"] == scan["inputs_sha256"]
+
+
+def test_card_formula_is_kept_and_selectable(two_skill_pair, small_probes, tmp_path):
+    _, father, mother = two_skill_pair
+    scan = run_scan(father, mother, tmp_path / "card", probes=small_probes, formula="card",
+                    progress=False)
+    assert scan["formula"] == "card" and "attribution" not in scan
+    entry = scan["tensors"]["model.layers.0.mlp.up_proj.weight"]
+    assert entry["mri_ratio"] == pytest.approx(
+        entry["combined_b"] / (entry["combined_a"] + entry["combined_b"]))
+    assert main(["scan", "--father", str(father), "--mother", str(mother), "--out",
+                 str(tmp_path / "bad"), "--mri", "magic"]) == 2
+
+
+def test_groups_and_contrast():
+    from darwin_merge.arch.taxonomy import TensorInfo
+
+    infos = [TensorInfo("model.layers.0.self_attn.q_proj.weight", "attn", 0, 0, "dare_ties"),
+             TensorInfo("model.layers.5.input_layernorm.weight", "norm", 5, 3, "linear"),
+             TensorInfo("model.layers.5.mlp.experts.down_proj", "moe", 5, 3, "dare_ties"),
+             TensorInfo("lm_head.weight", "embed", None, None, "dare_ties"),
+             TensorInfo("model.embed_tokens.weight", "embed", None, None, "dare_ties"),
+             TensorInfo("model.norm.weight", "norm", None, None, "linear")]
+    assert [group_of(i) for i in infos] == ["block0.attn", "block3.norm", "block3.ffn",
+                                            "lm_head", "embed", "final_norm"]
+    assert list(tensor_groups(infos))[:3] == ["block0.attn", "block3.ffn", "block3.norm"]
+    assert importance_contrast([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == [0.0, 0.0, 0.0]
+    assert importance_contrast([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])[0] > 2.0
+    assert attribution_ratio(0.0, 0.0, 0.0) == 0.5
+    assert attribution_ratio(2.0, 0.0, 0.0) > 0.85 > 0.15 > attribution_ratio(-2.0, 0.0, 0.0)
