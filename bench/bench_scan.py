@@ -1,7 +1,14 @@
-"""Scan probe pass: cached layer skip vs the naive one-forward-per-skipped-layer, same run.
+"""Scan probe pass: cached layer skip vs the naive one-forward-per-skipped-layer, same run;
+with --mother, the whole scan's cost as a multiple of one Phase 2 candidate evaluation.
 
 Usage: .venv/bin/python bench/bench_scan.py [--model .cache/models/smollm2-135m-instruct]
        [--prompts 4] [--max-tokens 24] [--threads 1] [--repeats 2]
+       .venv/bin/python bench/bench_scan.py --model FATHER --mother MOTHER
+       [--fitness two_digit_arithmetic=0.5,arc_easy=0.5] [--limit 100] [--threads 2]
+
+The second form runs the demo's scan (attribution formula, 10 prompts of 48 tokens per probe
+set, 32 search items per fitness task) and one candidate evaluation (the fitness tasks' first
+`--limit` search items, as Phase 2 scores a candidate), each timed in CPU and wall seconds.
 
 Both methods score the same batch of shipped probe prompts (the first N of each set),
 alternating `repeats` times; each keeps its best process-CPU and wall time. The
@@ -45,6 +52,33 @@ def measure(model, ids, mask, repeats: int) -> dict:
     return best
 
 
+def scan_cost(args) -> None:
+    """The whole scan against one candidate evaluation, in the same run."""
+    import tempfile
+
+    from darwin_merge.eval import evaluate
+    from darwin_merge.evolve.recipe import parse_fitness
+    from darwin_merge.scan import run_scan
+
+    fitness = parse_fitness(args.fitness)
+    tokenizer = load_tokenizer(args.model)
+
+    def one_candidate(model=load_model(args.model)):
+        return evaluate(model, tokenizer, list(fitness), split="search", limit=args.limit)
+
+    cpu_eval, wall_eval, _ = timed(one_candidate)
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu_scan, wall_scan, scan = timed(lambda: run_scan(
+            args.model, args.mother, Path(tmp) / "scan", max_tokens=48, max_prompts=10,
+            fitness=fitness, progress=False))
+    groups = len(scan["attribution"]["groups"])
+    print(f"one candidate evaluation ({', '.join(fitness)}, {args.limit} search items each): "
+          f"{cpu_eval:.1f} s CPU, {wall_eval:.1f} s wall")
+    print(f"whole scan (static, layer skip, attribution over {groups} groups x 2 swaps): "
+          f"{cpu_scan:.1f} s CPU, {wall_scan:.1f} s wall")
+    print(f"scan / candidate: CPU {cpu_scan / cpu_eval:.1f}x, wall {wall_scan / wall_eval:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path(".cache/models/smollm2-135m-instruct"))
@@ -53,8 +87,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mother", type=Path, default=None, help="measure the whole scan")
+    parser.add_argument("--fitness", default="two_digit_arithmetic=0.5,arc_easy=0.5")
+    parser.add_argument("--limit", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.mother is not None:
+        scan_cost(args)
+        return
 
     model = load_model(args.model, args.device)
     tokenizer = load_tokenizer(args.model)

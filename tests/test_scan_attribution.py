@@ -65,9 +65,9 @@ def test_attribution_puts_each_skill_where_it_was_trained(trio_scan, skill_tasks
 def test_ratios_carry_decisions_on_the_side_the_attribution_justifies(trio_scan):
     scan, _, _ = trio_scan
     tensors = scan["tensors"]
-    for kind in ("attn", "ffn"):
-        assert tensors[f"model.layers.0.mlp.up_proj.weight"]["mri_ratio"] > 0.75
-        assert tensors[f"model.layers.1.mlp.up_proj.weight"]["mri_ratio"] < 0.25
+    for kind, tensor in (("attn", "self_attn.q_proj.weight"), ("ffn", "mlp.up_proj.weight")):
+        assert tensors[f"model.layers.0.{tensor}"]["mri_ratio"] > 0.75
+        assert tensors[f"model.layers.1.{tensor}"]["mri_ratio"] < 0.25
         group0 = scan["attribution"]["groups"][f"block0.{kind}"]
         group3 = scan["attribution"]["groups"][f"block3.{kind}"]
         assert group0["z"] > 0 > group3["z"]
