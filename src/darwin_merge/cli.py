@@ -101,6 +101,10 @@ def evolve_cmd(
                                         help="RUN_DIR (re-run the command to continue)"),
     recipe: Path | None = typer.Option(None, help="YAML recipe with the same fields"),
     scan: Path | None = typer.Option(None, help="scan.json (else the scan runs first)"),
+    mri: str | None = typer.Option(None, help="the scan's ratio formula: attribution "
+                                   "(default) or card"),
+    scan_items: int | None = typer.Option(None, help="search items per fitness task the "
+                                          "scan's attribution probes (32)"),
     trials: int | None = typer.Option(None, help="Phase 2 candidates (default 24)"),
     timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds"),
     phase1_steps: int | None = typer.Option(None, help="Phase 1 CMA-ES generations (200)"),
@@ -122,7 +126,8 @@ def evolve_cmd(
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
     from .evolve.run import run_evolve
 
-    values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, trials=trials,
+    values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
+                  scan_items=scan_items, trials=trials,
                   timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
                   holdout_limit=holdout_limit, storage=storage, study=study, device=device,
                   dtype=dtype, seed=seed, batch_size=batch_size, popsize=popsize,

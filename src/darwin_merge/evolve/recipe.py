@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,7 +55,8 @@ class Recipe(BaseModel):
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probe_max_tokens: int = 64
     probe_max_prompts: int | None = Field(None, description="prompts per probe set (scan, health)")
-    mri: str = Field("attribution", description="the scan's ratio formula: attribution or card")
+    mri: Literal["attribution", "card"] = Field(
+        "attribution", description="the scan's ratio formula (docs/SCAN.md)")
     scan_items: int = Field(32, description="search items per fitness task the scan probes")
 
     @field_validator("fitness")
