@@ -8,7 +8,8 @@ and every probe task the scan measures two swaps, on the same items:
 - revert: score(mother) - score(mother with the group taken back from the father)
 
 Both say how much the mother's version of the group is worth on that task, from either
-side; `effect = (graft + revert) / 2` per item. A task's item score is continuous and
+side; `effect = (graft + revert) / 2` per item is the picture's summary. The ratio uses
+the swap made in the parent the fitness prefers (`group_evidence`). A task's item score is continuous and
 follows accuracy: the choice-normalised log-probability of the gold answer for multiple
 choice, the gold continuation's log-probability per character for continuations, and a
 text's log-probability per character for the card's probe sets.
@@ -167,11 +168,12 @@ def _sd(values: list[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def item_effects(raw: dict, group: str, task: str) -> list[float]:
-    """Per item: (graft + revert) / 2 for one group and task."""
+def item_changes(raw: dict, group: str, task: str) -> dict[str, list[float]]:
+    """Per item, for one group and task: graft, revert and their mean (the effect)."""
     graft = [g - f for g, f in zip(raw["graft"][group][task], raw["father"][task], strict=True)]
     revert = [m - r for m, r in zip(raw["mother"][task], raw["revert"][group][task], strict=True)]
-    return [(g + r) / 2 for g, r in zip(graft, revert, strict=True)]
+    effect = [(g + r) / 2 for g, r in zip(graft, revert, strict=True)]
+    return {"graft": graft, "revert": revert, "effect": effect}
 
 
 def task_scale(raw: dict, task: str) -> float:
@@ -180,43 +182,55 @@ def task_scale(raw: dict, task: str) -> float:
     return pooled if pooled > 0 else 1.0
 
 
+def _se(values: list[float]) -> float:
+    return _sd(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
 def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask]) -> dict:
     """scan.json's `attribution.tasks`: per task its parents' means, scale, and per group
-    the graft, revert and effect (in the task's own units) with the effect's standard error."""
+    the graft, revert and effect (in the task's own units), each with its standard error."""
     table = {}
     for task in tasks:
         name = task.name
-        scale = task_scale(raw, name)
         per_group = {}
         for group in groups:
-            effects = item_effects(raw, group, name)
-            n = len(effects)
-            per_group[group] = {
-                "graft": _mean(raw["graft"][group][name]) - _mean(raw["father"][name]),
-                "revert": _mean(raw["mother"][name]) - _mean(raw["revert"][group][name]),
-                "effect": _mean(effects),
-                "effect_se": _sd(effects) / math.sqrt(n) if n > 1 else 0.0,
-            }
-        table[name] = {"role": task.role, "n": len(task.groups), "scale": scale,
+            changes = item_changes(raw, group, name)
+            per_group[group] = {key: _mean(values) for key, values in changes.items()}
+            per_group[group].update({f"{key}_se": _se(values) for key, values in changes.items()})
+        table[name] = {"role": task.role, "n": len(task.groups), "scale": task_scale(raw, name),
                        "father": _mean(raw["father"][name]), "mother": _mean(raw["mother"][name]),
                        "groups": per_group}
     return table
 
 
-def group_evidence(table: dict, weights: dict[str, float], groups: list[str]) -> dict[str, dict]:
-    """Per group: the weighted, standardised benefit of the mother's version and its z.
+def preferred_parent(table: dict, weights: dict[str, float]) -> str:
+    """The parent the weighted, standardised probe scores prefer (the mother on a tie)."""
+    gap = sum(w * (table[t]["mother"] - table[t]["father"]) / table[t]["scale"]
+              for t, w in weights.items())
+    return "mother" if gap >= 0 else "father"
 
-    benefit = sum_t w_t * effect_t / scale_t; se = sqrt(sum_t (w_t * se_t / scale_t)^2);
-    z = benefit / se (0 when nothing differs). Weights are normalised to sum to 1.
+
+def group_evidence(table: dict, weights: dict[str, float], groups: list[str],
+                   context: str) -> dict[str, dict]:
+    """Per group: the weighted, standardised benefit of the mother's version, measured in
+    the preferred parent (`context`): the revert in the mother, the graft in the father.
+
+    The child starts from the preferred parent, so each group's question is "keep its
+    version or take the other's", and the swap made in that parent answers it (the graft
+    and the revert can differ: a mother's embeddings can help the father's arithmetic yet
+    cost the mother nothing to give back). benefit = sum_t w_t * change_t / scale_t;
+    se = sqrt(sum_t (w_t * se_t / scale_t)^2); z = benefit / se (0 when nothing differs).
+    Weights are normalised to sum to 1.
     """
+    side = "revert" if context == "mother" else "graft"
     total = sum(weights.values())
     evidence = {}
     for group in groups:
         benefit, variance = 0.0, 0.0
         for task, weight in weights.items():
             row, scale = table[task]["groups"][group], table[task]["scale"]
-            benefit += weight / total * row["effect"] / scale
-            variance += (weight / total * row["effect_se"] / scale) ** 2
+            benefit += weight / total * row[side] / scale
+            variance += (weight / total * row[f"{side}_se"] / scale) ** 2
         se = math.sqrt(variance)
         evidence[group] = {"benefit": benefit, "se": se,
                            "z": benefit / se if se > 0 else 0.0}

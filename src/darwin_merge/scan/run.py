@@ -233,12 +233,14 @@ def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int
     raw = A.measure(model, parents.father, parents.mother, groups, tasks,
                     settings["batch_size"], pad_id, on_step=lambda: progress.advance(task))
     table = A.summarise(raw, groups, tasks)
-    evidence = A.group_evidence(table, task_weights, list(groups))
+    context = A.preferred_parent(table, task_weights)
+    evidence = A.group_evidence(table, task_weights, list(groups), context)
     vectors = A.task_vector_stats(parents.father, parents.mother, parents.base)
     del model, parents
     gc.collect()
     return {
         "weights": task_weights,
+        "context": context,
         "groups": {g: {"tensors": len(names), **evidence[g]} for g, names in groups.items()},
         "tasks": table,
         "task_vectors": vectors,
