@@ -7,6 +7,7 @@ test on the two-skill pair lives in test_evolve_skills.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,9 +19,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from darwin_merge.cli import main
 from darwin_merge.errors import StorageError, UsageError
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
+from darwin_merge.genome import Genome
 from darwin_merge.scan import run_scan
 from tiny_models import make_tiny, perturbed_copy
 
@@ -132,14 +135,55 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     line = trials[2:6]
     assert [t.params["global_ratio"] for t in line] == list(search.ANCHOR_RATIOS)
     assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
-    swaps = trials[6:12]  # the mother's side with one component at 0, then the father's
-    for t, field in zip(swaps, search.COMPONENT_FIELDS * 2, strict=True):
-        side = t.params["global_ratio"]
-        assert t.params[field] == 1 - side
-        assert {v for k, v in t.params.items() if k.endswith("_ratio") and k != field} == {side}
+    anchors = search.anchor_genomes()
+    assert [t.user_attrs["anchor"] for t in trials[2:12]] == list(anchors)
+    for t in trials[2:12]:  # what each anchor's genome does: test_each_anchor_is_what_...
+        assert Genome(**t.params) == anchors[t.user_attrs["anchor"]]
     # CMA-ES is centred on the best seed, not on the proxy's favourite
     best_seed = max(trials[:12], key=lambda t: t.value)
     assert starts == [pytest.approx(best_seed.params)]
+
+
+# the components each anchor's field decides (arch/families.yaml's component names)
+FIELD_COMPONENTS = {"attn": {"attn"}, "ffn": {"ffn", "moe"}, "embed": {"embed", "per_layer_embed"}}
+
+
+def plan_by_component_and_block(pair, genome: Genome, tmp_path, capsys) -> dict:
+    """`darwin plan --json` of a genome, as {(component, block): {(final_ratio, mode)}}."""
+    father, mother, _ = pair
+    path = tmp_path / "anchor.yaml"
+    path.write_text(genome.to_yaml())
+    assert main(["plan", "--father", str(father), "--mother", str(mother), "--genome",
+                 str(path), "--json"]) == 0
+    groups: dict = {}
+    for row in json.loads(capsys.readouterr().out)["tensors"]:
+        if row["mode"] != "exact":
+            groups.setdefault((row["component"], row["block"]), set()).add(
+                (row["final_ratio"], row["mode"]))
+    return groups
+
+
+def test_each_anchor_is_what_its_name_says_in_darwin_plan(pair, tmp_path, capsys):
+    from darwin_merge.evolve import search
+
+    anchors = search.anchor_genomes()
+    assert len(anchors) == 10
+    for name, genome in anchors.items():
+        groups = plan_by_component_and_block(pair, genome, tmp_path, capsys)
+        assert {c for c, _ in groups} >= {"attn", "ffn", "embed", "norm"}, groups
+        assert None in {b for _, b in groups} and len({b for _, b in groups}) >= 4, name
+        if name.startswith("line_"):
+            ratio = float(name.removeprefix("line_"))
+            for cell in groups.values():  # merged (1-D tensors linearly), never transplanted
+                assert {r for r, _ in cell} == {ratio}, (name, groups)
+                assert {m for _, m in cell} <= {"dare_ties", "linear"}, (name, groups)
+            continue
+        whole, _, rest = name.partition("_but_")
+        component, _, swapped = rest.partition("_from_")
+        for (comp, block), cell in groups.items():
+            side = swapped if comp in FIELD_COMPONENTS[component] else whole
+            want = {(1.0 if side == "mother" else 0.0, f"transplant_{side}")}
+            assert cell == want, (name, comp, block, cell)
 
 
 def test_anchors_give_way_to_a_small_budget(pair, tmp_path):

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError
+from ..genome import Genome
 
 
 def parse_fitness(text: str) -> dict[str, float]:
@@ -97,6 +98,7 @@ class Recipe(BaseModel):
             "father": str(self.father.resolve()), "mother": str(self.mother.resolve()),
             "base": str(self.base.resolve()) if self.base else None,
             "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
+            "genome_rule": Genome().genome_rule,  # a study's trials hold values, not the rule
         }
 
 

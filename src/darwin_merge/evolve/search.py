@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from .. import __version__
 from ..errors import UsageError
 from ..eval.tasks import resolve_tasks
-from ..genome import Genome, genome_hash
+from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
 from . import proxy
@@ -36,7 +36,7 @@ from .study import (
     scored_trials,
 )
 
-FIELDS = list(Genome.model_fields)
+FIELDS = list(GENES)
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
 TASK_PROBES = {
     "simple_arithmetic": {"MATH": 1.0},
@@ -152,23 +152,27 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
 
 # Seeds that do not depend on the proxy, so that a proxy that mis-ranks the parents'
 # trade-off cannot hide it (the first real SmolLM2 run's proxy collapsed onto the father;
-# docs/EVOLVE.md):
-# * the line from father to mother: uniform genomes, half DARE-TIES, half linear, at the
-#   default density (0.85 and above would transplant the mother whole);
-# * each component from the other side: everything the mother's (ratios 1: the layers are
-#   transplanted) but one component's ratio at 0, and everything the father's but one at 1.
-#   A fine-tune's skill and its cost often sit in different components (the demo's mother
-#   keeps its arithmetic in the blocks, and part of its cost in the embeddings).
+# docs/EVOLVE.md). Under genome rule v2 each is exactly what its name says:
+# * line_R: every tensor at ratio R, on the line from father to mother (half DARE-TIES,
+#   half linear, at the default density; 0.85 and above would transplant the mother whole);
+# * mother_but_C_from_father: every tensor the mother's (transplanted) except component C,
+#   the father's; father_but_C_from_mother the other way round. A fine-tune's skill and its
+#   cost often sit in different components (the demo's mother keeps its arithmetic in the
+#   blocks and part of its cost in the embeddings: mother_but_embed_from_father).
 ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
 COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
 
-def anchor_genomes() -> list[Genome]:
-    line = [Genome.uniform(r, density=Genome().density_b, merge_method_weight=0.5)
-            for r in ANCHOR_RATIOS]
-    swaps = [Genome.uniform(side, merge_method_weight=0.0).model_copy(update={field: 1 - side})
-             for side in (1.0, 0.0) for field in COMPONENT_FIELDS]
-    return line + swaps
+def anchor_genomes() -> dict[str, Genome]:
+    """The anchors by name, in the order they are queued (the swaps give way first)."""
+    anchors = {f"line_{r}": Genome.uniform(r, density=Genome().density_b,
+                                           merge_method_weight=0.5) for r in ANCHOR_RATIOS}
+    for side, (whole, swapped) in ((1.0, ("mother", "father")), (0.0, ("father", "mother"))):
+        for field in COMPONENT_FIELDS:
+            name = f"{whole}_but_{field.removesuffix('_ratio')}_from_{swapped}"
+            anchors[name] = Genome.uniform(side, merge_method_weight=0.0).model_copy(
+                update={field: 1 - side})
+    return anchors
 
 
 def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
@@ -181,12 +185,19 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
     if study.user_attrs.get("phase1_enqueued"):
         return
     for cand in phase1["top_k"]:
-        study.enqueue_trial(cand["genome"], user_attrs={"source": "proxy_top_k",
-                                                        "proxy_fitness": cand["proxy_fitness"]})
+        study.enqueue_trial(genome_params(Genome(**cand["genome"])),
+                            user_attrs={"source": "proxy_top_k",
+                                        "proxy_fitness": cand["proxy_fitness"]})
     room = max(0, recipe_trials - len(phase1["top_k"]))
-    for genome in anchor_genomes()[:room]:
-        study.enqueue_trial(genome.model_dump(), user_attrs={"source": "anchor"})
+    for name, genome in list(anchor_genomes().items())[:room]:
+        study.enqueue_trial(genome_params(genome), user_attrs={"source": "anchor",
+                                                               "anchor": name})
     study.set_user_attr("phase1_enqueued", True)
+
+
+def genome_params(genome: Genome) -> dict[str, float]:
+    """A genome's 14 values by name: a trial's parameters (the rule is the search's)."""
+    return dict(zip(GENES, genome.values(), strict=True))
 
 
 def best_scored_genome(study: optuna.Study) -> dict | None:
