@@ -25,9 +25,12 @@ LOGLIK_KINDS = ("multiple_choice", "lambada", "greedy_continuation")
 def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
              limit: int | None = None, batch_size: int = 16, device=None,
              task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
-             max_new_tokens: int | None = None, progress: bool = False) -> dict[str, dict]:
+             max_new_tokens: int | None = None, progress: bool = False,
+             skip: int = 0) -> dict[str, dict]:
     """Scores of `model` on each task (see the module docstring), keyed by task name.
 
+    `skip` leaves out the first items of the `limit` selected (racing scores a candidate
+    on items [skip, limit) after [0, skip)).
     `samples`, `thinking`, `seed` and `max_new_tokens` (default: the task's own) apply to
     generative tasks only.
     """
@@ -39,7 +42,7 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
     results = {}
     with _eval_mode(model):
         for task in resolved:
-            items = select_items(task, split, limit)
+            items = select_items(task, split, limit)[skip:]
             if not items:
                 raise UsageError(f"task {task.name}: no items in split {split!r}")
             bar = _bar(progress, task.name)
