@@ -7,6 +7,7 @@ test on the two-skill pair lives in test_evolve_skills.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from darwin_merge.cli import main
@@ -248,3 +250,44 @@ def test_two_workers_share_one_postgres_study(pair, tmp_path):
         assert len(scored) == len(set(scored))  # all distinct: none scored twice
     finally:
         server.stop()
+
+
+def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_path, capsys,
+                                                                     monkeypatch):
+    from darwin_merge.eval import tasks as task_registry
+
+    shipped = task_registry.registry()  # gsm8k as shipped, but 8 new tokens (a tiny model
+    short = dataclasses.replace(shipped["gsm8k"], max_new_tokens=8)  # never stops early)
+    monkeypatch.setattr(task_registry, "registry", lambda: {**shipped, "gsm8k": short})
+    father, mother, scan = pair
+    out = tmp_path / "run"
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({
+        "father": str(father), "mother": str(mother), "scan": str(scan), "out": str(out),
+        "fitness": "gsm8k=0.5,copa=0.5", "guard": "lambada_openai=0.05", "trials": 3,
+        "limit": 2, "holdout_limit": 3, "phase1_steps": 5, "top_k": 1, "popsize": 2,
+        "probe_max_tokens": 8, "probe_max_prompts": 2}))
+    assert main(["evolve", "--recipe", str(recipe_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "gsm8k (fitness, exact_match, n=3)" in printed and "guard lambada_openai" in printed
+    trials = json.loads((out / "trials.json").read_text())
+    assert len(trials) == 3
+    for trial in trials:
+        gsm8k = trial["scores"]["gsm8k"]
+        assert gsm8k["metric"] == "exact_match" and gsm8k["n"] == 2
+        assert gsm8k["exact_match"] in (0.0, 0.5, 1.0)
+        assert set(trial["guard"]) == {"lambada_openai"}
+    summary = json.loads((out / "summary.json").read_text())
+    tasks = summary["holdout"]["tasks"]
+    assert {t: (s["metric"], s["role"], s["n"]) for t, s in tasks.items()} == {
+        "gsm8k": ("exact_match", "fitness", 3), "copa": ("acc", "fitness", 3),
+        "lambada_openai": ("acc", "guard", 3)}
+    comparisons = summary["holdout"]["comparisons"]
+    assert set(comparisons) == {"father", "mother", "dare_ties_0.5", "linear_0.5"}
+    assert comparisons["father"]["gsm8k"]["test"] == "mcnemar_exact"
+    assert comparisons["father"]["fitness"]["n"] == 6
+    verdict = summary["guard"]["lambada_openai"]
+    parents = [summary["holdout"]["models"][p]["lambada_openai"]["acc"]
+               for p in ("father", "mother")]
+    assert verdict["floor"] == pytest.approx(max(parents) - 0.05)
+    assert verdict["within"] == (verdict["child"] >= verdict["floor"])

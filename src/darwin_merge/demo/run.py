@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UsageError
+from ..evolve.finish import comparison_cell, score_cell
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..realmodels import ensure_real_model
@@ -76,15 +77,27 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
     lines = [head + " | fitness (holdout) |",
              "|---" * (len(tasks) + 2) + "|"]
     for name, row in holdout["models"].items():
-        cells = [f"{row[t]['acc']:.3f} ± {row[t].get('acc_stderr', 0.0):.3f}" for t in tasks]
+        cells = [score_cell(row[t]) for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['fitness']:.4f} |")
+    lines += ["", "Child minus each model on the same holdout items (paired difference ± its "
+              "standard error, p: exact McNemar per task, paired bootstrap for the fitness):",
+              "", "| against | " + " | ".join(tasks) + " | fitness |",
+              "|---" * (len(tasks) + 2) + "|"]
+    for name, comparison in holdout["comparisons"].items():
+        cells = [comparison_cell(comparison[t]) for t in (*tasks, "fitness")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for task, verdict in summary["guard"].items():
+        lines.append(f"\nGuard {task}: child {verdict['child']:.3f}, floor "
+                     f"{verdict['floor']:.3f} (better parent - {verdict['tolerance']}): "
+                     + ("kept." if verdict["within"] else "broken."))
     best = summary["best"]
     return "\n".join([
         f"Command: `{command}` (run folder `{run_dir}`), {summary.get('created', '')}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
         f"{summary.get('device')}, {summary.get('dtype')}.",
         f"Fitness: {summary['fitness']} on the `search` split ({summary.get('limit')} items "
-        "per task); the table is on the `holdout` split (metric acc, zero-shot).",
+        "per task); the tables are on the `holdout` split (each task's primary metric, "
+        "zero-shot; n items per task in the header).",
         f"Search: Phase 1 {summary['phase1']['steps']} CMA-ES generations in "
         f"{summary['phase1']['seconds']:.1f} s; Phase 2 {summary['phase2']['trials']} "
         f"candidates in {summary['phase2']['seconds']:.0f} s; proxy-vs-real Spearman "

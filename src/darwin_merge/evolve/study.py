@@ -144,6 +144,7 @@ def trial_table(study: optuna.Study) -> list[dict]:
             "genome_hash": t.user_attrs.get("genome_hash"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
             "scores": t.user_attrs.get("scores"), "seconds": t.user_attrs.get("seconds"),
+            "race": t.user_attrs.get("race"), "guard": t.user_attrs.get("guard"),
             "genome": dict(t.params),
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
         })
