@@ -68,9 +68,11 @@ def test_genome_table_and_hash_match_the_child(card, run_folder):
     merge = run_folder["merge"]
     rows = table_rows(section(body, "Genome"))
     parsed = {name: float(value) for name, value, _ in rows}
-    assert list(parsed) == list(merge["genome"])
-    for name, value in merge["genome"].items():
+    genes = {k: v for k, v in merge["genome"].items() if k != "genome_rule"}
+    assert list(parsed) == list(genes)
+    for name, value in genes.items():
         assert parsed[name] == pytest.approx(value, abs=5e-5)
+    assert f"genome rule `{merge['genome_rule']}`" in section(body, "Genome")
     readings = {name: words for name, _, words in rows}
     assert readings["attn_ratio"].endswith("mostly from the father")
     assert readings["ffn_ratio"].endswith("almost all from the mother")

@@ -21,7 +21,7 @@ from darwin_merge.eval.metrics import (
     majority_vote,
     mean_stderr,
 )
-from darwin_merge.eval.tasks import resolve_tasks
+from darwin_merge.eval.tasks import resolve_tasks, task_metric
 from tiny_models import build_model, char_tokenizer
 
 REQUESTS = [
@@ -202,6 +202,27 @@ def test_evaluate_generative_tiny(tmp_path):
         assert res[name]["n"] == 2 and "maj@2" in res[name]
         assert 0 <= res[name]["unparsed"] <= 2
         assert isinstance(res[name]["first_generation"], str)
+        assert res[name]["metric"] == "maj@2" and len(res[name]["item_scores"]) == 2
+
+
+def test_each_result_names_its_primary_metric_and_scores_each_item():
+    model, tok = build_model("llama"), char_tokenizer()
+    res = evaluate(model, tok, ["copa", "lambada_openai", "gsm8k"], limit=3, batch_size=4,
+                   max_new_tokens=4)
+    assert {t: r["metric"] for t, r in res.items()} == {
+        "copa": "acc", "lambada_openai": "acc", "gsm8k": "exact_match"}
+    for result in res.values():
+        scores = result["item_scores"]
+        assert len(scores) == len(result["item_ids"]) == 3 and set(scores) <= {0.0, 1.0}
+        assert result[result["metric"]] == pytest.approx(sum(scores) / 3)
+        assert result["higher_is_better"] is True
+
+
+def test_task_metrics_come_from_tasks_yaml():
+    assert task_metric("arc_easy") == ("acc", True)
+    assert task_metric("gsm8k") == ("exact_match", True)
+    assert registry()["gsm8k"].primary(samples=8) == "maj@8"
+    assert registry()["arc_easy"].primary(samples=8) == "acc"
 
 
 def test_unknown_task_lists_the_known_ones():

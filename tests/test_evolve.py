@@ -7,6 +7,8 @@ test on the two-skill pair lives in test_evolve_skills.py.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +18,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
+from darwin_merge.cli import main
 from darwin_merge.errors import StorageError, UsageError
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
+from darwin_merge.genome import Genome
 from darwin_merge.scan import run_scan
 from tiny_models import make_tiny, perturbed_copy
 
@@ -132,14 +137,55 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     line = trials[2:6]
     assert [t.params["global_ratio"] for t in line] == list(search.ANCHOR_RATIOS)
     assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
-    swaps = trials[6:12]  # the mother's side with one component at 0, then the father's
-    for t, field in zip(swaps, search.COMPONENT_FIELDS * 2, strict=True):
-        side = t.params["global_ratio"]
-        assert t.params[field] == 1 - side
-        assert {v for k, v in t.params.items() if k.endswith("_ratio") and k != field} == {side}
+    anchors = search.anchor_genomes()
+    assert [t.user_attrs["anchor"] for t in trials[2:12]] == list(anchors)
+    for t in trials[2:12]:  # what each anchor's genome does: test_each_anchor_is_what_...
+        assert Genome(**t.params) == anchors[t.user_attrs["anchor"]]
     # CMA-ES is centred on the best seed, not on the proxy's favourite
     best_seed = max(trials[:12], key=lambda t: t.value)
     assert starts == [pytest.approx(best_seed.params)]
+
+
+# the components each anchor's field decides (arch/families.yaml's component names)
+FIELD_COMPONENTS = {"attn": {"attn"}, "ffn": {"ffn", "moe"}, "embed": {"embed", "per_layer_embed"}}
+
+
+def plan_by_component_and_block(pair, genome: Genome, tmp_path, capsys) -> dict:
+    """`darwin plan --json` of a genome, as {(component, block): {(final_ratio, mode)}}."""
+    father, mother, _ = pair
+    path = tmp_path / "anchor.yaml"
+    path.write_text(genome.to_yaml())
+    assert main(["plan", "--father", str(father), "--mother", str(mother), "--genome",
+                 str(path), "--json"]) == 0
+    groups: dict = {}
+    for row in json.loads(capsys.readouterr().out)["tensors"]:
+        if row["mode"] != "exact":
+            groups.setdefault((row["component"], row["block"]), set()).add(
+                (row["final_ratio"], row["mode"]))
+    return groups
+
+
+def test_each_anchor_is_what_its_name_says_in_darwin_plan(pair, tmp_path, capsys):
+    from darwin_merge.evolve import search
+
+    anchors = search.anchor_genomes()
+    assert len(anchors) == 10
+    for name, genome in anchors.items():
+        groups = plan_by_component_and_block(pair, genome, tmp_path, capsys)
+        assert {c for c, _ in groups} >= {"attn", "ffn", "embed", "norm"}, groups
+        assert None in {b for _, b in groups} and len({b for _, b in groups}) >= 4, name
+        if name.startswith("line_"):
+            ratio = float(name.removeprefix("line_"))
+            for cell in groups.values():  # merged (1-D tensors linearly), never transplanted
+                assert {r for r, _ in cell} == {ratio}, (name, groups)
+                assert {m for _, m in cell} <= {"dare_ties", "linear"}, (name, groups)
+            continue
+        whole, _, rest = name.partition("_but_")
+        component, _, swapped = rest.partition("_from_")
+        for (comp, block), cell in groups.items():
+            side = swapped if comp in FIELD_COMPONENTS[component] else whole
+            want = {(1.0 if side == "mother" else 0.0, f"transplant_{side}")}
+            assert cell == want, (name, comp, block, cell)
 
 
 def test_anchors_give_way_to_a_small_budget(pair, tmp_path):
@@ -204,3 +250,44 @@ def test_two_workers_share_one_postgres_study(pair, tmp_path):
         assert len(scored) == len(set(scored))  # all distinct: none scored twice
     finally:
         server.stop()
+
+
+def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_path, capsys,
+                                                                     monkeypatch):
+    from darwin_merge.eval import tasks as task_registry
+
+    shipped = task_registry.registry()  # gsm8k as shipped, but 8 new tokens (a tiny model
+    short = dataclasses.replace(shipped["gsm8k"], max_new_tokens=8)  # never stops early)
+    monkeypatch.setattr(task_registry, "registry", lambda: {**shipped, "gsm8k": short})
+    father, mother, scan = pair
+    out = tmp_path / "run"
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({
+        "father": str(father), "mother": str(mother), "scan": str(scan), "out": str(out),
+        "fitness": "gsm8k=0.5,copa=0.5", "guard": "lambada_openai=0.05", "trials": 3,
+        "limit": 2, "holdout_limit": 3, "phase1_steps": 5, "top_k": 1, "popsize": 2,
+        "probe_max_tokens": 8, "probe_max_prompts": 2}))
+    assert main(["evolve", "--recipe", str(recipe_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "gsm8k (fitness, exact_match, n=3)" in printed and "guard lambada_openai" in printed
+    trials = json.loads((out / "trials.json").read_text())
+    assert len(trials) == 3
+    for trial in trials:
+        gsm8k = trial["scores"]["gsm8k"]
+        assert gsm8k["metric"] == "exact_match" and gsm8k["n"] == 2
+        assert gsm8k["exact_match"] in (0.0, 0.5, 1.0)
+        assert set(trial["guard"]) == {"lambada_openai"}
+    summary = json.loads((out / "summary.json").read_text())
+    tasks = summary["holdout"]["tasks"]
+    assert {t: (s["metric"], s["role"], s["n"]) for t, s in tasks.items()} == {
+        "gsm8k": ("exact_match", "fitness", 3), "copa": ("acc", "fitness", 3),
+        "lambada_openai": ("acc", "guard", 3)}
+    comparisons = summary["holdout"]["comparisons"]
+    assert set(comparisons) == {"father", "mother", "dare_ties_0.5", "linear_0.5"}
+    assert comparisons["father"]["gsm8k"]["test"] == "mcnemar_exact"
+    assert comparisons["father"]["fitness"]["n"] == 6
+    verdict = summary["guard"]["lambada_openai"]
+    parents = [summary["holdout"]["models"][p]["lambada_openai"]["acc"]
+               for p in ("father", "mother")]
+    assert verdict["floor"] == pytest.approx(max(parents) - 0.05)
+    assert verdict["within"] == (verdict["child"] >= verdict["floor"])

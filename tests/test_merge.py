@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -104,8 +105,8 @@ def test_report_records_every_tensor_and_says_the_genome_alone_decided(pair, tmp
     assert report["ratio_source"] == "genome only (no scan given)"
     assert report["parents"]["father"] == str(father)
     attn = [r for r in report["tensors"] if r["component"] == "attn"]
-    assert all(r["genome_ratio"] == pytest.approx(0.4 * 0.5 + 0.3 * 0.05 + 0.3 * 0.5)
-               for r in attn)
+    assert attn and all(r["genome_ratio"] == 0.05 and r["mode"] == "transplant_father"
+                        for r in attn)  # genome rule v2: attn_ratio alone decides
     assert {"tokenizer.json", "chat_template.jinja", "config.json"} <= \
         {p.name for p in child.iterdir()}
 
@@ -245,11 +246,36 @@ def test_not_enough_disk_is_refused_before_writing(pair, tmp_path, monkeypatch):
     assert not (tmp_path / "child").exists()
 
 
+# sha256 of the child's safetensors bytes, merged from `pair` with run_fixture's genome by
+# the code before genome rule v2 (commit 1d5284a): a published genome keeps its child.
+V1_CHILD_SHA256 = "442021939f0e979ddb949d55442a533794726c5087203d7921e606d4e4684697"
+
+
+def test_a_genome_file_without_a_rule_makes_the_child_it_made_before(pair, tmp_path):
+    from run_fixture import GENOME
+
+    father, mother = pair
+    old_file = tmp_path / "published.yaml"
+    old_file.write_text("".join(f"{k}: {v}\n" for k, v in GENOME.items()))
+    child = merge_models(father, mother, tmp_path / "v1", genome=load_genome(old_file),
+                         progress=False)
+    digest = hashlib.sha256(b"".join(weight_bytes(child).values())).hexdigest()
+    assert digest == V1_CHILD_SHA256
+    report = json.loads((child / "darwin_merge.json").read_text())
+    assert report["genome_rule"] == report["genome"]["genome_rule"] == "v1"
+    again = merge_models(father, mother, tmp_path / "again", progress=False,
+                         genome=load_genome(child / "darwin_merge.json"))
+    assert weight_bytes(again) == weight_bytes(child)
+    v2 = merge_models(father, mother, tmp_path / "v2", genome=Genome(**GENOME), progress=False)
+    assert weight_bytes(v2) != weight_bytes(child)
+    assert json.loads((v2 / "darwin_merge.json").read_text())["genome_rule"] == "v2"
+
+
 def test_cli_merge_plan_and_errors(pair, tmp_path, capsys):
     father, mother = pair
     genome = tmp_path / "g.yaml"
-    low = Genome.uniform(0.1)  # attention 0.07: transplanted; ffn 0.355: merged
-    genome.write_text(low.model_copy(update={"ffn_ratio": 0.95, "attn_ratio": 0.0}).to_yaml())
+    low = Genome.uniform(0.1)  # attention 0: transplanted; ffn 0.5: merged
+    genome.write_text(low.model_copy(update={"ffn_ratio": 0.5, "attn_ratio": 0.0}).to_yaml())
     args = ["--father", str(father), "--mother", str(mother), "--genome", str(genome)]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)

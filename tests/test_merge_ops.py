@@ -184,17 +184,51 @@ def info(component: str, block: int | None) -> TensorInfo:
     return TensorInfo("x", component, None if block is None else block, block, "dare_ties")
 
 
-def test_genome_ratio_rule_and_uniform_genome_gives_r_everywhere():
+def test_genome_rule_v1_blends_and_uniform_genome_gives_r_everywhere():
     g = Genome(global_ratio=0.5, attn_ratio=0.1, ffn_ratio=0.9, embed_ratio=0.7,
-               block_2_ratio=0.3)
+               block_2_ratio=0.3, genome_rule="v1")
     assert genome_ratio(g, info("attn", 2)) == pytest.approx(0.4 * 0.5 + 0.3 * 0.1 + 0.3 * 0.3)
     assert genome_ratio(g, info("moe", 0)) == pytest.approx(0.4 * 0.5 + 0.3 * 0.9 + 0.3 * 0.5)
     assert genome_ratio(g, info("embed", None)) == pytest.approx(0.2 + 0.21 + 0.15)
     assert genome_ratio(g, info("norm", None)) == pytest.approx(0.5)
-    u = Genome.uniform(0.37)
-    for comp in ("attn", "ffn", "embed", "norm", "vision", "other", "moe", "per_layer_embed"):
-        for block in (None, 0, 5):
-            assert genome_ratio(u, info(comp, block)) == pytest.approx(0.37)
+    for rule in ("v1", "v2"):
+        u = Genome.uniform(0.37).model_copy(update={"genome_rule": rule})
+        for comp in ("attn", "ffn", "embed", "norm", "vision", "other", "moe",
+                     "per_layer_embed"):
+            for block in (None, 0, 5):
+                assert genome_ratio(u, info(comp, block)) == 0.37
+
+
+COMPONENTS_IN_LAYERS = ("attn", "ffn", "moe", "norm", "other")
+
+
+@pytest.mark.parametrize("side", [0.0, 1.0])
+def test_genome_rule_v2_one_component_field_alone_swaps_that_component(side):
+    for field, components in (("attn_ratio", {"attn"}), ("ffn_ratio", {"ffn", "moe"})):
+        g = Genome.uniform(side).model_copy(update={field: 1 - side})
+        for block in range(6):
+            for comp in COMPONENTS_IN_LAYERS:
+                want = 1 - side if comp in components else side
+                assert genome_ratio(g, info(comp, block)) == want, (field, comp, block)
+
+
+@pytest.mark.parametrize("side", [0.0, 1.0])
+def test_genome_rule_v2_one_block_field_alone_swaps_that_block(side):
+    g = Genome.uniform(side).model_copy(update={"block_4_ratio": 1 - side})
+    for block in range(6):
+        for comp in COMPONENTS_IN_LAYERS:
+            want = 1 - side if block == 4 else side
+            assert genome_ratio(g, info(comp, block)) == want
+    assert genome_ratio(g, info("embed", None)) == side  # outside the layers: untouched
+
+
+def test_genome_rule_v2_tensors_outside_the_layers_follow_their_component_fully():
+    mother_blocks = Genome.uniform(1.0).model_copy(update={"embed_ratio": 0.0})
+    assert genome_ratio(mother_blocks, info("embed", None)) == 0.0  # v1 could not go below 0.7
+    assert genome_ratio(mother_blocks, info("attn", 3)) == 1.0
+    g = Genome(global_ratio=0.2, embed_ratio=0.65, block_0_ratio=0.9)
+    assert genome_ratio(g, info("embed", None)) == 0.65
+    assert genome_ratio(g, info("norm", None)) == 0.2  # the final norm: global_ratio
 
 
 def test_genome_yaml_round_trip_and_card_order(tmp_path):
@@ -202,10 +236,13 @@ def test_genome_yaml_round_trip_and_card_order(tmp_path):
                             0.5736, 0.4697, 0.4930, 0.8418, 0.4907, 0.3623])
     text = g.to_yaml()
     assert text.splitlines()[0].startswith("global_ratio: 0.4989")
-    assert text.splitlines()[-1].startswith("merge_method_weight: 0.3623")
+    assert text.splitlines()[13].startswith("merge_method_weight: 0.3623")
+    assert text.splitlines()[14].startswith("genome_rule: v2")
     path = tmp_path / "g.yaml"
     path.write_text(text)
-    assert load_genome(path) == g
+    assert load_genome(path) == g and load_genome(path).genome_rule == "v2"
+    path.write_text(g.model_copy(update={"genome_rule": "v1"}).to_yaml())
+    assert load_genome(path).genome_rule == "v1"
     assert Genome(density_a=0.00001).to_yaml().count("density_a: 0.00001") == 1
 
 
@@ -214,6 +251,7 @@ def test_genome_missing_values_take_defaults(tmp_path):
     path.write_text("ffn_ratio: 0.9\n")
     g = load_genome(path)
     assert g.ffn_ratio == 0.9 and g.global_ratio == Genome().global_ratio
+    assert g.genome_rule == "v1"  # a file without the rule was written for v1
 
 
 @pytest.mark.parametrize("text, words", [
@@ -223,6 +261,7 @@ def test_genome_missing_values_take_defaults(tmp_path):
     ("attn_ratio: high\n", "attn_ratio must be a number"),
     ("- 0.5\n", "maps names to numbers"),
     ("attn_ratio: [\n", "not valid YAML"),
+    ("genome_rule: v3\n", "genome_rule must be one of v1, v2, got 'v3'"),
 ])
 def test_bad_genome_files_are_one_line_usage_errors(tmp_path, text, words):
     path = tmp_path / "g.yaml"
@@ -239,6 +278,9 @@ def test_genome_hash_is_stable_and_changes_with_genome_and_settings():
     assert genome_hash(g, MergeSettings()) != genome_hash(Genome(attn_ratio=0.31), MergeSettings())
     assert genome_hash(g, MergeSettings()) != genome_hash(g, MergeSettings(disjoint_mean=True))
     assert len(genome_hash(g)) == 16
+    old = g.model_copy(update={"genome_rule": "v1"})
+    assert genome_hash(old) != genome_hash(g)
+    assert genome_hash(old) == "be58c30450bd2a9c"  # the hash the genome had before v2
 
 
 def test_genome_values_round_trip_and_wrong_length():

@@ -113,6 +113,9 @@ def evolve_cmd(
     holdout_limit: int | None = typer.Option(None, help="items per task for the holdout"),
     extra_tasks: str | None = typer.Option(
         None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
+    guard: str | None = typer.Option(
+        None, help="task=tolerance,...: penalise children more than the tolerance below the "
+        "better parent on the task, e.g. lambada_openai=0.05"),
     storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
     study: str | None = typer.Option(None, help="study name inside --storage"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N"),
@@ -132,6 +135,7 @@ def evolve_cmd(
                   holdout_limit=holdout_limit, storage=storage, study=study, device=device,
                   dtype=dtype, seed=seed, batch_size=batch_size, popsize=popsize,
                   fitness=parse_fitness(fitness) if fitness else None,
+                  guard=parse_fitness(guard, option="--guard") if guard else None,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)
     if recipe is not None:
         built = load_recipe(recipe, **values)
@@ -149,17 +153,30 @@ def evolve_cmd(
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    holdout = summary.get("holdout", {})
-    tasks = list(holdout.get("tasks", {}))
-    table = Table(title="holdout results (acc)")
+    from .evolve.finish import comparison_cell, score_cell
+
+    holdout = summary["holdout"]
+    tasks = list(holdout["tasks"])
+    table = Table(title="holdout results (each task's primary metric)")
     table.add_column("model")
     for task in tasks:
-        table.add_column(f"{task} ({holdout['tasks'][task]['role']})")
+        spec = holdout["tasks"][task]
+        table.add_column(f"{task} ({spec['role']}, {spec['metric']}, n={spec['n']})")
     table.add_column("fitness")
-    for name, row in holdout.get("models", {}).items():
-        cells = [f"{row[t]['acc']:.3f} ± {row[t].get('acc_stderr', 0):.3f}" for t in tasks]
-        table.add_row(name, *cells, f"{row['fitness']:.4f}")
+    for name, row in holdout["models"].items():
+        table.add_row(name, *[score_cell(row[t]) for t in tasks], f"{row['fitness']:.4f}")
     out.print(table)
+    if "comparisons" in holdout:  # summaries written before the paired statistics have none
+        paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
+        for column in ("against", *tasks, "fitness"):
+            paired.add_column(column)
+        for name, comparison in holdout["comparisons"].items():
+            paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
+        out.print(paired)
+    for task, verdict in summary.get("guard", {}).items():
+        out.print(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "
+                  f"(better parent - {verdict['tolerance']}): "
+                  + ("kept" if verdict["within"] else "[red]BROKEN[/red]"))
     out.print(f"health: {summary.get('health', {}).get('verdict')}")
     out.print(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "
               f"report: {run_dir / 'report.html'}")

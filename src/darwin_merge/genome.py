@@ -4,6 +4,11 @@ The fields, their order and their names are those of the Darwin model card. Ever
 value is a share in [0, 1]; ratios are the mother's share (0 = all father, 1 = all
 mother). Values are rounded to 6 decimals when a genome is made, so a genome that
 went through a YAML file and back is the very same genome (same hash, same child).
+
+Besides the 14 values a genome names the rule that turns them into per-tensor ratios
+(`genome_rule`, docs/MERGE.md): v2, the default, in which each field can do what its
+name says; v1, the first rule, kept so that a published genome (a file without the key)
+keeps making the same child.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,10 +25,12 @@ from .arch.taxonomy import NUM_BLOCKS, TensorInfo
 from .errors import UsageError
 
 DECIMALS = 6
+RULES = ("v1", "v2")
+RULE_OF_OLD_FILES = "v1"  # a genome file or report without `genome_rule` predates v2
 
 # One line per field for the YAML file and the docs (the card's own glosses).
 FIELD_NOTES = {
-    "global_ratio": "overall mother share; also the ratio of norms, towers, other tensors",
+    "global_ratio": "overall mother share; component and block fields move away from it",
     "attn_ratio": "attention projections",
     "ffn_ratio": "feed-forward (MLP) and MoE expert tensors",
     "embed_ratio": "token embeddings, lm_head, per-layer embeddings",
@@ -33,6 +41,9 @@ FIELD_NOTES = {
     "mri_trust": "weight of the scan's ratio against the genome's (needs --scan)",
     "merge_method_weight": "1 = pure DARE-TIES, 0 = pure linear interpolation",
 }
+RULE_NOTE = "how the values become per-tensor ratios (docs/MERGE.md)"
+# The 14 numbers, in the card's order (what CMA-ES searches); genome_rule is not one of them.
+GENES = tuple(FIELD_NOTES)
 
 # Components whose genome ratio is not global_ratio (docs/MERGE.md explains the choice).
 COMPONENT_FIELD = {
@@ -49,7 +60,8 @@ def _share(default: float):
 
 
 class Genome(BaseModel):
-    """Fourteen shares in [0, 1]; defaults give a balanced, mildly sparse merge."""
+    """Fourteen shares in [0, 1] and the rule that reads them; defaults give a balanced,
+    mildly sparse merge under the current rule."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -67,8 +79,9 @@ class Genome(BaseModel):
     block_5_ratio: float = _share(0.5)
     mri_trust: float = _share(0.5)
     merge_method_weight: float = _share(0.5)
+    genome_rule: Literal["v1", "v2"] = "v2"
 
-    @field_validator("*", mode="after")
+    @field_validator(*GENES, mode="after")
     @classmethod
     def _rounded(cls, value: float) -> float:
         return round(float(value), DECIMALS)
@@ -77,21 +90,21 @@ class Genome(BaseModel):
     def uniform(cls, ratio: float, density: float = 1.0, mri_trust: float = 0.0,
                 merge_method_weight: float = 1.0) -> Genome:
         """Every ratio equal to `ratio`: each tensor then gets exactly `ratio`."""
-        ratios = {name: ratio for name in cls.model_fields if name.endswith("_ratio")}
+        ratios = {name: ratio for name in GENES if name.endswith("_ratio")}
         return cls(**ratios, density_a=density, density_b=density, mri_trust=mri_trust,
                    merge_method_weight=merge_method_weight)
 
     @classmethod
-    def from_values(cls, values) -> Genome:
+    def from_values(cls, values, genome_rule: str = "v2") -> Genome:
         """From 14 numbers in the card's field order (what CMA-ES works with)."""
         values = [float(v) for v in values]
-        if len(values) != len(cls.model_fields):
-            raise UsageError(f"a genome has {len(cls.model_fields)} values, got {len(values)}")
-        return cls(**dict(zip(cls.model_fields, values, strict=True)))
+        if len(values) != len(GENES):
+            raise UsageError(f"a genome has {len(GENES)} values, got {len(values)}")
+        return cls(**dict(zip(GENES, values, strict=True)), genome_rule=genome_rule)
 
     def values(self) -> list[float]:
         """The 14 numbers in the card's field order."""
-        return [getattr(self, name) for name in type(self).model_fields]
+        return [getattr(self, name) for name in GENES]
 
     def block_ratio(self, block: int) -> float:
         return getattr(self, f"block_{block}_ratio")
@@ -99,7 +112,8 @@ class Genome(BaseModel):
     def to_yaml(self) -> str:
         """The card's format: one `name: value` line per field, with a short gloss."""
         lines = [f"{name}: {_decimal(getattr(self, name))}  # {FIELD_NOTES[name]}"
-                 for name in type(self).model_fields]
+                 for name in GENES]
+        lines.append(f"genome_rule: {self.genome_rule}  # {RULE_NOTE}")
         return "\n".join(lines) + "\n"
 
 
@@ -133,8 +147,17 @@ def load_genome(path: str | Path) -> Genome:
 
 
 def genome_from_dict(data: dict, source: str = "genome") -> Genome:
-    """Validate a mapping into a Genome, naming the first bad key and value."""
+    """Validate a mapping into a Genome, naming the first bad key and value.
+
+    A mapping without `genome_rule` is read under v1, the rule it was written for.
+    """
+    data = {"genome_rule": RULE_OF_OLD_FILES, **data}
+    if data["genome_rule"] not in RULES:
+        raise UsageError(f"{source}: genome_rule must be one of {', '.join(RULES)}, "
+                         f"got {data['genome_rule']!r}")
     for key, value in data.items():
+        if key == "genome_rule":
+            continue
         if key not in Genome.model_fields:
             known = ", ".join(Genome.model_fields)
             raise UsageError(f"{source}: unknown genome key {key!r} (known: {known})")
@@ -149,14 +172,23 @@ def genome_from_dict(data: dict, source: str = "genome") -> Genome:
 
 
 def genome_ratio(genome: Genome, info: TensorInfo) -> float:
-    """The mother's share for one tensor: 0.4 global + 0.3 component + 0.3 block.
+    """The mother's share for one tensor, under the genome's rule (docs/MERGE.md).
 
-    Component and block fall back to global_ratio where a tensor has none, so a
-    genome whose ratios all equal r gives every tensor r.
+    v2: in a decoder layer, component + block - global (each field's deviation from
+    global_ratio adds up), clipped to [0, 1]; outside the layers, the component's field.
+    v1: 0.4 global + 0.3 component + 0.3 block. In both, component and block fall back to
+    global_ratio where a tensor has none, so a genome whose ratios all equal r gives every
+    tensor r.
     """
     component = getattr(genome, COMPONENT_FIELD.get(info.component, "global_ratio"))
-    block = genome.block_ratio(info.block) if info.block is not None else genome.global_ratio
-    return 0.4 * genome.global_ratio + 0.3 * component + 0.3 * block
+    if genome.genome_rule == "v1":
+        block = genome.block_ratio(info.block) if info.block is not None else genome.global_ratio
+        return 0.4 * genome.global_ratio + 0.3 * component + 0.3 * block
+    if info.block is None:
+        return component
+    deviation_sum = component + genome.block_ratio(info.block) - genome.global_ratio
+    # the values have 6 decimals, so the exact sum has too: rounding drops float noise
+    return round(min(1.0, max(0.0, deviation_sum)), DECIMALS)
 
 
 def genome_hash(genome: Genome, settings=None) -> str:
@@ -165,12 +197,14 @@ def genome_hash(genome: Genome, settings=None) -> str:
     Canonical: values rounded to 6 decimals, keys sorted, settings as plain JSON.
     It seeds every random draw of the merge, so it must not depend on anything
     else (not the device, the thread count, or the Python version).
+    A v1 genome hashes as it did before the rule existed (so its child is unchanged);
+    a v2 genome's hash includes its rule.
     """
     if settings is not None and hasattr(settings, "model_dump"):
         settings = settings.model_dump(mode="json")
-    canonical = {
-        "genome": {k: round(v, DECIMALS) for k, v in sorted(genome.model_dump().items())},
-        "settings": settings or {},
-    }
+    values = {k: round(getattr(genome, k), DECIMALS) for k in sorted(GENES)}
+    if genome.genome_rule != "v1":
+        values["genome_rule"] = genome.genome_rule
+    canonical = {"genome": dict(sorted(values.items())), "settings": settings or {}}
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

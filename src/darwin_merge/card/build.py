@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import OutputError
-from ..genome import Genome
+from ..genome import GENES
 from .blocks import Picture, Section, Table
 from .html import render_html
 from .markdown import front_matter, render_markdown
@@ -83,7 +83,7 @@ def _trials(rec: RunRecords) -> Section | None:
     metrics = {task: ((rec.summary.get("holdout") or {}).get("tasks") or {})
                .get(task, {}).get("metric", "acc") for task in tasks}
     extra = [k for k in ("duplicate_of",) if any(t.get(k) is not None for t in trials)]
-    genes = list(Genome.model_fields)
+    genes = list(GENES)
     headers = (["number", "phase", "source", "fitness", "proxy_fitness"]
                + [f"{task} {metrics[task]}" for task in tasks]
                + ["seconds"] + extra + ["finished", "genome_hash"] + genes)

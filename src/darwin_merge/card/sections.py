@@ -10,7 +10,7 @@ import json
 import shlex
 from pathlib import Path
 
-from ..genome import Genome
+from ..genome import GENES, RULE_OF_OLD_FILES, Genome, genome_from_dict
 from .blocks import Bullets, Code, Picture, Section, Table
 from .profile import plot_ratio_profile
 from .readings import reading, share_words, strongest_pulls
@@ -86,11 +86,13 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
         return None
     has_base = any(p.role == "base" for p in rec.parents) or not rec.merge
     used_scan = bool((rec.merge.get("options") or {}).get("scan")) if rec.merge else True
-    names = [n for n in Genome.model_fields if n in genome]
+    names = [n for n in GENES if n in genome]
     rows = [[n, f"{float(genome[n]):.4f}",
              reading(n, float(genome[n]), rec.num_layers, has_base, used_scan)] for n in names]
+    rule = genome.get("genome_rule", RULE_OF_OLD_FILES)
     blocks: list = ["The 14 values the merge used. Ratios are the mother's share "
-                    "(0 = all father, 1 = all mother).",
+                    f"(0 = all father, 1 = all mother), read under genome rule `{rule}` "
+                    "(how the values become per-tensor ratios: Darwin's docs/MERGE.md).",
                     Table(["Gene", "Value", "Reading"], rows)]
     if any(n.endswith("_ratio") for n in names):
         (lo_name, lo), (hi_name, hi) = strongest_pulls({n: float(genome[n]) for n in names})
@@ -299,7 +301,8 @@ def _remake(rec: RunRecords) -> list:
                    "give a byte-identical child, on any device):",
                    Code("bash", " ".join(shlex.quote(part) for part in cmd))]
     if rec.genome:
-        genome = Genome(**{k: v for k, v in rec.genome.items() if k in Genome.model_fields})
+        genome = genome_from_dict({k: v for k, v in rec.genome.items()
+                                   if k in Genome.model_fields})
         blocks += ["The genome as a file for `darwin merge --genome`:",
                    Code("yaml", genome.to_yaml())]
     return blocks

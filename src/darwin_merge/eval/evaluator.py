@@ -1,7 +1,9 @@
 """Score an in-memory model on tasks: the library API the search and the CLI share.
 
 `evaluate(model, tokenizer, ["arc_easy"], split="search", limit=50)` returns, per task,
-its scores, their standard errors, n, the item ids scored, and `mean_gold_logprob`: the
+its scores, their standard errors, n, its primary `metric` (tasks.yaml) and direction,
+the item ids scored with each item's primary score (`item_scores`, for paired
+statistics and racing), and `mean_gold_logprob`: the
 mean over items of the gold continuation's log-probability divided by its length in
 characters (tokenizer-independent, continuous), so the search can rank two candidates
 with the same accuracy. Nothing is written to disk and nothing is cached between calls.
@@ -23,9 +25,12 @@ LOGLIK_KINDS = ("multiple_choice", "lambada", "greedy_continuation")
 def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
              limit: int | None = None, batch_size: int = 16, device=None,
              task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
-             max_new_tokens: int | None = None, progress: bool = False) -> dict[str, dict]:
+             max_new_tokens: int | None = None, progress: bool = False,
+             skip: int = 0) -> dict[str, dict]:
     """Scores of `model` on each task (see the module docstring), keyed by task name.
 
+    `skip` leaves out the first items of the `limit` selected (racing scores a candidate
+    on items [skip, limit) after [0, skip)).
     `samples`, `thinking`, `seed` and `max_new_tokens` (default: the task's own) apply to
     generative tasks only.
     """
@@ -37,7 +42,7 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
     results = {}
     with _eval_mode(model):
         for task in resolved:
-            items = select_items(task, split, limit)
+            items = select_items(task, split, limit)[skip:]
             if not items:
                 raise UsageError(f"task {task.name}: no items in split {split!r}")
             bar = _bar(progress, task.name)
@@ -49,8 +54,12 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
                                           max_new_tokens=max_new_tokens or task.max_new_tokens)
             if bar is not None:
                 bar.close()
+            item_scores = result.pop("item_scores")
+            primary = task.primary(samples)
             results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
-                                  "item_ids": [it.id for it in items]}
+                                  "metric": primary, "higher_is_better": task.higher_is_better,
+                                  "item_ids": [it.id for it in items],
+                                  "item_scores": item_scores[primary]}
     return results
 
 
@@ -102,7 +111,8 @@ def _loglik_task(model, tokenizer, task, items, batch_size, device, bar) -> dict
     gold_lengths = [len(it.doc["continuation"].strip()) or 1 for it in items]
     logliks = [s[0].logprob for s in scores]
     greedy = [float(s[0].is_greedy) for s in scores]
-    result = {"acc": metrics.mean(greedy), "acc_stderr": metrics.mean_stderr(greedy)}
+    result = {"acc": metrics.mean(greedy), "acc_stderr": metrics.mean_stderr(greedy),
+              "item_scores": {"acc": greedy}}
     if task.kind == "lambada":
         ppl = metrics.perplexity(logliks)
         se = metrics.mean_stderr(logliks)
@@ -123,7 +133,8 @@ def multiple_choice_metrics(docs: list[dict], scores) -> dict:
         gold_lp.append(logprobs[doc["gold"]] / len(doc["choices"][doc["gold"]]))
     return {"acc": metrics.mean(acc), "acc_stderr": metrics.mean_stderr(acc),
             "acc_norm": metrics.mean(acc_norm), "acc_norm_stderr": metrics.mean_stderr(acc_norm),
-            "mean_gold_logprob": metrics.mean(gold_lp)}
+            "mean_gold_logprob": metrics.mean(gold_lp),
+            "item_scores": {"acc": acc, "acc_norm": acc_norm}}
 
 
 def mc_gen_prompt(doc: dict) -> str:
@@ -165,10 +176,12 @@ def generative_metrics(answers: list[list[str | None]], golds: list[str | None],
     """exact_match of the first sample, maj@K when K > 1, and how many did not parse."""
     first = [float(a[0] is not None and a[0] == g) for a, g in zip(answers, golds, strict=True)]
     result = {"exact_match": metrics.mean(first), "exact_match_stderr": metrics.mean_stderr(first),
-              "unparsed": sum(a[0] is None for a in answers)}
+              "unparsed": sum(a[0] is None for a in answers),
+              "item_scores": {"exact_match": first}}
     if samples > 1:
         voted = [metrics.majority_vote(a) for a in answers]
         maj = [float(v is not None and v == g) for v, g in zip(voted, golds, strict=True)]
         result[f"maj@{samples}"] = metrics.mean(maj)
         result[f"maj@{samples}_stderr"] = metrics.mean_stderr(maj)
+        result["item_scores"][f"maj@{samples}"] = maj
     return result

@@ -33,7 +33,13 @@ class Task:
     file: str | None = None  # a file under darwin_merge/data/tasks
     path: Path | None = None  # a user file (--task-file)
     max_new_tokens: int = 256
+    metric: str = "acc"  # the primary score (tasks.yaml); fitness and the tables read it
+    higher_is_better: bool = True
     extra: dict = field(default_factory=dict)
+
+    def primary(self, samples: int = 1) -> str:
+        """The key of the primary score in an evaluation's result (maj@K with K samples)."""
+        return f"maj@{samples}" if samples > 1 and self.metric == "exact_match" else self.metric
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,9 @@ def registry() -> dict[str, Task]:
         spec = dict(spec)
         tasks[name] = Task(name=name, kind=spec.pop("kind"), prompt=spec.pop("prompt", "{query}"),
                            file=spec.pop("file"),
-                           max_new_tokens=int(spec.pop("max_new_tokens", 256)), extra=spec)
+                           max_new_tokens=int(spec.pop("max_new_tokens", 256)),
+                           metric=spec.pop("metric"),
+                           higher_is_better=bool(spec.pop("higher_is_better")), extra=spec)
     return tasks
 
 
@@ -78,6 +86,12 @@ def resolve_tasks(names: list[str] | str, task_file: str | Path | None = None) -
     if not tasks:
         raise UsageError(f"no task given; known tasks: {', '.join(known)}")
     return tasks
+
+
+def task_metric(name: str) -> tuple[str, bool]:
+    """(primary metric, higher is better) of a task by name (a .jsonl path: acc)."""
+    task = resolve_tasks([name])[0]
+    return task.metric, task.higher_is_better
 
 
 def file_task(path: str | Path) -> Task:

@@ -12,40 +12,87 @@ import optuna
 import yaml
 
 from .. import __version__
+from ..eval import paired
 from ..genome import Genome
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
 from .recipe import Recipe
-from .scoring import CandidateScorer, fitness_of
-from .search import BASELINES, proxy_spearman, say, scored_trials, versions
+from .scoring import CandidateScorer, fitness_of, guard_verdicts
+from .search import BASELINES, fully_scored, proxy_spearman, say, scored_trials, versions
 from .study import dump_json, trial_table
 
 MAX_HEALTH_TRIES = 3
 
 
 def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
-    trials = [t for t in scored_trials(study, 2) if t.user_attrs.get("duplicate_of") is None]
+    trials = [t for t in fully_scored(scored_trials(study, 2))
+              if t.user_attrs.get("duplicate_of") is None]
     trials.sort(key=lambda t: (-t.value, t.number))
     return [(t, Genome(**t.params)) for t in trials]
 
 
+def task_roles(recipe: Recipe) -> dict[str, str]:
+    """Every task of the holdout table and its role: fitness, guard or extra."""
+    roles = {t: "fitness" for t in recipe.fitness}
+    roles.update({t: "guard" for t in recipe.guard if t not in roles})
+    roles.update({t: "extra" for t in recipe.extra_tasks if t not in roles})
+    return roles
+
+
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
                   baseline_states: dict) -> dict:
-    """Every model on the holdout split of the fitness tasks and the extra tasks."""
-    tasks = list(recipe.fitness) + [t for t in recipe.extra_tasks if t not in recipe.fitness]
+    """Every model on the holdout split of the fitness, guard and extra tasks, and the
+    child's paired comparison with each of them (docs/EVOLVE.md)."""
+    roles = task_roles(recipe)
     models = {"child": child_state, "father": scorer.parents.father,
               "mother": scorer.parents.mother, **baseline_states}
-    table = {"tasks": {}, "models": {}}
+    table = {"tasks": {}, "models": {}, "comparisons": {}}
+    items = {}
     for name, state in models.items():
         say(f"holdout evaluation: {name}")
-        scores = scorer.score_state(state, tasks, split="holdout", limit=recipe.holdout_limit)
-        row = {t: {k: v for k, v in r.items() if k != "item_ids"} for t, r in scores.items()}
+        scores = scorer.score_state(state, list(roles), split="holdout",
+                                    limit=recipe.holdout_limit)
+        items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
+        row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}
+               for t, r in scores.items()}
         row["fitness"] = fitness_of(scores, recipe.weights)
         table["models"][name] = row
         for t, r in scores.items():
-            table["tasks"][t] = {"n": r.get("n"), "metric": "acc", "shots": 0,
-                                 "role": "fitness" if t in recipe.fitness else "extra"}
+            table["tasks"][t] = {"n": r["n"], "metric": r["metric"],
+                                 "higher_is_better": r["higher_is_better"], "shots": 0,
+                                 "role": roles[t]}
+    for name in models:
+        if name != "child":
+            table["comparisons"][name] = child_against(items["child"], items[name],
+                                                       recipe.weights)
     return table
+
+
+def score_cell(result: dict) -> str:
+    """One task's primary score in a table: `0.730 ± 0.031`."""
+    metric = result["metric"]
+    stderr = result.get(f"{metric}_stderr")
+    return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+
+
+def comparison_cell(comparison: dict) -> str:
+    """The child's paired difference with a model: `+0.033 ± 0.012 (p 0.008)`."""
+    stderr = comparison["stderr"]
+    return (f"{comparison['diff']:+.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+            + f" (p {comparison['p']:.3g})")
+
+
+def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
+    """The child minus another model on the same holdout items, per task and on the
+    fitness (weighted primary metrics, without the tie-breaker)."""
+    pairs = {}
+    for task, (ids, scores) in child.items():
+        if other[task][0] != ids:
+            raise RuntimeError(f"holdout items of {task} differ between models")
+        pairs[task] = (scores, other[task][1])
+    result = {task: paired.compare(*pair) for task, pair in pairs.items()}
+    result["fitness"] = paired.compare_weighted({t: pairs[t] for t in weights}, weights)
+    return result
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
@@ -88,6 +135,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     baselines = {name: scorer.child_state(g) for name, g in BASELINES.items()}
     holdout = holdout_table(recipe, scorer, child_state, baselines)
     rho, pairs = proxy_spearman(study)
+    parents_holdout = {p: holdout["models"][p] for p in ("father", "mother")}
     summary = {
         "darwin_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -104,6 +152,8 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
                    "stakes": phase1["stakes"]},
         "phase2": {"trials": len(scored_trials(study, 2)), "seconds": phase2_seconds},
         "holdout": holdout,
+        "holdout_limit": recipe.holdout_limit,
+        "guard": guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
         "health": {k: health.get(k) for k in ("verdict", "reasons", "flagged_layers")},
         "scan": str(scan_path.relative_to(out)) if scan_path and scan_path.is_relative_to(out)
         else (str(scan_path) if scan_path else None),

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..genome import Genome  # noqa: E402
+from ..genome import GENES  # noqa: E402
 
 PHASE_COLOURS = {1: "#9aa5b1", 2: "#1f77b4"}
 # Phase 2 candidates by where they came from (other sources, e.g. a requeued candidate,
@@ -50,7 +50,7 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
     if rows:
         ax.legend(loc="lower right", fontsize=8)
     ax = axes[2]
-    names = list(Genome.model_fields)
+    names = list(GENES)
     for name in names:
         ax.plot(xs, [r["genome"].get(name, float("nan")) for r in best_rows], label=name,
                 lw=1.2)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import cma
 import numpy as np
 
-from ..genome import Genome, genome_hash
+from ..genome import GENES, Genome, genome_hash
 from ..merge.plan import MergeSettings, PlanRow, plan_merge
 
-GENOME_SIZE = len(Genome.model_fields)
+GENOME_SIZE = len(GENES)
 
 
 @dataclass(frozen=True)

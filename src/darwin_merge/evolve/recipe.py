@@ -10,19 +10,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError
+from ..genome import Genome
 
 
-def parse_fitness(text: str) -> dict[str, float]:
-    """`arc_easy=0.5,simple_arithmetic=0.5` -> {"arc_easy": 0.5, ...}; need not sum to 1."""
+def parse_fitness(text: str, option: str = "--fitness") -> dict[str, float]:
+    """`arc_easy=0.5,simple_arithmetic=0.5` -> {"arc_easy": 0.5, ...}; need not sum to 1.
+
+    `--guard lambada_openai=0.05` is read the same way (task: tolerance)."""
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         try:
             weights[name.strip()] = float(value) if sep else 1.0
         except ValueError as exc:
-            raise UsageError(f"--fitness: weight of {name!r} is not a number: {value!r}") from exc
+            raise UsageError(f"{option}: value of {name!r} is not a number: {value!r}") from exc
     if not weights:
-        raise UsageError("--fitness is empty (e.g. --fitness arc_easy=0.5,simple_arithmetic=0.5)")
+        raise UsageError(f"{option} is empty (e.g. {option} arc_easy=0.5,simple_arithmetic=0.5)")
     return weights
 
 
@@ -45,6 +48,11 @@ class Recipe(BaseModel):
     holdout_limit: int | None = None
     extra_tasks: list[str] = Field(default_factory=list,
                                    description="tasks outside the fitness, reported on holdout")
+    guard: dict[str, float] = Field(
+        default_factory=dict, description="task: tolerance; a child more than the tolerance "
+        "below the better parent on the task (search split) is penalised by GUARD_PENALTY")
+    racing: bool = Field(True, description="stop candidates early that cannot beat the best "
+                         "(evolve/racing.py); False scores every candidate on every item")
     storage: str | None = None
     study: str | None = None
     device: str = "cpu"
@@ -65,6 +73,13 @@ class Recipe(BaseModel):
         if any(not math.isfinite(w) or w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError("fitness weights must be finite, >= 0 and sum to a positive "
                              "number")
+        return value
+
+    @field_validator("guard")
+    @classmethod
+    def _tolerances(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not math.isfinite(t) or t < 0 for t in value.values()):
+            raise ValueError("guard tolerances must be finite and >= 0")
         return value
 
     @field_validator("trials", "phase1_steps", "top_k", "batch_size", "popsize",
@@ -101,6 +116,8 @@ class Recipe(BaseModel):
             "father": str(self.father.resolve()), "mother": str(self.mother.resolve()),
             "base": str(self.base.resolve()) if self.base else None,
             "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
+            "guard": dict(sorted(self.guard.items())),
+            "genome_rule": Genome().genome_rule,  # a study's trials hold values, not the rule
         }
 
 
@@ -126,7 +143,8 @@ def load_recipe(path: Path, **overrides) -> Recipe:
         raise UsageError(f"{path}: cannot read the recipe ({first_line})") from exc
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise UsageError(f"{path}: a recipe is a mapping of field: value")
-    if isinstance(data.get("fitness"), str):
-        data["fitness"] = parse_fitness(data["fitness"])
+    for key in ("fitness", "guard"):
+        if isinstance(data.get(key), str):
+            data[key] = parse_fitness(data[key], option=f"--{key}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return build_recipe(**data)

@@ -22,19 +22,49 @@ from ..merge.plan import MergeSettings
 # character; typically -0.1..-5) against accuracy. 1e-3 keeps it below one item of
 # accuracy on up to ~100 items per task while still ranking equal-accuracy candidates.
 TIE_BREAK = 1e-3
+# Taken off the fitness of a child that breaks a guard: more than any fitness can differ
+# (weights sum to 1, primary scores lie in [0, 1]), so a guarded child always ranks first.
+GUARD_PENALTY = 1.0
+
+
+def primary_score(result: dict) -> float:
+    """A task result's primary metric (tasks.yaml), signed so that higher is better."""
+    value = float(result[result["metric"]])
+    return value if result["higher_is_better"] else -value
 
 
 def fitness_of(scores: dict[str, dict], weights: dict[str, float]) -> float:
-    """Weighted accuracy plus the small continuous tie-breaker; -1 for a broken child."""
+    """Weighted primary metrics plus the small continuous tie-breaker (log-likelihood
+    tasks only; generative ones have none); -1 for a broken child."""
     total = 0.0
     for task, weight in weights.items():
         result = scores[task]
-        acc = float(result.get("acc", 0.0))
+        score = primary_score(result)
         tie = float(result.get("mean_gold_logprob", 0.0))
-        if not math.isfinite(acc) or not math.isfinite(tie):
+        if not math.isfinite(score) or not math.isfinite(tie):
             return -1.0
-        total += weight * (acc + TIE_BREAK * tie)
+        total += weight * (score + TIE_BREAK * tie)
     return total
+
+
+def guard_verdicts(scores: dict[str, dict], tolerances: dict[str, float],
+                   parent_scores: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per guard task: the child's score, the floor (better parent minus the tolerance)
+    and whether the child stays on or above it (`--guard lambada_openai=0.05`)."""
+    verdicts = {}
+    for task, tolerance in tolerances.items():
+        best_parent = max(primary_score(p[task]) for p in parent_scores.values())
+        child = primary_score(scores[task])
+        floor = best_parent - tolerance
+        verdicts[task] = {"child": child, "better_parent": best_parent, "floor": floor,
+                          "tolerance": tolerance, "within": child >= floor}
+    return verdicts
+
+
+def guarded(fitness: float, verdicts: dict[str, dict]) -> float:
+    """The fitness, less GUARD_PENALTY when any guard is broken."""
+    broken = any(not v["within"] for v in verdicts.values())
+    return fitness - GUARD_PENALTY if broken else fitness
 
 
 class CandidateScorer:
@@ -43,9 +73,11 @@ class CandidateScorer:
     def __init__(self, parents: ParentTensors, weights: dict[str, float],
                  mri_ratios: dict[str, float] | None, settings: MergeSettings, *,
                  split: str = "search", limit: int | None = None, batch_size: int = 16,
-                 device: str = "cpu", dtype: str = "float32"):
+                 device: str = "cpu", dtype: str = "float32", guard_tasks: tuple = ()):
         self.parents = parents
         self.weights = weights
+        # what each candidate is scored on: the fitness tasks, then any guard task
+        self.tasks = list(weights) + [t for t in guard_tasks if t not in weights]
         self.mri_ratios = mri_ratios
         self.settings = settings
         self.split, self.limit, self.batch_size = split, limit, batch_size
@@ -53,7 +85,8 @@ class CandidateScorer:
         self.tokenizer = load_tokenizer(parents.father_path)
         self.device = device
 
-    def _load(self, state: dict[str, torch.Tensor]) -> None:
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        """Write a candidate's (or a parent's) tensors into the reused model skeleton."""
         own = self.model.state_dict()
         with torch.no_grad():
             for name, tensor in state.items():
@@ -61,9 +94,19 @@ class CandidateScorer:
 
     def score_state(self, state: dict[str, torch.Tensor], tasks: list[str] | None = None,
                     split: str | None = None, limit: int | None = None) -> dict[str, dict]:
-        self._load(state)
-        return evaluate(self.model, self.tokenizer, tasks or list(self.weights),
+        self.load(state)
+        return evaluate(self.model, self.tokenizer, tasks or self.tasks,
                         split=split or self.split, limit=limit or self.limit,
+                        batch_size=self.batch_size)
+
+    def evaluate_loaded(self, task: str, limit: int, skip: int = 0) -> dict:
+        """The loaded model on the search items [skip, limit) of one task (racing)."""
+        return evaluate(self.model, self.tokenizer, [task], split=self.split, limit=limit,
+                        skip=skip, batch_size=self.batch_size)[task]
+
+    def evaluate_loaded_all(self, tasks: list[str]) -> dict[str, dict]:
+        """The loaded model on all search items (under the limit) of `tasks`."""
+        return evaluate(self.model, self.tokenizer, tasks, split=self.split, limit=self.limit,
                         batch_size=self.batch_size)
 
     def child_state(self, genome: Genome) -> dict[str, torch.Tensor]:

@@ -24,19 +24,19 @@ from scipy.stats import spearmanr
 from .. import __version__
 from ..errors import UsageError
 from ..eval.tasks import resolve_tasks
-from ..genome import Genome, genome_hash
+from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
-from . import proxy
+from . import proxy, racing
 from .recipe import Recipe
-from .scoring import CandidateScorer
+from .scoring import CandidateScorer, guard_verdicts, guarded, primary_score
 from .study import (
     dump_json,
     find_duplicate,
     scored_trials,
 )
 
-FIELDS = list(Genome.model_fields)
+FIELDS = list(GENES)
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
 TASK_PROBES = {
     "simple_arithmetic": {"MATH": 1.0},
@@ -64,7 +64,7 @@ def say(message: str) -> None:
 
 def check_recipe(recipe: Recipe) -> None:
     """Fail fast on what can be known before any work starts."""
-    resolve_tasks(list(recipe.fitness) + list(recipe.extra_tasks))  # unknown task -> error
+    resolve_tasks([*recipe.fitness, *recipe.guard, *recipe.extra_tasks])  # unknown -> error
     for role in ("father", "mother"):
         path = getattr(recipe, role)
         if not Path(path).is_dir():
@@ -98,12 +98,13 @@ def _scan_layers(scan: dict) -> tuple[dict, int]:
 
 
 def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
-    """Both parents on the search split (once; kept in the study for re-runs and workers)."""
+    """Both parents on the search split (once; kept in the study for re-runs and workers),
+    on the fitness and guard tasks."""
     cached = study.user_attrs.get("parent_search_scores")
-    if cached:
+    if cached and all(t in cached["father"] for t in scorer.tasks):
         return cached
     say("scoring both parents on the search split (the proxy needs to know who is better)")
-    scores = {p: scorer.score_parent(p) for p in ("father", "mother")}
+    scores = {p: scores_summary(scorer.score_parent(p)) for p in ("father", "mother")}
     study.set_user_attr("parent_search_scores", scores)
     return scores
 
@@ -118,7 +119,7 @@ def build_proxy_data(recipe: Recipe, parents: ParentTensors, scan: dict,
             delta_sq[name] = float(((parents.mother[name].float() - a.float()) ** 2).sum())
     stakes = []
     for task, weight in recipe.weights.items():
-        fa, mo = scores["father"][task]["acc"], scores["mother"][task]["acc"]
+        fa, mo = (primary_score(scores[parent][task]) for parent in ("father", "mother"))
         donor = "mother" if mo > fa else "father"
         probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
         imp = proxy.layer_importance(table, donor, probes, num_layers)
@@ -152,23 +153,27 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
 
 # Seeds that do not depend on the proxy, so that a proxy that mis-ranks the parents'
 # trade-off cannot hide it (the first real SmolLM2 run's proxy collapsed onto the father;
-# docs/EVOLVE.md):
-# * the line from father to mother: uniform genomes, half DARE-TIES, half linear, at the
-#   default density (0.85 and above would transplant the mother whole);
-# * each component from the other side: everything the mother's (ratios 1: the layers are
-#   transplanted) but one component's ratio at 0, and everything the father's but one at 1.
-#   A fine-tune's skill and its cost often sit in different components (the demo's mother
-#   keeps its arithmetic in the blocks, and part of its cost in the embeddings).
+# docs/EVOLVE.md). Under genome rule v2 each is exactly what its name says:
+# * line_R: every tensor at ratio R, on the line from father to mother (half DARE-TIES,
+#   half linear, at the default density; 0.85 and above would transplant the mother whole);
+# * mother_but_C_from_father: every tensor the mother's (transplanted) except component C,
+#   the father's; father_but_C_from_mother the other way round. A fine-tune's skill and its
+#   cost often sit in different components (the demo's mother keeps its arithmetic in the
+#   blocks and part of its cost in the embeddings: mother_but_embed_from_father).
 ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
 COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
 
-def anchor_genomes() -> list[Genome]:
-    line = [Genome.uniform(r, density=Genome().density_b, merge_method_weight=0.5)
-            for r in ANCHOR_RATIOS]
-    swaps = [Genome.uniform(side, merge_method_weight=0.0).model_copy(update={field: 1 - side})
-             for side in (1.0, 0.0) for field in COMPONENT_FIELDS]
-    return line + swaps
+def anchor_genomes() -> dict[str, Genome]:
+    """The anchors by name, in the order they are queued (the swaps give way first)."""
+    anchors = {f"line_{r}": Genome.uniform(r, density=Genome().density_b,
+                                           merge_method_weight=0.5) for r in ANCHOR_RATIOS}
+    for side, (whole, swapped) in ((1.0, ("mother", "father")), (0.0, ("father", "mother"))):
+        for field in COMPONENT_FIELDS:
+            name = f"{whole}_but_{field.removesuffix('_ratio')}_from_{swapped}"
+            anchors[name] = Genome.uniform(side, merge_method_weight=0.0).model_copy(
+                update={field: 1 - side})
+    return anchors
 
 
 def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
@@ -181,24 +186,61 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
     if study.user_attrs.get("phase1_enqueued"):
         return
     for cand in phase1["top_k"]:
-        study.enqueue_trial(cand["genome"], user_attrs={"source": "proxy_top_k",
-                                                        "proxy_fitness": cand["proxy_fitness"]})
+        study.enqueue_trial(genome_params(Genome(**cand["genome"])),
+                            user_attrs={"source": "proxy_top_k",
+                                        "proxy_fitness": cand["proxy_fitness"]})
     room = max(0, recipe_trials - len(phase1["top_k"]))
-    for genome in anchor_genomes()[:room]:
-        study.enqueue_trial(genome.model_dump(), user_attrs={"source": "anchor"})
+    for name, genome in list(anchor_genomes().items())[:room]:
+        study.enqueue_trial(genome_params(genome), user_attrs={"source": "anchor",
+                                                               "anchor": name})
     study.set_user_attr("phase1_enqueued", True)
 
 
+def genome_params(genome: Genome) -> dict[str, float]:
+    """A genome's 14 values by name: a trial's parameters (the rule is the search's)."""
+    return dict(zip(GENES, genome.values(), strict=True))
+
+
 def best_scored_genome(study: optuna.Study) -> dict | None:
-    """The best Phase 2 candidate so far (CMA-ES starts there once the seeds are scored)."""
-    trials = scored_trials(study, phase=2)
+    """The best fully scored Phase 2 candidate so far (CMA-ES starts there once the seeds
+    are scored)."""
+    trials = fully_scored(scored_trials(study, phase=2))
     if not trials:
         return None
     return {k: float(v) for k, v in max(trials, key=lambda t: t.value).params.items()}
 
 
-def make_objective(scorer: CandidateScorer, settings: MergeSettings, study: optuna.Study,
-                   data: proxy.ProxyData, on_scored):
+def incumbent(study: optuna.Study) -> dict | None:
+    """The best fully scored Phase 2 candidate with its per-item scores (racing's rival)."""
+    full = [t for t in scored_trials(study, phase=2) if "item_scores" in t.user_attrs]
+    if not full:
+        return None
+    best = max(full, key=lambda t: (t.value, -t.number))
+    return {"number": best.number, "value": best.value,
+            "item_scores": best.user_attrs["item_scores"]}
+
+
+def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                    trial: optuna.Trial, genome: Genome) -> tuple[float, dict, dict]:
+    """Score one candidate, raced against the incumbent when the recipe races; a fully
+    scored one keeps its per-item scores (the next races' rival)."""
+    if recipe.racing:
+        value, scores, timings, record = racing.race(scorer, genome, incumbent(study))
+        trial.set_user_attr("race", record)
+        if record["outcome"] == "stopped":
+            return value, scores, timings
+    else:
+        value, scores, timings = scorer.score(genome)
+    trial.set_user_attr("item_scores", {t: scores[t]["item_scores"] for t in scorer.weights})
+    if recipe.guard:
+        verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
+        trial.set_user_attr("guard", verdicts)
+        value = guarded(value, verdicts)
+    return value, scores, timings
+
+
+def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSettings,
+                   study: optuna.Study, data: proxy.ProxyData, on_scored):
     def objective(trial: optuna.Trial) -> float:
         genome = Genome(**{k: trial.suggest_float(k, 0.0, 1.0) for k in FIELDS})
         key = genome_hash(genome, settings)
@@ -212,18 +254,24 @@ def make_objective(scorer: CandidateScorer, settings: MergeSettings, study: optu
         earlier = find_duplicate(study, trial, key)
         if earlier is not None:
             return earlier
-        value, scores, timings = scorer.score(genome)
+        value, scores, timings = score_candidate(recipe, scorer, study, trial, genome)
         trial.set_user_attr("scores", scores_summary(scores))
         trial.set_user_attr("seconds", timings)
-        on_scored(value)
+        on_scored(value, was_stopped(trial))
         return value
 
     return objective
 
 
 def scores_summary(scores: dict) -> dict:
-    keep = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "mean_gold_logprob", "n")
-    return {t: {k: v for k, v in r.items() if k in keep} for t, r in scores.items()}
+    """What trials.json keeps of a candidate's scores: each task's primary metric (named
+    in `metric`), its standard error, the tie-breaker and n (not the per-item lists)."""
+    summary = {}
+    for task, result in scores.items():
+        keep = {"metric", "higher_is_better", "n", "mean_gold_logprob", result["metric"],
+                f"{result['metric']}_stderr"}
+        summary[task] = {k: v for k, v in result.items() if k in keep}
+    return summary
 
 
 def run_phase2(recipe: Recipe, open_with, scorer: CandidateScorer, settings: MergeSettings,
@@ -256,17 +304,30 @@ def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     what = "queued seeds (proxy top-k, anchors)" if limit is not None else "CMA-ES candidates"
     say(f"Phase 2: {remaining} {what} merged in memory and scored on the search split"
         + (f" ({done} already scored)" if done else ""))
-    best = [max((t.value for t in scored_trials(study, 2)), default=float("-inf"))]
+    best = [max((t.value for t in fully_scored(scored_trials(study, 2))), default=float("-inf"))]
 
-    def on_scored(value: float) -> None:
-        best[0] = max(best[0], value)
+    def on_scored(value: float, stopped: bool) -> None:
         n = len(scored_trials(study, phase=2)) + 1
+        if stopped:
+            say(f"candidate {n}/{recipe.trials}: stopped early by racing (estimate "
+                f"{value:.4f}, best {best[0]:.4f})")
+            return
+        best[0] = max(best[0], value)
         say(f"candidate {n}/{recipe.trials}: fitness {value:.4f} (best {best[0]:.4f})")
 
     callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,))]
-    study.optimize(make_objective(scorer, settings, study, data, on_scored),
+    study.optimize(make_objective(recipe, scorer, settings, study, data, on_scored),
                    n_trials=remaining, timeout=recipe.timeout, callbacks=callbacks,
                    gc_after_trial=True)
+
+
+def fully_scored(trials: list) -> list:
+    """The trials scored on every search item (not stopped early by racing)."""
+    return [t for t in trials if not was_stopped(t)]
+
+
+def was_stopped(trial) -> bool:
+    return "race" in trial.user_attrs and trial.user_attrs["race"]["outcome"] == "stopped"
 
 
 def make_sampler(recipe: Recipe, start: dict) -> optuna.samplers.BaseSampler:

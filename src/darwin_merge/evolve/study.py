@@ -138,11 +138,13 @@ def trial_table(study: optuna.Study) -> list[dict]:
     for t in scored_trials(study):
         rows.append({
             "number": t.number, "phase": t.user_attrs.get("phase"),
-            "source": t.user_attrs.get("source"), "fitness": t.value,
+            "source": t.user_attrs.get("source"), "anchor": t.user_attrs.get("anchor"),
+            "fitness": t.value,
             "proxy_fitness": t.user_attrs.get("proxy_fitness"),
             "genome_hash": t.user_attrs.get("genome_hash"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
             "scores": t.user_attrs.get("scores"), "seconds": t.user_attrs.get("seconds"),
+            "race": t.user_attrs.get("race"), "guard": t.user_attrs.get("guard"),
             "genome": dict(t.params),
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
         })

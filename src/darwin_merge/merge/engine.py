@@ -335,6 +335,7 @@ def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, k
     return {
         "darwin_version": __version__,
         "genome": genome.model_dump(),
+        "genome_rule": genome.genome_rule,
         "genome_hash": key,
         "parents": {"father": father, "mother": mother, "base": base},
         "options": {**settings.model_dump(), "device": str(device), "dtype": dtype,

@@ -1,0 +1,95 @@
+"""Paired comparisons of two models scored on the same items: difference, SE, p-value.
+
+Pure statistics over per-item scores (`item_scores` of an evaluation). For 0/1 scores
+the p-value is the exact McNemar test (a two-sided binomial test on the discordant
+items); otherwise a paired bootstrap with a fixed seed, which also combines several
+tasks into one weighted difference (resampling the items within each task).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binom
+
+RESAMPLES = 10_000
+SEED = 0
+
+
+def mcnemar_exact_p(a: list[float], b: list[float]) -> float:
+    """Two-sided exact McNemar p-value of paired 0/1 scores (1.0 with no discordant item)."""
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x > y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y > x)
+    discordant = a_only + b_only
+    if discordant == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(a_only, b_only), discordant, 0.5)))
+
+
+def paired_stderr(diffs: list[float]) -> float | None:
+    """Standard error of the mean paired difference (None under two items)."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    return float(np.std(diffs, ddof=1) / math.sqrt(n))
+
+
+def bootstrap_p(diffs_by_task: list[list[float]], weights: list[float],
+                resamples: int = RESAMPLES, seed: int = SEED) -> float:
+    """Two-sided paired-bootstrap p-value of sum_t w_t * mean(diffs_t) = 0.
+
+    Items are resampled within each task; the p-value is the share of resampled
+    differences at least as far from the observed one as the observed one is from 0
+    (the bootstrap distribution shifted to the null), with the usual +1 correction.
+    """
+    rng = np.random.default_rng(seed)
+    observed = sum(w * float(np.mean(d)) for d, w in zip(diffs_by_task, weights, strict=True))
+    resampled = np.zeros(resamples)
+    for diffs, weight in zip(diffs_by_task, weights, strict=True):
+        values = np.asarray(diffs, dtype=float)
+        picks = rng.integers(0, len(values), size=(resamples, len(values)))
+        resampled += weight * values[picks].mean(axis=1)
+    extreme = int(np.sum(np.abs(resampled - observed) >= abs(observed)))
+    return (extreme + 1) / (resamples + 1)
+
+
+def _is_binary(values: list[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    """Model a against model b on the same items: mean difference a - b, its SE, p."""
+    if len(a) != len(b) or not a:
+        raise ValueError("a paired comparison needs the same, non-empty list of items")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if _is_binary(a) and _is_binary(b):
+        p, test = mcnemar_exact_p(a, b), "mcnemar_exact"
+    else:
+        p, test = bootstrap_p([diffs], [1.0]), "paired_bootstrap"
+    return {"diff": float(np.mean(diffs)), "stderr": paired_stderr(diffs), "p": p,
+            "test": test, "n": len(diffs)}
+
+
+def weighted_difference(pairs: dict[str, tuple[list[float], list[float]]],
+                        weights: dict[str, float]) -> tuple[float, float | None]:
+    """sum_t w_t * mean(a_t - b_t) and its standard error (tasks are independent)."""
+    diff, variance = 0.0, 0.0
+    for task, weight in weights.items():
+        diffs = [x - y for x, y in zip(*pairs[task], strict=True)]
+        stderr = paired_stderr(diffs)
+        diff += weight * float(np.mean(diffs))
+        variance = None if stderr is None or variance is None else \
+            variance + (weight * stderr) ** 2
+    return diff, None if variance is None else math.sqrt(variance)
+
+
+def compare_weighted(pairs: dict[str, tuple[list[float], list[float]]],
+                     weights: dict[str, float]) -> dict:
+    """The weighted sum over tasks of a - b (a fitness difference): SE and bootstrap p."""
+    names = list(weights)
+    diffs = [[x - y for x, y in zip(*pairs[t], strict=True)] for t in names]
+    diff, stderr = weighted_difference(pairs, weights)
+    return {"diff": diff, "stderr": stderr,
+            "p": bootstrap_p(diffs, [weights[t] for t in names]),
+            "test": "paired_bootstrap", "n": sum(len(d) for d in diffs)}

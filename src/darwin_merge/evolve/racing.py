@@ -1,0 +1,107 @@
+"""Racing: score a candidate on a growing slice of the search items, and stop it as soon
+as a confidence bound says it cannot beat the incumbent (docs/EVOLVE.md).
+
+The incumbent is the best fully scored candidate so far. After each slice but the last,
+the candidate's per-item primary scores are paired with the incumbent's on the same
+items: if the weighted difference plus RACE_Z standard errors is still below zero, the
+candidate stops there, and its value is the incumbent's fitness plus that paired
+difference (the estimate CMA-ES learns from). Otherwise the slice grows. Every decision
+is returned for the trial's record.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+
+from ..eval import metrics
+from ..eval.paired import weighted_difference
+from ..eval.tasks import resolve_tasks, select_items
+from ..genome import Genome
+from .scoring import CandidateScorer, fitness_of
+
+# Share of each task's search items scored before each decision; the last is all of them.
+RACE_SLICES = (0.25, 0.5, 1.0)
+# One-sided bound: stop when diff + 1.64 SE < 0 (the candidate is worse at about 95%).
+RACE_Z = 1.64
+
+
+@lru_cache(maxsize=64)
+def item_count(task: str, limit: int | None) -> int:
+    """How many search items a task has under `limit`."""
+    return len(select_items(resolve_tasks([task])[0], "search", limit))
+
+
+def slice_ends(tasks: list[str], limit: int | None) -> list[dict[str, int]]:
+    """For each slice, how many items of each task it ends at."""
+    counts = {t: item_count(t, limit) for t in tasks}
+    return [{t: max(1, math.ceil(n * share)) for t, n in counts.items()}
+            for share in RACE_SLICES]
+
+
+def combine(parts: list[dict]) -> dict:
+    """One task's results over consecutive slices, as one evaluation of all their items."""
+    first = parts[0]
+    scores = [s for p in parts for s in p["item_scores"]]
+    result = {"kind": first["kind"], "split": first["split"], "n": len(scores),
+              "metric": first["metric"], "higher_is_better": first["higher_is_better"],
+              first["metric"]: metrics.mean(scores),
+              f"{first['metric']}_stderr": metrics.mean_stderr(scores),
+              "item_ids": [i for p in parts for i in p["item_ids"]], "item_scores": scores}
+    if "mean_gold_logprob" in first:
+        result["mean_gold_logprob"] = sum(p["mean_gold_logprob"] * p["n"] for p in parts) \
+            / len(scores)
+    return result
+
+
+def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
+    return result_scores if higher_is_better else [-s for s in result_scores]
+
+
+def race(scorer: CandidateScorer, genome: Genome, incumbent: dict | None
+         ) -> tuple[float, dict, dict, dict]:
+    """(value, scores, timings, race record) of one candidate raced against `incumbent`
+    ({"number", "value", "item_scores"} of the best full candidate, or None: then the
+    candidate is scored in full)."""
+    started = time.perf_counter()
+    scorer.load(scorer.child_state(genome))
+    merged = time.perf_counter()
+    tasks = list(scorer.weights)
+    parts: dict[str, list[dict]] = {t: [] for t in tasks}
+    done = dict.fromkeys(tasks, 0)
+    decisions = []
+    for ends in slice_ends(tasks, scorer.limit):
+        for task in tasks:
+            if ends[task] > done[task]:
+                parts[task].append(scorer.evaluate_loaded(task, ends[task], done[task]))
+        done = ends
+        scores = {t: combine(p) for t, p in parts.items()}
+        if incumbent is None or ends == slice_ends(tasks, scorer.limit)[-1]:
+            continue
+        pairs = {t: (signed(scores[t]["item_scores"], scores[t]["higher_is_better"]),
+                     signed(incumbent["item_scores"][t][:ends[t]],
+                            scores[t]["higher_is_better"])) for t in tasks}
+        diff, stderr = weighted_difference(pairs, scorer.weights)
+        upper = None if stderr is None else diff + RACE_Z * stderr
+        stop = upper is not None and upper < 0
+        decisions.append({"items": sum(ends.values()), "diff": diff, "stderr": stderr,
+                          "upper_bound": upper, "decision": "stop" if stop else "grow"})
+        if stop:
+            value = incumbent["value"] + diff
+            return value, scores, _timings(started, merged), _record(
+                "stopped", incumbent, decisions, ends)
+    full = {t: combine(p) for t, p in parts.items()}
+    if len(scorer.tasks) > len(tasks):  # guard tasks: scored once the candidate is through
+        full.update(scorer.evaluate_loaded_all([t for t in scorer.tasks if t not in tasks]))
+    return (fitness_of(full, scorer.weights), full, _timings(started, merged),
+            _record("full", incumbent, decisions, done))
+
+
+def _timings(started: float, merged: float) -> dict:
+    return {"merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
+
+
+def _record(outcome: str, incumbent: dict | None, decisions: list, ends: dict) -> dict:
+    return {"outcome": outcome, "incumbent": None if incumbent is None else incumbent["number"],
+            "items_scored": ends, "decisions": decisions}
