@@ -252,8 +252,11 @@ def _summary_rows(tensors: list[dict]) -> list[dict]:
 
 
 def _print_comparison(diff: dict) -> None:
+    _print_vocabulary(diff["vocabulary"], diff["vocab_rows_differ"])
     if diff["mergeable"]:
-        out.print("[green]mergeable[/green]: same tensor names and shapes")
+        out.print("[green]mergeable[/green]: same tensor names and shapes"
+                  + (" (token rows aligned by token string)" if diff["vocab_rows_differ"]
+                     else ""))
         if diff["dtype_mismatch"]:
             out.print(f"  (dtypes differ on {len(diff['dtype_mismatch'])} tensors; the merge "
                       "computes in float32)")
@@ -265,6 +268,26 @@ def _print_comparison(diff: dict) -> None:
         out.print(f"  only in second: {n}")
     for d in diff["shape_mismatch"]:
         out.print(f"  shape differs: {d['name']}: {d['a']} vs {d['b']}")
+
+
+def _print_vocabulary(vocab: dict | None, row_tensors: list[str]) -> None:
+    if vocab is None:
+        out.print("vocabulary: not compared (a folder has no tokenizer.json)")
+        return
+    if vocab["same"]:
+        out.print(f"vocabulary: the same ({vocab['shared']:,} tokens)")
+        return
+    out.print(f"vocabulary: {vocab['shared']:,} shared tokens, "
+              f"{len(vocab['only_first'])} only in first {vocab['only_first'][:3]}, "
+              f"{len(vocab['only_second'])} only in second {vocab['only_second'][:3]}")
+    if vocab["mergeable"]:
+        out.print(f"  [green]can be merged[/green]: shared tokens have the same ids; "
+                  f"{len(row_tensors)} token-row tensor(s) aligned by token string "
+                  "(--tokenizer-source father|mother|union)")
+    else:
+        shown = ", ".join(f"{t!r} ({i} vs {j})" for t, i, j in vocab["disagree"][:3])
+        out.print(f"  [red]cannot be merged[/red]: {len(vocab['disagree'])} shared token(s) "
+                  f"have different ids, e.g. {shown}")
 
 
 def _dash(value) -> str:
@@ -305,6 +328,8 @@ def merge_cmd(
     allow_pickle: bool = typer.Option(False, help="read .bin pickle parents (weights_only)"),
     trust_remote_code: bool = typer.Option(
         False, help="accept parents whose config asks for code (the code is never run)"),
+    tokenizer_source: str = typer.Option(
+        "union", help="child vocabulary when the parents' differ: father, mother or union"),
 ) -> None:
     """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
     from .merge import merge_models
@@ -314,7 +339,8 @@ def merge_cmd(
     path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
                         settings=settings, device=device, dtype=dtype, overwrite=overwrite,
                         shard_size=parse_size(shard_size), threads=threads,
-                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                        tokenizer_source=tokenizer_source)
     out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from .arch import Taxonomy
 from .errors import IncompatibleModelsError
 from .io import ModelSource
+from .io.vocabulary import read_vocabulary
+from .vocab import VocabDiff, compare_vocabularies, disagreement_message, vocab_size_of
 
 
 def inspect_model(path: str | Path) -> dict:
@@ -37,26 +39,73 @@ def inspect_model(path: str | Path) -> dict:
         }
 
 
+def vocabulary_diff(a: ModelSource, b: ModelSource) -> VocabDiff | None:
+    """How the parents' tokenizers differ; None when either folder has no tokenizer.json."""
+    first, second = read_vocabulary(a.path), read_vocabulary(b.path)
+    if first is None or second is None:
+        return None
+    return compare_vocabularies(first, second)
+
+
+def _one_row_per_token(source: ModelSource, name: str) -> bool:
+    """An embedding-component tensor whose first dimension is the config's vocab_size."""
+    shape = source.spec(name).shape
+    return (bool(shape) and shape[0] == vocab_size_of(source.config)
+            and Taxonomy(source.config).component_of(name) == "embed")
+
+
+def _vocab_rows_only(a: ModelSource, b: ModelSource, name: str) -> bool:
+    """Shapes that differ only in the number of token rows."""
+    sa, sb = a.spec(name).shape, b.spec(name).shape
+    return (len(sa) == len(sb) and sa[1:] == sb[1:] and _one_row_per_token(a, name)
+            and _one_row_per_token(b, name))
+
+
 def compare_models(a: ModelSource, b: ModelSource) -> dict:
-    """Every difference in tensor names, shapes and dtypes between two sources."""
+    """Every difference in tensor names, shapes, dtypes and vocabularies of two sources.
+
+    Token-row counts that differ are no obstacle when the tokenizers agree on their
+    shared tokens: `darwin merge` aligns the rows by token string (docs/MERGE.md).
+    """
     names_a, names_b = set(a.names), set(b.names)
     shared = sorted(names_a & names_b)
+    vocab = vocabulary_diff(a, b)
+    alignable = vocab is not None and vocab.mergeable
+    differ = [n for n in shared if a.spec(n).shape != b.spec(n).shape]
+    vocab_rows = [n for n in differ if alignable and _vocab_rows_only(a, b, n)]
     shape = [{"name": n, "a": list(a.spec(n).shape), "b": list(b.spec(n).shape)}
-             for n in shared if a.spec(n).shape != b.spec(n).shape]
+             for n in differ if n not in vocab_rows]
     dtype = [{"name": n, "a": a.spec(n).dtype, "b": b.spec(n).dtype}
              for n in shared if a.spec(n).dtype != b.spec(n).dtype]
     return {
-        "mergeable": not (names_a ^ names_b) and not shape,
+        "mergeable": not (names_a ^ names_b) and not shape and (vocab is None
+                                                                 or vocab.mergeable),
         "only_in_a": sorted(names_a - names_b),
         "only_in_b": sorted(names_b - names_a),
         "shape_mismatch": shape,
         "dtype_mismatch": dtype,  # allowed: the merge works in float32 and casts back
+        "vocab_rows_differ": vocab_rows,  # aligned by token string when merging
+        "vocabulary": None if vocab is None else vocab.to_dict(),
     }
 
 
-def require_mergeable(a: ModelSource, b: ModelSource, role_b: str = "mother") -> None:
-    """Raise a one-line error naming what differs if `b` cannot be merged with `a`."""
+def require_mergeable(a: ModelSource, b: ModelSource, role_b: str = "mother",
+                      align_vocab: bool = False) -> None:
+    """Raise a one-line error naming what differs if `b` cannot be merged with `a`.
+
+    Different vocabularies pass only with `align_vocab` (the streaming merge aligns
+    them; the in-memory merge of the search does not).
+    """
     diff = compare_models(a, b)
+    vocab = diff["vocabulary"]
+    if vocab is not None and not vocab["mergeable"]:
+        raise IncompatibleModelsError(f"{a.path} and {b.path} cannot be merged: " +
+                                      disagreement_message(vocabulary_diff(a, b)))
+    if vocab is not None and not vocab["same"] and not align_vocab:
+        raise IncompatibleModelsError(
+            f"{a.path} and {b.path} have different vocabularies; `darwin merge` aligns them "
+            "by token string, the search needs one vocabulary (see docs/MERGE.md, "
+            "'Different vocabularies')")
     if diff["mergeable"]:
         return
     parts = []

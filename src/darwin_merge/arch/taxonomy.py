@@ -7,13 +7,12 @@ so a genome means the same thing on a 30-layer and a 4-layer model.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
-from importlib import resources
 
-import yaml
+from .rules import COMPONENTS, family_for
 
-COMPONENTS = ("embed", "attn", "ffn", "norm", "moe", "vision", "audio", "per_layer_embed", "other")
+__all__ = ["COMPONENTS", "NUM_BLOCKS", "Taxonomy", "TensorInfo", "block_of", "num_layers_of"]
+
 NUM_BLOCKS = 6
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
@@ -50,43 +49,28 @@ def _model_type(config: dict) -> str:
     return str(config.get("model_type") or "")
 
 
-def _load_rules() -> dict:
-    text = resources.files(__package__).joinpath("families.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
-
-
 class Taxonomy:
     """The rules for one model, chosen from its config's model_type."""
 
     def __init__(self, config: dict):
-        rules = _load_rules()
-        model_type = _model_type(config)
-        self.family = next(
-            (name for name, fam in rules["families"].items() if model_type in fam["model_types"]),
-            "generic",
-        )
-        family = rules["families"][self.family]
-        self._layer_re = re.compile(family["decoder_layer"])
-        extra = family.get("components", [])
-        self._components = [(re.compile(r["pattern"]), r["component"])
-                            for r in extra + rules["common"]["components"]]
-        self._kinds = [(re.compile(r["pattern"]), r["merge_kind"])
-                       for r in rules["common"]["merge_kinds"]]
+        self.model_type = _model_type(config)
+        self._rules = family_for(self.model_type)
+        self.family = self._rules.name
         self.num_layers = num_layers_of(config)
 
     def component_of(self, name: str) -> str:
-        return next((comp for rx, comp in self._components if rx.search(name)), "other")
+        return self._rules.component_of(name, self.model_type)
 
     def layer_of(self, name: str, component: str) -> int | None:
         if component in ("vision", "audio"):
             return None
-        match = self._layer_re.search(name)
+        match = self._rules.decoder_layer.search(name)
         return int(match.group(1)) if match else None
 
     def merge_kind_of(self, name: str, shape: tuple[int, ...], dtype: str) -> str:
         if dtype not in _FLOAT_DTYPES:
             return "exact"
-        kind = next((k for rx, k in self._kinds if rx.search(name)), None)
+        kind = next((k for rx, k in self._rules.merge_kinds if rx.search(name)), None)
         if kind:
             return kind
         return "dare_ties" if len(shape) >= 2 else "linear"

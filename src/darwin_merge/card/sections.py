@@ -64,8 +64,27 @@ def _parents(rec: RunRecords, scratch: Path) -> Section | None:
     rows = [[p.role.capitalize(), f"`{p.hub_id or p.source}`", p.architecture or "unknown",
              str(p.num_layers) if p.num_layers else "unknown", p.license or "not declared"]
             for p in rec.parents]
-    return Section("Parent models", [Table(["Role", "Model", "Architecture", "Layers",
-                                            "License"], rows)], anchor="parents")
+    blocks: list = [Table(["Role", "Model", "Architecture", "Layers", "License"], rows)]
+    tokenizer = _tokenizer_words(rec.merge.get("vocabulary"))
+    if tokenizer:
+        blocks.append(tokenizer)
+    return Section("Parent models", blocks, anchor="parents")
+
+
+def _tokenizer_words(vocab) -> str | None:
+    """Where the child's tokenizer comes from (darwin_merge.json's `vocabulary`)."""
+    if not isinstance(vocab, dict) or not vocab.get("tokenizer_source"):
+        return None
+    source = vocab["tokenizer_source"]
+    if vocab.get("same"):
+        return f"Tokenizer: the {source}'s (both parents have the same vocabulary)."
+    words = {"father": "the father's", "mother": "the mother's",
+             "union": "the union of both parents' vocabularies"}
+    return (f"Tokenizer: {words.get(source, source)} (`--tokenizer-source {source}`): "
+            f"{vocab.get('rows')} embedding rows, {vocab.get('merged_rows')} merged from both "
+            f"parents by token string; {len(vocab.get('father_only_tokens') or [])} token(s) "
+            f"only the father knows, {len(vocab.get('mother_only_tokens') or [])} only the "
+            "mother.")
 
 
 def _scan(rec: RunRecords, scratch: Path) -> Section | None:
@@ -296,6 +315,9 @@ def _remake(rec: RunRecords) -> list:
             if values.get(key) is not None and values.get(key) != default:
                 cmd += [flag, str(values[key])]
         cmd += ["--disjoint-mean"] if options.get("disjoint_mean") else []
+        vocab = rec.merge.get("vocabulary")
+        if isinstance(vocab, dict) and vocab.get("same") is False:
+            cmd += ["--tokenizer-source", str(vocab.get("tokenizer_source"))]
         cmd += ["--out", f"{rec.folder_name}-remade"]
         blocks += ["To merge this child again from its parents (the same genome and options "
                    "give a byte-identical child, on any device):",

@@ -9,6 +9,7 @@ the thread count or the order in which tensors are merged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -26,6 +27,7 @@ from ..errors import IncompatibleModelsError, NumericalError, ResourceError, Usa
 from ..genome import Genome, genome_hash
 from ..io.gguf_import import parse_dtype
 from ..io.loading import resolve_device
+from ..io.vocabulary import add_tokens
 from ..io.writer import (
     DEFAULT_SHARD_BYTES,
     atomic_output_dir,
@@ -33,9 +35,17 @@ from ..io.writer import (
     write_config,
 )
 from ..resources import require_memory, tensor_bytes
+from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
 from .stream import OutputTensor, StreamingWriter, TensorReader
+from .vocab_rows import (
+    RowStreams,
+    child_files_source,
+    new_token_entries,
+    parents_vocab_alignment,
+    stream_vocab_tensor,
+)
 
 REPORT_NAME = "darwin_merge.json"
 CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32 per parent and temporary
@@ -212,7 +222,8 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                  device: str = "cpu", dtype: str | None = None, overwrite: bool = False,
                  progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES,
                  chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = 1,
-                 allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+                 allow_pickle: bool = False, trust_remote_code: bool = False,
+                 tokenizer_source: str = "union") -> Path:
     """Merge two model folders into a new child folder, one tensor chunk at a time.
 
     Peak memory is a few chunks of `chunk_elements` (whatever the model's size): the
@@ -221,7 +232,9 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
     darwin_merge.json. `threads` is torch's CPU thread count during the merge (None:
     unchanged): chunks are small and memory-bound, so one thread is the default
     (docs/BENCHMARKS.md). The result is the same for any value. `allow_pickle` and
-    `trust_remote_code` let untrusted parents be read (docs/RELIABILITY.md).
+    `trust_remote_code` let untrusted parents be read (docs/RELIABILITY.md). Parents
+    whose vocabularies differ get their token rows aligned by token string; the child's
+    vocabulary is `tokenizer_source`'s: father, mother or union (docs/MERGE.md).
     """
     genome, settings = genome or Genome(), settings or MergeSettings()
     out = Path(out)
@@ -229,22 +242,32 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
     target_device = resolve_device(device)
     out_dtype = parse_dtype(dtype) if dtype else None
     a, b, w = open_parents(father, mother, base, allow_pickle=allow_pickle,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, align_vocab=True)
     try:
+        alignment = parents_vocab_alignment(a, b, w, tokenizer_source)
         ratios = load_scan_ratios(scan) if scan is not None else None
         specs = a.specs()
         infos = Taxonomy(a.config).classify_all(specs)
-        rows = plan_merge(infos, {s.name: s.shape for s in specs}, genome, settings, ratios)
+        shapes = {s.name: s.shape for s in specs}
+        vocab_names = set() if alignment is None else vocab_tensor_names(
+            infos, shapes, vocab_size_of(a.config))
+        shapes.update({n: (alignment.rows, *shapes[n][1:]) for n in vocab_names})
+        rows = plan_merge(infos, shapes, genome, settings, ratios)
         key = genome_hash(genome, settings)
         _require_disk(out, a.total_bytes if out_dtype is None else
                       a.num_params * torch.finfo(out_dtype).bits // 8)
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
             _stream_tensors(rows, (a, b, w), tmp, genome, settings, key, out_dtype,
-                            target_device, shard_size, chunk_elements, progress)
-            write_config(a.config, tmp, out_dtype or _main_dtype(a))
-            copy_side_files(a.path, tmp)
+                            target_device, shard_size, chunk_elements, progress,
+                            RowStreams(alignment, frozenset(vocab_names)))
+            config = a.config if alignment is None else with_vocab_size(a.config,
+                                                                        alignment.rows)
+            write_config(config, tmp, out_dtype or _main_dtype(a))
+            copy_side_files(child_files_source(a, b, alignment), tmp)
+            if alignment is not None and alignment.new_tokens:
+                add_tokens(tmp, new_token_entries(alignment, b))
             report = merge_report(rows, genome, settings, key, (father, mother, base), scan,
-                                  device, dtype)
+                                  device, dtype, alignment)
             (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
     finally:
         for source in (a, b, w):
@@ -256,15 +279,27 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
 def _stream_tensors(rows: list[PlanRow], sources: tuple, folder: Path, genome: Genome,
                     settings: MergeSettings, key: str, out_dtype: torch.dtype | None,
                     device: torch.device, shard_size: int, chunk_elements: int,
-                    progress: bool) -> None:
-    """Merge every planned tensor chunk by chunk, straight into the output shards."""
+                    progress: bool, vocab: RowStreams | None = None) -> None:
+    """Merge every planned tensor chunk by chunk, straight into the output shards.
+
+    Token-row tensors of parents with different vocabularies go row by row instead
+    (`vocab`), each child row from the parents' rows for its token.
+    """
     readers = [None if s is None else TensorReader(s) for s in sources]
     father = readers[0]
     planned = [OutputTensor(r.name, r.shape, _output_dtype(r, father.dtype(r.name), out_dtype))
                for r in rows]
     writer = StreamingWriter(folder, planned, shard_size)
+    merge = functools.partial(merge_tensor, genome=genome, settings=settings, hash_key=key,
+                              out_dtype=out_dtype)
     try:
         for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
+            if vocab is not None and row.name in vocab.names:
+                stream_vocab_tensor(row, readers, vocab.alignment, writer, merge,
+                                    dare_generators(key, row.name),
+                                    _output_dtype(row, father.dtype(row.name), out_dtype),
+                                    chunk_elements)
+                continue
             numel = father.source.spec(row.name).numel
             generators = dare_generators(key, row.name)
             for start in range(0, max(numel, 1), chunk_elements):
@@ -326,7 +361,8 @@ def _require_disk(out: Path, needed: int) -> None:
 
 
 def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,
-                 parents: tuple, scan, device: str, dtype: str | None) -> dict:
+                 parents: tuple, scan, device: str, dtype: str | None,
+                 alignment: VocabAlignment | None = None) -> dict:
     """What darwin_merge.json holds: enough to understand and redo the merge."""
     modes: dict[str, int] = {}
     for row in rows:
@@ -343,6 +379,8 @@ def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, k
         "ratio_source": "genome and scan (mri_trust)" if scan is not None else
                         "genome only (no scan given)",
         "modes": modes,
+        "vocabulary": ({"tokenizer_source": "father", "same": True} if alignment is None
+                       else {**alignment.summary(), "same": False}),
         "unclassified": [r.name for r in rows if r.component == "other"],
         "tensors": [r.to_dict() for r in rows],
     }

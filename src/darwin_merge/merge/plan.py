@@ -120,12 +120,15 @@ def load_scan_ratios(path: str | Path) -> dict[str, float]:
 
 
 def open_parents(father: str | Path, mother: str | Path, base: str | Path | None = None,
-                 *, allow_pickle: bool = False, trust_remote_code: bool = False
+                 *, allow_pickle: bool = False, trust_remote_code: bool = False,
+                 align_vocab: bool = False
                  ) -> tuple[ModelSource, ModelSource, ModelSource | None]:
     """Open the parents and refuse pairs (or a base) that cannot be merged.
 
     `allow_pickle` and `trust_remote_code` are the user's opt-ins for untrusted folders
-    (see ModelSource); even then only weights are read, never code run.
+    (see ModelSource); even then only weights are read, never code run. `align_vocab`
+    accepts a mother whose vocabulary differs from the father's (the streaming merge
+    aligns the rows); a base must always share the father's.
     """
     trust = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     sources = [ModelSource(father, **trust), ModelSource(mother, **trust)]
@@ -136,7 +139,7 @@ def open_parents(father: str | Path, mother: str | Path, base: str | Path | None
         raise IncompatibleModelsError("the parents have different architectures ("
                                       + " vs ".join(types) + "); Darwin merges models of one "
                                       "architecture only")
-    require_mergeable(sources[0], sources[1], "mother")
+    require_mergeable(sources[0], sources[1], "mother", align_vocab)
     if base is not None:
         require_mergeable(sources[0], sources[2], "base")
     for source in sources:
