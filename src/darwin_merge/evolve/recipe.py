@@ -54,6 +54,7 @@ class Recipe(BaseModel):
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probe_max_tokens: int = 64
     probe_max_prompts: int | None = Field(None, description="prompts per probe set (scan, health)")
+    allow_warning: bool = Field(False, description="keep a child with flagged layers")
 
     @field_validator("fitness")
     @classmethod
