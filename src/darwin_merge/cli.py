@@ -462,8 +462,11 @@ def health_cmd(
     """Health check: the child against both parents (interference, function loss, NaN)."""
     from .health import HealthThresholds, run_health
     from .health.run import summary_lines
+    from .memory_plan import health_plan
 
     thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
+    health_plan(child, father, mother, device=device, dtype=dtype, batch_size=batch_size,
+                max_tokens=max_tokens).check()
     report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,
                         dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
                         batch_size=batch_size, thresholds=thresholds, progress=True)
