@@ -10,8 +10,16 @@ from transformers import AutoModelForCausalLM
 
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
+from darwin_merge.evolve.finish import health_accepted
 from darwin_merge.health import HealthThresholds, check_health, run_health
-from darwin_merge.health.check import layer_table, token_loss_sum, verdict_of
+from darwin_merge.health.check import (
+    arc_position,
+    expected_loss,
+    function_losses,
+    layer_table,
+    token_loss_sum,
+    verdict_of,
+)
 from darwin_merge.io.loading import load_tokenizer
 from tiny_models import make_tiny, make_tiny_pair, save_model
 
@@ -36,20 +44,28 @@ def _sabotaged(father, edit):
 
 
 def test_child_identical_to_father_is_healthy(parents, tmp_path):
+    """A copy of the father in another folder: on the arc at the father, its losses the
+    father's (not the mother's), so healthy; the same check flags it once sabotaged."""
     father, mother = parents
-    report = check_health(father, father, mother, out=tmp_path / "health", **FEW)
+    copy = save_model(AutoModelForCausalLM.from_pretrained(father), tmp_path / "copy")
+    report = check_health(copy, father, mother, out=tmp_path / "health", **FEW)
     assert report["verdict"] == "healthy" and report["flagged_layers"] == []
     assert report["reasons"] == []
     for row in report["layers"]:
         assert row["sim_father"] == pytest.approx(1.0, abs=1e-9)
         assert row["sim_mother"] == pytest.approx(row["sim_parents"], abs=1e-9)
-        assert row["detour"] == pytest.approx(0.0, abs=1e-6)
+        assert row["off_arc"] == pytest.approx(0.0, abs=1e-6)
+        assert row["position"] == pytest.approx(0.0, abs=1e-9)
         assert row["sim_parents"] < 1.0  # the parents do differ
     written = json.loads((tmp_path / "health" / "health.json").read_text())
     assert written["verdict"] == "healthy" and len(written["layers"]) == 4
     assert (tmp_path / "health" / "health.png").read_bytes()[:8] == PNG_MAGIC
-    losses = report["probe_sets"]["MATH"]["loss"]
-    assert losses["child"] == losses["father"]
+    for losses in (r["loss"] for r in report["probe_sets"].values()):
+        assert losses["child"] == pytest.approx(losses["father"], abs=1e-6)
+        assert losses["child"] != pytest.approx(losses["mother"], abs=1e-6)
+    broken = _sabotaged(copy, lambda m: m.model.layers[1].mlp.down_proj.weight.mul_(-3.0))
+    assert check_health(broken, father, mother, tokenizer=load_tokenizer(father),
+                        **FEW)["flagged_layers"][0] == 1
 
 
 def test_real_merge_of_two_skill_pair_is_healthy(two_skill_pair, tmp_path):
@@ -76,7 +92,8 @@ def test_sabotaged_layer_is_flagged(parents, sabotage):
     }
     child = _sabotaged(father, edits[sabotage])
     report = check_health(child, father, mother, tokenizer=load_tokenizer(father), **FEW)
-    assert report["verdict"] != "healthy"
+    assert report["verdict"] == "warning"  # interference only: the losses barely move
+    assert not health_accepted(report["verdict"], allow_warning=False)  # the search rejects it
     assert report["flagged_layers"][0] == 2  # flagged where it starts
     assert not any(row["interference"] for row in report["layers"][:2])
     assert any("layer(s) 2" in reason for reason in report["reasons"])
@@ -117,37 +134,107 @@ def test_non_finite_activations_are_unhealthy(parents, tmp_path):
     assert "NaN" not in text and json.loads(text)["verdict"] == "unhealthy"  # strict JSON
 
 
-def test_function_loss_rule():
-    def probe(child, father, mother):
-        return {"loss": {"child": child, "father": father, "mother": mother},
-                "similarity": {p: [1.0] for p in ("father", "mother", "parents")},
-                "angle": {p: [0.0] for p in ("father", "mother", "parents")}}
+def _probe(angles=(0.0, 0.4, 0.4), losses=(3.0, 2.0, 2.5), spread=(1.0, 1.0)):
+    """One probe set's result, one layer: angles child-father, child-mother, parents."""
+    return {"loss": dict(zip(("child", "father", "mother"), losses, strict=True)),
+            "similarity": {p: [0.9] for p in ("father", "mother", "parents")},
+            "angle": {p: [a] for p, a in zip(("father", "mother", "parents"), angles, strict=True)},
+            "spread": {"father": [spread[0]], "mother": [spread[1]]}}
 
-    per_probe = {"MATH": probe(3.0, 2.0, 2.5), "CODE": probe(2.55, 2.0, 2.5)}
-    thresholds = HealthThresholds(loss_margin=0.1)
-    from darwin_merge.health.check import function_losses
 
-    assert function_losses(per_probe, thresholds) == ["MATH"]
-    verdict, reasons = verdict_of({"weights": [], "activations": []}, ["MATH"], [], per_probe)
+def test_function_loss_is_judged_against_the_better_parent_where_the_child_sits():
+    """A child that sits at the better parent (the father) may not be 1.05 nats worse
+    than it, though it beats the worse parent; one that sits at the worse parent may."""
+    rule = HealthThresholds(loss_margin=0.1)
+    at_better = _probe(angles=(0.0, 0.4, 0.4), losses=(3.05, 2.0, 3.5))
+    at_worse = _probe(angles=(0.4, 0.0, 0.4), losses=(3.05, 2.0, 3.5))
+    halfway = _probe(angles=(0.2, 0.2, 0.4), losses=(2.9, 2.0, 3.5))
+    assert expected_loss(at_better) == pytest.approx(2.0)
+    assert expected_loss(halfway) == pytest.approx(2.75)
+    assert function_losses({"MATH": at_better, "CODE": at_worse, "LANGUAGE": halfway},
+                           rule) == ["MATH", "LANGUAGE"]
+    verdict, reasons = verdict_of({"weights": [], "activations": []}, ["MATH"], [],
+                                  {"MATH": at_better})
     assert verdict == "unhealthy" and "function loss on MATH" in reasons[0]
-    assert verdict_of({"weights": [], "activations": []}, [], [3], per_probe)[0] == "warning"
+    assert verdict_of({"weights": [], "activations": []}, [], [3], {})[0] == "warning"
 
 
-def test_interference_rule_uses_the_detour():
-    def angles(cf, cm, fm):
-        return {"similarity": {p: [0.9] for p in ("father", "mother", "parents")},
-                "angle": {"father": [cf], "mother": [cm], "parents": [fm]},
-                "loss": {}}
+def test_search_keeps_a_warning_only_when_allowed():
+    assert health_accepted("healthy", allow_warning=False)
+    assert not health_accepted("warning", allow_warning=False)
+    assert health_accepted("warning", allow_warning=True)
+    assert not health_accepted("unhealthy", allow_warning=True)
 
-    rule = HealthThresholds(interference_ratio=1.0, interference_margin=0.02)
-    between = layer_table({"P": angles(0.3, 0.3, 0.6)}, rule)[0]  # on the arc: no detour
-    assert between["detour"] == pytest.approx(0.0) and not between["interference"]
-    off = layer_table({"P": angles(0.5, 0.5, 0.2)}, rule)[0]  # detour 0.8 > 0.22
-    assert off["detour"] == pytest.approx(0.8) and off["interference"]
-    edge = layer_table({"P": angles(0.3, 0.3, 0.2)}, rule)[0]  # detour 0.4 > 0.22
-    assert edge["interference"]
-    assert not layer_table({"P": angles(0.3, 0.3, 0.2)},
-                           HealthThresholds(interference_ratio=2.0))[0]["interference"]
+
+def test_arc_position_of_a_child():
+    assert arc_position(0.3, 0.3, 0.6) == (0.0, 0.5)  # between: on the arc
+    assert arc_position(0.0, 0.5, 0.5) == (0.0, 0.0)  # the father itself
+    assert arc_position(0.2, 0.9, 0.5) == (0.2, 0.0)  # beyond the father: its distance
+    off, t = arc_position(0.5, 0.5, 0.6)  # above the middle: 3-4-5 triangle
+    assert off == pytest.approx(0.4) and t == pytest.approx(0.5)
+    assert arc_position(0.1, 0.2, 0.0) == (0.1, 0.0)  # identical parents: the nearer one
+
+
+def _flagged(angles, spread=(1.0, 1.0), rule=None):
+    return layer_table({"P": _probe(angles=angles, spread=spread)},
+                       rule or HealthThresholds())[0]["interference"]
+
+
+def test_interference_allowance_does_not_grow_with_distant_parents():
+    """The review's two cases: a child 0.75 rad from both parents 0.75 apart, and 0.8 rad
+    of damage between parents 1.45 apart (the old rule let both pass)."""
+    assert _flagged((0.75, 0.75, 0.75))
+    half = 1.45 / 2
+    assert _flagged(((half ** 2 + 0.8 ** 2) ** 0.5,) * 2 + (1.45,), spread=(1.07, 1.2))
+    assert not _flagged((0.3, 0.3, 0.6))  # a blend on the arc, however far apart
+    assert not _flagged((0.3, 0.3, 0.6), rule=HealthThresholds(interference_ratio=0.0))
+    # parents farther apart than their own spread: the spread caps the allowance
+    wide = layer_table({"P": _probe(angles=(1.0, 1.0, 1.6), spread=(0.5, 0.9))},
+                       HealthThresholds())[0]
+    assert wide["allowed_off_arc"] == pytest.approx(0.65 * 0.5 + 0.02)
+
+
+def _detection_start(parents: float, spread: float, step: float = 0.01) -> float:
+    """The smallest off-arc height above the parents' midpoint that is flagged."""
+    height = 0.0
+    while True:
+        to_each = ((parents / 2) ** 2 + height ** 2) ** 0.5
+        if _flagged((to_each, to_each, parents), spread=(spread, spread)):
+            return round(height, 2)
+        height += step
+
+
+@pytest.mark.parametrize("side, start", [(0.1, 0.09), (0.3, 0.22), (0.75, 0.51),
+                                         (1.0, 0.67)])
+def test_graded_damage_equilateral_detection_starts_below_the_side(side, start):
+    """Equilateral: the child as far from each parent as they are from each other. Graded
+    heights above the parents' midpoint: detection starts well below the equilateral
+    point (side * 0.866), at the heights docs/HEALTH.md lists."""
+    assert _detection_start(side, spread=1.0) == pytest.approx(start, abs=0.011)
+    assert _flagged((side, side, side), spread=(1.0, 1.0))
+
+
+def test_graded_damage_between_distant_real_parents(two_skill_pair, tmp_path):
+    """Graded noise into layer 0 of a real merge of the two-skill pair (parents 0.75 and
+    1.45 rad apart): the merge and light noise pass, detection starts at scale 0.08."""
+    from darwin_merge.genome import Genome
+    from darwin_merge.merge import merge_models
+
+    base, father, mother = two_skill_pair
+    merged = merge_models(father, mother, tmp_path / "child", base=base,
+                          genome=Genome.uniform(0.5, density=0.9), progress=False)
+    verdicts = {}
+    for scale in (0.0, 0.02, 0.05, 0.08, 0.2):
+        child = AutoModelForCausalLM.from_pretrained(merged).eval()
+        weight = child.model.layers[0].mlp.down_proj.weight
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            weight.add_(noise * scale)
+        report = check_health(child, father, mother, tokenizer=load_tokenizer(father))
+        verdicts[scale] = (report["verdict"], report["flagged_layers"][:1])
+    assert verdicts == {0.0: ("healthy", []), 0.02: ("healthy", []),
+                        0.05: ("healthy", []), 0.08: ("warning", [0]),
+                        0.2: ("warning", [0])}
 
 
 def test_loss_counts_only_real_next_tokens():

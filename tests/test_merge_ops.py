@@ -281,6 +281,9 @@ def test_genome_hash_is_stable_and_changes_with_genome_and_settings():
     old = g.model_copy(update={"genome_rule": "v1"})
     assert genome_hash(old) != genome_hash(g)
     assert genome_hash(old) == "be58c30450bd2a9c"  # the hash the genome had before v2
+    # pinned: a study resumed by a newer Darwin must find the genomes it already scored
+    assert genome_hash(g, MergeSettings()) == "af0092f56ef8f7b9"
+    assert genome_hash(Genome()) == "9a26dc70dc4107ee"
 
 
 def test_genome_values_round_trip_and_wrong_length():

@@ -398,8 +398,11 @@ def test_each_class_of_user_error_has_its_exit_code_and_one_line(pair, tmp_path,
 
 
 def test_exit_codes_are_distinct_and_documented():
-    codes = {e.__name__: e.exit_code for e in (UsageError, ModelFormatError,
-             IncompatibleModelsError, NumericalError, OutputError, StorageError, ResourceError)}
+    from darwin_merge.errors import DarwinError
+
+    codes = {e.__name__: e.exit_code for e in DarwinError.__subclasses__()}
+    assert {UsageError, ModelFormatError, IncompatibleModelsError, NumericalError, OutputError,
+            StorageError, ResourceError} <= set(DarwinError.__subclasses__())
     assert len(set(codes.values())) == len(codes) and 0 not in codes.values()
     table = (Path(__file__).parents[1] / "docs" / "RELIABILITY.md").read_text()
     for name, code in codes.items():

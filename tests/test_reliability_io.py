@@ -7,6 +7,7 @@ reader: it may only ever answer with Darwin's own ModelFormatError.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -19,7 +20,7 @@ from safetensors.torch import save_file
 
 from darwin_merge.errors import ModelFormatError
 from darwin_merge.io import ModelSource
-from darwin_merge.io.safetensors_header import parse_header, read_header
+from darwin_merge.io.safetensors_header import DTYPE_SIZES, parse_header, read_header
 
 
 def _raw_file(path: Path, header: dict | bytes, data: bytes = b"", length: int | None = None):
@@ -66,13 +67,36 @@ def test_valid_file_accepted(tmp_path):
     assert {e.name for e in entries} == {"a", "b"}
 
 
+def assert_consistent(entries, data_size: int) -> None:
+    """What an accepted header promises: every tensor's bytes inside the data area, no
+    two overlapping, each exactly shape x dtype size long."""
+    ends = sorted((e.begin, e.end) for e in entries)
+    assert all(0 <= b <= e <= data_size for b, e in ends)
+    assert all(ends[i][1] <= ends[i + 1][0] for i in range(len(ends) - 1))
+    for entry in entries:
+        assert entry.end - entry.begin == math.prod(entry.shape) * DTYPE_SIZES[entry.dtype]
+
+
+# random bytes, and random bytes spliced into a valid header (so that some are accepted)
+_VALID = b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=512))
-def test_random_bytes_never_crash(raw):
+@given(st.binary(max_size=512) | st.builds(
+    lambda i, junk: _VALID[:i] + junk + _VALID[i:], st.integers(0, len(_VALID)),
+    st.binary(max_size=4)), st.integers(0, 64))
+def test_random_bytes_never_crash(raw, data_size):
     try:
-        parse_header(raw, data_size=len(raw), where="fuzz")
+        entries, _ = parse_header(raw, data_size=data_size, where="fuzz")
     except ModelFormatError:
-        pass
+        return
+    assert_consistent(entries, data_size)
+
+
+def test_the_fuzzed_valid_header_is_accepted():
+    """The seed the fuzz splices into is accepted, so the accepted branch is reached."""
+    entries, _ = parse_header(_VALID, data_size=8, where="fuzz")
+    assert [(e.name, e.shape, e.begin, e.end) for e in entries] == [("w", (2,), 0, 8)]
 
 
 _json_values = st.recursive(
@@ -97,9 +121,7 @@ def test_random_headers_never_crash(header, data_size):
         entries, _ = parse_header(raw, data_size=data_size, where="fuzz")
     except ModelFormatError:
         return
-    ends = sorted((e.begin, e.end) for e in entries)
-    assert all(0 <= b <= e <= data_size for b, e in ends)
-    assert all(ends[i][1] <= ends[i + 1][0] for i in range(len(ends) - 1))
+    assert_consistent(entries, data_size)
 
 
 @pytest.mark.parametrize("target", ["../outside.safetensors", "/etc/passwd", ""])

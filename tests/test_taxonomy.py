@@ -13,7 +13,10 @@ from tiny_models import config_dict
 
 
 def test_block_of_is_adaptive():
-    assert [block_of(i, 30) for i in range(30)] == [i * 6 // 30 for i in range(30)]
+    assert [block_of(i, 30) for i in range(30)] == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5 \
+        + [4] * 5 + [5] * 5
+    assert [block_of(i, 26) for i in range(26)] == [0] * 5 + [1] * 4 + [2] * 4 + [3] * 5 \
+        + [4] * 4 + [5] * 4
     assert [block_of(i, 4) for i in range(4)] == [0, 1, 3, 4]
     assert block_of(5, 6) == 5 and block_of(0, 1) == 0
 

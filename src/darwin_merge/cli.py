@@ -124,6 +124,8 @@ def evolve_cmd(
     batch_size: int | None = typer.Option(None, help="evaluation batch size"),
     popsize: int | None = typer.Option(None, help="Phase 2 CMA-ES population (default 6)"),
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
+    allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
+                                       "layers (interference) but finds no other fault"),
 ) -> None:
     """Search the genome (Phase 1 proxy, Phase 2 real merges), then merge, check, score."""
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
@@ -134,6 +136,7 @@ def evolve_cmd(
                   timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
                   holdout_limit=holdout_limit, storage=storage, study=study, device=device,
                   dtype=dtype, seed=seed, batch_size=batch_size, popsize=popsize,
+                  allow_warning=allow_warning or None,
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)
@@ -511,16 +514,20 @@ def health_cmd(
     max_tokens: int = typer.Option(64, help="tokens kept per probe prompt"),
     max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
     batch_size: int = typer.Option(8, help="prompts per forward batch"),
-    interference_ratio: float = typer.Option(1.0, help="allowed detour / parents' angle"),
-    interference_margin: float = typer.Option(0.02, help="allowed detour on top (radians)"),
-    loss_margin: float = typer.Option(0.1, help="child loss above the worse parent (nats)"),
+    interference_ratio: float = typer.Option(
+        0.65, help="off-arc allowed / min(parents' angle, spread)"),
+    interference_margin: float = typer.Option(0.02, help="allowed off-arc on top (radians)"),
+    loss_margin: float = typer.Option(0.1, help="child loss above the expected (nats)"),
     overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
 ) -> None:
     """Health check: the child against both parents (interference, function loss, NaN)."""
     from .health import HealthThresholds, run_health
     from .health.run import summary_lines
+    from .memory_plan import health_plan
 
     thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
+    health_plan(child, father, mother, device=device, dtype=dtype, batch_size=batch_size,
+                max_tokens=max_tokens).check()
     report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,
                         dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
                         batch_size=batch_size, thresholds=thresholds, progress=True)

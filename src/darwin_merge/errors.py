@@ -53,3 +53,9 @@ class ResourceError(DarwinError):
     """The work would not fit in the memory or disk available."""
 
     exit_code = 8
+
+
+class SearchError(DarwinError):
+    """The search ended without a child to keep: no candidate scored, or none healthy."""
+
+    exit_code = 9

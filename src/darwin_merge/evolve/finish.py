@@ -12,6 +12,7 @@ import optuna
 import yaml
 
 from .. import __version__
+from ..errors import SearchError
 from ..eval import paired
 from ..genome import Genome
 from ..merge.engine import merge_models
@@ -103,7 +104,8 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
 
     ranked = ranked_genomes(study)
     if not ranked:
-        raise RuntimeError("the search scored no candidate")
+        raise SearchError("the search scored no candidate (a --timeout too short?); "
+                          "run the same command again to continue it")
     out = Path(recipe.out)
     health = {}
     for trial, genome in ranked[:MAX_HEALTH_TRIES]:
@@ -118,11 +120,19 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                               device=recipe.device, dtype=recipe.dtype, overwrite=True,
                               max_tokens=recipe.probe_max_tokens,
                               max_prompts=recipe.probe_max_prompts)
-        if health.get("verdict") != "unhealthy":
+        if health_accepted(health["verdict"], recipe.allow_warning):
             return trial, genome, child, health
-        say(f"[red]child of trial {trial.number} is unhealthy[/red]: "
-            f"{'; '.join(health.get('reasons', []))}; trying the next best genome")
-    raise RuntimeError("no healthy child among the best genomes: see health/health.json")
+        say(f"[red]child of trial {trial.number} is {health['verdict']}[/red]: "
+            f"{'; '.join(health['reasons'])}; trying the next best genome")
+    raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
+                      f"{out / 'health' / 'health.json'}; --allow-warning keeps a child "
+                      "whose only finding is interference)")
+
+
+def health_accepted(verdict: str, allow_warning: bool) -> bool:
+    """A child is kept when healthy; with --allow-warning also when only interference
+    (a flagged layer) was found. Unhealthy children are never kept."""
+    return verdict == "healthy" or (allow_warning and verdict == "warning")
 
 
 def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,

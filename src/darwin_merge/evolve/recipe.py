@@ -66,6 +66,7 @@ class Recipe(BaseModel):
     mri: Literal["attribution", "card"] = Field(
         "attribution", description="the scan's ratio formula (docs/SCAN.md)")
     scan_items: int = Field(32, description="search items per fitness task the scan probes")
+    allow_warning: bool = Field(False, description="keep a child with flagged layers")
 
     @field_validator("fitness")
     @classmethod

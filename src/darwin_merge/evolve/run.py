@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import OutputError
+from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
 from .finish import finish, write_records
@@ -42,6 +43,7 @@ def _single_worker_lock(out: Path):
 def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
     """Run (or continue) the search described by `recipe`; returns summary.json's content."""
     check_recipe(recipe)
+    evolve_plan(recipe).check()  # before anything is created or read
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     lock = _single_worker_lock(out) if recipe.storage is None else None
@@ -52,8 +54,8 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         # another search's study is refused before the scan and the parents' loading
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         scan_path = ensure_scan(recipe)
+        mri = load_scan_ratios(scan_path)  # checks the file before it is used
         scan = json.loads(Path(scan_path).read_text())
-        mri = load_scan_ratios(scan_path)
         say("reading both parents into memory (held once for every candidate)")
         parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
                                      device=recipe.device, dtype=recipe.dtype)
@@ -83,10 +85,8 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
 
 
 def _write_card(recipe: Recipe) -> None:
-    try:
-        from ..card import write_card, write_report
-    except ImportError:  # the card module is optional for the search itself
-        return
+    from ..card import write_card, write_report  # a broken card package is a bug: no skip
+
     out = Path(recipe.out)
     write_card(out / "child", out)
     write_report(out)

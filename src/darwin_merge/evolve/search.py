@@ -7,6 +7,7 @@ summary) are written atomically at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -26,8 +27,9 @@ from ..errors import UsageError
 from ..eval.tasks import resolve_tasks
 from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
-from ..merge.plan import MergeSettings
+from ..merge.plan import MergeSettings, load_scan_ratios
 from . import proxy, racing
+from .identity import differences, phase1_identity
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, primary_score
 from .study import (
@@ -69,6 +71,21 @@ def check_recipe(recipe: Recipe) -> None:
         path = getattr(recipe, role)
         if not Path(path).is_dir():
             raise UsageError(f"--{role} {path}: no such model folder")
+    if recipe.scan is not None:
+        check_scan_file(Path(recipe.scan))
+
+
+def check_scan_file(path: Path) -> None:
+    """A `--scan` must be a scan.json with MRI ratios and the per-layer table."""
+    if not path.is_file():
+        raise UsageError(f"--scan {path}: no such file (give the scan.json that "
+                         "`darwin scan` wrote, or leave --scan out to scan first)")
+    load_scan_ratios(path)  # unreadable, not JSON, ratios missing or out of range
+    layers = _read_json(path).get("layers")
+    if not (isinstance(layers, dict) and all(isinstance(layers.get(p), list) and layers[p]
+                                             for p in ("father", "mother"))):
+        raise UsageError(f"--scan {path}: not a scan file (no per-layer table for both "
+                         "parents)")
 
 
 def ensure_scan(recipe: Recipe) -> Path:
@@ -85,6 +102,15 @@ def ensure_scan(recipe: Recipe) -> Path:
              formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
              attribution_items=recipe.scan_items, reuse=True, overwrite=True)
     return scan_dir / "scan.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    """A file this run wrote earlier, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _scan_layers(scan: dict) -> tuple[dict, int]:
@@ -130,14 +156,21 @@ def build_proxy_data(recipe: Recipe, parents: ParentTensors, scan: dict,
 
 def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     path = Path(recipe.out) / "phase1.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    identity = phase1_identity(recipe)
+    kept = _read_json(path)
+    if kept is not None:
+        changed = differences(kept.get("identity"), identity)
+        if not changed:
+            return kept
+        say(f"phase1.json was made for another search (different {', '.join(changed)}): "
+            "running Phase 1 again")
     say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy")
     started = time.perf_counter()
     best_curve: list[float] = []
     seen, top = proxy.run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
                                  seed=recipe.seed, progress=best_curve.append)
     result = {
+        "identity": identity,
         "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
         "seconds": time.perf_counter() - started, "best_curve": best_curve,
         "stakes": [{"task": s.name, "weight": s.weight, "donor": s.donor, "gap": s.gap}
@@ -246,7 +279,8 @@ def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSetti
         key = genome_hash(genome, settings)
         trial.set_user_attr("genome_hash", key)
         trial.set_user_attr("phase", 2)
-        trial.set_user_attr("worker", f"{platform.node()}:{_pid()}")
+        trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("worker_seed_offset", worker_seed_offset())
         if "source" not in trial.user_attrs:
             trial.set_user_attr("source", "cma_es")
         if "proxy_fitness" not in trial.user_attrs:
@@ -333,8 +367,7 @@ def was_stopped(trial) -> bool:
 def make_sampler(recipe: Recipe, start: dict) -> optuna.samplers.BaseSampler:
     """Optuna's CMA-ES centred on `start` (a genome's values by field)."""
     best = start
-    seed = recipe.seed if recipe.storage is None else recipe.seed + (hash(platform.node()) +
-                                                                     _pid()) % 10_000
+    seed = recipe.seed if recipe.storage is None else recipe.seed + worker_seed_offset()
     with warnings.catch_warnings():
         # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured; starting CMA-ES at
         # the proxy's best is the point of Phase 1 (docs/EVOLVE.md)
@@ -348,6 +381,18 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+def worker_name() -> str:
+    return f"{platform.node()}:{_pid()}"
+
+
+def worker_seed_offset() -> int:
+    """A worker's offset to the search seed, so that workers sharing a study draw
+    different genomes: from sha256 of host and PID, the same in every process (Python's
+    `hash` of a string changes per process) and recorded on each trial."""
+    digest = hashlib.sha256(worker_name().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
 
 
 def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:

@@ -16,6 +16,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ..errors import StorageError
+from .identity import differences, search_identity
 from .recipe import Recipe
 
 DIRECTION = "maximize"
@@ -79,15 +80,14 @@ def open_study(recipe: Recipe, sampler: optuna.samplers.BaseSampler) -> optuna.S
                                     direction=DIRECTION, load_if_exists=True)
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot open study {name!r}: {exc}") from exc
-    identity = recipe.identity()
+    identity = search_identity(recipe)
     recorded = study.user_attrs.get("identity")
     if recorded is None:
         study.set_user_attr("identity", identity)
-    elif recorded != identity:
-        diff = sorted(k for k in identity if identity[k] != recorded.get(k))
+    elif diff := differences(recorded, identity):
         raise StorageError(
-            f"study {name!r} belongs to another search (different {', '.join(diff)}); "
-            "use another --study name or --out folder"
+            f"study {name!r} belongs to another search (different {', '.join(diff)}): its "
+            "scores cannot be mixed with this one's; use another --study name or --out folder"
         )
     return study
 

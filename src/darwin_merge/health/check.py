@@ -6,12 +6,14 @@ cosine similarity of the child's hidden states to the father's and to the mother
 and of the parents to each other; per probe set: each model's next-token loss on the
 probe texts. The rules (docs/HEALTH.md):
 
-- interference at layer l: the child's hidden states leave the arc between the
-  parents' (angles, averaged over tokens, prompts and probe sets): the detour
-  angle(c, f) + angle(c, m) - angle(f, m) exceeds `interference_ratio` * angle(f, m)
-  + `interference_margin`. A child that lies between its parents (or equals one) has
-  no detour, whatever the parents' difference; a child pushed off both has one.
-- function loss on a probe set: child loss > the worse parent's loss + `loss_margin`.
+- interference at layer l: the child's hidden states lie off the arc between the
+  parents' (angles averaged over tokens, prompts and probe sets; the distance to the
+  nearer parent when the child is not between them) by more than `interference_ratio`
+  * min(angle(f, m), each parent's own spread) + `interference_margin`. A child between
+  its parents (or equal to one) is on the arc; the allowance stops growing with the
+  parents' difference once it reaches how far apart a parent's own states lie.
+- function loss on a probe set: child loss > the loss its place between the parents
+  predicts (the better parent's where it sits at the better parent) + `loss_margin`.
 - non-finite weights or activations anywhere.
 
 Verdict: `unhealthy` on non-finite values or function loss; `warning` on interference
@@ -43,7 +45,7 @@ _CLIP_SUFFIXES = ("input_min", "input_max", "output_min", "output_max")
 class HealthThresholds:
     """The rules' knobs (CLI options of `darwin health`)."""
 
-    interference_ratio: float = 1.0
+    interference_ratio: float = 0.65  # of min(parents' angle, parents' own spreads)
     interference_margin: float = 0.02  # radians
     loss_margin: float = 0.1  # nats per token
 
@@ -95,8 +97,19 @@ def token_similarity(x: torch.Tensor, y: torch.Tensor,
     return (cos * weight).sum(dim=-1) / count, (angle * weight).sum(dim=-1) / count
 
 
+def spread_angle(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per prompt: the mean angle between its real tokens' states and their centroid over
+    the batch (a parent's own spread: how far apart its states lie at this layer)."""
+    weight = mask.to(states.device, torch.float64)
+    x = states.double()
+    centroid = (x * weight[..., None]).sum(dim=(0, 1)) / weight.sum().clamp_min(1.0)
+    _, angle = token_similarity(x, centroid.expand_as(x), mask)
+    return angle
+
+
 PAIRS = {"father": ("child", "father"), "mother": ("child", "mother"),
          "parents": ("father", "mother")}
+PARENTS = ("father", "mother")
 
 
 class _Totals:
@@ -106,6 +119,7 @@ class _Totals:
         zeros = {pair: torch.zeros(num_layers, dtype=torch.float64) for pair in PAIRS}
         self.sims = dict(zeros)
         self.angles = {pair: z.clone() for pair, z in zeros.items()}
+        self.spreads = {parent: zeros[parent].clone() for parent in PARENTS}
         self.prompts = 0
         self.loss = dict.fromkeys(ROLES, 0.0)
         self.tokens = 0
@@ -120,6 +134,8 @@ class _Totals:
                 sim, angle = token_similarity(states[x], states[y], mask)
                 self.sims[pair][layer] += sim.sum().cpu()
                 self.angles[pair][layer] += angle.sum().cpu()
+            for parent in PARENTS:  # how far apart the parent's own token states lie
+                self.spreads[parent][layer] += spread_angle(states[parent], mask).sum().cpu()
         self.prompts += ids.shape[0]
         for role in ROLES:
             logits = traces[role].logits
@@ -142,19 +158,39 @@ class _Totals:
                            for pair, s in self.sims.items()},
             "angle": {pair: (a / max(self.prompts, 1)).tolist()
                       for pair, a in self.angles.items()},
+            "spread": {parent: (s / max(self.prompts, 1)).tolist()
+                       for parent, s in self.spreads.items()},
             "loss": {r: self.loss[r] / max(self.tokens, 1) for r in ROLES},
         }
 
 
 # -- the rules --------------------------------------------------------------
 
-def layer_table(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[dict]:
-    """Per layer: similarities and angles averaged over probe sets, the detour and flag.
+def arc_position(to_father: float, to_mother: float, parents: float) -> tuple[float, float]:
+    """(off_arc, t): where the child's states sit against the arc between its parents.
 
-    detour = angle(child, father) + angle(child, mother) - angle(father, mother): 0 when
-    the child's states lie on the shortest arc between its parents' (a child equal to a
-    parent, or between them), growing as the child leaves both. Interference when the
-    detour exceeds `interference_ratio` * angle(father, mother) + `interference_margin`.
+    The flat triangle of the three mean angles: `t` in [0, 1] is the foot of the child
+    on the father (0) to mother (1) segment, `off_arc` the child's distance to that
+    segment, which is the distance to the nearer parent when the foot falls outside it
+    (and when the parents coincide).
+    """
+    if not parents > 1e-12:
+        return min(to_father, to_mother), (0.0 if to_father <= to_mother else 1.0)
+    along = (to_father ** 2 + parents ** 2 - to_mother ** 2) / (2 * parents)
+    if along <= 0:
+        return to_father, 0.0
+    if along >= parents:
+        return to_mother, 1.0
+    return max(to_father ** 2 - along ** 2, 0.0) ** 0.5, along / parents
+
+
+def layer_table(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[dict]:
+    """Per layer: similarities, angles and spreads averaged over probe sets; the flag.
+
+    Interference when the child's distance off the arc between its parents exceeds
+    `interference_ratio` * min(angle(father, mother), the parents' own spreads) +
+    `interference_margin`: the allowance grows with the parents' difference only up to
+    how far apart each parent's own states lie (docs/HEALTH.md).
     """
     names = list(per_probe)
     num_layers = len(per_probe[names[0]]["similarity"]["father"])
@@ -165,23 +201,35 @@ def layer_table(per_probe: dict[str, dict], thresholds: HealthThresholds) -> lis
     rows = []
     for layer in range(num_layers):
         angle = {pair: mean("angle", pair, layer) for pair in PAIRS}
-        detour = angle["father"] + angle["mother"] - angle["parents"]
-        allowed = thresholds.interference_ratio * angle["parents"] \
+        spread = {parent: mean("spread", parent, layer) for parent in PARENTS}
+        off_arc, position = arc_position(angle["father"], angle["mother"], angle["parents"])
+        allowed = thresholds.interference_ratio * min(angle["parents"], *spread.values()) \
             + thresholds.interference_margin
         rows.append({"layer": layer, **{f"sim_{p}": mean("similarity", p, layer) for p in PAIRS},
-                     **{f"angle_{p}": angle[p] for p in PAIRS}, "detour": detour,
-                     "allowed_detour": allowed,
-                     "interference": bool(not detour <= allowed)})  # NaN counts
+                     **{f"angle_{p}": angle[p] for p in PAIRS},
+                     **{f"spread_{p}": spread[p] for p in PARENTS},
+                     "detour": angle["father"] + angle["mother"] - angle["parents"],
+                     "off_arc": off_arc, "position": position, "allowed_off_arc": allowed,
+                     "interference": bool(not off_arc <= allowed)})  # NaN counts
     return rows
 
 
+def expected_loss(result: dict) -> float:
+    """The loss the child's place between its parents predicts on one probe set: at its
+    final layer the child sits at position t of the arc (0 father, 1 mother), so the
+    better parent's loss when it sits at the better parent, blending towards the other."""
+    angle, loss = result["angle"], result["loss"]
+    _, t = arc_position(angle["father"][-1], angle["mother"][-1], angle["parents"][-1])
+    return (1 - t) * loss["father"] + t * loss["mother"]
+
+
 def function_losses(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[str]:
-    """Probe sets on which the child's loss is worse than both parents' by the margin."""
+    """Probe sets on which the child's loss exceeds the loss its position predicts (the
+    better parent's, where it sits at the better parent) by more than the margin."""
     lost = []
     for name, result in per_probe.items():
-        loss = result["loss"]
-        worst_parent = max(loss["father"], loss["mother"])
-        if not loss["child"] <= worst_parent + thresholds.loss_margin:  # NaN counts as lost
+        allowed = expected_loss(result) + thresholds.loss_margin
+        if not result["loss"]["child"] <= allowed:  # NaN counts as lost
             lost.append(name)
     return lost
 
@@ -197,12 +245,13 @@ def verdict_of(nonfinite: dict, lost: list[str], interference: list[int],
         reasons.append(f"non-finite activations: {', '.join(nonfinite['activations'][:3])}")
     for name in lost:
         loss = per_probe[name]["loss"]
-        reasons.append(f"function loss on {name}: child loss {loss['child']:.3f} vs father "
-                       f"{loss['father']:.3f}, mother {loss['mother']:.3f}")
+        reasons.append(f"function loss on {name}: child loss {loss['child']:.3f} vs "
+                       f"{expected_loss(per_probe[name]):.3f} expected where it sits (father "
+                       f"{loss['father']:.3f}, mother {loss['mother']:.3f})")
     if interference:
         reasons.append(f"interference at layer(s) {', '.join(map(str, interference))}: the "
-                       "child's hidden states leave the arc between its parents' by more than "
-                       "the parents' own difference explains")
+                       "child's hidden states lie off the arc between its parents' by more than "
+                       "the parents' own difference and spread allow")
     if nonfinite["weights"] or nonfinite["activations"] or lost:
         return "unhealthy", reasons
     return ("warning" if interference else "healthy"), reasons

@@ -1,0 +1,126 @@
+"""What each command holds in memory at its peak, added up before any work starts.
+
+A plan lists its parts (models, merged states, activations, the Python runtime) in
+bytes, from the safetensors headers at the requested dtype and the models' configs.
+`check` compares the total with the memory free now: on CPU all of it against
+`MemAvailable`; with `--device cuda` the models and activations against the GPU's
+free memory and the runtime plus one model (read through host memory on its way to
+the GPU) against the host's. A plan that does not fit is refused with one line
+(`ResourceError`, exit 8) saying how much is needed. docs/BENCHMARKS.md ("Memory
+plan") compares the plans with the peak RSS measured on SmolLM2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .io import ModelSource
+from .io.gguf_import import parse_dtype
+from .io.loading import resolve_device
+from .resources import human_bytes, require_memory, tensor_bytes
+
+# Python, torch, transformers, optuna and Darwin imported, before any model: the peak
+# RSS of `import darwin_merge.evolve.run` measured on Linux (514 MB), rounded up.
+RUNTIME_BYTES = 550_000_000
+# Evaluation rows (a prompt and its answer) rarely exceed this many tokens; the
+# forward pass of a batch holds its logits and their log-softmax.
+EVAL_TOKENS = 128
+LOGIT_COPIES = 2
+HEALTH_BATCH = 8  # the search's health check runs at check_health's default batch size
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a plan needs to know of a model folder."""
+
+    nbytes: int  # all tensors at the requested dtype
+    vocab: int
+    hidden: int
+    layers: int
+
+
+def model_shape(folder: str | Path, dtype: str | None) -> ModelShape:
+    cast = parse_dtype(dtype) if dtype else None
+    with ModelSource(folder) as source:
+        nbytes = tensor_bytes(source.specs(), cast)
+        config = source.config
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    return ModelShape(nbytes, int(text.get("vocab_size", 0)), int(text.get("hidden_size", 0)),
+                      int(text.get("num_hidden_layers", 0)))
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A command's peak: named parts on the device, and the runtime on the host."""
+
+    command: str
+    parts: tuple[tuple[str, int], ...]
+    device: str = "cpu"
+    runtime: int = RUNTIME_BYTES
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(nbytes for _, nbytes in self.parts)
+
+    @property
+    def total(self) -> int:
+        """Bytes at the peak, everything on one machine (the CPU case)."""
+        return self.device_bytes + self.runtime
+
+    def describe(self) -> str:
+        parts = [(what, n) for what, n in self.parts] + [("Python runtime", self.runtime)]
+        return ", ".join(f"{what} {human_bytes(n)}" for what, n in parts)
+
+    def check(self) -> None:
+        """ResourceError (one line, how much is needed) when the peak will not fit."""
+        target = resolve_device(self.device)
+        what = f"`darwin {self.command}` ({self.describe()})"
+        if target.type == "cpu":
+            require_memory(self.total, target, what)
+            return
+        require_memory(self.device_bytes, target, what)
+        largest = max(n for _, n in self.parts)
+        require_memory(self.runtime + largest, torch.device("cpu"),
+                       f"`darwin {self.command}` on the host (runtime and one model in transit)")
+
+    def as_dict(self) -> dict:
+        return {"command": self.command, "device": self.device, "total_bytes": self.total,
+                "parts": dict(self.parts), "runtime_bytes": self.runtime}
+
+
+def logits_bytes(shape: ModelShape, batch_size: int, tokens: int) -> int:
+    return batch_size * tokens * shape.vocab * 4 * LOGIT_COPIES
+
+
+def trace_bytes(shape: ModelShape, batch_size: int, tokens: int) -> int:
+    """A traced forward pass: every layer's input kept (float32), plus the logits."""
+    return (shape.layers + 2) * batch_size * tokens * shape.hidden * 4 \
+        + logits_bytes(shape, batch_size, tokens)
+
+
+def health_plan(child, father, mother, *, device: str = "cpu", dtype: str = "float32",
+                batch_size: int = 8, max_tokens: int = 64) -> MemoryPlan:
+    """`darwin health`: the three models at once, and one traced batch of each."""
+    shapes = {role: model_shape(path, dtype) for role, path in
+              (("child", child), ("father", father), ("mother", mother))}
+    traces = sum(trace_bytes(s, batch_size, max_tokens) for s in shapes.values())
+    return MemoryPlan("health", (("child, father and mother", sum(
+        s.nbytes for s in shapes.values())), ("traced forward passes", traces)), device)
+
+
+def evolve_plan(recipe) -> MemoryPlan:
+    """`darwin evolve`: the parents (and base) held for the whole run and the scorer's
+    model; at the end, on top, either the health check's three models or the child's and
+    both baselines' merged states (the larger), and one evaluation batch's logits."""
+    father = model_shape(recipe.father, recipe.dtype)
+    held = [model_shape(p, recipe.dtype).nbytes
+            for p in (recipe.father, recipe.mother, recipe.base) if p is not None]
+    activations = max(3 * trace_bytes(father, HEALTH_BATCH, recipe.probe_max_tokens),
+                      logits_bytes(father, recipe.batch_size, EVAL_TOKENS))
+    parts = ((f"parents ({len(held)} models)", sum(held)), ("the scorer's model", father.nbytes),
+             ("health check or child and baselines (3 models)", 3 * father.nbytes),
+             ("activations", activations))
+    return MemoryPlan("evolve", parts, recipe.device)
