@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..arch import Taxonomy
@@ -32,6 +31,7 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
+from ..progress import track
 from ..resources import require_memory, tensor_bytes
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
@@ -264,7 +264,7 @@ def _stream_tensors(rows: list[PlanRow], sources: tuple, folder: Path, genome: G
                for r in rows]
     writer = StreamingWriter(folder, planned, shard_size)
     try:
-        for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
+        for row in track(rows, len(rows), "merging tensors", progress):
             numel = father.source.spec(row.name).numel
             generators = dare_generators(key, row.name)
             for start in range(0, max(numel, 1), chunk_elements):

@@ -12,8 +12,7 @@ import gc
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from .. import __version__
 from ..arch import Taxonomy
@@ -21,6 +20,7 @@ from ..errors import UsageError
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
 from ..io.loading import load_model, load_tokenizer
+from ..progress import progress_bar
 from . import probes as P
 from .layers import decoder_of
 from .plots import plot_mds, plot_mri_ratio
@@ -38,12 +38,6 @@ SCAN_VERSION = 1
 SCAN_FILE = "scan.json"
 MDS_PICTURE = "mds_father_mother.png"
 MRI_PICTURE = "mri_ratio.png"
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled,
-                    transient=False)
 
 
 def _check_settings(max_tokens: int, batch_size: int, max_prompts: int | None) -> None:
@@ -108,7 +102,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
         rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
                 for name, prompts in texts.items()}  # refuse a too-long prompt before work
         pad_id = P.pad_id_of(tokenizer)
-        with atomic_output_dir(out, overwrite) as tmp, _progress(progress) as bar:
+        with atomic_output_dir(out, overwrite) as tmp, progress_bar(progress) as bar:
             static_a = _static_pass(source_a, "father", settings, bar)
             static_b = _static_pass(source_b, "mother", settings, bar)
             profile_a = _probe_pass(father, "father", rows, pad_id, settings, bar)
