@@ -112,5 +112,7 @@ def test_installed_commands_merge_and_score_a_tiny_pair(installed, tmp_path):
     results = tmp_path / "results.json"
     _darwin(installed, tmp_path, "eval", str(child), "--tasks", "copa,arc_easy", "--limit", "2",
             "--out", str(results))
-    scores = json.loads(results.read_text())["results"]
-    assert set(scores) == {"copa", "arc_easy"} and scores["copa"]["n"] == 2
+    record = json.loads(results.read_text())
+    assert set(record["results"]) == {"copa", "arc_easy"}
+    assert record["n-samples"]["copa"]["effective"] == 2
+    assert record["configs"]["arc_easy"]["dataset_path"] == "allenai/ai2_arc"  # datasets.yaml

@@ -12,6 +12,9 @@ import optuna
 import yaml
 
 from .. import __version__
+from ..eval.lm_eval_layout import lm_eval_layout
+from ..eval.report import write_json
+from ..eval.tasks import resolve_tasks
 from ..genome import Genome
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
@@ -42,10 +45,20 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
         row = {t: {k: v for k, v in r.items() if k != "item_ids"} for t, r in scores.items()}
         row["fitness"] = fitness_of(scores, recipe.weights)
         table["models"][name] = row
+        write_holdout_results(recipe, name, scores)
         for t, r in scores.items():
             table["tasks"][t] = {"n": r.get("n"), "metric": "acc", "shots": 0,
                                  "role": "fitness" if t in recipe.fitness else "extra"}
     return table
+
+
+def write_holdout_results(recipe: Recipe, name: str, scores: dict) -> Path:
+    """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout."""
+    config = {"split": "holdout", "limit": recipe.holdout_limit, "device": recipe.device,
+              "dtype": recipe.dtype, "batch_size": recipe.batch_size}
+    layout = lm_eval_layout(scores, resolve_tasks(list(scores)), model=name, config=config,
+                            darwin={"darwin_version": __version__, "run": str(recipe.out)})
+    return write_json(layout, Path(recipe.out) / "holdout" / f"results_{name}.json")
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
