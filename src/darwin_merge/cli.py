@@ -423,11 +423,20 @@ def card_cmd(
     child_dir: Path = typer.Argument(..., help="child model folder (gets README.md)"),
     run: Path | None = typer.Option(None, "--run", help="run folder of `darwin evolve` "
                                     "(adds scores, scan, health; writes RUN/report.html)"),
+    father_id: str | None = typer.Option(None, help="the father's Hub id (org/name)",
+                                         show_default="its config's, if a Hub id"),
+    mother_id: str | None = typer.Option(None, help="the mother's Hub id (org/name)",
+                                         show_default="its config's, if a Hub id"),
 ) -> None:
-    """Write the child's model card (README.md) from its records, and the run's report."""
+    """Write the child's model card (README.md) from its records, and the run's report.
+
+    The card's `base_model` lists the parents' Hub ids; a parent known only by its local
+    folder is left out of it and named in the card's text.
+    """
     from .card import REPORT_NAME, write_card
 
-    path = write_card(child_dir, run)
+    given = {"father": father_id, "mother": mother_id}
+    path = write_card(child_dir, run, {role: i for role, i in given.items() if i is not None})
     out.print(f"card written to {path}")
     if run is not None:
         out.print(f"report written to {run / REPORT_NAME}")
