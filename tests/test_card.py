@@ -46,21 +46,49 @@ def table_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
 
 
-def test_front_matter_is_valid_yaml_with_parents_tags_and_scores(card, run_folder):
-    meta, _ = split_card(card)
-    assert meta["base_model"] == [str(run_folder["father"]), str(run_folder["mother"])]
+def _strings(value):
+    if isinstance(value, dict):
+        yield from (s for v in value.values() for s in _strings(v))
+    elif isinstance(value, list):
+        yield from (s for v in value for s in _strings(v))
+    elif isinstance(value, str):
+        yield value
+
+
+def test_front_matter_is_hub_valid_with_tags_and_scores_on_hub_datasets(card, run_folder):
+    from huggingface_hub import ModelCard
+
+    meta, body = split_card(card)
+    # the parents are local folders: no base_model (the Hub takes ids only), named in the text
+    assert "base_model" not in meta and str(run_folder["father"]) in body
     assert meta["license"] == "apache-2.0"
     assert meta["tags"] == ["merge", "darwin", "dare_ties"]
     assert meta["pipeline_tag"] == "text-generation"
     holdout = run_folder["summary"]["holdout"]
-    results = meta["model-index"][0]["results"]
-    assert [r["dataset"]["name"] for r in results] == list(holdout["tasks"])
-    for result in results:
-        task = result["dataset"]["name"]
-        metric = holdout["tasks"][task]["metric"]
-        assert result["metrics"][0]["type"] == metric
-        assert result["metrics"][0]["value"] == holdout["models"]["child"][task][metric]
-    assert meta["model-index"][0]["name"] == "run"  # the run's name, not `child`
+    parsed = ModelCard(card).data
+    assert parsed.model_name == "run"  # the run's name, not `child`
+    # the ARC tasks come from a Hub data set; simple_arithmetic's packaging has no Hub copy
+    results = {r.dataset_config: r for r in parsed.eval_results}
+    assert set(results) == {"ARC-Easy", "ARC-Challenge"}
+    result = results["ARC-Easy"]
+    assert (result.dataset_type, result.dataset_split) == ("allenai/ai2_arc", "test")
+    assert result.metric_type == holdout["tasks"]["arc_easy"]["metric"]
+    assert result.metric_value == holdout["models"]["child"]["arc_easy"][result.metric_type]
+    assert f"{holdout['tasks']['arc_easy']['n']} held-out items" in result.dataset_name
+    assert not [s for s in _strings(meta) if "/" in s and Path(s).exists()]
+
+
+def test_parent_hub_ids_given_on_the_command_line(run_folder, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    child = shutil.copytree(run_folder["child"], tmp_path / "child")
+    assert main(["card", str(child), "--father-id", "org/father-model",
+                 "--mother-id", "org/mother-model"]) == 0
+    data = ModelCard((child / "README.md").read_text()).data
+    assert data.base_model == ["org/father-model", "org/mother-model"]
+    assert data.base_model_relation == "merge"
+    assert main(["card", str(child), "--father-id", str(tmp_path)]) == UsageError.exit_code
+    assert "not a Hub model id" in capsys.readouterr().err
 
 
 def test_genome_table_and_hash_match_the_child(card, run_folder):

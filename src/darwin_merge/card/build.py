@@ -18,10 +18,12 @@ CARD_NAME = "README.md"
 REPORT_NAME = "report.html"
 
 
-def write_card(child_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+def write_card(child_dir: str | Path, run_dir: str | Path | None = None,
+               hub_ids: dict[str, str] | None = None) -> Path:
     """Write CHILD_DIR/README.md (pictures copied beside it); with a run folder, also
-    RUN_DIR/report.html. Returns the card's path. Missing records leave sections out."""
-    rec = read_records(child_dir, run_dir)
+    RUN_DIR/report.html. Returns the card's path. Missing records leave sections out.
+    `hub_ids` names parents on the Hub ({"father": "org/name"}) for `base_model`."""
+    rec = read_records(child_dir, run_dir, hub_ids)
     with tempfile.TemporaryDirectory(prefix="darwin-card-") as scratch:
         sections = card_sections(rec, Path(scratch))
         for picture in _pictures(sections):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import yaml
+from huggingface_hub import EvalResult, ModelCardData
 
+from ..eval.tasks import hub_dataset, registry
 from .blocks import Bullets, Code, Picture, Section, Table
 from .records import RunRecords
 
@@ -20,42 +22,40 @@ def card_license(rec: RunRecords) -> str | None:
 
 
 def front_matter(rec: RunRecords) -> dict:
-    """The hub metadata: licence, parents, tags, task, and the holdout results."""
-    meta: dict = {}
-    license_ = card_license(rec)
-    if license_:
-        meta["license"] = license_
-    parents = [p.hub_id or p.source for p in rec.parents if p.role in ("father", "mother")]
-    if parents:
-        meta["base_model"] = parents
-        meta["base_model_relation"] = "merge"
-    meta.update(tags=list(TAGS), pipeline_tag="text-generation", library_name="transformers")
-    index = model_index(rec)
-    if index:
-        meta["model-index"] = index
-    return meta
+    """The hub metadata, built by huggingface_hub's ModelCardData so the Hub accepts it:
+    licence, parents (hub ids only: a parent known by its local folder alone is named in the
+    text instead), tags, task, and the holdout results on Hub data sets."""
+    parents = [p.hub_id for p in rec.parents if p.role in ("father", "mother") and p.hub_id]
+    results = eval_results(rec)
+    data = ModelCardData(license=card_license(rec), base_model=parents or None,
+                         base_model_relation="merge" if parents else None, tags=list(TAGS),
+                         pipeline_tag="text-generation", library_name="transformers",
+                         model_name=rec.name if results else None,
+                         eval_results=results or None)
+    return data.to_dict()
 
 
-def model_index(rec: RunRecords) -> list[dict]:
-    """The child's holdout scores in the hub's model-index layout (empty when none)."""
-    holdout = rec.summary.get("holdout") or {}
-    child = (holdout.get("models") or {}).get("child") or {}
+def eval_results(rec: RunRecords) -> list[EvalResult]:
+    """The child's holdout scores on tasks whose items come from a Hub data set (the others
+    are in the card's Benchmarks table only: the Hub names data sets by their Hub id)."""
+    holdout = rec.summary.get("holdout", {})
+    child = holdout.get("models", {}).get("child", {})
+    shipped = registry()
     results = []
-    for task, spec in (holdout.get("tasks") or {}).items():
-        spec = spec or {}
-        metric = spec.get("metric") or "acc"
-        value = (child.get(task) or {}).get(metric)
-        if value is None:
+    for task, spec in holdout.get("tasks", {}).items():
+        dataset = hub_dataset(shipped[task]) if task in shipped else None
+        metric = spec.get("metric")
+        value = child.get(task, {}).get(metric)
+        if dataset is None or value is None:
             continue
-        dataset = {"name": task, "type": task, "split": "holdout"}
-        if spec.get("shots") is not None:
-            dataset["args"] = {"num_few_shot": spec["shots"]}
-        results.append({"task": {"type": "text-generation", "name": "Text Generation"},
-                        "dataset": dataset,
-                        "metrics": [{"type": metric, "value": float(value),
-                                     "name": f"{metric} ({spec['n']} items)" if spec.get("n")
-                                     else metric}]})
-    return [{"name": rec.name, "results": results}] if results else []
+        items = f"{spec.get('n', 'the')} held-out items of {dataset['split']}"
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Text Generation",
+            dataset_type=dataset["path"], dataset_name=f"{task} ({items})",
+            dataset_config=dataset["name"], dataset_split=dataset["split"],
+            dataset_args={"num_few_shot": spec.get("shots", 0)},
+            metric_type=metric, metric_value=float(value), metric_name=f"{metric} ({items})"))
+    return results
 
 
 def render_markdown(meta: dict, sections: list[Section]) -> str:

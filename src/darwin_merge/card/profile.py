@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COMPONENT_ORDER = ("attn", "ffn", "moe", "norm", "per_layer_embed", "other")
 
@@ -37,7 +34,8 @@ def plot_ratio_profile(tensors: list[dict], out: Path, low: float = 0.15,
     if not profile:
         return None
     scan = layer_profile(tensors, "mri_ratio")
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.subplots()
     ax.axhspan(0, low, color="#dbe9f6", label=f"transplant father (< {low:g})")
     ax.axhspan(high, 1, color="#f9e0d6", label=f"transplant mother (> {high:g})")
     names = sorted(profile, key=lambda c: (c not in COMPONENT_ORDER,
@@ -55,5 +53,4 @@ def plot_ratio_profile(tensors: list[dict], out: Path, low: float = 0.15,
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -9,7 +9,7 @@ optional; what is missing simply leaves its section out.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -90,8 +90,16 @@ def read_json(path: Path) -> dict | list | None:
         raise UsageError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from exc
 
 
-def read_records(child_dir: str | Path, run_dir: str | Path | None = None) -> RunRecords:
-    """Gather the child's and the run's records (tolerant of every missing file)."""
+def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
+                 hub_ids: dict[str, str] | None = None) -> RunRecords:
+    """Gather the child's and the run's records (tolerant of every missing file).
+
+    `hub_ids` ({"father": "org/name", ...}) names parents on the Hub where their folders
+    do not (`darwin card --father-id/--mother-id`).
+    """
+    for role, hub_id in (hub_ids or {}).items():
+        if not _looks_like_hub_id(hub_id):
+            raise UsageError(f"--{role}-id {hub_id!r} is not a Hub model id (org/name)")
     child_dir = Path(child_dir)
     if not child_dir.is_dir():
         raise UsageError(f"{child_dir}: the child folder does not exist")
@@ -108,7 +116,7 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None) -> Ru
         child_dir=child_dir, run_dir=run, child_config=config, merge=merge, summary=summary,
         trials=trials if isinstance(trials, list) else [],
         health=_health(run, summary),
-        parents=_parents(merge, summary, run),
+        parents=_parents(merge, summary, run, hub_ids or {}),
         pictures={**_scan_pictures(merge), **_pictures(run, summary)},
         has_chat_template=_has_chat_template(child_dir),
     )
@@ -156,13 +164,16 @@ def _scan_pictures(merge: dict) -> dict[str, Path]:
     return found
 
 
-def _parents(merge: dict, summary: dict, run: Path | None) -> tuple[ParentInfo, ...]:
+def _parents(merge: dict, summary: dict, run: Path | None,
+             hub_ids: dict[str, str]) -> tuple[ParentInfo, ...]:
     recorded = merge.get("parents") or {}
     parents = []
     for role in ("father", "mother", "base"):
         source = recorded.get(role) or summary.get(role)
         if source:
-            parents.append(_parent_info(role, str(source), run))
+            info = _parent_info(role, str(source), run)
+            given = hub_ids.get(role)
+            parents.append(info if given is None else replace(info, hub_id=given))
     return tuple(parents)
 
 

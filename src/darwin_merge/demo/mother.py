@@ -35,12 +35,12 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..io import ModelSource, ModelWriter, atomic_output_dir
 from ..io.loading import load_model, load_tokenizer, resolve_device
 from ..io.writer import copy_side_files, write_config
+from ..progress import progress_bar
 
 IGNORE = -100  # the label cross_entropy skips: context and padding tokens
 RECORD_FILE = "darwin_mother.json"
@@ -278,19 +278,21 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
     losses, tokens, start = [], 0, time.perf_counter()
-    bar = tqdm(range(recipe.steps), desc="training the mother", disable=not progress)
-    for step in bar:
-        input_ids, labels = collate(batches[step], pad_id)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, recipe)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.autocast_bf16):
-            loss = answer_loss(model, input_ids.to(device), labels.to(device))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens += sum(len(ids) for ids, _ in batches[step])
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    with progress_bar(progress) as bar:
+        task = bar.add_task("training the mother", total=recipe.steps)
+        for step in range(recipe.steps):
+            input_ids, labels = collate(batches[step], pad_id)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, recipe)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.autocast_bf16):
+                loss = answer_loss(model, input_ids.to(device), labels.to(device))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            tokens += sum(len(ids) for ids, _ in batches[step])
+            recent = sum(losses[-20:]) / len(losses[-20:])
+            bar.update(task, advance=1, description=f"training the mother (loss {recent:.3f})")
     model.eval()
     seconds = time.perf_counter() - start
     return {"trained_tensors": len(trained), "trained_params": sum(p.numel() for p in params),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ..errors import UsageError
+from ..progress import TaskCounter, progress_bar
 from . import metrics
 from .generate import generate, supports_thinking
 from .loglik import encode_groups, score_groups
@@ -40,20 +41,18 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
         raise UsageError(f"--samples must be at least 1 (got {samples})")
     resolved = resolve_tasks(tasks, task_file)
     results = {}
-    with _eval_mode(model):
+    with _eval_mode(model), progress_bar(progress, transient=True) as bars:
         for task in resolved:
             items = select_items(task, split, limit)[skip:]
             if not items:
                 raise UsageError(f"task {task.name}: no items in split {split!r}")
-            bar = _bar(progress, task.name)
+            bar = TaskCounter(bars, task.name) if progress else None
             if task.kind in LOGLIK_KINDS:
                 result = _loglik_task(model, tokenizer, task, items, batch_size, device, bar)
             else:
                 result = _generative_task(model, tokenizer, task, items, batch_size, device, bar,
                                           samples=samples, thinking=thinking, seed=seed,
                                           max_new_tokens=max_new_tokens or task.max_new_tokens)
-            if bar is not None:
-                bar.close()
             item_scores = result.pop("item_scores")
             primary = task.primary(samples)
             results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
@@ -72,14 +71,6 @@ def _eval_mode(model):
         yield
     finally:
         model.train(was_training)
-
-
-def _bar(enabled: bool, name: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=name, unit="req", leave=False)
 
 
 def _progress(bar):
@@ -103,7 +94,7 @@ def loglik_requests(task: Task, items: list[Item]) -> list[tuple[str, list[str]]
 def _loglik_task(model, tokenizer, task, items, batch_size, device, bar) -> dict:
     groups = encode_groups(tokenizer, loglik_requests(task, items))
     if bar is not None:
-        bar.total = sum(len(g.continuations) for g in groups)
+        bar.set_total(sum(len(g.continuations) for g in groups))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = score_groups(model, groups, batch_size, device, pad, _progress(bar))
     if task.kind == "multiple_choice":
@@ -154,7 +145,7 @@ def _generative_task(model, tokenizer, task, items, batch_size, device, bar, *, 
         prompts = [mc_gen_prompt(it.doc) for it in items]
         golds = [chr(ord("A") + it.doc["gold"]) for it in items]
     if bar is not None:
-        bar.total = len(prompts)
+        bar.set_total(len(prompts))
     texts = generate(model, tokenizer, prompts, samples=samples,
                      max_new_tokens=max_new_tokens, thinking=thinking,
                      batch_size=batch_size, seed=seed, device=device, progress=_progress(bar))

@@ -12,7 +12,10 @@ from .. import __version__
 from ..errors import ModelFormatError, OutputError, UsageError
 from ..io.loading import load_model, load_tokenizer
 from .evaluator import evaluate
+from .lm_eval_layout import lm_eval_layout
 from .tasks import SPLITS, resolve_tasks
+
+DARWIN_FIELDS = ("config_sha256", "darwin_version", "seconds")  # no place in lm-eval's layout
 
 
 def config_hash(model_path: str | Path) -> str:
@@ -52,13 +55,27 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
             "results": scores}
 
 
+def results_file(record: dict) -> dict:
+    """The record in lm-eval's results layout (eval/lm_eval_layout.py)."""
+    settings = record["settings"]
+    return lm_eval_layout(record["results"], resolve_tasks(settings["tasks"],
+                                                           settings["task_file"]),
+                          model=record["model"], config=settings,
+                          darwin={k: record[k] for k in DARWIN_FIELDS})
+
+
 def write_results(record: dict, out: str | Path) -> Path:
-    """Write the record as JSON atomically (a temp file renamed into place)."""
+    """Write the record in lm-eval's layout as JSON atomically (a temp file renamed)."""
+    return write_json(results_file(record), out)
+
+
+def write_json(data: dict, out: str | Path) -> Path:
+    """Write `data` as JSON atomically (a temp file renamed into place)."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -187,3 +187,9 @@ def select_items(task: Task, split: str = "all", limit: int | None = None) -> li
         if limit is not None and len(items) == limit:
             break
     return items
+
+
+def hub_dataset(task: Task) -> dict | None:
+    """{path, name, split} of the Hub data set a shipped task's file comes from, or None."""
+    text = (_data_dir() / "datasets.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text).get(task.file) if task.file else None

@@ -14,6 +14,9 @@ import yaml
 from .. import __version__
 from ..errors import SearchError
 from ..eval import paired
+from ..eval.lm_eval_layout import lm_eval_layout
+from ..eval.report import write_json
+from ..eval.tasks import resolve_tasks
 from ..genome import Genome
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
@@ -58,6 +61,7 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
                for t, r in scores.items()}
         row["fitness"] = fitness_of(scores, recipe.weights)
         table["models"][name] = row
+        write_holdout_results(recipe, name, scores)
         for t, r in scores.items():
             table["tasks"][t] = {"n": r["n"], "metric": r["metric"],
                                  "higher_is_better": r["higher_is_better"], "shots": 0,
@@ -94,6 +98,13 @@ def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
     result = {task: paired.compare(*pair) for task, pair in pairs.items()}
     result["fitness"] = paired.compare_weighted({t: pairs[t] for t in weights}, weights)
     return result
+def write_holdout_results(recipe: Recipe, name: str, scores: dict) -> Path:
+    """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout."""
+    config = {"split": "holdout", "limit": recipe.holdout_limit, "device": recipe.device,
+              "dtype": recipe.dtype, "batch_size": recipe.batch_size}
+    layout = lm_eval_layout(scores, resolve_tasks(list(scores)), model=name, config=config,
+                            darwin={"darwin_version": __version__, "run": str(recipe.out)})
+    return write_json(layout, Path(recipe.out) / "holdout" / f"results_{name}.json")
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,

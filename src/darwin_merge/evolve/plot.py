@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..genome import GENES  # noqa: E402
+from ..genome import GENES
 
 PHASE_COLOURS = {1: "#9aa5b1", 2: "#1f77b4"}
 # Phase 2 candidates by where they came from (other sources, e.g. a requeued candidate,
@@ -22,7 +19,8 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
                    title: str = "Darwin evolution") -> Path:
     """Left: Phase 1 proxy best-so-far; middle: Phase 2 fitness per trial with best so far;
     right: the genome values of the best Phase 2 trial at each point of the search."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig = Figure(figsize=(16, 4.5))
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     if phase1_best:
         ax.plot(range(1, len(phase1_best) + 1), phase1_best, color=PHASE_COLOURS[1])
@@ -60,5 +58,4 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from ..errors import IncompatibleModelsError, UsageError
 from ..io import ModelSource
 from ..io.loading import load_model, load_tokenizer
+from ..progress import progress_bar
 from ..scan import probes as P
 from ..scan.layers import decoder_of, trace_decoder
 from ..scan.static import all_finite
@@ -323,7 +323,7 @@ def check_health(child, father, mother, probes: str | Path | None = None,
         return report
     tokenizer = _tokenizer_for(tokenizer, given)
     models = {role: _as_model(given[role], device, dtype) for role in ROLES}
-    with _progress_bar(progress) as bar:
+    with progress_bar(progress) as bar:
         per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite, bar)
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
@@ -332,11 +332,6 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     report.update(flagged_layers=interference, function_loss=lost, layers=rows,
                   probe_sets=per_probe)
     return report
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
 
 
 def _measure(models: dict, tokenizer, texts: dict, max_tokens: int, batch_size: int,

@@ -6,14 +6,11 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ..io import atomic_output_dir  # noqa: E402
-from .check import ROLES, check_health  # noqa: E402
+from ..io import atomic_output_dir
+from .check import ROLES, check_health
 
 HEALTH_FILE = "health.json"
 HEALTH_PICTURE = "health.png"
@@ -32,8 +29,8 @@ def _finite_or_none(value):
 
 def plot_health(report: dict, path: Path) -> None:
     """Per-layer similarity to each parent (flagged layers shaded), and losses per probe set."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), constrained_layout=True,
-                                      gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=(10, 7), constrained_layout=True)
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     rows = report["layers"]
     layers = [r["layer"] for r in rows]
     for key, label in (("sim_father", "child vs father"), ("sim_mother", "child vs mother"),
@@ -62,7 +59,6 @@ def plot_health(report: dict, path: Path) -> None:
     bottom.set_ylabel("next-token loss (nats)")
     bottom.legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_health(child, father, mother, out: str | Path | None = None, overwrite: bool = False,

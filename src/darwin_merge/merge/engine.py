@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..arch import Taxonomy
@@ -34,6 +33,7 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
+from ..progress import track
 from ..resources import require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .ops import clip_bound, linear, merge_pair, transplant
@@ -293,7 +293,7 @@ def _stream_tensors(rows: list[PlanRow], sources: tuple, folder: Path, genome: G
     merge = functools.partial(merge_tensor, genome=genome, settings=settings, hash_key=key,
                               out_dtype=out_dtype)
     try:
-        for row in tqdm(rows, desc="merging", unit="tensor", disable=not progress):
+        for row in track(rows, len(rows), "merging tensors", progress):
             if vocab is not None and row.name in vocab.names:
                 stream_vocab_tensor(row, readers, vocab.alignment, writer, merge,
                                     dare_generators(key, row.name),

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _matrix(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
@@ -25,7 +21,8 @@ def plot_mds(layers: dict, path: Path, labels: tuple[str, str] = ("Father", "Mot
     mother, _ = _matrix(layers["mother"])
     vmax = max(float(father.max()), float(mother.max()), 1e-12)
     height = max(4.0, 0.22 * father.shape[0] + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(10, height), sharey=True, constrained_layout=True)
+    fig = Figure(figsize=(10, height), constrained_layout=True)
+    axes = fig.subplots(1, 2, sharey=True)
     image = None
     for ax, matrix, label in zip(axes, (father, mother), labels, strict=True):
         image = ax.imshow(matrix, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax,
@@ -37,7 +34,6 @@ def plot_mds(layers: dict, path: Path, labels: tuple[str, str] = ("Father", "Mot
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(image, ax=axes, label="1 - cos(h_full, h_skip)", shrink=0.8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_mri_ratio(tensors: dict[str, dict], path: Path, low: float, high: float) -> None:
@@ -49,7 +45,8 @@ def plot_mri_ratio(tensors: dict[str, dict], path: Path, low: float, high: float
             outside.append((name, entry["mri_ratio"]))
         else:
             per_component[entry["component"]][entry["layer"]].append(entry["mri_ratio"])
-    fig, ax = plt.subplots(figsize=(10, 4.5), constrained_layout=True)
+    fig = Figure(figsize=(10, 4.5), constrained_layout=True)
+    ax = fig.subplots()
     for component in sorted(per_component):
         layers = sorted(per_component[component])
         means = [float(np.mean(per_component[component][layer])) for layer in layers]
@@ -68,7 +65,6 @@ def plot_mri_ratio(tensors: dict[str, dict], path: Path, low: float, high: float
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def attribution_matrices(attribution: dict) -> tuple[list[str], list[str], dict[str, np.ndarray]]:

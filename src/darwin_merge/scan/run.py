@@ -13,8 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from .. import __version__
 from ..arch import Taxonomy
@@ -24,6 +23,7 @@ from ..io import ModelSource, atomic_output_dir
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
+from ..progress import progress_bar
 from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
@@ -52,12 +52,6 @@ SCAN_FILE = "scan.json"
 MDS_PICTURE = "mds_father_mother.png"
 MRI_PICTURE = "mri_ratio.png"
 ATTRIBUTION_PICTURE = "attribution.png"
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled,
-                    transient=False)
 
 
 def _check_settings(max_tokens: int, batch_size: int, max_prompts: int | None) -> None:
@@ -146,7 +140,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
         reused = _reusable(out, inputs) if reuse else None
         if reused is not None:
             return reused
-        with atomic_output_dir(out, overwrite) as tmp, _progress(progress) as bar:
+        with atomic_output_dir(out, overwrite) as tmp, progress_bar(progress) as bar:
             static_a = _static_pass(source_a, "father", settings, bar)
             static_b = _static_pass(source_b, "mother", settings, bar)
             profile_a = _probe_pass(father, "father", rows, pad_id, settings, bar)
