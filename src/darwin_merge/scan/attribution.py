@@ -9,10 +9,10 @@ and every probe task the scan measures two swaps, on the same items:
 
 Both say how much the mother's version of the group is worth on that task, from either
 side; `effect = (graft + revert) / 2` per item is the picture's summary. The ratio uses
-the swap made in the parent the fitness prefers (`group_evidence`). A task's item score
-is continuous and follows accuracy: the choice-normalised log-probability of the gold answer for multiple
-choice, the gold continuation's log-probability per character for continuations, and a
-text's log-probability per character for the card's probe sets.
+the swap made in the parent the fitness prefers (`group_evidence`). A task's item
+score is continuous and follows accuracy: the choice-normalised log-probability of the
+gold answer for multiple choice, the gold continuation's log-probability per character
+for continuations, and a text's log-probability per character for the probe sets.
 
 Costs `2 * groups + 2` evaluations of the probe items (`forward_passes` in scan.json);
 nothing is merged and no model is written: the father's skeleton has each group's
