@@ -108,3 +108,25 @@ def test_bad_folders_refused(case, tiny_llama, tmp_path):
     with pytest.raises(ModelFormatError) as err:
         ModelSource(folder)
     assert str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ({"general.source.repo_url": "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"},
+     "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ({"general.source.url": "https://example.com/weights", "general.name": "x"}, None),
+    ({}, None),
+])
+def test_gguf_import_records_the_source_hub_id(tmp_path, metadata, expected):
+    import gguf
+
+    from darwin_merge.io.gguf_import import gguf_hub_id
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, value in metadata.items():
+        writer.add_string(key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_hub_id(path) == expected

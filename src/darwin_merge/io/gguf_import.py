@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +18,10 @@ from ..errors import ModelFormatError, UsageError
 from .writer import atomic_output_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+SOURCE_URL_KEYS = ("general.source.repo_url", "general.source.url")
+HUB_URL = re.compile(r"https?://huggingface\.co/([\w.-]+/[\w.-]+)/?")
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -66,7 +71,32 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
         tokenizer.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)
         _drop_gguf_traces(tmp)
+        _record_hub_id(tmp, gguf_hub_id(path))
     return Path(out_dir)
+
+
+def gguf_hub_id(path: Path) -> str | None:
+    """The Hub id (org/name) of the model a GGUF file was converted from, when its metadata
+    names one (`general.source.repo_url` or `general.source.url` on huggingface.co)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    for key in SOURCE_URL_KEYS:
+        if key in fields:
+            match = HUB_URL.fullmatch(str(fields[key].contents()).strip())
+            if match:
+                return match.group(1)
+    return None
+
+
+def _record_hub_id(folder: Path, hub_id: str | None) -> None:
+    """Name the source model in config.json's `_name_or_path` (the model card reads it)."""
+    if hub_id is None:
+        return
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    data["_name_or_path"] = hub_id
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _align_special_tokens(tokenizer, config, generation_config) -> None:
