@@ -60,7 +60,10 @@ def main(page: Path) -> None:
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(1)
     start = time.time()
-    rows = [row_of(t) for t in causal_lm_types()]
+    rows = []
+    for model_type in causal_lm_types():
+        rows.append(row_of(model_type))
+        print(rows[-1], flush=True)
     passed = sum("| passed |" in r for r in rows)
     skipped = sum("| skipped:" in r for r in rows)
     lines = [BEGIN, "",

@@ -180,7 +180,7 @@ def test_two_skill_merge_keeps_both_skills(two_skill_pair, tmp_path):
 
 
 # -- bad input ---------------------------------------------------------------------
-def test_different_vocabularies_are_refused_with_the_resolution(tiny_dir, tmp_path):
+def test_one_tokenizer_different_row_counts_are_aligned(tiny_dir, tmp_path):
     from transformers import LlamaConfig
 
     father = make_tiny("llama", tiny_dir / "vocab-a")
@@ -190,9 +190,12 @@ def test_different_vocabularies_are_refused_with_the_resolution(tiny_dir, tmp_pa
     from transformers import AutoModelForCausalLM
 
     mother = save_model(AutoModelForCausalLM.from_config(config), tmp_path / "vocab-b")
-    with pytest.raises(IncompatibleModelsError, match="embed_tokens.*vocabularies differ"):
-        merge_models(father, mother, tmp_path / "child", progress=False)
-    assert not (tmp_path / "child").exists()
+    child = merge_models(father, mother, tmp_path / "child", progress=False)
+    rows = {who: load_file(str(folder / "model.safetensors"))["model.embed_tokens.weight"]
+            for who, folder in (("father", father), ("mother", mother), ("child", child))}
+    assert rows["child"].shape == (160, 64)  # the union keeps the mother's extra rows
+    assert torch.equal(rows["child"][128:], rows["mother"][128:])
+    assert not torch.equal(rows["child"][:100], rows["father"][:100])
 
 
 def test_different_depth_and_architecture_are_refused(tiny_dir, tmp_path):

@@ -90,3 +90,47 @@ def test_sharded_and_single_agree(tiny_dir):
         for n in a.names:
             assert a.get(n).equal(b.get(n))
     assert config_dict(single)["num_hidden_layers"] == 4
+
+
+def test_rules_file_is_validated_and_compiled_once():
+    from importlib import resources
+
+    import yaml
+
+    from darwin_merge.arch import rules
+
+    assert rules.compiled_families() is rules.compiled_families()
+    text = resources.files("darwin_merge.arch").joinpath("families.yaml").read_text()
+    good = yaml.safe_load(text)
+    bad_component = {**good, "common": {**good["common"], "components": [
+        {"component": "mixer", "pattern": "x"}]}}
+    bad_regex = {**good, "families": {**good["families"], "generic": {
+        "model_types": [], "decoder_layer": "layers\\.(\\d+"}}}
+    no_group = {**good, "families": {**good["families"], "generic": {
+        "model_types": [], "decoder_layer": "layers\\.\\d+"}}}
+    no_generic = {**good, "families": {"llama": good["families"]["llama"]}}
+    for broken, where in ((bad_component, "common.components.0.component"),
+                          (bad_regex, "families.generic.decoder_layer"),
+                          (no_group, "families.generic.decoder_layer"),
+                          (no_generic, "families")):
+        with pytest.raises(ValueError, match=f"families.yaml: {where}"):
+            rules.parse_rules(yaml.safe_dump(broken))
+
+
+@pytest.mark.parametrize("model_type,name,component,layer", [
+    ("gpt2", "transformer.h.2.attn.c_attn.weight", "attn", 2),  # fused QKV
+    ("gpt2", "transformer.h.2.ln_1.weight", "norm", 2),
+    ("falcon", "transformer.h.0.self_attention.query_key_value.weight", "attn", 0),
+    ("gpt_neox", "gpt_neox.embed_in.weight", "embed", None),
+    ("qwen3_next", "model.layers.1.linear_attn.in_proj_qkvz.weight", "attn", 1),  # linear attn
+    ("mamba", "backbone.layers.1.mixer.A_log", "attn", 1),  # state space
+    ("jamba", "model.layers.0.mamba.x_proj.weight", "attn", 0),
+    ("deepseek_v3", "model.layers.1.self_attn.kv_a_proj_with_mqa.weight", "attn", 1),  # MLA
+    ("deepseek_v3", "model.layers.1.mlp.shared_experts.up_proj.weight", "moe", 1),
+    ("nemotron_h", "model.layers.3.mixer.up_proj.weight", "ffn", 3),  # a one-type rule ...
+    ("mamba", "model.layers.3.mixer.up_proj.weight", "attn", 3),  # ... not applied elsewhere
+    ("bert", "bert.encoder.layer.1.intermediate.dense.weight", "ffn", 1),
+])
+def test_mapped_layers(model_type, name, component, layer):
+    info = Taxonomy({"model_type": model_type, "num_hidden_layers": 4}).classify(name)
+    assert (info.component, info.layer) == (component, layer)

@@ -101,7 +101,8 @@ def require_mergeable(a: ModelSource, b: ModelSource, role_b: str = "mother",
     if vocab is not None and not vocab["mergeable"]:
         raise IncompatibleModelsError(f"{a.path} and {b.path} cannot be merged: " +
                                       disagreement_message(vocabulary_diff(a, b)))
-    if vocab is not None and not vocab["same"] and not align_vocab:
+    if not align_vocab and vocab is not None and (not vocab["same"]
+                                                  or diff["vocab_rows_differ"]):
         raise IncompatibleModelsError(
             f"{a.path} and {b.path} have different vocabularies; `darwin merge` aligns them "
             "by token string, the search needs one vocabulary (see docs/MERGE.md, "

@@ -31,15 +31,16 @@ class RowStreams:
 
 def parents_vocab_alignment(father: ModelSource, mother: ModelSource,
                             base: ModelSource | None, source: str) -> VocabAlignment | None:
-    """The row plan when the parents' vocabularies differ; None when they are the same."""
+    """The row plan when the parents' vocabularies or row counts differ, else None."""
     first, second = read_vocabulary(father.path), read_vocabulary(mother.path)
-    if first is None or second is None or first.tokens == second.tokens:
+    sizes = vocab_size_of(father.config), vocab_size_of(mother.config)
+    if first is None or second is None or (first.tokens == second.tokens
+                                            and sizes[0] == sizes[1]):
         return None
     if base is not None:
         raise UsageError("parents with different vocabularies cannot be merged with --base "
                          "yet (merge them without a base)")
-    return align_vocabularies(first, second, vocab_size_of(father.config),
-                              vocab_size_of(mother.config), source)
+    return align_vocabularies(first, second, *sizes, source)
 
 
 def child_files_source(father: ModelSource, mother: ModelSource,
