@@ -119,8 +119,12 @@ def test_child_alone_has_no_run_sections_and_no_invented_numbers(run_folder, tmp
                             ignore=shutil.ignore_patterns("README.md", "*.png"))
     meta, body = split_card(write_card(child).read_text())
     assert "model-index" not in meta
-    for title in ("Benchmarks", "Health check", "Model Diagnostic Scan", "Evolution result"):
+    for title in ("Benchmarks", "Health check", "Evolution result"):
         assert f"## {title}" not in body
+    # the search merged with its scan: the child's own record names it, so the card
+    # describes the scan even without the run folder
+    assert run_folder["merge"]["options"]["scan"]
+    assert "## Model Diagnostic Scan (MDS)" in body
     assert "## Genome" in body and "## Ratio profile" in body
     assert not re.search(r"\b(nan|None|null)\b", body.split("```json")[0])
     assert not (child / "health.png").exists()
@@ -312,7 +316,8 @@ def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folde
                          scan=tmp_path / "scan" / "scan.json", progress=False)
     _, body = split_card(write_card(child).read_text())
     readings = {name: words for name, _, words in table_rows(section(body, "Genome"))}
-    assert readings["mri_trust"] == "final ratio = 49% scan (MDS) + 51% genome"
+    trust = round(GENOME["mri_trust"] * 100)
+    assert readings["mri_trust"] == f"final ratio = {trust}% scan (MDS) + {100 - trust}% genome"
     assert "![Model Diagnostic Scan: father (left), mother (right)](mds_father_mother.png)" \
         in section(body, "Model Diagnostic Scan (MDS)")
     assert (child / "mri_ratio.png").read_bytes() == \
@@ -341,8 +346,9 @@ def test_summary_with_null_values_gives_absent_sections(run_folder, tmp_path):
     meta, body = split_card(write_card(run / "child", run).read_text())
     assert "model-index" not in meta
     titles = re.findall(r"^## (.+)$", body, re.M)
-    assert titles == ["Parent models", "Genome", "Ratio profile", "Reproducibility",
-                      "Usage with transformers"]  # no scores at all: no benchmark table
+    assert titles == ["Parent models", "Model Diagnostic Scan (MDS)", "Genome",
+                      "Ratio profile", "Reproducibility", "Usage with transformers"]
+    # no scores at all: no benchmark table (the scan is named by the child's own record)
     assert not re.search(r"\b(nan|None)\b", body.split("```json")[0])
     html = (run / "report.html").read_text()
     assert "Trials" not in html and "Evolution plot" not in html
