@@ -67,6 +67,7 @@ def main() -> None:
     rows.append(row("health", plan, peak_rss(
         ["health", "--child", str(father), "--father", str(father), "--mother", str(mother),
          "--max-prompts", "8", "--max-tokens", "64", "--batch-size", "8"])))
+    print(json.dumps(rows[-1]), flush=True)  # each as soon as measured
     if not args.skip_evolve:
         run = args.work / "evolve-run"
         recipe_file = args.work / "recipe.yaml"
@@ -78,7 +79,7 @@ def main() -> None:
 
             shutil.rmtree(run)
         rows.append(row("evolve", plan, peak_rss(["evolve", "--recipe", str(recipe_file)])))
-    print(json.dumps(rows, indent=2))
+        print(json.dumps(rows[-1]), flush=True)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+LICENSE_README = "---\nlicense: apache-2.0\nlanguage: [en]\n---\n# a tiny parent\n"
+
+
+@pytest.fixture(scope="session")
+def evolved_run(tmp_path_factory) -> dict:
+    """A tiny `darwin evolve`, start to finish, run once per session: the card and report
+    tests read the records the search really writes (summary, trials, health, scan,
+    evolution picture, child). {run, child, father, mother, summary, merge}."""
+    import json
+
+    from darwin_merge.evolve.recipe import build_recipe
+    from darwin_merge.evolve.run import run_evolve
+    from tiny_models import perturbed_copy
+
+    root = tmp_path_factory.mktemp("evolved")
+    father = make_tiny("llama", root / "father", seed=0)
+    mother = perturbed_copy(father, root / "mother", scale=0.05, seed=3)
+    for parent in (father, mother):
+        (parent / "README.md").write_text(LICENSE_README)
+    recipe = build_recipe(father=father, mother=mother, out=root / "run",
+                          fitness={"arc_easy": 0.5, "simple_arithmetic": 0.5},
+                          extra_tasks=["arc_challenge"], trials=4, limit=4, holdout_limit=6,
+                          phase1_steps=10, top_k=2, popsize=2, probe_max_tokens=16,
+                          probe_max_prompts=2, allow_warning=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_evolve(recipe)
+    finally:
+        torch.set_num_threads(threads)
+    run = root / "run"
+    merge = json.loads((run / "child" / "darwin_merge.json").read_text())
+    return {"run": run, "child": run / "child", "father": father, "mother": mother,
+            "summary": summary, "merge": merge}

@@ -1,4 +1,5 @@
-"""The model card and the run report, built from a realistic run folder (tests/run_fixture.py)."""
+"""The model card and the run report, built from the records a real tiny search wrote
+(the session fixture `evolved_run` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from darwin_merge.card import write_card, write_report
 from darwin_merge.card.readings import block_layers, reading, share_words
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
-from run_fixture import make_run
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory) -> dict:
-    return make_run(tmp_path_factory.mktemp("card"))
+def run_folder(evolved_run) -> dict:
+    return evolved_run
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_genome_table_and_hash_match_the_child(card, run_folder):
         assert parsed[name] == pytest.approx(value, abs=5e-5)
     assert f"genome rule `{merge['genome_rule']}`" in section(body, "Genome")
     readings = {name: words for name, _, words in rows}
-    assert readings["attn_ratio"].endswith("mostly from the father")
-    assert readings["ffn_ratio"].endswith("almost all from the mother")
+    for name in ("attn_ratio", "ffn_ratio"):  # the row reads the child's own value
+        assert readings[name].endswith(share_words(merge["genome"][name]))
     assert "no effect" in readings["density_a"]  # no base: the father is the base
     repro = dict((k, v) for k, v, *_ in table_rows(section(body, "Reproducibility")))
     assert repro["genome_hash"] == f"`{merge['genome_hash']}`"
@@ -140,7 +140,8 @@ def test_pictures_are_copied_beside_the_card_and_linked_relatively(card, run_fol
         assert data.startswith(b"\x89PNG")
     assert (child / "mds_father_mother.png").read_bytes() == \
         (run_folder["run"] / "scan" / "mds_father_mother.png").read_bytes()
-    assert section(split_card(card)[1], "Health check").startswith("\nVerdict: **healthy**")
+    verdict = json.loads((run_folder["run"] / "health" / "health.json").read_text())["verdict"]
+    assert section(split_card(card)[1], "Health check").startswith(f"\nVerdict: **{verdict}**")
 
 
 def test_child_alone_has_no_run_sections_and_no_invented_numbers(run_folder, tmp_path):
@@ -148,8 +149,12 @@ def test_child_alone_has_no_run_sections_and_no_invented_numbers(run_folder, tmp
                             ignore=shutil.ignore_patterns("README.md", "*.png"))
     meta, body = split_card(write_card(child).read_text())
     assert "model-index" not in meta
-    for title in ("Benchmarks", "Health check", "Model Diagnostic Scan", "Evolution result"):
+    for title in ("Benchmarks", "Health check", "Evolution result"):
         assert f"## {title}" not in body
+    # the search merged with its scan: the child's own record names it, so the card
+    # describes the scan even without the run folder
+    assert run_folder["merge"]["options"]["scan"]
+    assert "## Model Diagnostic Scan (MDS)" in body
     assert "## Genome" in body and "## Ratio profile" in body
     assert not re.search(r"\b(nan|None|null)\b", body.split("```json")[0])
     assert not (child / "health.png").exists()
@@ -333,7 +338,7 @@ def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folde
     from darwin_merge.genome import Genome
     from darwin_merge.merge.engine import merge_models
     from darwin_merge.scan.run import run_scan
-    from run_fixture import GENOME
+    GENOME = run_folder["summary"]["best"]["genome"]
 
     father, mother = run_folder["father"], run_folder["mother"]
     run_scan(father, mother, tmp_path / "scan", max_tokens=16, max_prompts=1, progress=False)
@@ -341,7 +346,8 @@ def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folde
                          scan=tmp_path / "scan" / "scan.json", progress=False)
     _, body = split_card(write_card(child).read_text())
     readings = {name: words for name, _, words in table_rows(section(body, "Genome"))}
-    assert readings["mri_trust"] == "final ratio = 49% scan (MDS) + 51% genome"
+    trust = round(GENOME["mri_trust"] * 100)
+    assert readings["mri_trust"] == f"final ratio = {trust}% scan (MDS) + {100 - trust}% genome"
     assert "![Model Diagnostic Scan: father (left), mother (right)](mds_father_mother.png)" \
         in section(body, "Model Diagnostic Scan (MDS)")
     assert (child / "mri_ratio.png").read_bytes() == \
@@ -370,8 +376,9 @@ def test_summary_with_null_values_gives_absent_sections(run_folder, tmp_path):
     meta, body = split_card(write_card(run / "child", run).read_text())
     assert "model-index" not in meta
     titles = re.findall(r"^## (.+)$", body, re.M)
-    assert titles == ["Parent models", "Genome", "Ratio profile", "Reproducibility",
-                      "Usage with transformers"]  # no scores at all: no benchmark table
+    assert titles == ["Parent models", "Model Diagnostic Scan (MDS)", "Genome",
+                      "Ratio profile", "Reproducibility", "Usage with transformers"]
+    # no scores at all: no benchmark table (the scan is named by the child's own record)
     assert not re.search(r"\b(nan|None)\b", body.split("```json")[0])
     html = (run / "report.html").read_text()
     assert "Trials" not in html and "Evolution plot" not in html

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.real
 
 
 @pytest.mark.slow
-def test_smollm2_arc_easy_200_above_chance(smollm2):
+def test_smollm2_arc_easy_200_matches_lm_eval(smollm2):
     model, tok = load_model(smollm2), load_tokenizer(smollm2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on the shared 2-core machine, 2 threads run several times slower
@@ -27,9 +27,10 @@ def test_smollm2_arc_easy_200_above_chance(smollm2):
                f"+- {res['acc_norm_stderr']:.3f} (chance 0.25)")
     print(message)
     assert res["n"] == 200 and res["item_ids"] == list(range(200))
-    # chance is 0.25 with four choices; 0.40 is more than four standard errors above it
-    assert res["acc"] > 0.40, message
-    assert res["acc_norm"] > 0.40, message
+    # lm-eval 0.4.13's `hf` model: 98 and 92 of these 200 right (docs/EVAL.md); one item
+    # either way is allowed for float summation order across machines
+    assert res["acc"] == pytest.approx(0.490, abs=0.0051), message
+    assert res["acc_norm"] == pytest.approx(0.460, abs=0.0051), message
 
 
 def test_gemma3_real_batched_matches_unbatched(gemma3_real):

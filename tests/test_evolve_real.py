@@ -34,7 +34,10 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
         PRESETS["smollm2"]["fitness"])
     assert {t for t, v in tasks.items() if v["role"] == "extra"} == {"arc_challenge", "piqa"}
     assert all(models[m]["arc_easy"]["n"] == 6 for m in models)
-    assert summary["health"]["verdict"] in ("healthy", "warning", "unhealthy")
+    # the search keeps only a healthy child (no --allow-warning): what it wrote says so
+    health = json.loads((run / "health" / "health.json").read_text())
+    assert summary["health"]["verdict"] == health["verdict"] == "healthy"
+    assert health["flagged_layers"] == [] and health["function_loss"] == []
     assert yaml.safe_load((run / "best_genome.yaml").read_text()) == summary["best"]["genome"]
     assert json.loads((run / "scan" / "scan.json").read_text())["num_layers"] == 30
     card = (run / "child" / "README.md").read_text()

@@ -52,7 +52,11 @@ def test_child_beats_both_parents_and_baselines(skills_run):
     # each parent has one skill: the child keeps some of both
     skills = [t for t in summary["holdout"]["tasks"]]
     assert all(models["child"][t]["acc"] > 0.2 for t in skills), models["child"]
-    assert summary["health"]["verdict"] in ("healthy", "warning")
+    # the search keeps only a healthy child (no --allow-warning): what it wrote says so
+    run, _ = skills_run
+    health = json.loads((run / "health" / "health.json").read_text())
+    assert summary["health"]["verdict"] == health["verdict"] == "healthy"
+    assert health["flagged_layers"] == [] and health["function_loss"] == []
 
 
 def test_run_folder_records(skills_run):
