@@ -100,8 +100,8 @@ def test_scan_in_run_dir_is_reused_only_for_the_same_parents_and_settings(pair, 
     retrain_mother(pair[1], seed=8)
     ensure_scan(first.model_copy(update={"probe_max_prompts": 1}))
     assert path.stat().st_mtime_ns != written  # the mother changed: scanned again
-    identity = json.loads((run / "scan.identity.json").read_text())
-    assert identity["parents_sha256"]["mother"] == model_fingerprint(pair[1])
+    inputs = json.loads(path.read_text())["inputs"]
+    assert inputs["mother"] == model_fingerprint(pair[1])
 
 
 def test_phase1_is_recomputed_when_its_settings_change(pair, scan, tmp_path):
