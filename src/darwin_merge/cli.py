@@ -61,6 +61,10 @@ TransplantHigh = Annotated[float, typer.Option(help="above: the mother's tensor,
 DisjointMean = Annotated[bool, typer.Option(
     help="TIES disjoint mean instead of weighted sum")]
 ComputeDtype = Annotated[str, typer.Option(help="float32 or float64 arithmetic")]
+MriFormula = Annotated[str, typer.Option(
+    help="the scan's ratio formula: attribution (separates the parents) or card (the model "
+         "card's, faithful); docs/SCAN.md")]
+ScanItems = Annotated[int, typer.Option(help="search items per fitness task the scan probes")]
 # evolve's defaults, shown in its --help, are the Recipe's own
 DEFAULTS = {name: field.default for name, field in Recipe.model_fields.items()
             if not field.is_required()}
@@ -156,10 +160,8 @@ def evolve_cmd(
     recipe: Path | None = typer.Option(
         None, help="YAML recipe with the same fields (options typed here win)"),
     scan: ScanFile = None,
-    mri: str = typer.Option(DEFAULTS["mri"], help="the scan's ratio formula: attribution "
-                            "(separates the parents) or card (docs/SCAN.md)"),
-    scan_items: int = typer.Option(DEFAULTS["scan_items"],
-                                   help="search items per fitness task the scan probes"),
+    mri: MriFormula = DEFAULTS["mri"],
+    scan_items: ScanItems = DEFAULTS["scan_items"],
     trials: int = typer.Option(DEFAULTS["trials"], help="Phase 2 candidates"),
     timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds",
                                          show_default="none"),
@@ -507,13 +509,12 @@ def scan_cmd(
     max_prompts: MaxPrompts = None,
     batch_size: BatchSize = 8,
     overwrite: Overwrite = False,
-    mri: str = typer.Option("attribution", help="ratio formula: attribution (separates the "
-                            "parents, docs/SCAN.md) or card (the model card's, faithful)"),
+    mri: MriFormula = "attribution",
     fitness: str | None = typer.Option(
         None, help="tasks the ratios serve, e.g. arc_easy=0.5,two_digit_arithmetic=0.5 "
                    "(their search items are probed; without it: the probe sets' text)"),
-    base: Path | None = typer.Option(None, help="common base model (task-vector ownership)"),
-    attribution_items: int = typer.Option(32, help="search items per fitness task probed"),
+    base: Base = None,
+    attribution_items: ScanItems = 32,
     temperature: float = typer.Option(1.0, help="attribution z per logit unit of the ratio"),
 ) -> None:
     """Model Diagnostic Scan: static profiles, layer-skip probes, skill attribution, ratios."""
