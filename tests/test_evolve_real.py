@@ -24,7 +24,8 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     run = tmp_path / "run"
     summary = run_demo("smollm2", cache=cache, out=run, mother_recipe=TINY_MOTHER,
                        trials=3, limit=4, holdout_limit=6, phase1_steps=5, top_k=2,
-                       popsize=2, probe_max_tokens=16, probe_max_prompts=2, batch_size=8)
+                       popsize=2, probe_max_tokens=16, probe_max_prompts=2, batch_size=8,
+                       scan_items=4)
     mother = cache / "models" / f"{smollm2.name}-arith-{TINY_MOTHER.hash8(smollm2)}"
     assert json.loads((mother / "darwin_mother.json").read_text())["recipe"]["steps"] == 2
     models = summary["holdout"]["models"]
@@ -32,7 +33,8 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     tasks = summary["holdout"]["tasks"]
     assert {t for t, v in tasks.items() if v["role"] == "fitness"} == set(
         PRESETS["smollm2"]["fitness"])
-    assert {t for t, v in tasks.items() if v["role"] == "extra"} == {"arc_challenge", "piqa"}
+    assert {t for t, v in tasks.items() if v["role"] == "extra"} == set(
+        PRESETS["smollm2"]["extra_tasks"])
     assert all(models[m]["arc_easy"]["n"] == 6 for m in models)
     # the search keeps only a healthy child (no --allow-warning): what it wrote says so
     health = json.loads((run / "health" / "health.json").read_text())
@@ -63,7 +65,8 @@ def test_shortened_demo_on_gemma3(gemma3_real, tmp_path):
                                  first_trained_layer=17, train_embeddings=False)
     summary = run_demo("gemma3", cache=cache, out=tmp_path / "run", mother_recipe=mother_recipe,
                        trials=2, limit=3, holdout_limit=4, phase1_steps=3, top_k=1,
-                       popsize=2, probe_max_tokens=12, probe_max_prompts=1, batch_size=8)
+                       popsize=2, probe_max_tokens=12, probe_max_prompts=1, batch_size=8,
+                       scan_items=2)
     models = summary["holdout"]["models"]
     assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
     assert all(models[m]["two_digit_arithmetic"]["n"] == 4 for m in models)
