@@ -66,7 +66,7 @@ def test_shortened_demo_on_gemma3(gemma3_real, tmp_path):
     summary = run_demo("gemma3", cache=cache, out=tmp_path / "run", mother_recipe=mother_recipe,
                        trials=2, limit=3, holdout_limit=4, phase1_steps=3, top_k=1,
                        popsize=2, probe_max_tokens=12, probe_max_prompts=1, batch_size=8,
-                       scan_items=2)
+                       mri="card")  # the attribution runs on Gemma in test_scan (tiny)
     models = summary["holdout"]["models"]
     assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
     assert all(models[m]["two_digit_arithmetic"]["n"] == 4 for m in models)
