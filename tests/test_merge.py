@@ -249,17 +249,22 @@ def test_not_enough_disk_is_refused_before_writing(pair, tmp_path, monkeypatch):
     assert not (tmp_path / "child").exists()
 
 
-# sha256 of the child's safetensors bytes, merged from `pair` with run_fixture's genome by
-# the code before genome rule v2 (commit 1d5284a): a published genome keeps its child.
+# A published (v1) genome: the one tests/run_fixture.py carried at commit 1d5284a.
+PUBLISHED_GENOME = {
+    "global_ratio": 0.4989, "attn_ratio": 0.1766, "ffn_ratio": 0.9021, "embed_ratio": 0.6122,
+    "density_a": 0.9951, "density_b": 0.9617, "block_0_ratio": 0.574, "block_1_ratio": 0.5811,
+    "block_2_ratio": 0.5736, "block_3_ratio": 0.4697, "block_4_ratio": 0.493,
+    "block_5_ratio": 0.8418, "mri_trust": 0.4907, "merge_method_weight": 0.3623,
+}
+# sha256 of the child's safetensors bytes, merged from `pair` with that genome by the code
+# before genome rule v2 (commit 1d5284a): a published genome keeps its child.
 V1_CHILD_SHA256 = "442021939f0e979ddb949d55442a533794726c5087203d7921e606d4e4684697"
 
 
 def test_a_genome_file_without_a_rule_makes_the_child_it_made_before(pair, tmp_path):
-    from run_fixture import GENOME
-
     father, mother = pair
     old_file = tmp_path / "published.yaml"
-    old_file.write_text("".join(f"{k}: {v}\n" for k, v in GENOME.items()))
+    old_file.write_text("".join(f"{k}: {v}\n" for k, v in PUBLISHED_GENOME.items()))
     child = merge_models(father, mother, tmp_path / "v1", genome=load_genome(old_file),
                          progress=False)
     digest = hashlib.sha256(b"".join(weight_bytes(child).values())).hexdigest()
@@ -269,7 +274,8 @@ def test_a_genome_file_without_a_rule_makes_the_child_it_made_before(pair, tmp_p
     again = merge_models(father, mother, tmp_path / "again", progress=False,
                          genome=load_genome(child / "darwin_merge.json"))
     assert weight_bytes(again) == weight_bytes(child)
-    v2 = merge_models(father, mother, tmp_path / "v2", genome=Genome(**GENOME), progress=False)
+    v2 = merge_models(father, mother, tmp_path / "v2", genome=Genome(**PUBLISHED_GENOME),
+                      progress=False)
     assert weight_bytes(v2) != weight_bytes(child)
     assert json.loads((v2 / "darwin_merge.json").read_text())["genome_rule"] == "v2"
 

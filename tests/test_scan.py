@@ -200,10 +200,12 @@ def test_identical_parents_give_half_everywhere(tiny_llama, tmp_path, small_prob
 
 
 def assert_ratios_lean_to_the_stronger_parent(tensors: dict) -> None:
-    """Each tensor's ratio (the mother's share) is above 0.5 exactly where the mother's
+    """Each tensor's card ratio (the mother's share by the card's formula, `mri_ratio` of a
+    card scan, `card_ratio` beside an attribution's) is above 0.5 exactly where the mother's
     combined score is the larger, from finite scores (a clamp cannot make this true)."""
     for name, t in tensors.items():
-        a, b, ratio = t["combined_a"], t["combined_b"], t["mri_ratio"]
+        a, b = t["combined_a"], t["combined_b"]
+        ratio = t["card_ratio"] if "card_ratio" in t else t["mri_ratio"]
         assert math.isfinite(a) and math.isfinite(b), name
         assert (ratio > 0.5, ratio < 0.5) == (b > a, b < a), (name, a, b, ratio)
 

@@ -7,6 +7,7 @@ so tests can run forward passes, scans and evaluations in milliseconds.
 from __future__ import annotations
 
 import json
+import shutil
 import string
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def make_tiny(family: str, folder: Path, seed: int = 0, sharded: bool = False,
     return save_model(model, folder, max_shard_size="100KB" if sharded else "5GB")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja")
+
+
 def perturbed_copy(source: Path, folder: Path, scale: float = 0.01, seed: int = 1) -> Path:
     """A second parent: the same model with small seeded noise on every float tensor."""
     from transformers import AutoModelForCausalLM
@@ -116,7 +121,11 @@ def perturbed_copy(source: Path, folder: Path, scale: float = 0.01, seed: int = 
         for p in model.parameters():
             if p.is_floating_point():
                 p.add_(torch.randn(p.shape, generator=gen) * scale * (p.std() + 1e-3))
-    return save_model(model, folder)
+    save_model(model, folder)
+    for name in TOKENIZER_FILES:  # a real model keeps its own tokenizer
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, Path(folder) / name)
+    return Path(folder)
 
 
 def make_tiny_pair(folder: Path, seed: int = 0, scale: float = 0.01, mother_seed: int = 1
