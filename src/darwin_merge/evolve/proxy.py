@@ -1,7 +1,10 @@
 """Phase 1: a proxy fitness that costs microseconds, searched with CMA-ES.
 
-The proxy never runs the model. It predicts how much of each fitness task's skill a
-genome keeps, from three things measured once:
+The proxy never runs the model. When the scan measured skill attribution (the default
+`attribution` formula), it predicts each fitness task's metric from the scan's per-group
+swaps (`proxy_attribution.py`), and can rate a child above both parents. Otherwise (a
+`--mri card` scan) it falls back to the first proxy below, which predicts how much of
+each fitness task's skill a genome keeps, from three things measured once:
 
 * which parent is better at each task (the *donor*) and by how much (the *gap*), from
   the two parents' real scores on the search split;
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..genome import GENES, Genome, genome_hash
 from ..merge.plan import MergeSettings, PlanRow, plan_merge
+from . import proxy_attribution
 
 GENOME_SIZE = len(GENES)
 
@@ -53,6 +57,13 @@ class ProxyData:
     num_layers: int
     stakes: list[TaskStake]
     settings: MergeSettings
+    attribution: proxy_attribution.AttributionModel | None = None
+    groups: proxy_attribution.GroupIndex | None = None
+
+    @property
+    def model(self) -> str:
+        """Which proxy this data drives (recorded in phase1.json)."""
+        return proxy_attribution.PROXY_MODEL if self.attribution is not None else "distance-v1"
 
 
 def layer_importance(scan_layers: dict, parent: str, probes: dict[str, float],
@@ -88,8 +99,16 @@ def _distances(rows: list[PlanRow], genome: Genome) -> tuple[np.ndarray, np.ndar
 
 
 def proxy_fitness(genome: Genome, data: ProxyData) -> float:
-    """Minus the predicted, gap-weighted loss of each task's skill (higher is better)."""
+    """The proxy's rating of a genome (higher is better): the predicted fitness from the
+    scan's attribution when there is one, else the distance proxy."""
     rows = plan_merge(data.infos, data.shapes, genome, data.settings, data.mri_ratios)
+    if data.attribution is not None:
+        return proxy_attribution.predicted_fitness(rows, data.attribution, data.groups)
+    return distance_fitness(rows, genome, data)
+
+
+def distance_fitness(rows: list[PlanRow], genome: Genome, data: ProxyData) -> float:
+    """Minus the predicted, gap-weighted loss of each task's skill (higher is better)."""
     d_f, d_m = _distances(rows, genome)
     weight = np.array([data.delta_sq.get(r.name, 0.0) for r in rows])
     layers = np.array([r.layer if r.layer is not None else -1 for r in rows])

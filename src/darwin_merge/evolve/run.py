@@ -64,7 +64,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
                                  device=recipe.device, dtype=recipe.dtype,
                                  guard_tasks=tuple(recipe.guard))
         scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
-        data = build_proxy_data(recipe, parents, scan, mri, settings, scores)
+        data = build_proxy_data(recipe.weights, parents, scan, mri, settings, scores)
         phase1 = run_phase1_cached(recipe, data)
         stale = fail_stale_trials(study) if recipe.storage is None else []
         if stale:

@@ -28,7 +28,7 @@ from ..eval.tasks import resolve_tasks
 from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
-from . import proxy, racing
+from . import proxy, proxy_attribution, racing
 from .identity import differences, phase1_identity
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, primary_score
@@ -135,23 +135,32 @@ def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) 
     return scores
 
 
-def build_proxy_data(recipe: Recipe, parents: ParentTensors, scan: dict,
+def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: dict,
                      mri: dict[str, float] | None, settings: MergeSettings,
                      scores: dict) -> proxy.ProxyData:
+    """What Phase 1 needs: the attribution model when the scan has one for every fitness
+    task, and the distance proxy's stakes (its fallback) always."""
     table, num_layers = _scan_layers(scan)
     delta_sq = {}
     for name, a in parents.father.items():
         if a.is_floating_point():
             delta_sq[name] = float(((parents.mother[name].float() - a.float()) ** 2).sum())
     stakes = []
-    for task, weight in recipe.weights.items():
+    for task, weight in weights.items():
         fa, mo = (primary_score(scores[parent][task]) for parent in ("father", "mother"))
         donor = "mother" if mo > fa else "father"
         probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
         imp = proxy.layer_importance(table, donor, probes, num_layers)
         stakes.append(proxy.TaskStake(task, weight, donor, abs(mo - fa), imp))
+    attribution = scan.get("attribution")
+    model = index = None
+    if attribution is not None and all(t in attribution["tasks"] for t in weights):
+        metrics = {p: {t: primary_score(scores[p][t]) for t in weights}
+                   for p in ("father", "mother")}
+        model = proxy_attribution.build_model(attribution, weights, metrics)
+        index = proxy_attribution.group_index(parents.infos, model, delta_sq)
     return proxy.ProxyData(parents.infos, parents.shapes(), mri, delta_sq, num_layers, stakes,
-                           settings)
+                           settings, model, index)
 
 
 def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
@@ -160,17 +169,19 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     kept = _read_json(path)
     if kept is not None:
         changed = differences(kept.get("identity"), identity)
+        if kept.get("proxy_model") != data.model:
+            changed.append("proxy model")
         if not changed:
             return kept
         say(f"phase1.json was made for another search (different {', '.join(changed)}): "
             "running Phase 1 again")
-    say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy")
+    say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy ({data.model})")
     started = time.perf_counter()
     best_curve: list[float] = []
     seen, top = proxy.run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
                                  seed=recipe.seed, progress=best_curve.append)
     result = {
-        "identity": identity,
+        "identity": identity, "proxy_model": data.model,
         "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
         "seconds": time.perf_counter() - started, "best_curve": best_curve,
         "stakes": [{"task": s.name, "weight": s.weight, "donor": s.donor, "gap": s.gap}

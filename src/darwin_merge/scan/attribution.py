@@ -14,7 +14,11 @@ score is continuous and follows accuracy: the choice-normalised log-probability 
 gold answer for multiple choice, the gold continuation's log-probability per character
 for continuations, and a text's log-probability per character for the probe sets.
 
-Costs `2 * groups + 2` evaluations of the probe items (`forward_passes` in scan.json);
+One more evaluation scores the *midpoint*, every tensor halfway between the parents: how
+much a blend keeps beyond the straight line between them (the bend Phase 1's proxy needs;
+evolve/proxy_attribution.py).
+
+Costs `2 * groups + 3` evaluations of the probe items (`evaluations` in scan.json);
 nothing is merged and no model is written: the father's skeleton has each group's
 tensors copied in and back.
 """
@@ -34,6 +38,9 @@ from ..eval.tasks import Item, Task, resolve_tasks, select_items
 
 LAYER_GROUP_KIND = {"attn": "attn", "ffn": "ffn", "moe": "ffn"}  # any other: "norm"
 MC_KINDS = ("multiple_choice", "multiple_choice_gen")
+# What the attribution measures (in the scan's settings, so its inputs hash): 2 adds the
+# parents' midpoint (and the share of items answered right) to the swaps of version 1.
+MEASUREMENTS_VERSION = 2
 
 
 def group_of(info: TensorInfo) -> str:
@@ -65,6 +72,7 @@ class ProbeTask:
     groups: tuple[Group, ...]
     golds: tuple[int | None, ...]  # gold choice for multiple choice, None otherwise
     chars: tuple[int, ...]  # per-character normaliser of continuations and texts
+    counts_hits: bool = False  # the task's metric is `acc`, read off the same forward pass
 
 
 def _task_requests(task: Task, docs: list[dict]) -> tuple[list, list, list]:
@@ -80,6 +88,14 @@ def _task_requests(task: Task, docs: list[dict]) -> tuple[list, list, list]:
     return requests, [None] * len(docs), [max(1, len(r[1][0].strip())) for r in requests]
 
 
+def counts_hits(task: Task) -> bool:
+    """Whether the scan can read the task's primary metric off its forward passes: `acc`
+    of multiple choice (the most likely choice is the gold one), of a greedy continuation
+    and of LAMBADA (the gold continuation is the greedy one)."""
+    return task.metric == "acc" and task.kind in ("multiple_choice", "greedy_continuation",
+                                                  "lambada")
+
+
 def fitness_probe_tasks(tokenizer, names: list[str], limit: int) -> list[ProbeTask]:
     """The fitness tasks' first `limit` items of the `search` split (never `holdout`)."""
     tasks = []
@@ -87,7 +103,7 @@ def fitness_probe_tasks(tokenizer, names: list[str], limit: int) -> list[ProbeTa
         docs = [it.doc for it in select_items(task, "search", limit)]
         requests, golds, chars = _task_requests(task, docs)
         tasks.append(ProbeTask(task.name, "fitness", tuple(encode_groups(tokenizer, requests)),
-                               tuple(golds), tuple(chars)))
+                               tuple(golds), tuple(chars), counts_hits(task)))
     return tasks
 
 
@@ -107,17 +123,21 @@ def probe_items_signature(tasks: list[ProbeTask]) -> list:
                               for g in t.groups], list(t.golds)] for t in tasks]
 
 
-def item_scores(model, task: ProbeTask, batch_size: int, pad_id: int) -> list[float]:
-    """One continuous score per item (higher is better), see the module docstring."""
+def item_scores(model, task: ProbeTask, batch_size: int, pad_id: int
+                ) -> tuple[list[float], list[float]]:
+    """One continuous score per item (higher is better, see the module docstring) and
+    whether the item is answered right (the `acc` the evaluator would count)."""
     scores = score_groups(model, list(task.groups), batch_size, None, pad_id)
-    values = []
+    values, hits = [], []
     for gold, chars, item in zip(task.golds, task.chars, scores, strict=True):
         logprobs = [s.logprob for s in item]
         if gold is None:
             values.append(logprobs[0] / chars)
+            hits.append(float(item[0].is_greedy))
         else:
             values.append(logprobs[gold] - torch.logsumexp(torch.tensor(logprobs), 0).item())
-    return values
+            hits.append(float(max(range(len(logprobs)), key=logprobs.__getitem__) == gold))
+    return values, hits
 
 
 # -- the swaps ------------------------------------------------------------------------
@@ -127,33 +147,62 @@ def _copy_in(model_state: dict, source: dict, names: list[str]) -> None:
             model_state[name].copy_(source[name])
 
 
+def _blend_in(model_state: dict, father: dict, mother: dict, names: list[str]) -> None:
+    """Every floating tensor halfway between the parents (others: the father's)."""
+    with torch.no_grad():
+        for name in names:
+            a, b = father[name], mother[name]
+            model_state[name].copy_(a + 0.5 * (b - a) if a.is_floating_point() else a)
+
+
 def measure(model, father: dict, mother: dict, groups: dict[str, list[str]],
             tasks: list[ProbeTask], batch_size: int, pad_id: int,
             on_step: Callable[[], None] | None = None) -> dict:
-    """Per-item scores of both parents and of every graft and revert (raw measurements)."""
+    """Per-item scores of both parents, their midpoint and every graft and revert (raw
+    measurements), and per evaluation the share of items answered right (`hits`, for the
+    tasks whose metric is read off the forward pass)."""
     state = model.state_dict()
     every = [n for names in groups.values() for n in names]
+    hits: dict[str, dict[str, float]] = {}
 
-    def scored() -> dict[str, list[float]]:
-        result = {t.name: item_scores(model, t, batch_size, pad_id) for t in tasks}
+    def scored(label: str) -> dict[str, list[float]]:
+        result = {}
+        for task in tasks:
+            result[task.name], task_hits = item_scores(model, task, batch_size, pad_id)
+            if task.counts_hits:
+                hits.setdefault(task.name, {})[label] = _mean(task_hits)
         if on_step is not None:
             on_step()
         return result
 
+    _blend_in(state, father, mother, every)
+    raw = {"midpoint": scored("midpoint"), "graft": {}, "revert": {}, "hits": hits}
     _copy_in(state, father, every)
-    raw = {"father": scored(), "graft": {}, "revert": {}}
+    raw["father"] = scored("father")
     for group, names in groups.items():
         _copy_in(state, mother, names)
-        raw["graft"][group] = scored()
+        raw["graft"][group] = scored(f"graft:{group}")
         _copy_in(state, father, names)
     _copy_in(state, mother, every)
-    raw["mother"] = scored()
+    raw["mother"] = scored("mother")
     for group, names in groups.items():
         _copy_in(state, father, names)
-        raw["revert"][group] = scored()
+        raw["revert"][group] = scored(f"revert:{group}")
         _copy_in(state, mother, names)
     _copy_in(state, father, every)  # leave the skeleton as it was loaded
     return raw
+
+
+def calibration(raw: dict, task: str) -> dict[str, list[float]]:
+    """Per evaluation of the scan (parents, midpoint, every swap), the mean item score and
+    the share of items answered right: how the task's `acc` follows its item score, along
+    the task's own range (Phase 1's proxy fits its link on these points)."""
+    scores = {"midpoint": raw["midpoint"], "father": raw["father"], "mother": raw["mother"],
+              **{f"graft:{g}": v for g, v in raw["graft"].items()},
+              **{f"revert:{g}": v for g, v in raw["revert"].items()}}
+    labels = list(raw["hits"][task])
+    return {"score": [_mean(scores[label][task]) for label in labels],
+            "acc": [raw["hits"][task][label] for label in labels]}
 
 
 # -- from measurements to effects -----------------------------------------------------
@@ -187,8 +236,9 @@ def _se(values: list[float]) -> float:
 
 
 def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask]) -> dict:
-    """scan.json's `attribution.tasks`: per task its parents' means, scale, and per group
-    the graft, revert and effect (in the task's own units), each with its standard error."""
+    """scan.json's `attribution.tasks`: per task the means of both parents and of their
+    midpoint, the scale, and per group the graft, revert and effect (in the task's own
+    units), each with its standard error."""
     table = {}
     for task in tasks:
         name = task.name
@@ -199,7 +249,9 @@ def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask]) -
             per_group[group].update({f"{key}_se": _se(values) for key, values in changes.items()})
         table[name] = {"role": task.role, "n": len(task.groups), "scale": task_scale(raw, name),
                        "father": _mean(raw["father"][name]), "mother": _mean(raw["mother"][name]),
-                       "groups": per_group}
+                       "midpoint": _mean(raw["midpoint"][name]), "groups": per_group}
+        if name in raw["hits"]:
+            table[name]["calibration"] = calibration(raw, name)
     return table
 
 

@@ -120,7 +120,8 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                 "transplant_low": TRANSPLANT_LOW, "transplant_high": TRANSPLANT_HIGH,
                 "tokenizer": "father's", "formula": formula}
     if formula == "attribution":
-        settings.update(attribution_items=attribution_items, temperature=temperature,
+        settings.update(attribution_measurements=A.MEASUREMENTS_VERSION,
+                        attribution_items=attribution_items, temperature=temperature,
                         contrast_weight=CONTRAST_WEIGHT, ownership_weight=OWNERSHIP_WEIGHT)
     with ModelSource(father) as source_a, ModelSource(mother) as source_b:
         require_mergeable(source_a, source_b)
@@ -223,7 +224,7 @@ def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int
     groups = A.tensor_groups(parents.infos)
     items = sum(len(t.groups) for t in tasks)
     task = progress.add_task(f"attribution ({len(groups)} groups x 2 swaps, {items} items)",
-                             total=2 * len(groups) + 2)
+                             total=2 * len(groups) + 3)
     raw = A.measure(model, parents.father, parents.mother, groups, tasks,
                     settings["batch_size"], pad_id, on_step=lambda: progress.advance(task))
     table = A.summarise(raw, groups, tasks)
@@ -238,7 +239,7 @@ def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int
         "groups": {g: {"tensors": len(names), **evidence[g]} for g, names in groups.items()},
         "tasks": table,
         "task_vectors": vectors,
-        "evaluations": 2 * len(groups) + 2,
+        "evaluations": 2 * len(groups) + 3,
         "items_per_evaluation": items,
     }
 
