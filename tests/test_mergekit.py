@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from darwin_merge.cli import main
+from darwin_merge.errors import UsageError
 from darwin_merge.mergekit import merge_from_config
+from darwin_merge.mergekit.config import config_from_dict
 from tiny_models import make_tiny, perturbed_copy
 
 NUM_LAYERS = 4  # tiny_models' default depth
@@ -261,3 +265,54 @@ def test_dare_rescale_option(trio, tmp_path, rescale):
     scale = 0.5 / 0.25 if rescale else 0.5
     torch.testing.assert_close(child[name][kept], (w + scale * delta)[kept])
     assert 0.2 < kept.float().mean().item() < 0.3
+
+
+# -- fuzzing ----------------------------------------------------------------------------
+NUMBER = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                   st.integers(min_value=-10**30, max_value=10**30))
+VALUE = st.one_of(NUMBER, st.text(max_size=4), st.none(), st.lists(NUMBER, max_size=3),
+                  st.lists(st.fixed_dictionaries({"value": NUMBER},
+                                                 optional={"filter": st.text(max_size=4)}),
+                           max_size=2))
+PARAMETERS = st.dictionaries(
+    st.one_of(st.sampled_from(["weight", "density", "normalize", "lambda", "rescale",
+                               "int8_mask", "epsilon"]), st.text(max_size=5)), VALUE, max_size=3)
+MODEL = st.fixed_dictionaries({"model": st.text(max_size=5)},
+                              optional={"parameters": st.one_of(PARAMETERS, VALUE)})
+CONFIG = st.fixed_dictionaries({}, optional={
+    "merge_method": st.one_of(st.sampled_from(["linear", "ties", "dare_ties",
+                                               "task_arithmetic", "slerp"]), st.integers()),
+    "models": st.one_of(st.lists(MODEL, max_size=3), VALUE),
+    "slices": st.lists(st.fixed_dictionaries({"sources": st.lists(st.fixed_dictionaries(
+        {"model": st.text(max_size=3), "layer_range": st.lists(st.integers(0, 5), max_size=3)}),
+        max_size=2)}), max_size=2),
+    "base_model": st.one_of(st.text(max_size=4), st.none(), st.integers()),
+    "parameters": PARAMETERS, "dtype": st.one_of(st.sampled_from(["float32", "int4"]), VALUE),
+    "modules": st.none(), "tokenizer_source": VALUE, "extra": VALUE})
+
+
+@settings(max_examples=150, deadline=None)
+@given(CONFIG)
+def test_config_from_random_mappings_is_valid_or_a_usage_error(data):
+    try:
+        config = config_from_dict(data)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and str(exc).strip()
+        return
+    assert config.merge_method in ("linear", "ties", "dare_ties", "task_arithmetic")
+    assert (config.models is None) != (config.slices is None)
+    for entry in config.models or []:
+        for value in _leaves((entry.parameters or {}).get("density")):
+            assert 0.0 <= value <= 1.0
+        for value in _leaves((entry.parameters or {}).get("weight")):
+            assert not isinstance(value, bool) and abs(value) < float("inf")
+
+
+def _leaves(setting):
+    if setting is None:
+        return
+    if isinstance(setting, list):
+        for entry in setting:
+            yield from _leaves(getattr(entry, "value", entry))
+    else:
+        yield setting

@@ -11,6 +11,7 @@ Only the facts of mergekit's format are followed here; mergekit itself is not us
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -185,8 +186,8 @@ def _check_kind(name: str, setting: Setting, where: str) -> None:
         if name in FLAGS:
             if not isinstance(value, bool):
                 raise UsageError(f"{where}: must be true or false, got {value!r}")
-        elif isinstance(value, bool):
-            raise UsageError(f"{where}: must be a number, got {value!r}")
+        elif isinstance(value, bool) or not math.isfinite(value):
+            raise UsageError(f"{where}: must be a finite number, got {value!r}")
         elif name == "density" and not 0.0 <= value <= 1.0:
             raise UsageError(f"{where}: {value!r} is outside [0, 1]")
 

@@ -24,7 +24,7 @@ from ..io.loading import resolve_device
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.engine import _main_dtype, _require_disk, cpu_threads, dare_generator
 from ..merge.ops import dare, linear, magnitude_trim, ties_merge, weighted_sum
-from ..merge.stream import OutputTensor, StreamingWriter, torch_dtype
+from ..merge.stream import OutputTensor, StreamingWriter, TensorReader, torch_dtype
 from ..progress import track
 from .config import (
     GLOBAL_DEFAULTS,
@@ -175,6 +175,14 @@ class TensorMerger:
         self.config, self.inputs, self.sources = config, inputs, sources
         self.device, self.out_dtype, self.num_layers = device, out_dtype, num_layers
         self.key = config_hash(config)
+        self.readers: dict[str, TensorReader] = {}
+
+    def _read(self, ref: str, name: str) -> torch.Tensor:
+        """One whole tensor, read with plain file reads (a memory map's touched pages
+        would stay resident until the end: docs/MERGE.md, "Streaming and memory")."""
+        if ref not in self.readers:
+            self.readers[ref] = TensorReader(self.sources[ref])
+        return self.readers[ref].read(name).reshape(self.sources[ref].spec(name).shape)
 
     def write_all(self, infos: list[TensorInfo], reference: ModelSource, folder: Path,
                   shard_size: int, progress: bool) -> None:
@@ -188,6 +196,8 @@ class TensorMerger:
             writer.finish()
         finally:
             writer.close()
+            for reader in self.readers.values():
+                reader.close()
 
     def _output_dtype(self, own: torch.dtype, info: TensorInfo) -> torch.dtype:
         if info.merge_kind == "exact" or not own.is_floating_point:
@@ -197,8 +207,8 @@ class TensorMerger:
     def merge(self, info: TensorInfo) -> torch.Tensor:
         """The child's tensor (whole), in the output dtype."""
         name = info.name
-        models = {ref: self.sources[ref].get(name) for ref, _ in self.inputs.models}
-        base = None if self.inputs.base is None else self.sources[self.inputs.base].get(name)
+        models = {ref: self._read(ref, name) for ref, _ in self.inputs.models}
+        base = None if self.inputs.base is None else self._read(self.inputs.base, name)
         first = base if base is not None else next(iter(models.values()))
         if info.merge_kind == "exact":
             if any(not torch.equal(first, t) for t in models.values()):
