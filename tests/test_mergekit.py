@@ -3,6 +3,7 @@ of a darwin genome, and one-line errors for configs darwin does not run."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,26 @@ def test_export_of_a_linear_genome_round_trips(trio, tmp_path, capsys):
     assert (tmp_path / "mk-child" / "mergekit_config.yml").read_text() == text
 
 
+def test_export_round_trips_on_gemma4_moe(tmp_path, capsys):
+    """Towers and per-layer embeddings outside the layers, q_norm inside self_attn,
+    per-layer inputs and experts inside the layers, clipping bounds of the audio tower."""
+    father = make_tiny("gemma4_moe", tmp_path / "father")
+    mother = perturbed_copy(father, tmp_path / "mother", scale=0.3)
+    child = darwin_child((None, father, mother), tmp_path, LINEAR_GENOME)
+    exported = tmp_path / "exported.yml"
+    assert main(["export-mergekit", str(child), "--out", str(exported)]) == 0
+    text = exported.read_text()
+    assert "260 of 260 float tensors get darwin's exact ratio" in text
+    assert "clipping bounds (*_min/*_max)" in text
+    filters = [c.get("filter") for c in yaml.safe_load(text)["models"][1]["parameters"]["weight"]]
+    assert filters[-7:] == ["per_layer", "norm", "self_attn", "mlp", "experts", "router", None]
+    assert "model.vision_tower." in filters
+    assert main(["merge", "--mergekit-config", str(exported), "--out",
+                 str(tmp_path / "mk-child")]) == 0
+    ours, theirs = weights_of(child), weights_of(tmp_path / "mk-child")
+    assert set(ours) == set(theirs) and all(torch.equal(ours[n], theirs[n]) for n in ours)
+
+
 def test_export_of_a_blended_genome_says_what_is_lost(trio, tmp_path, capsys):
     genome = {**LINEAR_GENOME, "merge_method_weight": 0.7, "density_a": 0.8, "density_b": 0.6}
     child = darwin_child(trio, tmp_path, genome, base=True)
@@ -316,3 +337,14 @@ def _leaves(setting):
             yield from _leaves(getattr(entry, "value", entry))
     else:
         yield setting
+
+
+def test_export_gives_every_tensor_its_ratio_on_every_family(tiny_model, tmp_path, capsys):
+    _, folder = tiny_model
+    genome = write_config(tmp_path / "g.yaml", {**LINEAR_GENOME, "block_3_ratio": 0.2,
+                                                "merge_method_weight": 0.9})
+    assert main(["export-mergekit", str(genome), "--father", str(folder), "--mother",
+                 str(folder)]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if "float tensors" in line]
+    counted, total = re.match(r"# (\d+) of (\d+) float tensors", header[0]).groups()
+    assert counted == total and int(total) > 30

@@ -23,15 +23,17 @@ from ..arch.taxonomy import TensorInfo
 from ..errors import OutputError, UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
-from ..merge.engine import REPORT_NAME, _main_dtype
+from ..merge.engine import CLIP_KINDS, REPORT_NAME, _main_dtype
 from ..merge.plan import MergeSettings, PlanRow, plan_models
 from .config import config_from_dict, first_value
 from .run import layer_position
 
-# layer-tensor groups: the genome field that sets their ratio, and mergekit's filter
-GROUP_FILTERS = {"attn_ratio": "self_attn", "ffn_ratio": "mlp"}
-NORM_FILTER = "norm"  # before self_attn/mlp when a norm sits inside them (q_norm)
-MAX_NAMED = 16  # more tensors outside the layers than this are grouped by name prefix
+# mergekit filters for the tensors of a decoder layer, in the order they are tried, each
+# with the genome field that sets their ratio (darwin's component -> field, genome.py);
+# one is written only where it names some tensor of its group
+GROUP_FILTERS = (("per_layer", "embed_ratio"), ("self_attn", "attn_ratio"),
+                 ("mlp", "ffn_ratio"), ("experts", "ffn_ratio"), ("router", "ffn_ratio"))
+NORM_FILTER = "norm"  # before a group whose name a norm shares (Gemma's self_attn.q_norm)
 EXACT = 1e-6
 WRITTEN_DECIMALS = 12  # v1 ratios have more than 6 decimals; this drops only float noise
 
@@ -118,7 +120,8 @@ def export_mergekit(source: ExportSource) -> str:
     method = "dare_ties" if source.genome.merge_method_weight >= 0.5 else "linear"
     config = _config(source, method, mother_weight, dtype)
     mismatches = _mismatches(config, merged, shares, num_layers)
-    header = _header(source, method, len(merged), mismatches)
+    clips = sum(r.mode in CLIP_KINDS for r in merged)
+    header = _header(source, method, len(merged), mismatches, clips)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
     return header + body
 
@@ -135,30 +138,40 @@ def _group(row: PlanRow) -> str:
 
 def weight_setting(rows: list[PlanRow], shares: dict[str, float], num_layers: int) -> list:
     """mergekit conditions giving each tensor its share: names outside the layers, then
-    one per-layer list per group (attention, MLP), then the rest's list."""
+    one per-layer list per group (attention, MLP, ...), then the rest's list."""
     outside = [r for r in rows if r.layer is None]
     inside = [r for r in rows if r.layer is not None]
     conditions = [{"filter": name, "value": share}
-                  for name, share in _outside_filters(outside, shares)]
+                  for name, share in _outside_filters(outside, inside, shares)]
     rest = _per_layer(inside, shares, "global_ratio", num_layers)
-    if any(_group(r) == "global_ratio" and NORM_FILTER in r.name and
-           any(f in r.name for f in GROUP_FILTERS.values()) for r in inside):
-        conditions.append({"filter": NORM_FILTER, "value": rest})
-    for field, name_filter in GROUP_FILTERS.items():
-        if any(_group(r) == field for r in inside):
-            conditions.append({"filter": name_filter,
-                               "value": _per_layer(inside, shares, field, num_layers)})
+    norms = [r.name for r in inside if _group(r) == "global_ratio" and NORM_FILTER in r.name]
+    for name_filter, field in GROUP_FILTERS:
+        if not any(_group(r) == field and name_filter in r.name for r in inside):
+            continue
+        if any(name_filter in n for n in norms) and {"filter": NORM_FILTER, "value": rest} \
+                not in conditions:
+            conditions.append({"filter": NORM_FILTER, "value": rest})
+        conditions.append({"filter": name_filter,
+                           "value": _per_layer(inside, shares, field, num_layers)})
     conditions.append({"value": rest})
     return conditions
 
 
-def _outside_filters(rows: list[PlanRow], shares: dict[str, float]) -> list[tuple[str, float]]:
-    if len(rows) <= MAX_NAMED:
-        return [(r.name, shares[r.name]) for r in rows]
-    prefixes: dict[str, float] = {}
-    for r in rows:
-        prefixes.setdefault(".".join(r.name.split(".")[:2]), shares[r.name])
-    return list(prefixes.items())
+def _outside_filters(outside: list[PlanRow], inside: list[PlanRow],
+                     shares: dict[str, float]) -> list[tuple[str, float]]:
+    """For each tensor outside the layers, the shortest name prefix (`model.norm.`) that
+    names no layer tensor and only tensors of its share; the whole name if none does."""
+    filters: dict[str, float] = {}
+    for row in outside:
+        if any(f in row.name for f in filters):
+            continue
+        parts = row.name.split(".")
+        prefixes = [".".join(parts[:depth]) + "." for depth in range(1, len(parts))]
+        fitting = (p for p in prefixes
+                   if not any(p in r.name for r in inside)
+                   and all(shares[r.name] == shares[row.name] for r in outside if p in r.name))
+        filters[next(fitting, row.name)] = shares[row.name]
+    return list(filters.items())
 
 
 def _per_layer(rows: list[PlanRow], shares: dict[str, float], field: str, num_layers: int):
@@ -216,7 +229,8 @@ def _mismatches(config: dict, rows: list[PlanRow], shares: dict[str, float],
     return gaps
 
 
-def _header(source: ExportSource, method: str, total: int, gaps: list[float]) -> str:
+def _header(source: ExportSource, method: str, total: int, gaps: list[float],
+            clips: int) -> str:
     genome = source.genome
     lines = [
         f"mergekit config exported by darwin {__version__} from {source.origin}",
@@ -233,7 +247,11 @@ def _header(source: ExportSource, method: str, total: int, gaps: list[float]) ->
          ", which under dare_ties still adds a sparsified task vector."),
         "Not carried over:",
     ]
-    lines += [f"  - {note}" for note in _not_carried(source, method)]
+    notes = _not_carried(source, method)
+    if clips:
+        notes.append(f"{clips} clipping bounds (*_min/*_max): darwin, and darwin running this "
+                     "file, take the looser of the parents' bounds; mergekit interpolates them")
+    lines += [f"  - {note}" for note in notes]
     return "".join(f"# {line}\n" for line in lines)
 
 

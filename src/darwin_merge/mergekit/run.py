@@ -8,6 +8,7 @@ renamed into place only when complete (docs/MERGE.md, "mergekit interop").
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,14 @@ from ..io import ModelSource
 from ..io.gguf_import import parse_dtype
 from ..io.loading import resolve_device
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
-from ..merge.engine import _main_dtype, _require_disk, cpu_threads, dare_generator
-from ..merge.ops import dare, linear, magnitude_trim, ties_merge, weighted_sum
+from ..merge.engine import (
+    CLIP_KINDS,
+    _main_dtype,
+    _require_disk,
+    cpu_threads,
+    dare_generator,
+)
+from ..merge.ops import clip_bound, dare, linear, magnitude_trim, ties_merge, weighted_sum
 from ..merge.stream import OutputTensor, StreamingWriter, TensorReader, torch_dtype
 from ..progress import track
 from .config import (
@@ -167,6 +174,12 @@ def _tokenizer_folder(tokenizer: str, inputs: Inputs) -> Path:
                      "name one of the models or `base` (no union)")
 
 
+def _valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
+    if allow_inf:
+        return not bool(torch.isnan(tensor).any())
+    return bool(torch.isfinite(tensor).all())
+
+
 class TensorMerger:
     """Evaluates the config's parameters for each tensor and merges it."""
 
@@ -209,18 +222,24 @@ class TensorMerger:
         name = info.name
         models = {ref: self._read(ref, name) for ref, _ in self.inputs.models}
         base = None if self.inputs.base is None else self._read(self.inputs.base, name)
+        inputs = {**models, **({} if base is None else {self.inputs.base: base})}
         first = base if base is not None else next(iter(models.values()))
         if info.merge_kind == "exact":
-            if any(not torch.equal(first, t) for t in models.values()):
+            if any(not torch.equal(first, t) for t in inputs.values()):
                 raise IncompatibleModelsError(f"non-float tensor {name!r} differs between "
                                               "the models; darwin only merges float weights")
             return first.clone()
-        for ref, tensor in [*models.items(), *([("base", base)] if base is not None else [])]:
-            if not bool(torch.isfinite(tensor).all()):
+        clip = info.merge_kind in CLIP_KINDS  # bounds may be +-Inf ("no bound"), never NaN
+        for ref, tensor in inputs.items():
+            if not _valid(tensor, clip):
                 raise NumericalError(f"tensor {name!r} of {ref} contains NaN or Inf")
-        t = layer_position(info, self.num_layers)
-        child = self._combine(name, t, models, base).to(self._output_dtype(first.dtype, info))
-        if not bool(torch.isfinite(child).all()):
+        if clip:  # the looser bound, as in every darwin merge (interpolating Inf gives NaN)
+            child = functools.reduce(lambda a, b: clip_bound(a, b, info.merge_kind),
+                                     inputs.values())
+        else:
+            child = self._combine(name, layer_position(info, self.num_layers), models, base)
+        child = child.to(self._output_dtype(first.dtype, info))
+        if not _valid(child, clip):
             raise NumericalError(f"merged tensor {name!r} is not finite in {child.dtype} "
                                  "(overflow?); nothing was written")
         return child
