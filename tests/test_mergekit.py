@@ -213,6 +213,11 @@ def test_export_of_a_bare_genome_needs_the_parents(trio, tmp_path, capsys):
     assert main(["export-mergekit", str(genome_file), "--father", str(a), "--mother",
                  str(b)]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["models"][0]["model"] == str(a)
+    assert main(["export-mergekit", str(genome_file), "--father", str(tmp_path / "gone"),
+                 "--mother", str(b)]) == 2
+    assert "the father's folder is not there (give --father FOLDER)" in capsys.readouterr().err
+    assert main(["export-mergekit", str(tmp_path)]) == 2
+    assert "no darwin_merge.json in it or in child/" in capsys.readouterr().err
 
 
 # -- configs darwin refuses -------------------------------------------------------------
@@ -257,6 +262,12 @@ def test_partial_slice_and_missing_weight_are_refused(trio, tmp_path, capsys):
         {"model": str(b), "parameters": {"weight": 1}}]})
     assert main(["merge", "--mergekit-config", str(no_weight), "--out", str(tmp_path / "c")]) == 2
     assert "has no weight for tensor" in capsys.readouterr().err
+    union = write_config(tmp_path / "u.yml", {"merge_method": "linear", "tokenizer_source":
+                                              "union", "models": [
+        {"model": str(a), "parameters": {"weight": 1}}]})
+    assert main(["merge", "--mergekit-config", str(union), "--out", str(tmp_path / "c")]) == 2
+    assert "tokenizer_source 'union': darwin keeps one model's tokenizer" in \
+        capsys.readouterr().err.replace("\n", " ")
     hub = write_config(tmp_path / "h.yml", {"merge_method": "linear", "models": [
         {"model": "org/not-here", "parameters": {"weight": 1}}]})
     assert main(["merge", "--mergekit-config", str(hub), "--out", str(tmp_path / "c")]) == 3

@@ -24,7 +24,7 @@ from ..errors import OutputError, UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..merge.engine import CLIP_KINDS, REPORT_NAME, _main_dtype
-from ..merge.plan import MergeSettings, PlanRow, plan_models
+from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
 from .config import config_from_dict, first_value
 from .run import layer_position
 
@@ -56,16 +56,12 @@ def read_source(path: str | Path, father: Path | None = None, mother: Path | Non
                 base: Path | None = None) -> ExportSource:
     """A RUN_DIR, a child folder, a darwin_merge.json or a genome YAML (then with
     --father/--mother); folders given here replace those the run recorded."""
-    path = Path(path)
-    report = _report_file(path)
-    if report is None:
-        genome, record = load_genome(path), {}
-    else:
-        record = _read_json(report)
-        genome = load_genome(report)
+    path = _report_file(Path(path))
+    record = _run_record(path)
+    genome = load_genome(path)  # a darwin_merge.json's genome, or the genome file
     parents = record.get("parents", {})
     options = record.get("options", {})
-    settings = MergeSettings(**{k: options[k] for k in MergeSettings.model_fields
+    settings = make_settings(**{k: options[k] for k in MergeSettings.model_fields
                                 if k in options})
     chosen = {"father": father or parents.get("father"), "mother": mother or parents.get("mother"),
               "base": base or parents.get("base")}
@@ -76,27 +72,31 @@ def read_source(path: str | Path, father: Path | None = None, mother: Path | Non
     folders = {role: _folder(value, role) for role, value in chosen.items() if value}
     return ExportSource(genome, settings, folders["father"], folders["mother"],
                         folders.get("base"), options.get("scan"), options.get("dtype"),
-                        str(report or path))
+                        str(path))
 
 
-def _report_file(path: Path) -> Path | None:
-    if path.is_dir():
-        for candidate in (path / REPORT_NAME, path / "child" / REPORT_NAME):
-            if candidate.is_file():
-                return candidate
-        raise UsageError(f"{path}: no {REPORT_NAME} in it or in child/ (give a RUN_DIR, a "
-                         "child folder, a darwin_merge.json or a genome YAML)")
-    return path if path.suffix == ".json" else None
+def _report_file(path: Path) -> Path:
+    """A folder's darwin_merge.json (RUN_DIR/child/ or the child itself); a file as is."""
+    if not path.is_dir():
+        return path
+    for candidate in (path / REPORT_NAME, path / "child" / REPORT_NAME):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"{path}: no {REPORT_NAME} in it or in child/ (give a RUN_DIR, a "
+                     "child folder, a darwin_merge.json or a genome YAML)")
 
 
-def _read_json(path: Path) -> dict:
+def _run_record(path: Path) -> dict:
+    """A darwin_merge.json's contents; {} for a genome file (load_genome reports errors)."""
+    if path.suffix != ".json":
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable darwin_merge.json ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("parents"), dict):
-        raise UsageError(f"{path}: not a darwin_merge.json (no 'parents')")
-    return data
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    is_report = isinstance(data, dict) and isinstance(data.get("parents"), dict) and \
+        isinstance(data.get("options"), dict)
+    return data if is_report else {}
 
 
 def _folder(value, role: str) -> Path:

@@ -132,14 +132,15 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
         out_dtype = parse_dtype(out_name) if out_name else None
         _require_disk(out, reference.total_bytes if out_dtype is None else
                       reference.num_params * torch.finfo(out_dtype).bits // 8)
+        tokenizer = _tokenizer_folder(config.tokenizer_source or inputs.base or names[0],
+                                      inputs)
         merger = TensorMerger(config, inputs, sources, resolve_device(device), out_dtype,
                               taxonomy.num_layers)
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
             merger.write_all(taxonomy.classify_all(reference.specs()), reference, tmp,
                              shard_size, progress)
             write_config(reference.config, tmp, out_dtype or _main_dtype(reference))
-            tokenizer = config.tokenizer_source or inputs.base or names[0]
-            copy_side_files(_tokenizer_folder(tokenizer, inputs), tmp)
+            copy_side_files(tokenizer, tmp)
             (tmp / CONFIG_COPY).write_text(config_path.read_text(encoding="utf-8"))
     finally:
         for source in sources.values():
@@ -149,6 +150,10 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
 
 def _require_same_models(reference: ModelSource, sources: dict) -> None:
     for ref, source in sources.items():
+        float8 = [n for n in source.names if source.spec(n).dtype.startswith("F8")]
+        if float8:
+            raise ModelFormatError(f"{ref}: float8 tensors ({float8[0]}) are not supported; "
+                                   "convert the model to bfloat16 or float32 first")
         if source is reference:
             continue
         if source.config.get("model_type") != reference.config.get("model_type"):
