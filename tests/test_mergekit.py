@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
 from darwin_merge.mergekit import merge_from_config
-from darwin_merge.mergekit.config import config_from_dict
+from darwin_merge.mergekit.config import config_from_dict, evaluate
 from tiny_models import make_tiny, perturbed_copy
 
 NUM_LAYERS = 4  # tiny_models' default depth
@@ -238,6 +238,9 @@ BAD_CONFIGS = [
     ({"merge_method": "linear", "models": [{"model": "A", "parameters": {"weight": "x"}}]},
      "models.0.parameters.weight: must be a number, a list of numbers"),
     ({"merge_method": "linear", "models": [{"model": "A"}], "foo": 1}, "foo: unknown key"),
+    ({"merge_method": "linear", "models": [{"model": "A", "parameters": {"weight": [
+        {"filter": "mlp", "value": []}]}}]},
+     "models.0.parameters.weight: an empty list gives no value"),
 ]
 
 
@@ -302,18 +305,29 @@ def test_dare_rescale_option(trio, tmp_path, rescale):
 # -- fuzzing ----------------------------------------------------------------------------
 NUMBER = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
                    st.integers(min_value=-10**30, max_value=10**30))
-VALUE = st.one_of(NUMBER, st.text(max_size=4), st.none(), st.lists(NUMBER, max_size=3),
+SHARE = st.floats(min_value=0.0, max_value=1.0)
+GOOD_VALUE = st.one_of(SHARE, st.lists(SHARE, min_size=1, max_size=4), st.lists(
+    st.fixed_dictionaries({"value": st.one_of(SHARE, st.lists(SHARE, min_size=1, max_size=3))},
+                          optional={"filter": st.sampled_from(["mlp", "self_attn", "*"])}),
+    min_size=1, max_size=3))
+VALUE = st.one_of(GOOD_VALUE, NUMBER, st.text(max_size=4), st.none(),
+                  st.lists(NUMBER, max_size=3),
                   st.lists(st.fixed_dictionaries({"value": NUMBER},
                                                  optional={"filter": st.text(max_size=4)}),
                            max_size=2))
-PARAMETERS = st.dictionaries(
-    st.one_of(st.sampled_from(["weight", "density", "normalize", "lambda", "rescale",
-                               "int8_mask", "epsilon"]), st.text(max_size=5)), VALUE, max_size=3)
+NAMES = st.sampled_from(["weight", "density", "lambda"])
+PARAMETERS = st.one_of(st.dictionaries(NAMES, GOOD_VALUE, min_size=1, max_size=2), st.dictionaries(
+    st.one_of(NAMES, st.sampled_from(["normalize", "rescale", "int8_mask", "epsilon"]),
+              st.text(max_size=5)), VALUE, max_size=3))
 MODEL = st.fixed_dictionaries({"model": st.text(max_size=5)},
-                              optional={"parameters": st.one_of(PARAMETERS, VALUE)})
-CONFIG = st.fixed_dictionaries({}, optional={
-    "merge_method": st.one_of(st.sampled_from(["linear", "ties", "dare_ties",
-                                               "task_arithmetic", "slerp"]), st.integers()),
+                              optional={"parameters": st.one_of(PARAMETERS, PARAMETERS, VALUE)})
+METHOD = st.sampled_from(["linear", "ties", "dare_ties", "task_arithmetic"])
+PLAUSIBLE = st.fixed_dictionaries(
+    {"merge_method": METHOD, "models": st.lists(MODEL, min_size=1, max_size=3),
+     "base_model": st.text(max_size=4)},
+    optional={"parameters": PARAMETERS, "dtype": st.sampled_from(["float32", "bfloat16"])})
+BROKEN = st.fixed_dictionaries({}, optional={
+    "merge_method": st.one_of(METHOD, st.just("slerp"), st.integers()),
     "models": st.one_of(st.lists(MODEL, max_size=3), VALUE),
     "slices": st.lists(st.fixed_dictionaries({"sources": st.lists(st.fixed_dictionaries(
         {"model": st.text(max_size=3), "layer_range": st.lists(st.integers(0, 5), max_size=3)}),
@@ -321,6 +335,7 @@ CONFIG = st.fixed_dictionaries({}, optional={
     "base_model": st.one_of(st.text(max_size=4), st.none(), st.integers()),
     "parameters": PARAMETERS, "dtype": st.one_of(st.sampled_from(["float32", "int4"]), VALUE),
     "modules": st.none(), "tokenizer_source": VALUE, "extra": VALUE})
+CONFIG = st.one_of(PLAUSIBLE, BROKEN)
 
 
 @settings(max_examples=150, deadline=None)
@@ -338,6 +353,10 @@ def test_config_from_random_mappings_is_valid_or_a_usage_error(data):
             assert 0.0 <= value <= 1.0
         for value in _leaves((entry.parameters or {}).get("weight")):
             assert not isinstance(value, bool) and abs(value) < float("inf")
+        for setting in (entry.parameters or {}).values():  # every setting evaluates
+            for t in (0.0, 0.37, 1.0):
+                value = evaluate(setting, "model.layers.1.mlp.up_proj.weight", t)
+                assert value is None or isinstance(value, int | float)
 
 
 def _leaves(setting):

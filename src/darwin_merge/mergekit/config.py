@@ -182,7 +182,11 @@ def _parameter_blocks(config: MergekitConfig):
 
 def _check_kind(name: str, setting: Setting, where: str) -> None:
     """Switches are true/false; weight and lambda numbers; density a number in [0, 1]."""
-    for value in _numbers(setting):
+    try:
+        values = list(_numbers(setting))
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from exc
+    for value in values:
         if name in FLAGS:
             if not isinstance(value, bool):
                 raise UsageError(f"{where}: must be true or false, got {value!r}")
@@ -194,6 +198,8 @@ def _check_kind(name: str, setting: Setting, where: str) -> None:
 
 def _numbers(setting: Setting):
     if isinstance(setting, list):
+        if not setting:
+            raise UsageError("an empty list gives no value")
         for entry in setting:
             yield from _numbers(entry.value if isinstance(entry, Condition) else entry)
     else:
