@@ -369,12 +369,17 @@ def _leaves(setting):
         yield setting
 
 
-def test_export_gives_every_tensor_its_ratio_on_every_family(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("rule", ["v1", "v2"])
+def test_export_gives_every_tensor_its_ratio_on_every_family(tiny_model, tmp_path, capsys, rule):
     _, folder = tiny_model
-    genome = write_config(tmp_path / "g.yaml", {**LINEAR_GENOME, "block_3_ratio": 0.2,
-                                                "merge_method_weight": 0.9})
+    values = {**LINEAR_GENOME, "block_3_ratio": 0.2, "merge_method_weight": 0.9}
+    if rule == "v1":  # a genome file without the key is read under v1, the first rule
+        del values["genome_rule"]
+    genome = write_config(tmp_path / "g.yaml", values)
     assert main(["export-mergekit", str(genome), "--father", str(folder), "--mother",
                  str(folder)]) == 0
-    header = [line for line in capsys.readouterr().out.splitlines() if "float tensors" in line]
+    text = capsys.readouterr().out
+    assert f"# genome_rule {rule}," in text
+    header = [line for line in text.splitlines() if "float tensors" in line]
     counted, total = re.match(r"# (\d+) of (\d+) float tensors", header[0]).groups()
     assert counted == total and int(total) > 30

@@ -412,7 +412,8 @@ def merge_cmd(
         None, help="run a mergekit YAML (linear, ties, dare_ties, task_arithmetic) instead "
         "of a genome; its models replace --father/--mother (docs/MERGE.md)"),
 ) -> None:
-    """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
+    """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant),
+    or run a mergekit config (--mergekit-config) with darwin's engine."""
     from .merge import merge_models
     from .merge.plan import parse_size
 
