@@ -387,9 +387,10 @@ def _genome_of(path: Path | None):
 
 @app.command("merge")
 def merge_cmd(
-    father: Father = ...,
-    mother: Mother = ...,
-    out_dir: Path = typer.Option(..., "--out", help="child folder to create"),
+    father: Annotated[Path | None, FATHER] = None,
+    mother: Annotated[Path | None, MOTHER] = None,
+    out_dir: Path | None = typer.Option(None, "--out", help="child folder to create",
+                                        show_default="required"),
     base: Base = None,
     genome: GenomeFile = None,
     scan: ScanFile = None,
@@ -407,11 +408,26 @@ def merge_cmd(
         False, help="accept parents whose config asks for code (the code is never run)"),
     tokenizer_source: str = typer.Option(
         "union", help="child vocabulary when the parents' differ: father, mother or union"),
+    mergekit_config: Path | None = typer.Option(
+        None, help="run a mergekit YAML (linear, ties, dare_ties, task_arithmetic) instead "
+        "of a genome; its models replace --father/--mother (docs/MERGE.md)"),
 ) -> None:
-    """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant)."""
+    """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant),
+    or run a mergekit config (--mergekit-config) with darwin's engine."""
     from .merge import merge_models
     from .merge.plan import parse_size
 
+    if mergekit_config is not None:
+        _merge_mergekit(mergekit_config, out_dir, dict(father=father, mother=mother,
+                                                       base=base, genome=genome, scan=scan),
+                        device=device, dtype=dtype, overwrite=overwrite,
+                        shard_size=parse_size(shard_size), threads=threads,
+                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        return
+    missing = [f"--{k}" for k, v in (("father", father), ("mother", mother), ("out", out_dir))
+               if v is None]
+    if missing:
+        raise UsageError("missing " + ", ".join(missing) + " (or give --mergekit-config FILE)")
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
                         settings=settings, device=device, dtype=dtype, overwrite=overwrite,
@@ -419,6 +435,40 @@ def merge_cmd(
                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                         tokenizer_source=tokenizer_source)
     out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
+
+
+def _merge_mergekit(config: Path, out_dir: Path | None, genome_options: dict, **options
+                    ) -> None:
+    from .mergekit import merge_from_config
+
+    given = [f"--{k}" for k, v in genome_options.items() if v is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not used with --mergekit-config (the config "
+                         "names the models and their weights)")
+    out_dir = out_dir or Path(f"{config.stem}-merged")
+    path = merge_from_config(config, out_dir, **options)
+    out.print(f"child written to {path} (config in {path / 'mergekit_config.yml'})")
+
+
+@app.command("export-mergekit")
+def export_mergekit_cmd(
+    run: Path = typer.Argument(..., help="RUN_DIR, child folder, darwin_merge.json or "
+                               "genome YAML"),
+    out_file: Path | None = typer.Option(None, "--out", help="YAML file to write",
+                                         show_default="print it"),
+    father: Annotated[Path | None, FATHER] = None,
+    mother: Annotated[Path | None, MOTHER] = None,
+    base: Base = None,
+) -> None:
+    """Write the closest mergekit YAML for a darwin genome (approximate; its header says
+    what does not carry over). Models: the run's, or --father/--mother/--base."""
+    from .mergekit.export import export_mergekit, read_source, write_export
+
+    text = export_mergekit(read_source(run, father, mother, base))
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out.print(f"mergekit config written to {write_export(text, out_file)}")
 
 
 @app.command("plan")

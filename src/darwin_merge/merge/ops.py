@@ -11,12 +11,14 @@ from __future__ import annotations
 import torch
 
 
-def dare(delta: torch.Tensor, density: float, generator: torch.Generator | None) -> torch.Tensor:
+def dare(delta: torch.Tensor, density: float, generator: torch.Generator | None,
+         rescale: bool = True) -> torch.Tensor:
     """Drop And REscale: keep each entry with probability `density`, scale kept by 1/density.
 
     The mask is drawn on the CPU with `generator` (then moved to `delta`'s device), so
     the same seed drops the same entries on every device. density 1 keeps all (no
-    draw); density 0 drops all. E[dare(d)] = d for any density in (0, 1].
+    draw); density 0 drops all. E[dare(d)] = d for any density in (0, 1]. `rescale`
+    False keeps the kept entries as they are (a mergekit option; the drop alone).
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
@@ -25,7 +27,33 @@ def dare(delta: torch.Tensor, density: float, generator: torch.Generator | None)
     if density <= 0.0:
         return torch.zeros_like(delta)
     keep = dare_mask(delta.shape, density, generator).to(delta.device)
-    return torch.where(keep, delta / density, torch.zeros_like(delta))
+    return torch.where(keep, delta / density if rescale else delta, torch.zeros_like(delta))
+
+
+def magnitude_trim(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """TIES's trim: keep the int(density * numel) entries of largest magnitude, zero the rest.
+
+    Ties in magnitude are broken by position (a stable sort), so the result is
+    deterministic. `rescale` divides the kept entries by `density`. density 1 keeps all.
+    """
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    if density >= 1.0:
+        return delta.clone()
+    keep_count = int(density * delta.numel())
+    order = torch.sort(delta.abs().flatten(), descending=True, stable=True).indices
+    keep = torch.zeros(delta.numel(), dtype=torch.bool, device=delta.device)
+    keep[order[:keep_count]] = True
+    kept = torch.where(keep.view(delta.shape), delta, torch.zeros_like(delta))
+    return kept / density if rescale and keep_count else kept
+
+
+def weighted_sum(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """sum_i w_i t_i (task arithmetic's sum of task vectors, an N-model linear merge)."""
+    total = torch.zeros_like(tensors[0])
+    for tensor, weight in zip(tensors, weights, strict=True):
+        total.add_(tensor, alpha=weight)
+    return total
 
 
 def dare_mask(shape: torch.Size | tuple[int, ...], density: float,
