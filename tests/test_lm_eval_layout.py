@@ -59,11 +59,20 @@ def test_lm_eval_reads_a_darwin_results_file(record):
 
 def test_holdout_results_file_per_model(tmp_path):
     model, tok = build_model("llama"), char_tokenizer()
-    scores = evaluate(model, tok, ["copa"], split="holdout", limit=2, batch_size=4)
+    scores = evaluate(model, tok, ["copa"], split="holdout", limit=2, batch_size=4,
+                      log_samples=True)
+    logged = {"copa": scores["copa"].pop("logged_samples")}
     recipe = Recipe(father=tmp_path, mother=tmp_path, fitness={"copa": 1.0}, out=tmp_path,
                     holdout_limit=2)
-    path = write_holdout_results(recipe, "child", scores)
+    for _ in range(2):  # a second finish replaces the samples, it does not add to them
+        path = write_holdout_results(recipe, "child", scores, logged)
     data = json.loads(path.read_text())
     assert path == tmp_path / "holdout" / "results_child.json"
     assert data["results"]["copa"]["acc,none"] == scores["copa"]["acc"]
     assert data["config"]["split"] == "holdout" and data["config"]["limit"] == 2
+    assert "logged_samples" not in data["darwin"]["results"]["copa"]
+    [samples] = (tmp_path / "holdout" / "samples_child").iterdir()
+    assert samples.name.startswith("samples_copa_") and samples.suffix == ".jsonl"
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [s["doc_id"] for s in lines] == scores["copa"]["item_ids"]
+    assert set(data["task_hashes"]) == {"copa"}
