@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from darwin_merge.eval import evaluate_path, registry, select_items
 from darwin_merge.eval.lm_eval_backend import evaluate_path_lm_eval
 from darwin_merge.eval.report import write_results
 
 lm_eval_utils = pytest.importorskip("lm_eval.utils")
+from lm_eval.result_schema import EvalResults  # noqa: E402
 
 N_ITEMS = 6
 
@@ -80,6 +82,8 @@ def test_lm_eval_backend_files_read_by_lm_eval(both, tmp_path):
                if line.startswith("|darwin_arc_easy"))
     assert f"{lm_eval['results']['darwin_arc_easy']['acc']:.4f}" in row
     assert data["darwin"]["backend"] == "lm-eval" and "darwin_arc_easy" in data["task_hashes"]
+    TypeAdapter(EvalResults).validate_python(  # `configs`: see test_lm_eval_layout.py
+        {k: v for k, v in data.items() if k != "configs"}, strict=True)
     [samples] = tmp_path.glob("samples_darwin_arc_easy_*.jsonl")
     loaded = datasets.load_dataset("json", data_files=str(samples), split="train",
                                    cache_dir=str(tmp_path / "cache"))

@@ -47,6 +47,7 @@ def test_eval_results_file_has_lm_eval_layout(record, tmp_path):
 def test_lm_eval_reads_a_darwin_results_file(record):
     lm_eval_utils = pytest.importorskip("lm_eval.utils")
     from lm_eval.result_schema import EvalResults
+    from pydantic import TypeAdapter
 
     data = json.loads(json.dumps(results_file(record)))
     table = lm_eval_utils.make_table(data)
@@ -55,6 +56,10 @@ def test_lm_eval_reads_a_darwin_results_file(record):
     ppl_row = next(line for line in table.splitlines() if "|perplexity" in line)
     assert "↓" in ppl_row
     assert set(data) - set(EvalResults.__annotations__) == {"darwin"}
+    # strict validation against the schema; `configs` left out: lm-eval's own files do not
+    # fit its `dict[str, str | bool | None]` either (their metric_list is a list)
+    TypeAdapter(EvalResults).validate_python(
+        {k: v for k, v in data.items() if k != "configs"}, strict=True)
 
 
 def test_holdout_results_file_per_model(tmp_path):

@@ -91,6 +91,24 @@ def test_generative_samples_hold_every_generation():
     assert sum(s["maj@2"] for s in samples) / 2 == result["maj@2"]
 
 
+def test_samples_validate_against_lm_eval_sample_schema(written, tmp_path):
+    """Every line, of a choice, a lambada and a generative task, is an lm-eval SampleResult
+    (strict: no coercion), where lm-eval is installed."""
+    schema = pytest.importorskip("lm_eval.result_schema")
+    from pydantic import TypeAdapter
+
+    record, folder = written
+    generative = evaluate_path(record["model"], "gsm8k", limit=2, max_new_tokens=4,
+                               progress=False, log_samples=True)
+    write_results(generative, tmp_path / "results.json")
+    files = [*folder.glob("samples_*.jsonl"), *tmp_path.glob("samples_*.jsonl")]
+    assert len(files) == 3
+    adapter = TypeAdapter(schema.SampleResult)
+    for path in files:
+        for line in path.read_text().splitlines():
+            adapter.validate_python(json.loads(line), strict=True)
+
+
 def test_no_samples_unless_asked(tiny_llama, tmp_path):
     record = evaluate_path(tiny_llama, "copa", limit=2, progress=False)
     assert "samples" not in record and "logged_samples" not in record["results"]["copa"]
