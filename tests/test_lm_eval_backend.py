@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
+from darwin_merge.cli import main
 from darwin_merge.eval import evaluate_path, registry, select_items
 from darwin_merge.eval.lm_eval_backend import evaluate_path_lm_eval
 from darwin_merge.eval.report import write_results
@@ -71,6 +72,12 @@ def test_both_backends_agree_item_for_item(both):
     theirs_scores = lm_eval["results"]["darwin_arc_easy"]
     for metric in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr"):
         assert ours_scores[metric] == pytest.approx(theirs_scores[metric]), metric
+
+
+def test_unknown_lm_eval_task_is_one_line_error(tiny_llama, arc_task, capsys):
+    assert main(["eval", str(tiny_llama), "--backend", "lm-eval", "--tasks", "no_such_task",
+                 "--lm-eval-include", str(arc_task)]) == 2
+    assert "lm-eval has no task 'no_such_task'" in capsys.readouterr().err
 
 
 def test_lm_eval_backend_files_read_by_lm_eval(both, tmp_path):

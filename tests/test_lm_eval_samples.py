@@ -132,3 +132,5 @@ def test_lm_eval_backend_refuses_darwin_only_options(tiny_llama, capsys):
     assert main(["eval", str(tiny_llama), "--backend", "lm-eval", "--tasks", "arc_easy",
                  "--split", "holdout"]) == 2
     assert "--split applies to --backend darwin only" in capsys.readouterr().err
+    assert main(["eval", str(tiny_llama), "--tasks", "copa", "--lm-eval-include", "."]) == 2
+    assert "--lm-eval-include applies to --backend lm-eval only" in capsys.readouterr().err

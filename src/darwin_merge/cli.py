@@ -295,6 +295,8 @@ def eval_cmd(
                                        device=device, dtype=dtype, include_path=lm_eval_include,
                                        log_samples=log_samples)
     elif backend == "darwin":
+        if lm_eval_include is not None:
+            raise UsageError("--lm-eval-include applies to --backend lm-eval only")
         record = evaluate_path(model, tasks, split=split, limit=limit, batch_size=batch_size,
                                device=device, dtype=dtype, task_file=task_file, samples=samples,
                                thinking=thinking, max_new_tokens=max_new_tokens,

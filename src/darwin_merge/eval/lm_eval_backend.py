@@ -47,7 +47,9 @@ def run_lm_eval(model, tokenizer, tasks: list[str], *, limit: int | None = None,
                          "--lm-eval-include DIR)")
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
-                              log_samples=log_samples)
+                              log_samples=log_samples,  # these two only go into `config`
+                              # (as strings, as its schema and its CLI have them):
+                              batch_size=str(batch_size), device=str(lm.device))
     return json.loads(json.dumps(results, default=json_default))
 
 
@@ -68,7 +70,7 @@ def evaluate_path_lm_eval(model_path: str | Path, tasks: list[str] | str, *,
     start = time.perf_counter()
     layout = run_lm_eval(model, tokenizer, names, limit=limit, batch_size=batch_size,
                          include_path=include_path, log_samples=log_samples)
-    samples = layout.pop("samples", None)
+    samples = layout.pop("samples", {})
     record = {"model": str(Path(model_path).resolve()), "config_sha256": digest,
               "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
               "settings": {"tasks": names, "limit": limit, "batch_size": batch_size,
