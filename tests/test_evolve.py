@@ -291,3 +291,8 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
                for p in ("father", "mother")]
     assert verdict["floor"] == pytest.approx(max(parents) - 0.05)
     assert verdict["within"] == (verdict["child"] >= verdict["floor"])
+    logged = sorted((out / "holdout" / "samples_child").iterdir())  # per-item records
+    assert [p.name.rsplit("_", 1)[0] for p in logged] == [
+        "samples_copa", "samples_gsm8k", "samples_lambada_openai"]
+    assert all(len(p.read_text().splitlines()) == 3 for p in logged)
+    assert "logged_samples" not in summary["holdout"]["models"]["child"]["copa"]

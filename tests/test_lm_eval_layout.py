@@ -47,6 +47,7 @@ def test_eval_results_file_has_lm_eval_layout(record, tmp_path):
 def test_lm_eval_reads_a_darwin_results_file(record):
     lm_eval_utils = pytest.importorskip("lm_eval.utils")
     from lm_eval.result_schema import EvalResults
+    from pydantic import TypeAdapter
 
     data = json.loads(json.dumps(results_file(record)))
     table = lm_eval_utils.make_table(data)
@@ -55,15 +56,28 @@ def test_lm_eval_reads_a_darwin_results_file(record):
     ppl_row = next(line for line in table.splitlines() if "|perplexity" in line)
     assert "↓" in ppl_row
     assert set(data) - set(EvalResults.__annotations__) == {"darwin"}
+    # strict validation against the schema; `configs` left out: lm-eval's own files do not
+    # fit its `dict[str, str | bool | None]` either (their metric_list is a list)
+    TypeAdapter(EvalResults).validate_python(
+        {k: v for k, v in data.items() if k != "configs"}, strict=True)
 
 
 def test_holdout_results_file_per_model(tmp_path):
     model, tok = build_model("llama"), char_tokenizer()
-    scores = evaluate(model, tok, ["copa"], split="holdout", limit=2, batch_size=4)
+    scores = evaluate(model, tok, ["copa"], split="holdout", limit=2, batch_size=4,
+                      log_samples=True)
+    logged = {"copa": scores["copa"].pop("logged_samples")}
     recipe = Recipe(father=tmp_path, mother=tmp_path, fitness={"copa": 1.0}, out=tmp_path,
                     holdout_limit=2)
-    path = write_holdout_results(recipe, "child", scores)
+    for _ in range(2):  # a second finish replaces the samples, it does not add to them
+        path = write_holdout_results(recipe, "child", scores, logged)
     data = json.loads(path.read_text())
     assert path == tmp_path / "holdout" / "results_child.json"
     assert data["results"]["copa"]["acc,none"] == scores["copa"]["acc"]
     assert data["config"]["split"] == "holdout" and data["config"]["limit"] == 2
+    assert "logged_samples" not in data["darwin"]["results"]["copa"]
+    [samples] = (tmp_path / "holdout" / "samples_child").iterdir()
+    assert samples.name.startswith("samples_copa_") and samples.suffix == ".jsonl"
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [s["doc_id"] for s in lines] == scores["copa"]["item_ids"]
+    assert set(data["task_hashes"]) == {"copa"}

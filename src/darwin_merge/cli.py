@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -273,26 +274,58 @@ def eval_cmd(
     samples: int = typer.Option(1, help="generations per item for generative tasks (maj@K)"),
     thinking: bool = typer.Option(False, help="enable_thinking in the chat template"),
     max_new_tokens: int | None = typer.Option(None, help="generation length (default: task's)"),
+    log_samples: bool = typer.Option(
+        False, help="also write each item's record beside --out (samples_<task>_<date>.jsonl)"),
+    backend: str = typer.Option("darwin", help="darwin (its tasks) or lm-eval (any lm-eval "
+                                "task; the [lm-eval] extra)"),
+    lm_eval_include: Path | None = typer.Option(
+        None, help="--backend lm-eval: a folder of your own lm-eval task YAMLs"),
 ) -> None:
     """Score a model on benchmark tasks (lm-eval-compatible) and print a table."""
     from .eval import evaluate_path, write_results
+    from .eval.lm_eval_backend import evaluate_path_lm_eval
 
-    record = evaluate_path(model, tasks, split=split, limit=limit, batch_size=batch_size,
-                           device=device, dtype=dtype, task_file=task_file, samples=samples,
-                           thinking=thinking, max_new_tokens=max_new_tokens)
+    if log_samples and out_file is None:
+        raise UsageError("--log-samples writes its files beside the results: give --out too")
+    if backend == "lm-eval":
+        _refuse_darwin_only(split=split != "all", task_file=task_file is not None,
+                            samples=samples != 1, thinking=thinking,
+                            max_new_tokens=max_new_tokens is not None)
+        record = evaluate_path_lm_eval(model, tasks, limit=limit, batch_size=batch_size,
+                                       device=device, dtype=dtype, include_path=lm_eval_include,
+                                       log_samples=log_samples)
+    elif backend == "darwin":
+        if lm_eval_include is not None:
+            raise UsageError("--lm-eval-include applies to --backend lm-eval only")
+        record = evaluate_path(model, tasks, split=split, limit=limit, batch_size=batch_size,
+                               device=device, dtype=dtype, task_file=task_file, samples=samples,
+                               thinking=thinking, max_new_tokens=max_new_tokens,
+                               log_samples=log_samples)
+    else:
+        raise UsageError(f"unknown --backend {backend!r} (use darwin or lm-eval)")
     _print_eval(record)
     if out_file is not None:
         out.print(f"results written to {write_results(record, out_file)}")
+    if log_samples:
+        out.print(f"per-item records of {len(record['samples'])} task(s) written beside it "
+                  "(samples_<task>_<date>.jsonl)")
+
+
+def _refuse_darwin_only(**given: bool) -> None:
+    """Options of darwin's own evaluator have no effect through lm-eval: refuse them."""
+    for name, is_set in given.items():
+        if is_set:
+            raise UsageError(f"--{name.replace('_', '-')} applies to --backend darwin only")
 
 
 def _print_eval(record: dict) -> None:
+    from .eval.lm_eval_layout import metric_names
+
     table = Table(title=f"{record['model']} ({record['seconds']} s)")
     for col in ("task", "split", "n", "metric", "value", "stderr"):
         table.add_column(col)
     for name, res in record["results"].items():
-        for metric in ("acc", "acc_norm", "perplexity", "exact_match",
-                       *[k for k in res if k.startswith("maj@") and "stderr" not in k],
-                       "mean_gold_logprob"):
+        for metric in (*metric_names(res), "mean_gold_logprob"):
             if metric in res:
                 se = res.get(f"{metric}_stderr")
                 table.add_row(name, res["split"], str(res["n"]), metric, f"{res[metric]:.4f}",
@@ -719,7 +752,8 @@ def _run(args: list[str]) -> int:
     except DarwinError as exc:
         if debug:
             raise
-        console.print(f"[red]darwin: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]darwin: error:[/red] {escape(str(exc))}", highlight=False,
+                      soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("darwin: interrupted", highlight=False)
@@ -732,7 +766,8 @@ def _run(args: list[str]) -> int:
             return 0
         # click's (or typer's vendored click's) usage errors: bad options, missing arguments
         if hasattr(exc, "format_message") and not debug:
-            console.print(f"[red]darwin: error:[/red] {exc.format_message()}", highlight=False)
+            console.print(f"[red]darwin: error:[/red] {escape(exc.format_message())}",
+                          highlight=False)
             return UsageError.exit_code
         if type(exc).__name__ == "Abort":  # click turns Ctrl-C (SIGINT) into Abort
             console.print("darwin: interrupted", highlight=False)

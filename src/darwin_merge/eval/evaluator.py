@@ -18,6 +18,7 @@ from ..progress import TaskCounter, progress_bar
 from . import metrics
 from .generate import generate, supports_thinking
 from .loglik import encode_groups, score_groups
+from .samples import sample_records
 from .tasks import Item, Task, resolve_tasks, select_items
 
 LOGLIK_KINDS = ("multiple_choice", "lambada", "greedy_continuation")
@@ -27,13 +28,14 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
              limit: int | None = None, batch_size: int = 16, device=None,
              task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
              max_new_tokens: int | None = None, progress: bool = False,
-             skip: int = 0) -> dict[str, dict]:
+             skip: int = 0, log_samples: bool = False) -> dict[str, dict]:
     """Scores of `model` on each task (see the module docstring), keyed by task name.
 
     `skip` leaves out the first items of the `limit` selected (racing scores a candidate
     on items [skip, limit) after [0, skip)).
     `samples`, `thinking`, `seed` and `max_new_tokens` (default: the task's own) apply to
-    generative tasks only.
+    generative tasks only. `log_samples` adds each task's per-item records in lm-eval's
+    `--log_samples` shape under `logged_samples` (eval/samples.py).
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -53,12 +55,15 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
                 result = _generative_task(model, tokenizer, task, items, batch_size, device, bar,
                                           samples=samples, thinking=thinking, seed=seed,
                                           max_new_tokens=max_new_tokens or task.max_new_tokens)
-            item_scores = result.pop("item_scores")
+            item_scores, responses = result.pop("item_scores"), result.pop("responses")
             primary = task.primary(samples)
             results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
                                   "metric": primary, "higher_is_better": task.higher_is_better,
                                   "item_ids": [it.id for it in items],
                                   "item_scores": item_scores[primary]}
+            if log_samples:
+                results[task.name]["logged_samples"] = sample_records(
+                    task, items, responses, item_scores)
     return results
 
 
@@ -92,18 +97,24 @@ def loglik_requests(task: Task, items: list[Item]) -> list[tuple[str, list[str]]
 
 
 def _loglik_task(model, tokenizer, task, items, batch_size, device, bar) -> dict:
-    groups = encode_groups(tokenizer, loglik_requests(task, items))
+    requests = loglik_requests(task, items)
+    groups = encode_groups(tokenizer, requests)
     if bar is not None:
         bar.set_total(sum(len(g.continuations) for g in groups))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = score_groups(model, groups, batch_size, device, pad, _progress(bar))
+    responses = [{"arguments": [(context, c) for c in continuations],
+                  "resps": [[(s.logprob, s.is_greedy)] for s in item],
+                  "filtered_resps": [(s.logprob, s.is_greedy) for s in item]}
+                 for (context, continuations), item in zip(requests, scores, strict=True)]
     if task.kind == "multiple_choice":
-        return multiple_choice_metrics([it.doc for it in items], scores)
+        return multiple_choice_metrics([it.doc for it in items], scores) | {
+            "responses": responses}
     gold_lengths = [len(it.doc["continuation"].strip()) or 1 for it in items]
     logliks = [s[0].logprob for s in scores]
     greedy = [float(s[0].is_greedy) for s in scores]
     result = {"acc": metrics.mean(greedy), "acc_stderr": metrics.mean_stderr(greedy),
-              "item_scores": {"acc": greedy}}
+              "item_scores": {"acc": greedy}, "responses": responses}
     if task.kind == "lambada":
         ppl = metrics.perplexity(logliks)
         se = metrics.mean_stderr(logliks)
@@ -151,9 +162,14 @@ def _generative_task(model, tokenizer, task, items, batch_size, device, bar, *, 
                      batch_size=batch_size, seed=seed, device=device, progress=_progress(bar))
     answers = [[_extract(task, t, it.doc) for t in gens] for it, gens in zip(items, texts,
                                                                              strict=True)]
+    settings = {"max_gen_toks": max_new_tokens, "do_sample": samples > 1,
+                "enable_thinking": thinking}
+    responses = [{"arguments": [(prompt, settings)], "resps": [gens],
+                  "filtered_resps": [found[0] if samples == 1 else found]}
+                 for prompt, gens, found in zip(prompts, texts, answers, strict=True)]
     return generative_metrics(answers, golds, samples) | {
         "thinking": thinking, "thinking_supported": supports_thinking(tokenizer),
-        "samples": samples, "first_generation": texts[0][0]}
+        "samples": samples, "first_generation": texts[0][0], "responses": responses}
 
 
 def _extract(task, text: str, doc: dict) -> str | None:

@@ -61,7 +61,7 @@ def lm_eval_layout(results: dict[str, dict], tasks: list[Task], *, model: str, c
         extras[name] = {k: v for k, v in result.items() if k not in shown}
     settings = {**config, "batch_size": str(config.get("batch_size"))}  # lm-eval: a string
     layout.update(config={"model": "darwin", "model_args": f"pretrained={model}", **settings},
-                  git_hash=None, date=time.time(), model_name=model,
+                  date=time.time(), model_name=model,
                   darwin={**darwin, "results": extras})
     return layout
 

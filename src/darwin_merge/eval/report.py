@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ModelFormatError, OutputError, UsageError
+from ..errors import ModelFormatError, UsageError
+from ..io.files import write_text_atomic
 from ..io.loading import load_model, load_tokenizer
 from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout
+from .samples import date_id, task_hashes, write_samples
 from .tasks import SPLITS, resolve_tasks
 
 DARWIN_FIELDS = ("config_sha256", "darwin_version", "seconds")  # no place in lm-eval's layout
@@ -30,21 +31,22 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
                   limit: int | None = None, batch_size: int = 16, device: str = "cpu",
                   dtype: str = "float32", task_file=None, samples: int = 1,
                   thinking: bool = False, seed: int = 0, max_new_tokens: int | None = None,
-                  progress: bool = True) -> dict:
-    """Load a model folder, score it, and return the full results record."""
+                  progress: bool = True, log_samples: bool = False) -> dict:
+    """Load a model folder, score it, and return the full results record (with each task's
+    per-item records under `samples` when `log_samples`)."""
     # refuse bad settings, task names and task files before loading a model
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})")
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (use {', '.join(SPLITS)})")
     resolve_tasks(tasks, task_file)
-    digest = config_hash(model_path)
-    model = load_model(model_path, device=device, dtype=dtype)
-    tokenizer = load_tokenizer(model_path)
+    digest, model, tokenizer = load_for_eval(model_path, device, dtype)
     start = time.perf_counter()
     scores = evaluate(model, tokenizer, tasks, split=split, limit=limit, batch_size=batch_size,
                       task_file=task_file, samples=samples, thinking=thinking, seed=seed,
-                      max_new_tokens=max_new_tokens, progress=progress)
+                      max_new_tokens=max_new_tokens, progress=progress, log_samples=log_samples)
+    logged = {name: result.pop("logged_samples") for name, result in scores.items()
+              if "logged_samples" in result}
     return {"model": str(Path(model_path).resolve()), "config_sha256": digest,
             "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
             "settings": {"tasks": tasks, "split": split, "limit": limit,
@@ -52,32 +54,41 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
                          "task_file": None if task_file is None else str(task_file),
                          "samples": samples, "thinking": thinking, "seed": seed,
                          "max_new_tokens": max_new_tokens},
-            "results": scores}
+            "results": scores, **({"samples": logged} if log_samples else {})}
+
+
+def load_for_eval(model_path: str | Path, device: str, dtype: str):
+    """(config hash, model, tokenizer) of a model folder (no code from the folder runs)."""
+    digest = config_hash(model_path)
+    return digest, load_model(model_path, device=device, dtype=dtype), load_tokenizer(model_path)
 
 
 def results_file(record: dict) -> dict:
-    """The record in lm-eval's results layout (eval/lm_eval_layout.py)."""
-    settings = record["settings"]
-    return lm_eval_layout(record["results"], resolve_tasks(settings["tasks"],
-                                                           settings["task_file"]),
-                          model=record["model"], config=settings,
-                          darwin={k: record[k] for k in DARWIN_FIELDS})
+    """The record in lm-eval's results layout (eval/lm_eval_layout.py); a record of the
+    lm-eval backend is lm-eval's own results dict. With logged samples, lm-eval's
+    `task_hashes` of them."""
+    darwin = {k: record[k] for k in DARWIN_FIELDS}
+    if "lm_eval" in record:
+        layout = {**record["lm_eval"], "darwin": {**darwin, "backend": "lm-eval"}}
+    else:
+        settings = record["settings"]
+        layout = lm_eval_layout(record["results"], resolve_tasks(settings["tasks"],
+                                                                 settings["task_file"]),
+                                model=record["model"], config=settings, darwin=darwin)
+    if "samples" in record:
+        layout["task_hashes"] = task_hashes(record["samples"])
+    return layout
 
 
 def write_results(record: dict, out: str | Path) -> Path:
-    """Write the record in lm-eval's layout as JSON atomically (a temp file renamed)."""
+    """Write the record in lm-eval's layout as JSON, and its logged samples beside it as
+    `samples_<task>_<date>.jsonl`, each file atomically (a temp file renamed)."""
+    out = Path(out)
+    if "samples" in record:
+        write_samples(record["samples"], out.parent, date_id())
     return write_json(results_file(record), out)
 
 
 def write_json(data: dict, out: str | Path) -> Path:
     """Write `data` as JSON atomically (a temp file renamed into place)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {out}: {exc}") from exc
-    return out
+    return write_text_atomic(out, json.dumps(data, indent=2) + "\n")

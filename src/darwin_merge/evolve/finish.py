@@ -16,8 +16,10 @@ from ..errors import SearchError
 from ..eval import paired
 from ..eval.lm_eval_layout import lm_eval_layout
 from ..eval.report import write_json
+from ..eval.samples import date_id, task_hashes, write_samples
 from ..eval.tasks import resolve_tasks
 from ..genome import Genome
+from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
 from .recipe import Recipe
@@ -55,13 +57,14 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     for name, state in models.items():
         say(f"holdout evaluation: {name}")
         scores = scorer.score_state(state, list(roles), split="holdout",
-                                    limit=recipe.holdout_limit)
+                                    limit=recipe.holdout_limit, log_samples=True)
+        logged = {t: r.pop("logged_samples") for t, r in scores.items()}
         items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
         row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}
                for t, r in scores.items()}
         row["fitness"] = fitness_of(scores, recipe.weights)
         table["models"][name] = row
-        write_holdout_results(recipe, name, scores)
+        write_holdout_results(recipe, name, scores, logged)
         for t, r in scores.items():
             table["tasks"][t] = {"n": r["n"], "metric": r["metric"],
                                  "higher_is_better": r["higher_is_better"], "shots": 0,
@@ -98,13 +101,21 @@ def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
     result = {task: paired.compare(*pair) for task, pair in pairs.items()}
     result["fitness"] = paired.compare_weighted({t: pairs[t] for t in weights}, weights)
     return result
-def write_holdout_results(recipe: Recipe, name: str, scores: dict) -> Path:
-    """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout."""
+def write_holdout_results(recipe: Recipe, name: str, scores: dict,
+                          samples: dict[str, list[dict]] | None = None) -> Path:
+    """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout;
+    with `samples` (eval/samples.py), its per-item records in RUN_DIR/holdout/samples_<model>/
+    as `samples_<task>_<date>.jsonl` (the folder replaced whole)."""
     config = {"split": "holdout", "limit": recipe.holdout_limit, "device": recipe.device,
               "dtype": recipe.dtype, "batch_size": recipe.batch_size}
     layout = lm_eval_layout(scores, resolve_tasks(list(scores)), model=name, config=config,
                             darwin={"darwin_version": __version__, "run": str(recipe.out)})
-    return write_json(layout, Path(recipe.out) / "holdout" / f"results_{name}.json")
+    holdout = Path(recipe.out) / "holdout"
+    if samples:
+        with atomic_output_dir(holdout / f"samples_{name}", overwrite=True) as folder:
+            write_samples(samples, folder, date_id())
+        layout["task_hashes"] = task_hashes(samples)
+    return write_json(layout, holdout / f"results_{name}.json")
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,

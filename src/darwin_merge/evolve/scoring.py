@@ -93,11 +93,12 @@ class CandidateScorer:
                 own[name].copy_(tensor)
 
     def score_state(self, state: dict[str, torch.Tensor], tasks: list[str] | None = None,
-                    split: str | None = None, limit: int | None = None) -> dict[str, dict]:
+                    split: str | None = None, limit: int | None = None,
+                    log_samples: bool = False) -> dict[str, dict]:
         self.load(state)
         return evaluate(self.model, self.tokenizer, tasks or self.tasks,
                         split=split or self.split, limit=limit or self.limit,
-                        batch_size=self.batch_size)
+                        batch_size=self.batch_size, log_samples=log_samples)
 
     def evaluate_loaded(self, task: str, limit: int, skip: int = 0) -> dict:
         """The loaded model on the search items [skip, limit) of one task (racing)."""
