@@ -71,3 +71,8 @@ def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
     assert all(f"│ {name} " in printed.out for name in MODELS)
     assert json.loads((run / "summary.json").read_text()) == summary
 
+
+def test_phase2_shows_one_bar_over_the_whole_budget(tiny_demo):
+    *_, log = tiny_demo
+    bar = [line for line in log.splitlines() if line.startswith("Phase 2 candidates")]
+    assert len(bar) == 1 and "4/4" in bar[0] and "eta" in bar[0], bar
