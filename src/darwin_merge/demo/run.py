@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..evolve.finish import comparison_cell, score_cell, task_labels
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
+from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from .mother import prepare_mother
 from .tiny import prepare_tiny_pair, task_paths
@@ -50,6 +51,10 @@ DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_step
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
                "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
                "batch_size": 64}
+# Torch CPU threads for the tiny demo: its matrices are too small for a second thread to
+# help, and on a loaded 2-core machine the threads' waits made the run 2.5x slower (80 s
+# against 200 s with the trio cached, docs/DEMO.md).
+TINY_THREADS = 1
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
@@ -74,7 +79,8 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     defaults = TINY_BUDGET if family == TINY else DEFAULT_BUDGET
     values = {**defaults, **{k: v for k, v in budget.items() if v is not None}}
     recipe = build_recipe(out=out, device=device, **parents, **values)
-    summary = run_evolve(recipe)
+    with cpu_threads(TINY_THREADS if family == TINY else None):
+        summary = run_evolve(recipe)
     command = "make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
     (out / "RESULTS.md").write_text(results_markdown(summary, out, command), encoding="utf-8")
     return summary

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..io import ModelWriter, atomic_output_dir
+from ..merge.engine import cpu_threads
 
 # -- the tokenizer and the model ------------------------------------------------------------
 VOCAB_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
@@ -178,9 +179,7 @@ def train(model, task: str, steps: int, lr: float, seed: int, batch: int = 32,
 def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     """(base, father, mother) folders: a copy-trained base and its two skill fine-tunes."""
     folder = Path(folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # identical weights whatever the machine
-    try:
+    with cpu_threads(1):  # identical weights whatever the machine
         base = train(build_llama(seed), "copy", 200, 3e-3, seed)
         paths = [write_tiny_model(base, folder / "base", "trained to copy 3-character "
                                   "words (`C abc=abc`)")]
@@ -194,8 +193,6 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
             trained = train(child, task, 150, 3e-3, seed + 1, only=f"layers.{layer}.")
             paths.append(write_tiny_model(trained, folder / name, f"the base fine-tuned "
                                           f"(its layer {layer} only) to {skill}"))
-    finally:
-        torch.set_num_threads(threads)
     return paths[0], paths[1], paths[2]
 
 
