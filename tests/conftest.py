@@ -57,13 +57,15 @@ def gemma3_real() -> Path:
 
 @pytest.fixture(scope="session")
 def two_skill_pair(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(base, father, mother) tiny Llama folders: father knows skill A, mother skill B.
+    """(base, father, mother) tiny Llama folders: father knows skill A, mother skill B,
+    as the tiny demo makes them (their task files lie in `base.parent / "tasks"`).
 
     Score any model or folder with `skills.skill_scores` (see tests/skills.py).
     """
-    from skills import make_two_skill_pair
+    from darwin_merge.demo.tiny import prepare_tiny_pair
 
-    return make_two_skill_pair(tmp_path_factory.mktemp("two-skill"))
+    folder = prepare_tiny_pair(tmp_path_factory.mktemp("two-skill"))
+    return folder / "base", folder / "father", folder / "mother"
 
 
 @pytest.fixture

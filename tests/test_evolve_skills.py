@@ -13,32 +13,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from darwin_merge.demo.tiny import task_paths
 from darwin_merge.evolve.recipe import build_recipe
 from darwin_merge.evolve.run import run_evolve
-from skills import TASKS, _split, answer
 
 pytestmark = pytest.mark.slow
-
-
-def skill_task_files(folder: Path) -> dict[str, float]:
-    """Each skill's held-out words as a greedy-continuation task file (never trained on)."""
-    weights = {}
-    for task in ("skill_a", "skill_b"):
-        _, held_out = _split(task)
-        path = folder / f"{task}.jsonl"
-        path.write_text("".join(
-            json.dumps({"context": f"<bos>{TASKS[task]} {w}=", "continuation": answer(task, w)})
-            + "\n" for w in held_out))
-        weights[str(path)] = 0.5
-    return weights
 
 
 @pytest.fixture(scope="module")
 def skills_run(two_skill_pair, tmp_path_factory) -> tuple[Path, dict]:
     base, father, mother = two_skill_pair
     root = tmp_path_factory.mktemp("skills-run")
+    tasks = task_paths(base.parent)  # each skill's held-out words, never trained on
+    fitness = {str(tasks["shift"]): 0.5, str(tasks["mirror"]): 0.5}
     recipe = build_recipe(father=father, mother=mother, base=base,
-                          fitness=skill_task_files(root), out=root / "run", trials=16,
+                          fitness=fitness, out=root / "run", trials=16,
                           limit=40, phase1_steps=50, top_k=4, popsize=4, probe_max_tokens=16)
     return root / "run", run_evolve(recipe)
 

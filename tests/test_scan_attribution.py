@@ -3,32 +3,23 @@ carry decisions, identical parents give 0.5, and a resumed scan notices changed 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from darwin_merge.cli import main
+from darwin_merge.demo.tiny import task_paths
 from darwin_merge.scan import load_scan, mri_ratios, run_scan
 from darwin_merge.scan.attribution import group_of, tensor_groups
 from darwin_merge.scan.ratios import attribution_ratio, importance_contrast
-from skills import _split, answer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def skill_tasks(tmp_path_factory):
-    """The two skills as greedy-continuation task files (`S abc=` -> `bcd`)."""
-    folder = tmp_path_factory.mktemp("skill-tasks")
-    paths = {}
-    for task, letter in (("skill_a", "S"), ("skill_b", "M")):
-        train_words, held_out = _split(task)
-        lines = [json.dumps({"context": f"{letter} {w}=", "continuation": answer(task, w)})
-                 for w in held_out]
-        paths[task] = folder / f"{task}.jsonl"
-        paths[task].write_text("\n".join(lines) + "\n")
-    return paths
+def skill_tasks(two_skill_pair):
+    """The two skills' task files, as the tiny demo writes them (`<bos>S abc=` -> `bcd`)."""
+    tasks = task_paths(two_skill_pair[0].parent)
+    return {"skill_a": tasks["shift"], "skill_b": tasks["mirror"]}
 
 
 @pytest.fixture(scope="module")

@@ -8,60 +8,31 @@ from __future__ import annotations
 
 import json
 import shutil
-import string
 from pathlib import Path
 
 import torch
 
-VOCAB_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-VOCAB_SIZE = 128  # >= len(SPECIALS) + len(VOCAB_CHARS) (= 100)
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}"
+from darwin_merge.demo.tiny import (  # the tiny Llama and its tokenizer are the demo's
+    VOCAB_SIZE,
+    char_tokenizer,
+    llama_config,
+    text_config_fields,
 )
 
-
-def char_tokenizer():
-    """A character-level fast tokenizer: one token per character, ids 0..99."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + list(VOCAB_CHARS))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-        unk_token="<unk>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def _text(n_layers: int) -> dict:
-    return dict(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128,
-                num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=1,
-                head_dim=32, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-
-
-def llama_config(n_layers: int = 4):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(**_text(n_layers), max_position_embeddings=256, tie_word_embeddings=True)
+__all__ = ["VOCAB_SIZE", "char_tokenizer"]  # re-exported for the tests
 
 
 def gemma3_config(n_layers: int = 4):
     from transformers import Gemma3TextConfig
 
-    return Gemma3TextConfig(**_text(n_layers), max_position_embeddings=256,
+    return Gemma3TextConfig(**text_config_fields(n_layers), max_position_embeddings=256,
                             sliding_window=16, query_pre_attn_scalar=32)
 
 
 def gemma4_config(n_layers: int = 4, moe: bool = False):
     from transformers import Gemma4Config
 
-    text = dict(_text(n_layers), vocab_size_per_layer_input=VOCAB_SIZE,
+    text = dict(text_config_fields(n_layers), vocab_size_per_layer_input=VOCAB_SIZE,
                 hidden_size_per_layer_input=16, num_kv_shared_layers=2,
                 layer_types=["sliding_attention", "full_attention"] * (n_layers // 2),
                 max_position_embeddings=256, sliding_window=16)

@@ -231,22 +231,23 @@ def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    from .evolve.finish import comparison_cell, score_cell
+    from .evolve.finish import comparison_cell, score_cell, task_labels
 
     holdout = summary["holdout"]
     tasks = list(holdout["tasks"])
+    labels = task_labels(tasks)
     table = Table(title="holdout results (each task's primary metric)")
     table.add_column("model")
     for task in tasks:
         spec = holdout["tasks"][task]
-        table.add_column(f"{task} ({spec['role']}, {spec['metric']}, n={spec['n']})")
+        table.add_column(f"{labels[task]} ({spec['role']}, {spec['metric']}, n={spec['n']})")
     table.add_column("fitness")
     for name, row in holdout["models"].items():
         table.add_row(name, *[score_cell(row[t]) for t in tasks], f"{row['fitness']:.4f}")
     out.print(table)
     if "comparisons" in holdout:  # summaries written before the paired statistics have none
         paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
-        for column in ("against", *tasks, "fitness"):
+        for column in ("against", *[labels[t] for t in tasks], "fitness"):
             paired.add_column(column)
         for name, comparison in holdout["comparisons"].items():
             paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
@@ -617,13 +618,14 @@ def scan_cmd(
     out.print(f"scan written to {out_dir} (scan.json, {pictures})")
 
 
-demo_app = typer.Typer(no_args_is_help=True, help="The real-model demo (SmolLM2 pair).")
+demo_app = typer.Typer(no_args_is_help=True,
+                       help="The demo: a tiny pair in two minutes, or the real SmolLM2 pair.")
 app.add_typer(demo_app, name="demo")
 
 
 @demo_app.command("run")
 def demo_run_cmd(
-    family: str = typer.Option("smollm2", help="smollm2 or gemma3"),
+    family: str = typer.Option("smollm2", help="tiny (about 2 minutes), smollm2 or gemma3"),
     cache: Cache = Path(".cache"),
     run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR",
                                         show_default="runs/demo-FAMILY"),
@@ -635,7 +637,7 @@ def demo_run_cmd(
                                              show_default="the family's preset"),
     fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
 ) -> None:
-    """The whole job on a real pair: father, mother, scan, evolve, merge, check, card."""
+    """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
     from .demo.run import run_demo
 
     summary = run_demo(family, cache, run_dir, device, fresh, trials=trials, limit=limit,

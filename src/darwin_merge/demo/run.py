@@ -1,9 +1,11 @@
-"""`darwin demo run`: the whole product on a real pair that runs on a laptop CPU.
+"""`darwin demo run`: the whole product on a pair that runs on a laptop CPU.
 
 Father: a real model shipped by a PyPI package (SmolLM2-135M-Instruct, or Gemma 3 270M
 with `--family gemma3`). Mother: the father fine-tuned into an arithmetic specialist
 (demo/mother.py, cached). Then scan, evolve, merge, health check, holdout evaluation
 beside both parents and the two usual baselines, card and report.
+`--family tiny`: the same pipeline in about two minutes on two tiny models that each
+learnt one skill in seconds (demo/tiny.py), for a first look.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UsageError
-from ..evolve.finish import comparison_cell, score_cell
+from ..evolve.finish import comparison_cell, score_cell, task_labels
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
+from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from .mother import prepare_mother
+from .tiny import prepare_tiny_pair, task_paths
 
 console = Console(stderr=True)
 
@@ -30,6 +34,11 @@ PRESETS = {
     "gemma3": {"fitness": {"two_digit_arithmetic": 0.5, "arc_easy": 0.5},
                "extra_tasks": ["arc_challenge", "piqa", "lambada_openai"]},
 }
+# The tiny demo: each parent's skill in the fitness, the skill both learnt from their
+# common base (copying) reported beside them. Keys: task file stems (demo/tiny.py).
+TINY = "tiny"
+TINY_PRESET = {"fitness": {"shift": 0.5, "mirror": 0.5}, "extra_tasks": ["copy"]}
+FAMILIES = (TINY, *PRESETS)
 # The budget that keeps the whole demo under 35 minutes on 2 CPU cores once the mother
 # is cached (docs/DEMO.md has the measured times). 64 candidates: twice the 32 that took
 # 383 s before racing (the target of racing is the same wall time); 4 proxy seeds and 10
@@ -37,6 +46,15 @@ PRESETS = {
 # whole holdout split (about 6x the items; not yet timed).
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
+# The tiny demo's budget: every search and holdout item of its task files (about 100 each),
+# under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
+TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
+               "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
+               "batch_size": 64}
+# Torch CPU threads for the tiny demo: its matrices are too small for a second thread to
+# help, and on a loaded 2-core machine the threads' waits made the run 2.5x slower (80 s
+# against 200 s with the trio cached, docs/DEMO.md).
+TINY_THREADS = 1
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
@@ -44,27 +62,51 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     """Run (or continue, or just re-print) the demo; returns the run's summary.
 
     `mother_recipe` (a MotherRecipe) replaces the default one, e.g. a two-step recipe in
-    the tests; `budget` overrides DEFAULT_BUDGET's values and any other Recipe field.
+    the tests; `budget` overrides the family's budget (DEFAULT_BUDGET, TINY_BUDGET) and
+    any other Recipe field.
     """
-    if family not in PRESETS:
-        raise UsageError(f"unknown demo family {family!r} (known: {', '.join(PRESETS)})")
+    if family not in FAMILIES:
+        raise UsageError(f"unknown demo family {family!r} (known: {', '.join(FAMILIES)})")
     out = Path(out or f"runs/demo-{family}")
     summary_path = out / "summary.json"
     if summary_path.is_file() and not fresh:
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
         return json.loads(summary_path.read_text())
-    console.print(f"[bold]demo[/bold] 1/3 father: importing the real {family} model")
+    parents = (tiny_parents(cache) if family == TINY
+               else real_parents(family, cache, mother_recipe, device))
+    console.print(f"[bold]demo[/bold] evolve: {parents['father'].name} x "
+                  f"{parents['mother'].name} -> {out}")
+    defaults = TINY_BUDGET if family == TINY else DEFAULT_BUDGET
+    values = {**defaults, **{k: v for k, v in budget.items() if v is not None}}
+    recipe = build_recipe(out=out, device=device, **parents, **values)
+    with cpu_threads(TINY_THREADS if family == TINY else None):
+        summary = run_evolve(recipe)
+    command = "make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
+    (out / "RESULTS.md").write_text(results_markdown(summary, out, command), encoding="utf-8")
+    return summary
+
+
+def real_parents(family: str, cache: Path, mother_recipe, device: str) -> dict:
+    """The real father (imported) and its arithmetic mother (trained once, cached), with
+    the family's tasks: the recipe's parent and task fields."""
+    console.print(f"[bold]demo[/bold] 1/2 father: importing the real {family} model")
     father = ensure_real_model(family, cache)
-    console.print("[bold]demo[/bold] 2/3 mother: the father fine-tuned on arithmetic "
+    console.print("[bold]demo[/bold] 2/2 mother: the father fine-tuned on arithmetic "
                   "(cached after the first run)")
     mother = prepare_mother(father, cache, mother_recipe, device=device)
-    console.print(f"[bold]demo[/bold] 3/3 evolve: {father.name} x {mother.name} -> {out}")
-    values = {**DEFAULT_BUDGET, **{k: v for k, v in budget.items() if v is not None}}
-    recipe = build_recipe(father=father, mother=mother, out=out, device=device,
-                          **PRESETS[family], **values)
-    summary = run_evolve(recipe)
-    (out / "RESULTS.md").write_text(results_markdown(summary, out), encoding="utf-8")
-    return summary
+    return {"father": father, "mother": mother, **PRESETS[family]}
+
+
+def tiny_parents(cache: Path) -> dict:
+    """The tiny trio (trained once, cached) and its task files: the recipe's parent and
+    task fields (tasks named by their file's path, as any task file)."""
+    console.print("[bold]demo[/bold] parents: a tiny base and its two one-skill fine-tunes "
+                  "(trained in seconds, cached after the first run)")
+    folder = prepare_tiny_pair(cache)
+    tasks = {stem: str(path) for stem, path in task_paths(folder).items()}
+    return {"father": folder / "father", "mother": folder / "mother", "base": folder / "base",
+            "fitness": {tasks[stem]: w for stem, w in TINY_PRESET["fitness"].items()},
+            "extra_tasks": [tasks[stem] for stem in TINY_PRESET["extra_tasks"]]}
 
 
 def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -> str:
@@ -75,8 +117,10 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
 
     holdout = summary["holdout"]
     tasks = list(holdout["tasks"])
+    labels = task_labels(tasks)
     head = "| model | " + " | ".join(
-        f"{t} ({holdout['tasks'][t]['role']}, n={holdout['tasks'][t]['n']})" for t in tasks)
+        f"{labels[t]} ({holdout['tasks'][t]['role']}, n={holdout['tasks'][t]['n']})"
+        for t in tasks)
     lines = [head + " | fitness (holdout) |",
              "|---" * (len(tasks) + 2) + "|"]
     for name, row in holdout["models"].items():
@@ -84,7 +128,7 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['fitness']:.4f} |")
     lines += ["", "Child minus each model on the same holdout items (paired difference ± its "
               "standard error, p: exact McNemar per task, paired bootstrap for the fitness):",
-              "", "| against | " + " | ".join(tasks) + " | fitness |",
+              "", "| against | " + " | ".join(labels[t] for t in tasks) + " | fitness |",
               "|---" * (len(tasks) + 2) + "|"]
     for name, comparison in holdout["comparisons"].items():
         cells = [comparison_cell(comparison[t]) for t in (*tasks, "fitness")]
@@ -98,9 +142,9 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
         f"Command: `{command}` (run folder `{run_dir}`), {summary.get('created', '')}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
         f"{summary.get('device')}, {summary.get('dtype')}.",
-        f"Fitness: {summary['fitness']} on the `search` split ({summary.get('limit')} items "
-        "per task); the tables are on the `holdout` split (each task's primary metric, "
-        "zero-shot; n items per task in the header).",
+        f"Fitness: {summary['fitness']} on the `search` split "
+        f"({summary.get('limit') or 'all'} items per task); the tables are on the `holdout` "
+        "split (each task's primary metric, zero-shot; n items per task in the header).",
         f"Search: Phase 1 {summary['phase1']['steps']} CMA-ES generations in "
         f"{summary['phase1']['seconds']:.1f} s; Phase 2 {summary['phase2']['trials']} "
         f"candidates in {summary['phase2']['seconds']:.0f} s; proxy-vs-real Spearman "

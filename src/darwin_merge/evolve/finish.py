@@ -83,6 +83,15 @@ def score_cell(result: dict) -> str:
     return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
+def task_labels(tasks) -> dict[str, str]:
+    """Column titles of the tables: a task file named by its path shows its file name only,
+    unless another task of the table has the same file name."""
+    tasks = list(tasks)
+    names = [Path(t).name if t.endswith(".jsonl") else t for t in tasks]
+    return {t: name if names.count(name) == 1 else t
+            for t, name in zip(tasks, names, strict=True)}
+
+
 def comparison_cell(comparison: dict) -> str:
     """The child's paired difference with a model: `+0.033 ± 0.012 (p 0.008)`."""
     stderr = comparison["stderr"]

@@ -20,6 +20,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.progress import Progress
 from scipy.stats import spearmanr
 
 from .. import __version__
@@ -28,6 +29,7 @@ from ..eval.tasks import resolve_tasks
 from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
+from ..progress import progress_bar
 from . import proxy, proxy_attribution, racing
 from .identity import differences, phase1_identity
 from .recipe import Recipe
@@ -330,16 +332,31 @@ def run_phase2(recipe: Recipe, open_with, scorer: CandidateScorer, settings: Mer
     started = time.perf_counter()
     study = open_with(optuna.samplers.RandomSampler(seed=recipe.seed))
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    if waiting:
-        _optimize(recipe, study, scorer, settings, data, limit=waiting)
-    study = open_with(make_sampler(recipe, best_scored_genome(study)
-                                   or phase1["top_k"][0]["genome"]))
-    _optimize(recipe, study, scorer, settings, data)
+    with progress_bar(True) as bar:
+        count = phase2_counter(bar, recipe.trials, study)
+        if waiting:
+            _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
+        study = open_with(make_sampler(recipe, best_scored_genome(study)
+                                       or phase1["top_k"][0]["genome"]))
+        _optimize(recipe, study, scorer, settings, data, count)
     return time.perf_counter() - started
 
 
+def phase2_counter(bar: Progress, trials: int, study: optuna.Study):
+    """Phase 2's overall bar (scored candidates of the budget, elapsed time, time left) on
+    `bar`; returns the Optuna callback that moves it after each trial."""
+    task = bar.add_task("Phase 2 candidates", total=trials,
+                        completed=len(scored_trials(study, phase=2)))
+
+    def count(study: optuna.Study, _trial) -> None:
+        bar.update(task, completed=len(scored_trials(study, phase=2)))
+
+    return count
+
+
 def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
-              settings: MergeSettings, data: proxy.ProxyData, limit: int | None = None) -> None:
+              settings: MergeSettings, data: proxy.ProxyData, count,
+              limit: int | None = None) -> None:
     done = len(scored_trials(study, phase=2))
     remaining = recipe.trials - done
     if remaining <= 0:
@@ -360,7 +377,8 @@ def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         best[0] = max(best[0], value)
         say(f"candidate {n}/{recipe.trials}: fitness {value:.4f} (best {best[0]:.4f})")
 
-    callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,))]
+    callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,)),
+                 count]
     study.optimize(make_objective(recipe, scorer, settings, study, data, on_scored),
                    n_trials=remaining, timeout=recipe.timeout, callbacks=callbacks,
                    gc_after_trial=True)

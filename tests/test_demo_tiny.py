@@ -1,0 +1,78 @@
+"""`make demo FAMILY=tiny`: the tiny preset end to end through the demo's own code path
+(run_demo, then `darwin demo run` re-printing the finished run), with a small budget."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from darwin_merge.cli import main
+from darwin_merge.demo.run import TINY_PRESET, run_demo
+from darwin_merge.demo.tiny import RECORD_FILE, task_paths, tiny_folder
+from darwin_merge.eval.tasks import file_task, select_items
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+MODELS = {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(two_skill_pair, tmp_path_factory):
+    """The demo on the session's trio: its cache already holds the trained parents."""
+    cache = two_skill_pair[0].parents[2]
+    assert tiny_folder(cache) == two_skill_pair[0].parent
+    run = tmp_path_factory.mktemp("tiny-demo") / "run"
+    with contextlib.redirect_stderr(io.StringIO()) as log:
+        summary = run_demo("tiny", cache=cache, out=run, trials=4, limit=24,
+                           holdout_limit=30, phase1_steps=20, top_k=2, popsize=2,
+                           probe_max_prompts=2, probe_max_tokens=16, scan_items=8)
+    return cache, run, summary, log.getvalue()
+
+
+def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
+    cache, run, summary, _ = tiny_demo
+    folder = tiny_folder(cache)
+    assert json.loads((folder / RECORD_FILE).read_text())["version"] == "v1"
+    tasks = {stem: str(path) for stem, path in task_paths(folder).items()}
+    for path in tasks.values():  # real task files: both splits, the evaluator's own kind
+        task = file_task(path)
+        assert task.kind == "greedy_continuation"
+        assert {item.split for item in select_items(task)} == {"search", "holdout"}
+    holdout = summary["holdout"]
+    assert set(holdout["models"]) == MODELS
+    roles = {task: spec["role"] for task, spec in holdout["tasks"].items()}
+    assert roles == {tasks["shift"]: "fitness", tasks["mirror"]: "fitness",
+                     tasks["copy"]: "extra"}
+    assert set(TINY_PRESET["fitness"]) | set(TINY_PRESET["extra_tasks"]) == set(tasks)
+    # each parent has its own skill and lacks the other's
+    father, mother = holdout["models"]["father"], holdout["models"]["mother"]
+    assert father[tasks["shift"]]["acc"] > 0.9 > mother[tasks["shift"]]["acc"]
+    assert mother[tasks["mirror"]]["acc"] > 0.9 > father[tasks["mirror"]]["acc"]
+    assert all(row[tasks["shift"]]["n"] == 30 for row in holdout["models"].values())
+    results = (run / "RESULTS.md").read_text()
+    assert "Command: `make demo FAMILY=tiny`" in results
+    assert "| shift.jsonl (fitness, n=30) | mirror.jsonl (fitness, n=30) |" in results
+    assert all(f"| {name} |" in results for name in MODELS)
+    assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()
+    assert (run / "report.html").stat().st_size > 10_000
+    assert len([t for t in json.loads((run / "trials.json").read_text())
+                if t["phase"] == 2]) == 4
+
+
+def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
+    cache, run, summary, _ = tiny_demo
+    assert main(["demo", "run", "--family", "tiny", "--cache", str(cache),
+                 "--out", str(run)]) == 0
+    printed = capsys.readouterr()
+    assert "already complete" in printed.err
+    assert "holdout results" in printed.out and "shift.jsonl" in printed.out
+    assert all(f"│ {name} " in printed.out for name in MODELS)
+    assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def test_phase2_shows_one_bar_over_the_whole_budget(tiny_demo):
+    *_, log = tiny_demo
+    bar = [line for line in log.splitlines() if line.startswith("Phase 2 candidates")]
+    assert len(bar) == 1 and "4/4" in bar[0] and "eta" in bar[0], bar
