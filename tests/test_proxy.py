@@ -1,0 +1,103 @@
+"""Phase 1's proxy from the scan's attribution (evolve/proxy_attribution.py), on scan
+tables written the way `darwin scan` writes them: what it can predict that the first
+proxy could not, the bend measured on the midpoint, and the metric link."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from darwin_merge.arch.taxonomy import TensorInfo
+from darwin_merge.evolve import proxy_attribution as P
+from darwin_merge.evolve.search import anchor_genomes
+from darwin_merge.genome import Genome
+from darwin_merge.merge.plan import MergeSettings, plan_merge
+
+INFOS = [TensorInfo("model.layers.0.self_attn.q_proj.weight", "attn", 0, 0, "dare_ties"),
+         TensorInfo("model.layers.0.mlp.up_proj.weight", "ffn", 0, 0, "dare_ties"),
+         TensorInfo("model.embed_tokens.weight", "embed", None, None, "dare_ties")]
+SHAPES = {i.name: (4, 4) for i in INFOS}
+DELTA = {i.name: 1.0 for i in INFOS}
+
+
+def scan_task(effects: dict[str, float], father=-2.0, mother=-1.0, midpoint=None) -> dict:
+    """One task of scan.json's `attribution.tasks` (graft = revert = the effect)."""
+    task = {"role": "fitness", "n": 32, "scale": 1.0, "father": father, "mother": mother,
+            "groups": {g: {"graft": e, "revert": e, "effect": e} for g, e in effects.items()}}
+    if midpoint is not None:
+        task["midpoint"] = midpoint
+    return task
+
+
+def model_for(task: dict, metrics=(0.2, 0.6)) -> tuple[P.AttributionModel, P.GroupIndex]:
+    attribution = {"groups": {g: {} for g in task["groups"]}, "tasks": {"t": task}}
+    model = P.build_model(attribution, {"t": 1.0},
+                          {"father": {"t": metrics[0]}, "mother": {"t": metrics[1]}})
+    return model, P.group_index(INFOS, model, DELTA)
+
+
+def predict(genome: Genome, model, index) -> float:
+    return P.predicted_fitness(plan_merge(INFOS, SHAPES, genome, MergeSettings()), model, index)
+
+
+def test_a_group_that_opposes_the_gap_lifts_a_child_above_both_parents():
+    """The mother leads (+1), but her embeddings cost 0.3 of it: the mother with the
+    father's embeddings is predicted above the mother, who is above the father."""
+    task = scan_task({"block0.attn": 0.4, "block0.ffn": 0.9, "embed": -0.3})
+    model, index = model_for(task)
+    anchors = anchor_genomes()
+    father, mother = (predict(Genome.uniform(r, merge_method_weight=0.0), model, index)
+                      for r in (0.0, 1.0))
+    swapped = predict(anchors["mother_but_embed_from_father"], model, index)
+    assert swapped > mother > father
+    assert father == pytest.approx(0.2) and mother == pytest.approx(0.6)
+
+
+def test_the_midpoint_sets_the_bend_of_a_blend():
+    """A midpoint above the chord (blends keep the better parent's edge) raises the
+    halfway child above the parents' mean; one below it lowers the child."""
+    half = Genome.uniform(0.5, density=1.0, merge_method_weight=0.0)
+    effects = {"block0.attn": 0.4, "block0.ffn": 0.6, "embed": 0.0}
+    kept, lost, straight = (model_for(scan_task(effects, midpoint=m)) for m in (-1.2, -1.8, -1.5))
+    straight_value = predict(half, *straight)
+    assert straight[0].tasks[0].kappa == pytest.approx(0.0)
+    assert predict(half, *kept) > straight_value > predict(half, *lost)
+    assert kept[0].tasks[0].kappa == pytest.approx(4 * 0.3 / 1.0)
+
+
+def test_a_scan_without_midpoint_has_no_bend():
+    model, _ = model_for(scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0}))
+    assert model.tasks[0].kappa == 0.0
+
+
+def test_the_link_is_fitted_on_the_scans_evaluations_where_it_counted_hits():
+    """Points on a known logistic curve give back its slope; points that fall with the
+    score are refused and the parents' link is used."""
+    task = scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0})
+    scores = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5]
+    task["calibration"] = {"score": scores,
+                           "acc": [1 / (1 + math.exp(-(1.0 + 2.0 * s))) for s in scores]}
+    link = model_for(task)[0].tasks[0].link
+    assert link.source == "scan"
+    assert link.slope == pytest.approx(2.0, rel=1e-6) and link.intercept == pytest.approx(1.0)
+    task["calibration"]["acc"] = list(reversed(task["calibration"]["acc"]))
+    link = model_for(task)[0].tasks[0].link
+    assert link.source == "parents"
+    assert link.metric(-2.0) == pytest.approx(0.2) and link.metric(-1.0) == pytest.approx(0.6)
+
+
+def test_parents_too_close_to_tell_borrow_the_slope_of_another_task():
+    """A task whose parents' item scores differ by under a tenth of its spread takes the
+    median slope (per unit of spread) of the tasks that can tell."""
+    clear = scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0})
+    close = scan_task({"block0.attn": 0.01, "block0.ffn": 0.01, "embed": 0.0},
+                      father=-1.0, mother=-0.98)
+    attribution = {"groups": {g: {} for g in clear["groups"]},
+                   "tasks": {"clear": clear, "close": close}}
+    model = P.build_model(attribution, {"clear": 0.5, "close": 0.5},
+                          {"father": {"clear": 0.2, "close": 0.5},
+                           "mother": {"clear": 0.6, "close": 0.5}})
+    by_name = {t.name: t for t in model.tasks}
+    assert by_name["close"].link.slope == pytest.approx(by_name["clear"].link.slope)
+    assert by_name["close"].weight == pytest.approx(0.5)
