@@ -21,17 +21,23 @@ SHAPES = {i.name: (4, 4) for i in INFOS}
 DELTA = {i.name: 1.0 for i in INFOS}
 
 
-def scan_task(effects: dict[str, float], father=-2.0, mother=-1.0, midpoint=None) -> dict:
-    """One task of scan.json's `attribution.tasks` (graft = revert = the effect)."""
+def scan_task(effects: dict[str, float], father=-2.0, mother=-1.0, midpoint=None,
+              grafts: dict[str, float] | None = None) -> dict:
+    """One task of scan.json's `attribution.tasks` (graft = revert = the effect unless
+    `grafts` says otherwise)."""
+    grafts = {**effects, **(grafts or {})}
     task = {"role": "fitness", "n": 32, "scale": 1.0, "father": father, "mother": mother,
-            "groups": {g: {"graft": e, "revert": e, "effect": e} for g, e in effects.items()}}
+            "groups": {g: {"graft": grafts[g], "revert": e, "effect": (grafts[g] + e) / 2}
+                       for g, e in effects.items()}}
     if midpoint is not None:
         task["midpoint"] = midpoint
     return task
 
 
-def model_for(task: dict, metrics=(0.2, 0.6)) -> tuple[P.AttributionModel, P.GroupIndex]:
-    attribution = {"groups": {g: {} for g in task["groups"]}, "tasks": {"t": task}}
+def model_for(task: dict, metrics=(0.2, 0.6), context: str = "mother"
+              ) -> tuple[P.AttributionModel, P.GroupIndex]:
+    attribution = {"groups": {g: {} for g in task["groups"]}, "tasks": {"t": task},
+                   "context": context}
     model = P.build_model(attribution, {"t": 1.0},
                           {"father": {"t": metrics[0]}, "mother": {"t": metrics[1]}})
     return model, P.group_index(INFOS, model, DELTA)
@@ -52,6 +58,21 @@ def test_a_group_that_opposes_the_gap_lifts_a_child_above_both_parents():
     swapped = predict(anchors["mother_but_embed_from_father"], model, index)
     assert swapped > mother > father
     assert father == pytest.approx(0.2) and mother == pytest.approx(0.6)
+
+
+def test_the_swap_made_in_the_preferred_parent_is_read():
+    """The mother's embeddings raise the father's skill when grafted (+0.5) but cost the
+    mother nothing to give back (revert 0): read in the mother (the scan's context), the
+    mother with the father's embeddings keeps the mother's score; read in the father, the
+    graft counts."""
+    task = scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0},
+                     grafts={"embed": 0.5})
+    anchors = anchor_genomes()
+    in_mother = predict(anchors["mother_but_embed_from_father"], *model_for(task))
+    assert in_mother == pytest.approx(0.6)
+    in_father = predict(anchors["father_but_embed_from_mother"],
+                        *model_for(task, context="father"))
+    assert in_father > 0.2 + 0.05
 
 
 def test_the_midpoint_sets_the_bend_of_a_blend():
@@ -94,7 +115,7 @@ def test_parents_too_close_to_tell_borrow_the_slope_of_another_task():
     close = scan_task({"block0.attn": 0.01, "block0.ffn": 0.01, "embed": 0.0},
                       father=-1.0, mother=-0.98)
     attribution = {"groups": {g: {} for g in clear["groups"]},
-                   "tasks": {"clear": clear, "close": close}}
+                   "tasks": {"clear": clear, "close": close}, "context": "mother"}
     model = P.build_model(attribution, {"clear": 0.5, "close": 0.5},
                           {"father": {"clear": 0.2, "close": 0.5},
                            "mother": {"clear": 0.6, "close": 0.5}})

@@ -5,10 +5,14 @@ The scan measured, per tensor group g and fitness task t, on the same search ite
 - graft_g: score(father with the mother's g) - score(father)
 - revert_g: score(mother) - score(mother with the father's g)
 
-Their mean is the group's effect e_g. Swaps do not add up (each alone can carry most of
-a skill that needs all of them), so the effects are rescaled to explain the parents' gap
-D = s_M - s_F: c_g = e_g * D / sum(e) (the factor kept within [1/4, 4]; what is left
-of D follows the child's overall mother share m). A genome gives each group a mother
+The proxy reads the swap made in the parent the fitness prefers (the scan's `context`,
+the same choice its ratios make): the revert when that is the mother, the graft when it
+is the father. The children worth predicting lie near that parent, and the swap made there
+measures what a group is worth there (on the demo pair the mother's embeddings raise the
+father's arithmetic when grafted, yet cost the mother nothing to give back). Swaps do not
+add up (each alone can carry most of a skill that needs all of them), so the effects e_g
+are rescaled to explain the parents' gap D = s_M - s_F: c_g = e_g * D / sum(e) (the factor
+kept within [1/4, 4]; what is left of D follows the child's overall mother share m). A genome gives each group a mother
 share m_g (delta-weighted mean over its tensors of the final ratio, 1 or 0 where a
 tensor is transplanted), and the child's item score is predicted as
 
@@ -44,7 +48,7 @@ from ..merge.plan import PlanRow
 from ..scan.attribution import group_of
 
 # The proxy's version in phase1.json's identity: a new model re-runs Phase 1.
-PROXY_MODEL = "attribution-v1"
+PROXY_MODEL = "attribution-v2"
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,11 @@ def parents_link(task: dict, metrics: tuple[float, float], slope_per_scale: floa
     return MetricLink(link(metrics[0]) - slope * task["father"], slope, bounded, "parents")
 
 
-def gap_shares(task: dict, groups: tuple[str, ...]) -> np.ndarray:
-    """c_g: the groups' mean swap effects rescaled to add up to the parents' gap."""
-    effect = np.array([(task["groups"][g]["graft"] + task["groups"][g]["revert"]) / 2
-                       for g in groups])
+def gap_shares(task: dict, groups: tuple[str, ...], context: str) -> np.ndarray:
+    """c_g: the swaps made in the preferred parent (`context`: the revert in the mother,
+    the graft in the father) rescaled to add up to the parents' gap."""
+    side = "revert" if context == "mother" else "graft"
+    effect = np.array([task["groups"][g][side] for g in groups])
     gap, total = task["mother"] - task["father"], float(effect.sum())
     factor = float(np.clip(gap / total, *RESCALE_LIMITS)) if gap * total > 0 else RESCALE_LIMITS[0]
     return effect * factor
@@ -162,7 +167,7 @@ def build_model(attribution: dict, weights: dict[str, float],
     tasks = []
     for task, weight in weights.items():
         row = rows[task]
-        effect = gap_shares(row, groups)
+        effect = gap_shares(row, groups, attribution["context"])
         link = links[task] or parents_link(row, metrics[task], fallback)
         tasks.append(TaskAttribution(task, weight / total, row["father"], row["mother"],
                                      effect, bend(row, effect), link))
