@@ -12,9 +12,11 @@ measures what a group is worth there (on the demo pair the mother's embeddings r
 father's arithmetic when grafted, yet cost the mother nothing to give back). Swaps do not
 add up (each alone can carry most of a skill that needs all of them), so the effects e_g
 are rescaled to explain the parents' gap D = s_M - s_F: c_g = e_g * D / sum(e) (the factor
-kept within [1/4, 4]; what is left of D follows the child's overall mother share m). A genome gives each group a mother
-share m_g (delta-weighted mean over its tensors of the final ratio, 1 or 0 where a
-tensor is transplanted), and the child's item score is predicted as
+kept within [1/4, 4]; what is left of D follows the child's overall mother share m).
+
+A genome gives each group a mother share m_g (delta-weighted mean over its tensors of the
+final ratio, 1 or 0 where a tensor is transplanted), and the child's item score is
+predicted as
 
     s_F + sum_g c_g m_g + (D - sum_g c_g) m + KAPPA * sum_g |c_g| m_g (1 - m_g)
 
