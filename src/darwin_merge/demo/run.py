@@ -109,6 +109,10 @@ def tiny_parents(cache: Path) -> dict:
             "extra_tasks": [tasks[stem] for stem in TINY_PRESET["extra_tasks"]]}
 
 
+def _rounded(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -> str:
     """docs/RESULTS.md's body from a finished run: the holdout table with standard errors,
     item counts, the command, date and hardware (all read from the run's records)."""
@@ -148,7 +152,8 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
         f"Search: Phase 1 {summary['phase1']['steps']} CMA-ES generations in "
         f"{summary['phase1']['seconds']:.1f} s; Phase 2 {summary['phase2']['trials']} "
         f"candidates in {summary['phase2']['seconds']:.0f} s; proxy-vs-real Spearman "
-        f"{summary['phase1'].get('spearman')} over {summary['phase1'].get('pairs')} candidates.",
+        f"{_rounded(summary['phase1'].get('spearman'))} over {summary['phase1'].get('pairs')} "
+        "candidates.",
         f"Best genome: trial {best['trial']}, genome_hash `{best['genome_hash']}`; health: "
         f"{summary['health'].get('verdict')}.",
         "",
