@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--mother", default=".cache/models/smollm2-135m-instruct-arith-3282c7a4")
     parser.add_argument("--scores", type=Path, default=Path("proxy-check-scores.jsonl"))
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--trials", type=Path, default=None,
+                        help="a run's trials.json: also rank its Phase 2 candidates")
     args = parser.parse_args()
     settings, mri = MergeSettings(), load_scan_ratios(args.scan)
     parents = ParentTensors.load(args.father, args.mother, None)
@@ -94,6 +96,21 @@ def main() -> None:
         print(f"{label} (n={len(chosen)}): Spearman attribution proxy "
               f"{spearmanr(attribution, real).statistic:.3f}, distance proxy "
               f"{spearmanr(distance, real).statistic:.3f}")
+    if args.trials is not None:
+        rank_run(json.loads(args.trials.read_text()), data)
+
+
+def rank_run(trials: list[dict], data) -> None:
+    """Today's proxy against a run's Phase 2 candidates (their recorded fitness; a
+    candidate stopped by racing carries its estimate)."""
+    phase2 = [t for t in trials if t["phase"] == 2 and t["duplicate_of"] is None]
+    subsets = {"all": phase2, "CMA-ES": [t for t in phase2 if t["source"] == "cma_es"],
+               "CMA-ES scored in full": [t for t in phase2 if t["source"] == "cma_es" and
+                                         (t["race"] or {}).get("outcome") != "stopped"]}
+    for label, chosen in subsets.items():
+        predicted = [proxy.proxy_fitness(Genome(**t["genome"]), data) for t in chosen]
+        rho = spearmanr(predicted, [t["fitness"] for t in chosen]).statistic
+        print(f"the run's {label} candidates (n={len(chosen)}): Spearman {rho:.3f}")
 
 
 if __name__ == "__main__":
