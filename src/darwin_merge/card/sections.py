@@ -153,7 +153,8 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
         rows.append(["Best trial", str(best["trial"])])
     if s.get("fitness"):
         rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s["fitness"].items())])
-    labels = {"steps": "Phase 1 proxy steps", "seconds": "Phase 1 seconds",
+    labels = {"proxy_model": "Phase 1 proxy", "steps": "Phase 1 proxy steps",
+              "seconds": "Phase 1 seconds",
               "top_k": "Phase 1 top-k sent to Phase 2", "pairs": "Phase 1 pairs compared",
               "spearman": "Phase 1 proxy vs real (Spearman)"}
     rows += [[label, _plain(p1[key])] for key, label in labels.items()
