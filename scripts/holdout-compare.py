@@ -26,7 +26,7 @@ def scores(folder: str, tasks: list[str], limit: int | None) -> dict[str, dict]:
 
 
 def item_scores(result: dict) -> list[float]:
-    values = result["item_scores"][result["metric"]]
+    values = result["item_scores"]
     return values if result["higher_is_better"] else [-v for v in values]
 
 
