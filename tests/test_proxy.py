@@ -98,11 +98,11 @@ def test_the_link_is_fitted_on_the_scans_evaluations_where_it_counted_hits():
     task = scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0})
     scores = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5]
     task["calibration"] = {"score": scores,
-                           "acc": [1 / (1 + math.exp(-(1.0 + 2.0 * s))) for s in scores]}
+                           "metric": [1 / (1 + math.exp(-(1.0 + 2.0 * s))) for s in scores]}
     link = model_for(task)[0].tasks[0].link
     assert link.source == "scan"
     assert link.slope == pytest.approx(2.0, rel=1e-6) and link.intercept == pytest.approx(1.0)
-    task["calibration"]["acc"] = list(reversed(task["calibration"]["acc"]))
+    task["calibration"]["metric"] = list(reversed(task["calibration"]["metric"]))
     link = model_for(task)[0].tasks[0].link
     assert link.source == "parents"
     assert link.metric(-2.0) == pytest.approx(0.2) and link.metric(-1.0) == pytest.approx(0.6)

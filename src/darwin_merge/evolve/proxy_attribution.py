@@ -114,7 +114,7 @@ def fitted_link(task: dict) -> MetricLink | None:
     if points is None or len(set(points["score"])) < 3:
         return None
     x = np.array(points["score"])
-    y = np.array([_logit(a) for a in points["acc"]])
+    y = np.array([_logit(a) for a in points["metric"]])
     slope, intercept = np.polyfit(x, y, 1)
     return MetricLink(float(intercept), float(slope), True, "scan") if slope > 0 else None
 

@@ -202,7 +202,7 @@ def calibration(raw: dict, task: str) -> dict[str, list[float]]:
               **{f"revert:{g}": v for g, v in raw["revert"].items()}}
     labels = list(raw["hits"][task])
     return {"score": [_mean(scores[label][task]) for label in labels],
-            "acc": [raw["hits"][task][label] for label in labels]}
+            "metric": [raw["hits"][task][label] for label in labels]}
 
 
 # -- from measurements to effects -----------------------------------------------------
