@@ -14,9 +14,8 @@ import pytest
 
 from darwin_merge.errors import SearchError, StorageError
 from darwin_merge.evolve.finish import pick_healthy
-from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.recipe import build_recipe, ensure_scan
 from darwin_merge.evolve.run import run_evolve
-from darwin_merge.evolve.search import ensure_scan
 from darwin_merge.evolve.study import open_study
 from darwin_merge.io.fingerprint import model_fingerprint
 from darwin_merge.merge.plan import MergeSettings
@@ -161,9 +160,9 @@ def test_worker_seed_offset_is_pinned_for_a_host_and_pid(monkeypatch):
     """Python's str hash changes per process (PYTHONHASHSEED), so a pinned value can
     only hold if the offset does not use it; a change would give a resumed worker other
     genomes."""
-    import darwin_merge.evolve.search as search
+    import darwin_merge.evolve.study as study
 
-    monkeypatch.setattr(search, "worker_name", lambda: "node-7:4242")
-    assert search.worker_seed_offset() == 2999
-    monkeypatch.setattr(search, "worker_name", lambda: "node-7:4243")
-    assert search.worker_seed_offset() != 2999
+    monkeypatch.setattr(study, "worker_name", lambda: "node-7:4242")
+    assert study.worker_seed_offset() == 2999
+    monkeypatch.setattr(study, "worker_name", lambda: "node-7:4243")
+    assert study.worker_seed_offset() != 2999

@@ -12,19 +12,12 @@ from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
+from . import say
 from .finish import finish, write_records
-from .recipe import Recipe
+from .phase1 import build_proxy_data, parent_scores, run_phase1_cached
+from .phase2 import enqueue_seeds, run_phase2
+from .recipe import Recipe, check_recipe, ensure_scan
 from .scoring import CandidateScorer
-from .search import (
-    build_proxy_data,
-    check_recipe,
-    enqueue_seeds,
-    ensure_scan,
-    parent_scores,
-    run_phase1_cached,
-    run_phase2,
-    say,
-)
 from .study import fail_stale_trials, open_study
 
 
