@@ -11,12 +11,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from darwin_merge.errors import SearchError, StorageError
 from darwin_merge.evolve.finish import pick_healthy
 from darwin_merge.evolve.recipe import build_recipe, ensure_scan
 from darwin_merge.evolve.run import run_evolve
-from darwin_merge.evolve.study import open_study
+from darwin_merge.evolve.study import fail_stale_trials, open_study
 from darwin_merge.io.fingerprint import model_fingerprint
 from darwin_merge.merge.plan import MergeSettings
 from darwin_merge.scan import run_scan
@@ -166,3 +167,16 @@ def test_worker_seed_offset_is_pinned_for_a_host_and_pid(monkeypatch):
     assert study.worker_seed_offset() == 2999
     monkeypatch.setattr(study, "worker_name", lambda: "node-7:4243")
     assert study.worker_seed_offset() != 2999
+
+
+def test_a_trial_left_running_is_failed_and_its_genome_returned(tmp_path):
+    """What a kill leaves in the SQLite study: a RUNNING trial that no process scores."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = optuna.create_study(storage=storage, study_name="darwin")
+    killed.ask().suggest_float("global_ratio", 0.0, 1.0)
+    killed.tell(killed.ask(), 0.5)  # a scored one stays as it is
+    study = optuna.load_study(storage=storage, study_name="darwin")
+    drawn = study.trials[0].params
+    assert fail_stale_trials(study) == [drawn]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert fail_stale_trials(study) == []

@@ -142,23 +142,22 @@ def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSetti
     return objective
 
 
-def run_phase2(recipe: Recipe, open_with, scorer: CandidateScorer, settings: MergeSettings,
-               data: proxy.ProxyData, phase1: dict) -> float:
+def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
+               settings: MergeSettings, data: proxy.ProxyData, phase1: dict) -> float:
     """Score the queued seeds, then let CMA-ES go on from the best of them.
 
-    `open_with(sampler)` opens the study with a sampler: a plain one while the seeds (whose
-    values are fixed) are scored, then CMA-ES centred on the best candidate scored so far
-    (the proxy's best only if nothing is scored yet).
+    The seeds (whose values are fixed) are scored with the sampler the study was opened
+    with; then the study's sampler becomes CMA-ES centred on the best candidate scored so
+    far (the proxy's best only if nothing is scored yet).
     """
     started = time.perf_counter()
-    study = open_with(optuna.samplers.RandomSampler(seed=recipe.seed))
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     with progress_bar(True) as bar:
         count = phase2_counter(bar, recipe.trials, study)
         if waiting:
             _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
-        study = open_with(make_sampler(recipe, best_scored_genome(study)
-                                       or phase1["top_k"][0]["genome"]))
+        study.sampler = make_sampler(recipe, best_scored_genome(study)
+                                     or phase1["top_k"][0]["genome"])
         _optimize(recipe, study, scorer, settings, data, count)
     return time.perf_counter() - started
 

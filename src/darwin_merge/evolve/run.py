@@ -43,8 +43,8 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         settings = MergeSettings()
-        # the identity check needs no sampler; done first, so an unreachable storage or
-        # another search's study is refused before the scan and the parents' loading
+        # done first, so that an unreachable storage or another search's study is refused
+        # before the scan and the parents' loading; the seeds are scored with this sampler
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         scan_path = ensure_scan(recipe)
         mri = load_scan_ratios(scan_path)  # checks the file before it is used
@@ -63,8 +63,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         if stale:
             say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
         enqueue_seeds(study, phase1, stale, recipe.trials)
-        seconds = run_phase2(recipe, lambda sampler: open_study(recipe, sampler), scorer,
-                             settings, data, phase1)
+        seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
         write_records(recipe, study, phase1)
         if not finish_run:
             return {}

@@ -149,7 +149,7 @@ def fail_stale_trials(study: optuna.Study) -> list[dict]:
     """
     stale = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         stale.append(dict(trial.params))
     return stale
 
