@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from darwin_merge.errors import SearchError, StorageError
 from darwin_merge.evolve.finish import pick_healthy
+from darwin_merge.evolve.phase1 import OPTIMIZER
 from darwin_merge.evolve.recipe import build_recipe, ensure_scan
 from darwin_merge.evolve.run import run_evolve
 from darwin_merge.evolve.study import fail_stale_trials, open_study
@@ -111,6 +112,13 @@ def test_phase1_is_recomputed_when_its_settings_change(pair, scan, tmp_path):
     assert phase1["steps"] == 5 and phase1["identity"]["phase1_steps"] == 5
     run_evolve(recipe(pair, run, scan=scan), finish_run=False)  # same: kept as it was
     assert json.loads((run / "phase1.json").read_text()) == phase1
+    # a phase1.json from before the optimizer was recorded (the `cma` library's) is made again
+    old = {**phase1, "identity": {k: v for k, v in phase1["identity"].items()
+                                  if k != "optimizer"}}
+    (run / "phase1.json").write_text(json.dumps(old))
+    run_evolve(recipe(pair, run, scan=scan), finish_run=False)
+    assert json.loads((run / "phase1.json").read_text())["identity"] == phase1["identity"]
+    assert phase1["identity"]["optimizer"] == OPTIMIZER
     run_evolve(recipe(pair, run, scan=scan, phase1_steps=3), finish_run=False)
     assert json.loads((run / "phase1.json").read_text())["steps"] == 3
     # the trials record the worker that scored them and its seed offset

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cma
+import cmaes
 import numpy as np
 import optuna
 
@@ -38,6 +38,8 @@ TASK_PROBES = {
     "copa": {"REASONING": 0.5, "LANGUAGE": 0.5},
     "lambada_openai": {"LANGUAGE": 1.0},
 }
+# Phase 1's CMA-ES: the `cmaes` library, the one Optuna's CmaEsSampler runs in Phase 2.
+OPTIMIZER = f"cmaes {cmaes.__version__}"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -100,9 +102,10 @@ def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: di
 
 
 def phase1_identity(recipe: Recipe) -> dict:
-    """What phase1.json depends on: the search's identity and Phase 1's own settings."""
+    """What phase1.json depends on: the search's identity, Phase 1's own settings and the
+    optimizer (another CMA-ES library or version draws other genomes from the same seed)."""
     return {**search_identity(recipe), "phase1_steps": recipe.phase1_steps,
-            "top_k": recipe.top_k, "seed": recipe.seed}
+            "top_k": recipe.top_k, "seed": recipe.seed, "optimizer": OPTIMIZER}
 
 
 def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
@@ -121,7 +124,7 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     started = time.perf_counter()
     best_curve: list[float] = []
     seen, top = run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
-                                 seed=recipe.seed, progress=best_curve.append)
+                           seed=recipe.seed, progress=best_curve.append)
     result = {
         "identity": identity, "proxy_model": data.model,
         "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
@@ -147,22 +150,21 @@ class ProxyCandidate:
 def run_phase1(data: proxy.ProxyData, steps: int = 200, top_k: int = 8, seed: int = 0,
                sigma0: float = 0.2, min_spread: float = 0.2,
                progress=None) -> tuple[list[ProxyCandidate], list[ProxyCandidate]]:
-    """CMA-ES for `steps` generations on the proxy; returns (all evaluated, diverse top-k).
+    """CMA-ES (`cmaes.CMA`, bounded to [0, 1], seeded) for `steps` generations on the
+    proxy; returns (all evaluated, diverse top-k).
 
     The top-k are the best genomes that differ from each better one by at least
     `min_spread` in some value, so Phase 2 starts from several distinct recipes.
     """
-    es = cma.CMAEvolutionStrategy(
-        [0.5] * len(GENES), sigma0,
-        {"bounds": [0, 1], "seed": seed + 1, "verbose": -9, "maxiter": steps, "tolfun": 0,
-         "tolx": 0, "tolstagnation": 10**9, "tolflatfitness": 10**9},
-    )
+    size = len(GENES)
+    es = cmaes.CMA(mean=np.full(size, 0.5), sigma=sigma0, bounds=np.array([[0.0, 1.0]] * size),
+                   seed=seed)
     seen: list[ProxyCandidate] = []
     for _ in range(steps):
-        xs = es.ask()
-        genomes = [Genome.from_values(np.clip(x, 0, 1)) for x in xs]
+        xs = [es.ask() for _ in range(es.population_size)]  # each within the bounds
+        genomes = [Genome.from_values(x) for x in xs]
         fits = [proxy.proxy_fitness(g, data) for g in genomes]
-        es.tell(xs, [-f for f in fits])
+        es.tell([(x, -f) for x, f in zip(xs, fits, strict=True)])  # cmaes minimises
         seen.extend(ProxyCandidate(g, f, genome_hash(g, data.settings))
                     for g, f in zip(genomes, fits, strict=True))
         if progress is not None:
