@@ -133,7 +133,7 @@ def test_evolve_recipe_beats_defaults_and_typed_options_beat_the_recipe(tmp_path
 def test_importing_the_library_sets_no_global_state():
     code = """
 import logging, pkgutil, importlib
-import cma, matplotlib, optuna, torch, transformers  # cma imports pyplot itself
+import matplotlib, optuna, torch, transformers
 def levels():
     loggers = logging.Logger.manager.loggerDict.items()
     return {n: l.level for n, l in loggers if isinstance(l, logging.Logger)}
