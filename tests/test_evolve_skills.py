@@ -36,7 +36,10 @@ def test_child_beats_both_parents_and_baselines(skills_run):
     _, summary = skills_run
     models = summary["holdout"]["models"]
     child = models["child"]["fitness"]
-    for other in ("father", "mother", "dare_ties_0.5", "linear_0.5"):
+    # with a base, the base is measured too (a row and a paired comparison, as the parents)
+    assert set(models) == {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}
+    assert set(summary["holdout"]["comparisons"]) == set(models) - {"child"}
+    for other in ("father", "mother", "base", "dare_ties_0.5", "linear_0.5"):
         assert child > models[other]["fitness"], (other, models)
     # each parent has one skill: the child keeps some of both
     skills = [t for t in summary["holdout"]["tasks"]]

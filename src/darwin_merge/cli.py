@@ -175,7 +175,7 @@ def evolve_cmd(
         None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
     guard: str | None = typer.Option(
         None, help="task=tolerance,...: penalise children more than the tolerance below the "
-        "better parent on the task, e.g. lambada_openai=0.05"),
+        "better parent (or the base, if better) on the task, e.g. lambada_openai=0.05"),
     storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
     study: str | None = typer.Option(None, help="study name inside --storage"),
     device: Device = DEFAULTS["device"],
@@ -254,7 +254,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         out.print(paired)
     for task, verdict in summary.get("guard", {}).items():
         out.print(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "
-                  f"(better parent - {verdict['tolerance']}): "
+                  f"(best reference - {verdict['tolerance']}): "
                   + ("kept" if verdict["within"] else "[red]BROKEN[/red]"))
     out.print(f"health: {summary.get('health', {}).get('verdict')}")
     out.print(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "

@@ -187,7 +187,8 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for task, verdict in summary["guard"].items():
         lines.append(f"\nGuard {task}: child {verdict['child']:.3f}, floor "
-                     f"{verdict['floor']:.3f} (better parent - {verdict['tolerance']}): "
+                     f"{verdict['floor']:.3f} (best of the parents and base - "
+                     f"{verdict['tolerance']}): "
                      + ("kept." if verdict["within"] else "broken."))
     best = summary["best"]
     return "\n".join([

@@ -56,8 +56,8 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     """Every model on the holdout split of the fitness, guard and extra tasks, and the
     child's paired comparison with each of them (docs/EVOLVE.md)."""
     roles = task_roles(recipe)
-    models = {"child": child_state, "father": scorer.parents.father,
-              "mother": scorer.parents.mother, **baseline_states}
+    references = {name: getattr(scorer.parents, name) for name in scorer.references()}
+    models = {"child": child_state, **references, **baseline_states}
     table = {"tasks": {}, "models": {}, "comparisons": {}}
     items = {}
     for name, state in models.items():
@@ -182,7 +182,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     baselines = {name: scorer.child_state(g) for name, g in BASELINES.items()}
     holdout = holdout_table(recipe, scorer, child_state, baselines)
     rho, pairs = proxy_spearman(study)
-    parents_holdout = {p: holdout["models"][p] for p in ("father", "mother")}
+    parents_holdout = {p: holdout["models"][p] for p in scorer.references()}
     summary = {
         "darwin_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -62,13 +62,15 @@ def _scan_layers(scan: dict) -> tuple[dict, int]:
 
 
 def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
-    """Both parents on the search split (once; kept in the study for re-runs and workers),
-    on the fitness and guard tasks."""
+    """Both parents (and the base, when given) on the search split, on the fitness and guard
+    tasks; once: kept in the study for re-runs and workers."""
     cached = study.user_attrs.get("parent_search_scores")
-    if cached and all(t in cached["father"] for t in scorer.tasks):
+    models = scorer.references()
+    if cached and set(cached) == set(models) and all(t in cached["father"] for t in scorer.tasks):
         return cached
-    say("scoring both parents on the search split (the proxy needs to know who is better)")
-    scores = {p: scores_summary(scorer.score_parent(p)) for p in ("father", "mother")}
+    say(f"scoring the {' and '.join(models)} on the search split (the proxy needs to know "
+        "who is better, the guards their floor)")
+    scores = {p: scores_summary(scorer.score_parent(p)) for p in models}
     study.set_user_attr("parent_search_scores", scores)
     return scores
 

@@ -49,8 +49,9 @@ def fitness_of(scores: dict[str, dict], weights: dict[str, float]) -> float:
 
 def guard_verdicts(scores: dict[str, dict], tolerances: dict[str, float],
                    parent_scores: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """Per guard task: the child's score, the floor (better parent minus the tolerance)
-    and whether the child stays on or above it (`--guard lambada_openai=0.05`)."""
+    """Per guard task: the child's score, the floor (the best reference model: the better
+    parent, or the base when it is better still, minus the tolerance) and whether the child
+    stays on or above it (`--guard lambada_openai=0.05`)."""
     verdicts = {}
     for task, tolerance in tolerances.items():
         best_parent = max(primary_score(p[task]) for p in parent_scores.values())
@@ -123,10 +124,15 @@ class CandidateScorer:
         timings = {"merge_seconds": merged - started, "eval_seconds": done - merged}
         return fitness_of(scores, self.weights), scores, timings
 
+    def references(self) -> tuple[str, ...]:
+        """The models a child is measured against besides the baselines: both parents, and
+        the base when the merge has one."""
+        return ("father", "mother") + (("base",) if self.parents.base is not None else ())
+
     def score_parent(self, which: str, tasks: list[str] | None = None, split: str | None = None,
                      limit: int | None = None) -> dict[str, dict]:
-        state = self.parents.father if which == "father" else self.parents.mother
-        return self.score_state(state, tasks, split, limit)
+        """A reference model (see `references`) on the tasks."""
+        return self.score_state(getattr(self.parents, which), tasks, split, limit)
 
 
 def scores_summary(scores: dict) -> dict:
