@@ -1,6 +1,8 @@
 """Run records (darwin_merge/records/): the files a real tiny `darwin evolve` writes parse
 into their models and are exactly what the models write back; a file with a wrong type, an
-unknown key or a newer schema is refused with one line (RecordError, exit 2)."""
+unknown key or a newer schema is refused with one line (RecordError, exit 2).
+
+The evaluation results (lm-eval's layout) are RUN_DIR/holdout/results_<model>.json here."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from darwin_merge.cli import main
 from darwin_merge.errors import RecordError, UsageError
 from darwin_merge.records import (
     SCHEMA_VERSION,
+    EvalResults,
     HealthRecord,
     MergeRecord,
     Phase1Record,
@@ -31,6 +34,8 @@ RECORDS = {
     "summary.json": (SummaryRecord, "summary.json", ("phase2", "trials"), "four"),
     "trials.json": (Trials, "trials.json", (0, "number"), [0]),
     "phase1.json": (Phase1Record, "phase1.json", ("steps",), {"n": 10}),
+    "results_child.json": (EvalResults, "holdout/results_child.json", ("n-shot", "arc_easy"),
+                           "zero"),
 }
 
 

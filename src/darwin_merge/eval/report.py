@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import ModelFormatError, UsageError
 from ..io.files import write_text_atomic
 from ..io.loading import load_model, load_tokenizer
+from ..records import EvalResults, parse_record, record_json
 from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout
 from .samples import date_id, task_hashes, write_samples
@@ -86,7 +87,10 @@ def write_results(record: dict, out: str | Path) -> Path:
     out = Path(out)
     if "samples" in record:
         write_samples(record["samples"], out.parent, date_id())
-    return write_json(results_file(record), out)
+    layout = results_file(record)
+    if "lm_eval" not in record:  # darwin's own layout is held to its schema
+        layout = record_json(parse_record(EvalResults, layout, out))
+    return write_json(layout, out)
 
 
 def write_json(data: dict, out: str | Path) -> Path:

@@ -14,6 +14,7 @@ from .base import (
     record_json,
     record_text,
 )
+from .eval import EvalResults
 from .health import HealthRecord, HealthVerdict
 from .merge import MergeOptions, MergeParents, MergeRecord, TensorRow, VocabularyRecord
 from .scan import SCAN_VERSION, ScanRecord
@@ -29,9 +30,8 @@ from .search import (
     Trials,
 )
 
-__all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "Best", "HealthRecord", "HealthVerdict", "Holdout",
-           "HoldoutTask", "MergeOptions", "MergeParents", "MergeRecord", "Phase1Record",
-           "Phase1Summary", "Phase2Summary",
-           "Record", "ScanRecord", "SummaryRecord", "TensorRow", "TrialRow", "Trials",
-           "VocabularyRecord", "parse_record", "read_optional", "read_record", "record_json",
-           "record_text"]
+__all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "Best", "EvalResults", "HealthRecord",
+           "HealthVerdict", "Holdout", "HoldoutTask", "MergeOptions", "MergeParents",
+           "MergeRecord", "Phase1Record", "Phase1Summary", "Phase2Summary", "Record",
+           "ScanRecord", "SummaryRecord", "TensorRow", "TrialRow", "Trials", "VocabularyRecord",
+           "parse_record", "read_optional", "read_record", "record_json", "record_text"]
