@@ -88,9 +88,15 @@ def write_results(record: dict, out: str | Path) -> Path:
     if "samples" in record:
         write_samples(record["samples"], out.parent, date_id())
     layout = results_file(record)
-    if "lm_eval" not in record:  # darwin's own layout is held to its schema
-        layout = record_json(parse_record(EvalResults, layout, out))
-    return write_json(layout, out)
+    if "lm_eval" in record:  # lm-eval's own results dict: its keys are lm-eval's
+        return write_json(layout, out)
+    return write_layout(layout, out)
+
+
+def write_layout(layout: dict, out: str | Path) -> Path:
+    """darwin's scores in lm-eval's layout (lm_eval_layout), checked against their schema
+    (records.EvalResults) and written atomically."""
+    return write_json(record_json(parse_record(EvalResults, layout, out)), out)
 
 
 def write_json(data: dict, out: str | Path) -> Path:
