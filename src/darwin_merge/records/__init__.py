@@ -25,7 +25,9 @@ from .search import (
     Phase1Record,
     Phase1Summary,
     Phase2Summary,
+    Stake,
     SummaryRecord,
+    TopGenome,
     TrialRow,
     Trials,
 )
@@ -33,5 +35,6 @@ from .search import (
 __all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "Best", "EvalResults", "HealthRecord",
            "HealthVerdict", "Holdout", "HoldoutTask", "MergeOptions", "MergeParents",
            "MergeRecord", "Phase1Record", "Phase1Summary", "Phase2Summary", "Record",
-           "ScanRecord", "SummaryRecord", "TensorRow", "TrialRow", "Trials", "VocabularyRecord",
+           "ScanRecord", "Stake", "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials",
+           "VocabularyRecord",
            "parse_record", "read_optional", "read_record", "record_json", "record_text"]

@@ -117,7 +117,9 @@ class Trials(RootModel[list[TrialRow]]):
     file_name: ClassVar[str] = "trials.json"
 
 
-class ProxyCandidate(Part):
+class TopGenome(Part):
+    """One of Phase 1's top-k genomes, sent to Phase 2."""
+
     genome: GenomeValues
     proxy_fitness: Number
     hash: str
@@ -136,4 +138,4 @@ class Phase1Record(Record):
     seconds: Number
     best_curve: list[Number]
     stakes: list[Stake]
-    top_k: list[ProxyCandidate]
+    top_k: list[TopGenome]
