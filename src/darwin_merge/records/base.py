@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, m
 from ..errors import RecordError
 
 SCHEMA_VERSION = 1  # the version every record written since the schemas were introduced holds
+Number = int | float  # a JSON number as written (an int stays an int, so the bytes do not move)
+GenomeValues = dict[str, Number | str]  # Genome.model_dump(): 14 values and its genome_rule
 
 R = TypeVar("R", bound="Record")
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from .base import Record
-from .merge import Number
+from .base import Number, Record
 
 
 class EvalResults(Record):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import SCHEMA_VERSION, Part, Record
-from .merge import Number
+from .base import SCHEMA_VERSION, Number, Part, Record
 
 # a flagged layer: its number (older files: a mapping of the layer's readings)
 FlaggedLayer = int | dict[str, Number]

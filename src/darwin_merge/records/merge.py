@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from .base import SCHEMA_VERSION, Part, Record
-
-Number = int | float  # a JSON number as written (an int stays an int, so the bytes do not move)
-GenomeValues = dict[str, Number | str]  # Genome.model_dump(): 14 values and its genome_rule
+from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 
 
 class MergeParents(Part):

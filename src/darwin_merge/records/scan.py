@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from .base import Part, Record
-from .merge import Number
+from .base import Number, Part, Record
 
 SCAN_VERSION = 1  # scan.json's own `version` key (it had one before the other records)
 

@@ -10,9 +10,8 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, RootModel
 
-from .base import Part, Record
+from .base import GenomeValues, Number, Part, Record
 from .health import HealthVerdict
-from .merge import GenomeValues, Number
 
 TaskScores = dict[str, Any]  # an evaluator result of one task (eval/evaluator.py)
 
@@ -103,7 +102,7 @@ class TrialRow(Part):
     genome_hash: str | None
     duplicate_of: int | None
     scores: dict[str, TaskScores] | None
-    seconds: dict[str, Number] | None
+    seconds: dict[str, Number] | Number | None  # merge and eval seconds (older runs: a total)
     race: dict[str, Any] | None
     guard: dict[str, Any] | None
     genome: dict[str, Number]
