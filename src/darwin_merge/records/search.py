@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, RootModel
 
-from .base import GenomeValues, Number, Part, Record
+from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 from .health import HealthVerdict
 
 TaskScores = dict[str, Any]  # an evaluator result of one task (eval/evaluator.py)
@@ -88,6 +88,7 @@ class SummaryRecord(Record):
     scan: str | None = None
     child: str | None = None
     versions: dict[str, str | None] | None = None
+    schema_version: int = SCHEMA_VERSION
 
 
 class TrialRow(Part):
@@ -138,3 +139,4 @@ class Phase1Record(Record):
     best_curve: list[Number]
     stakes: list[Stake]
     top_k: list[TopGenome]
+    schema_version: int = SCHEMA_VERSION
