@@ -19,6 +19,11 @@ class UsageError(DarwinError):
     exit_code = 2
 
 
+class RecordError(UsageError):
+    """A run record (darwin_merge.json, scan.json, summary.json, ...) is not readable JSON
+    or does not match its schema (records/); the exit code of a UsageError."""
+
+
 class ModelFormatError(DarwinError):
     """A model folder or file is missing, corrupt, unsafe or of an unsupported kind."""
 

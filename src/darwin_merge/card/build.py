@@ -78,33 +78,38 @@ def _evolution_plot(rec: RunRecords) -> Section | None:
 
 def _trials(rec: RunRecords) -> Section | None:
     """Every trial of the search, one row each; click a column header to sort."""
-    trials = [t for t in rec.trials if isinstance(t, dict)]
+    trials = rec.trials
     if not trials:
         return None
-    tasks = sorted({k for t in trials for k in (t.get("scores") or {})})
-    metrics = {task: ((rec.summary.get("holdout") or {}).get("tasks") or {})
-               .get(task, {}).get("metric", "acc") for task in tasks}
-    extra = [k for k in ("duplicate_of",) if any(t.get(k) is not None for t in trials)]
+    tasks = sorted({k for t in trials for k in (t.scores or {})})
+    metrics = {task: _metric(rec, task) for task in tasks}
+    extra = [k for k in ("duplicate_of",) if any(getattr(t, k) is not None for t in trials)]
     genes = list(GENES)
     headers = (["number", "phase", "source", "fitness", "proxy_fitness"]
                + [f"{task} {metrics[task]}" for task in tasks]
                + ["seconds"] + extra + ["finished", "genome_hash"] + genes)
     rows = []
     for t in trials:
-        genome, scores = t.get("genome") or {}, t.get("scores") or {}
-        rows.append([_cell(t.get(k)) for k in ("number", "phase", "source", "fitness",
-                                               "proxy_fitness")]
+        scores = t.scores or {}
+        rows.append([_cell(getattr(t, k)) for k in ("number", "phase", "source", "fitness",
+                                                    "proxy_fitness")]
                     + [_cell(_score(scores.get(task), metrics[task])) for task in tasks]
-                    + [_cell(_seconds(t.get("seconds")))]
-                    + [_cell(t.get(k)) for k in [*extra, "finished", "genome_hash"]]
-                    + [_cell(genome.get(g)) for g in genes])
+                    + [_cell(_seconds(t.seconds))]
+                    + [_cell(getattr(t, k)) for k in [*extra, "finished", "genome_hash"]]
+                    + [_cell(t.genome.get(g)) for g in genes])
     text = f"All {len(trials)} trials of the search. Click a column header to sort."
-    best = (rec.summary.get("best") or {}).get("trial")
-    marked = tuple(i for i, t in enumerate(trials) if best is not None and t.get("number") == best)
+    best = rec.best.trial
+    marked = tuple(i for i, t in enumerate(trials) if best is not None and t.number == best)
     if marked:
         text += f" The trial the child comes from ({best}) is highlighted."
     return Section("Trials", [text, Table(headers, rows, sortable=True, marked=marked)],
                    anchor="trials")
+
+
+def _metric(rec: RunRecords, task: str) -> str:
+    """A task's metric, as the holdout table names it ("acc" when it does not)."""
+    spec = rec.holdout.tasks.get(task)
+    return spec.metric if spec is not None and spec.metric else "acc"
 
 
 def _seconds(value):

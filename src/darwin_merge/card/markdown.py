@@ -38,22 +38,23 @@ def front_matter(rec: RunRecords) -> dict:
 def eval_results(rec: RunRecords) -> list[EvalResult]:
     """The child's holdout scores on tasks whose items come from a Hub data set (the others
     are in the card's Benchmarks table only: the Hub names data sets by their Hub id)."""
-    holdout = rec.summary.get("holdout", {})
-    child = holdout.get("models", {}).get("child", {})
+    holdout = rec.holdout
+    child = holdout.models.get("child", {})
     shipped = registry()
     results = []
-    for task, spec in holdout.get("tasks", {}).items():
+    for task, spec in holdout.tasks.items():
         dataset = hub_dataset(shipped[task]) if task in shipped else None
-        metric = spec.get("metric")
-        value = child.get(task, {}).get(metric)
+        scores = child.get(task)
+        value = scores.get(spec.metric) if isinstance(scores, dict) and spec.metric else None
         if dataset is None or value is None:
             continue
-        items = f"{spec.get('n', 'the')} held-out items of {dataset['split']}"
+        metric = spec.metric
+        items = f"{'the' if spec.n is None else spec.n} held-out items of {dataset['split']}"
         results.append(EvalResult(
             task_type="text-generation", task_name="Text Generation",
             dataset_type=dataset["path"], dataset_name=f"{task} ({items})",
             dataset_config=dataset["name"], dataset_split=dataset["split"],
-            dataset_args={"num_few_shot": spec.get("shots", 0)},
+            dataset_args={"num_few_shot": spec.shots or 0},
             metric_type=metric, metric_value=float(value), metric_name=f"{metric} ({items})"))
     return results
 

@@ -2,8 +2,9 @@
 
 The card must never be out of step with the weights, so it is written only from
 records: the child's darwin_merge.json and config.json, and (when given) the run
-folder's summary.json, trials.json, scan/ and health/. Every file and every key is
-optional; what is missing simply leaves its section out.
+folder's summary.json, trials.json, scan/ and health/, each parsed into its record
+(records/): a file that does not match its schema is a RecordError. Every file and
+(nearly) every key is optional; what is missing simply leaves its section out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError
+from ..records import (
+    Best,
+    HealthRecord,
+    HealthVerdict,
+    Holdout,
+    MergeOptions,
+    MergeRecord,
+    SummaryRecord,
+    TrialRow,
+    Trials,
+    read_optional,
+)
 
 MERGE_REPORT = "darwin_merge.json"
 # Pictures a run may hold, by role: (path inside the run folder, name next to the card).
@@ -46,10 +59,10 @@ class RunRecords:
     child_dir: Path
     run_dir: Path | None
     child_config: dict
-    merge: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    trials: list = field(default_factory=list)
-    health: dict = field(default_factory=dict)
+    merge: MergeRecord | None = None
+    summary: SummaryRecord = field(default_factory=SummaryRecord)
+    trials: tuple[TrialRow, ...] = ()
+    health: HealthRecord | HealthVerdict | None = None
     parents: tuple[ParentInfo, ...] = ()
     pictures: dict[str, Path] = field(default_factory=dict)
     has_chat_template: bool = False
@@ -66,13 +79,32 @@ class RunRecords:
         return self.folder_name
 
     @property
+    def best(self) -> Best:
+        """The summary's best trial (empty without a run)."""
+        return self.summary.best or Best()
+
+    @property
+    def holdout(self) -> Holdout:
+        """The summary's holdout table (empty without one)."""
+        return self.summary.holdout or Holdout()
+
+    @property
+    def options(self) -> MergeOptions:
+        """The merge's options (all absent without darwin_merge.json)."""
+        return self.merge.options if self.merge else MergeOptions()
+
+    @property
     def genome(self) -> dict:
         """The child's genome: darwin_merge.json first (it made these weights)."""
-        return self.merge.get("genome") or (self.summary.get("best") or {}).get("genome") or {}
+        if self.merge and self.merge.genome:
+            return self.merge.genome
+        return self.best.genome or {}
 
     @property
     def genome_hash(self) -> str | None:
-        return self.merge.get("genome_hash") or (self.summary.get("best") or {}).get("genome_hash")
+        if self.merge and self.merge.genome_hash:
+            return self.merge.genome_hash
+        return self.best.genome_hash
 
     @property
     def num_layers(self) -> int | None:
@@ -109,12 +141,13 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
     run = Path(run_dir) if run_dir is not None else None
     if run is not None and not run.is_dir():
         raise UsageError(f"{run}: the run folder does not exist")
-    merge = _mapping(read_json(child_dir / MERGE_REPORT))
-    summary = _mapping(read_json(run / "summary.json")) if run else {}
-    trials = read_json(run / "trials.json") if run else None
+    merge = read_optional(MergeRecord, child_dir / MERGE_REPORT)
+    summary = (read_optional(SummaryRecord, run / "summary.json") if run else None) or \
+        SummaryRecord()
+    trials = read_optional(Trials, run / "trials.json") if run else None
     return RunRecords(
         child_dir=child_dir, run_dir=run, child_config=config, merge=merge, summary=summary,
-        trials=trials if isinstance(trials, list) else [],
+        trials=tuple(trials.root) if trials else (),
         health=_health(run, summary),
         parents=_parents(merge, summary, run, hub_ids or {}),
         pictures={**_scan_pictures(merge), **_pictures(run, summary)},
@@ -126,22 +159,18 @@ def _mapping(data) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _health(run: Path | None, summary: dict) -> dict:
+def _health(run: Path | None, summary: SummaryRecord) -> HealthRecord | HealthVerdict | None:
     """health/health.json (the full record) over the summary's copy of it."""
-    if run is not None:
-        record = _mapping(read_json(run / "health" / "health.json"))
-        if record:
-            return record
-    return _mapping(summary.get("health"))
+    record = read_optional(HealthRecord, run / "health" / "health.json") if run else None
+    return record or summary.health
 
 
-def _pictures(run: Path | None, summary: dict) -> dict[str, Path]:
+def _pictures(run: Path | None, summary: SummaryRecord) -> dict[str, Path]:
     if run is None:
         return {}
     found = {role: run / rel for role, (rel, _) in RUN_PICTURES.items() if (run / rel).is_file()}
-    scan = summary.get("scan")
-    if isinstance(scan, str):  # the scan may live elsewhere than scan/
-        scan_dir = (run / scan).parent
+    if summary.scan is not None:  # the scan may live elsewhere than scan/
+        scan_dir = (run / summary.scan).parent
         for role, (rel, _) in RUN_PICTURES.items():
             candidate = scan_dir / Path(rel).name
             if role in ("mds", "mri_ratio") and role not in found and candidate.is_file():
@@ -149,10 +178,10 @@ def _pictures(run: Path | None, summary: dict) -> dict[str, Path]:
     return found
 
 
-def _scan_pictures(merge: dict) -> dict[str, Path]:
+def _scan_pictures(merge: MergeRecord | None) -> dict[str, Path]:
     """The pictures beside the scan file the merge used, if still there (the run's own
     pictures, when there is a run, take precedence)."""
-    scan = (merge.get("options") or {}).get("scan")
+    scan = merge.options.scan if merge else None
     if not scan:
         return {}
     folder = Path(scan) if Path(scan).is_dir() else Path(scan).parent
@@ -164,12 +193,11 @@ def _scan_pictures(merge: dict) -> dict[str, Path]:
     return found
 
 
-def _parents(merge: dict, summary: dict, run: Path | None,
+def _parents(merge: MergeRecord | None, summary: SummaryRecord, run: Path | None,
              hub_ids: dict[str, str]) -> tuple[ParentInfo, ...]:
-    recorded = merge.get("parents") or {}
     parents = []
     for role in ("father", "mother", "base"):
-        source = recorded.get(role) or summary.get(role)
+        source = (getattr(merge.parents, role) if merge else None) or getattr(summary, role)
         if source:
             info = _parent_info(role, str(source), run)
             given = hub_ids.get(role)

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 from ..genome import GENES, RULE_OF_OLD_FILES, Genome, genome_from_dict
+from ..records import Phase1Summary, Phase2Summary, VocabularyRecord
 from .blocks import Bullets, Code, Picture, Section, Table
 from .profile import plot_ratio_profile
 from .readings import reading, share_words, strongest_pulls
@@ -51,7 +52,7 @@ def _overview(rec: RunRecords, scratch: Path) -> Section:
     else:
         text = f"`{rec.name}` is a model folder without Darwin merge records."
     blocks: list = [text]
-    trials = (rec.summary.get("phase2") or {}).get("trials")
+    trials = rec.summary.phase2.trials if rec.summary.phase2 else None
     if trials is not None:
         blocks.append(f"Its 14-value genome was searched with CMA-ES: a cheap proxy in Phase 1, "
                       f"then {trials} real merges scored in Phase 2.")
@@ -65,25 +66,25 @@ def _parents(rec: RunRecords, scratch: Path) -> Section | None:
              str(p.num_layers) if p.num_layers else "unknown", p.license or "not declared"]
             for p in rec.parents]
     blocks: list = [Table(["Role", "Model", "Architecture", "Layers", "License"], rows)]
-    tokenizer = _tokenizer_words(rec.merge.get("vocabulary"))
+    tokenizer = _tokenizer_words(rec.merge.vocabulary if rec.merge else None)
     if tokenizer:
         blocks.append(tokenizer)
     return Section("Parent models", blocks, anchor="parents")
 
 
-def _tokenizer_words(vocab) -> str | None:
+def _tokenizer_words(vocab: VocabularyRecord | None) -> str | None:
     """Where the child's tokenizer comes from (darwin_merge.json's `vocabulary`)."""
-    if not isinstance(vocab, dict) or not vocab.get("tokenizer_source"):
+    if vocab is None or not vocab.tokenizer_source:
         return None
-    source = vocab["tokenizer_source"]
-    if vocab.get("same"):
+    source = vocab.tokenizer_source
+    if vocab.same:
         return f"Tokenizer: the {source}'s (both parents have the same vocabulary)."
     words = {"father": "the father's", "mother": "the mother's",
              "union": "the union of both parents' vocabularies"}
     return (f"Tokenizer: {words.get(source, source)} (`--tokenizer-source {source}`): "
-            f"{vocab.get('rows')} embedding rows, {vocab.get('merged_rows')} merged from both "
-            f"parents by token string; {len(vocab.get('father_only_tokens') or [])} token(s) "
-            f"only the father knows, {len(vocab.get('mother_only_tokens') or [])} only the "
+            f"{vocab.rows} embedding rows, {vocab.merged_rows} merged from both "
+            f"parents by token string; {len(vocab.father_only_tokens or ())} token(s) "
+            f"only the father knows, {len(vocab.mother_only_tokens or ())} only the "
             "mother.")
 
 
@@ -103,8 +104,8 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
     genome = rec.genome
     if not genome:
         return None
-    has_base = any(p.role == "base" for p in rec.parents) or not rec.merge
-    used_scan = bool((rec.merge.get("options") or {}).get("scan")) if rec.merge else True
+    has_base = any(p.role == "base" for p in rec.parents) or rec.merge is None
+    used_scan = bool(rec.options.scan) if rec.merge else True
     names = [n for n in GENES if n in genome]
     rows = [[n, f"{float(genome[n]):.4f}",
              reading(n, float(genome[n]), rec.num_layers, has_base, used_scan)] for n in names]
@@ -121,17 +122,17 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
 
 
 def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
-    tensors = rec.merge.get("tensors") or []
-    options = rec.merge.get("options") or {}
+    tensors = [row.model_dump() for row in rec.merge.tensors] if rec.merge else []
+    options = rec.options
     path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
-                              options.get("transplant_low", 0.15),
-                              options.get("transplant_high", 0.85)) if tensors else None
-    modes = rec.merge.get("modes") or {}
+                              _given(options.transplant_low, 0.15),
+                              _given(options.transplant_high, 0.85)) if tensors else None
+    modes = rec.merge.modes if rec.merge else {}
     if path is None and not modes:
         return None
     blocks: list = []
     if path is not None:
-        source = "genome and scan combined" if options.get("scan") else \
+        source = "genome and scan combined" if options.scan else \
             "the genome alone: the merge had no scan"
         blocks += [f"The mother's share each decoder layer really got ({source}), mean "
                    "over each component's tensors, from the child's `darwin_merge.json`.",
@@ -143,49 +144,56 @@ def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
     return Section("Ratio profile", blocks, anchor="ratio-profile")
 
 
+def _given(value, default):
+    """`value`, or `default` when the record does not hold it (an older file)."""
+    return default if value is None else value
+
+
 def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
-    s = rec.summary
-    best, p1, p2 = s.get("best") or {}, s.get("phase1") or {}, s.get("phase2") or {}
+    s, best = rec.summary, rec.best
+    p1, p2 = s.phase1 or Phase1Summary(), s.phase2 or Phase2Summary()
     rows = []
-    if best.get("search_fitness") is not None:
-        rows.append(["Best search fitness", _num(best["search_fitness"])])
-    if best.get("trial") is not None:
-        rows.append(["Best trial", str(best["trial"])])
-    if s.get("fitness"):
-        rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s["fitness"].items())])
+    if best.search_fitness is not None:
+        rows.append(["Best search fitness", _num(best.search_fitness)])
+    if best.trial is not None:
+        rows.append(["Best trial", str(best.trial)])
+    if s.fitness:
+        rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s.fitness.items())])
     labels = {"proxy_model": "Phase 1 proxy", "steps": "Phase 1 proxy steps",
               "seconds": "Phase 1 seconds",
               "top_k": "Phase 1 top-k sent to Phase 2", "pairs": "Phase 1 pairs compared",
               "spearman": "Phase 1 proxy vs real (Spearman)"}
-    rows += [[label, _plain(p1[key])] for key, label in labels.items()
-             if p1.get(key) is not None]
-    rows += [[label, _plain(p2[key])] for key, label in
+    rows += [[label, _plain(getattr(p1, key))] for key, label in labels.items()
+             if getattr(p1, key) is not None]
+    rows += [[label, _plain(getattr(p2, key))] for key, label in
              {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds"}.items()
-             if p2.get(key) is not None]
+             if getattr(p2, key) is not None]
     if not rows:
         return None
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
 
 
+# The holdout table's first columns: the child, its parents and (when the merge has one)
+# the base; the other rows are baselines.
+REFERENCE_ROWS = ("child", "father", "mother", "base")
+
 def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
-    holdout = rec.summary.get("holdout") or {}
-    tasks, models = holdout.get("tasks") or {}, holdout.get("models") or {}
+    tasks, models = rec.holdout.tasks, rec.holdout.models
     if not tasks or not models:
         return None
-    order = [m for m in ("child", "father", "mother") if m in models]
+    order = [m for m in REFERENCE_ROWS if m in models]
     order += [m for m in models if m not in order]
     rows = []
     for task, spec in tasks.items():
-        spec = spec or {}
-        metric = spec.get("metric") or "acc"
-        cells = [_score((models[m] or {}).get(task), metric) for m in order]
+        metric = spec.metric or "acc"
+        cells = [_score(models[m].get(task), metric) for m in order]
         if all(cell == "-" for cell in cells):
             continue  # nobody was scored on this task
-        rows.append([task, metric] + [_num(spec.get(k, "")) if spec.get(k) is not None
-                                      else "" for k in ("shots", "n", "role")] + cells)
+        given = (getattr(spec, k) for k in ("shots", "n", "role"))
+        rows.append([task, metric] + ["" if v is None else _num(v) for v in given] + cells)
     if not rows:
         return None
-    fitness = [(models[m] or {}).get("fitness") for m in order]
+    fitness = [models[m].get("fitness") for m in order]
     if any(f is not None for f in fitness):
         rows.append(["fitness", "search objective", "", "", "fitness"]
                     + ["-" if f is None else _num(f) for f in fitness])
@@ -194,9 +202,9 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
             "is the search's objective on these items (the weighted fitness tasks).")
     headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
     blocks: list = [text, Table(headers, rows)]
-    baselines = [m for m in order if m not in ("child", "father", "mother")]
+    baselines = [m for m in order if m not in REFERENCE_ROWS]
     if baselines:
-        genomes = rec.summary.get("baselines") or {}
+        genomes = rec.summary.baselines or {}
         blocks += ["Baselines (merges of the same parents a user would otherwise pick):",
                    Bullets([f"`{b}`: {_baseline_words(genomes.get(b))}" for b in baselines])]
     return Section("Benchmarks", blocks, anchor="benchmarks")
@@ -244,14 +252,14 @@ def _plain(value) -> str:
 def _health(rec: RunRecords, scratch: Path) -> Section | None:
     h = rec.health
     picture = _picture(rec, "health", "Layer-by-layer health check: child against both parents")
-    if not h and picture is None:
+    if h is None and picture is None:
         return None
     blocks: list = []
-    if h.get("verdict"):
-        blocks.append(f"Verdict: **{h['verdict']}**")
-    if h.get("reasons"):
-        blocks.append(Bullets([str(r) for r in h["reasons"]]))
-    flagged = h.get("flagged_layers")
+    if h is not None and h.verdict:
+        blocks.append(f"Verdict: **{h.verdict}**")
+    if h is not None and h.reasons:
+        blocks.append(Bullets([str(r) for r in h.reasons]))
+    flagged = h.flagged_layers if h is not None else None
     if flagged and all(isinstance(f, int) for f in flagged):
         blocks.append(f"Flagged layers: {', '.join(str(f) for f in flagged)}.")
     elif flagged:
@@ -274,18 +282,17 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
     if rec.genome_hash:
         rows.append(["genome_hash", f"`{rec.genome_hash}`"])
     for key in ("created", "device", "dtype"):
-        if rec.summary.get(key):
-            rows.append([key, str(rec.summary[key])])
-    versions = {lib: v for lib, v in (rec.summary.get("versions") or {}).items()
-                if v is not None}
-    version = rec.summary.get("darwin_version") or rec.merge.get("darwin_version")
+        if getattr(rec.summary, key):
+            rows.append([key, str(getattr(rec.summary, key))])
+    versions = {lib: v for lib, v in (rec.summary.versions or {}).items() if v is not None}
+    version = rec.summary.darwin_version or (rec.merge.darwin_version if rec.merge else None)
     if version and not any(lib.startswith("darwin") for lib in versions):
         rows.append(["darwin", str(version)])
     rows += [[lib, str(v)] for lib, v in versions.items()]
     blocks: list = []
     if rows:
         blocks.append(Table(["", "Value"], rows))
-    command = str(rec.summary.get("command") or "").strip()
+    command = (rec.summary.command or "").strip()
     if len(command.split()) > 1:  # a bare "darwin" (a run started from Python) says nothing
         blocks += ["The run's command:", Code("bash", command)]
     blocks += _remake(rec)
@@ -302,27 +309,36 @@ MERGE_FLAGS = {"base": ("--base", None), "scan": ("--scan", None), "dtype": ("--
 def _remake(rec: RunRecords) -> list:
     """The merge options, the `darwin merge` command that remakes the child from its
     parents (same genome and options: a byte-identical child), and the genome as YAML."""
-    options = rec.merge.get("options") or {}
-    parents = rec.merge.get("parents") or {}
+    if rec.merge is None:
+        return _genome_file(rec)
+    # the options as the file holds them (an older file may hold fewer)
+    options = rec.merge.options.model_dump(mode="json", exclude_unset=True)
+    parents = rec.merge.parents
     blocks: list = []
     if options:
         blocks += ["Merge options (with the genome they fix every random draw):",
                    Code("json", json.dumps(options, indent=1, sort_keys=True))]
-    if parents.get("father") and parents.get("mother") and rec.merge.get("genome"):
-        values = {**options, "base": parents.get("base")}
-        cmd = ["darwin", "merge", "--father", parents["father"], "--mother", parents["mother"],
+    if parents.father and parents.mother and rec.merge.genome:
+        values = {**options, "base": parents.base}
+        cmd = ["darwin", "merge", "--father", parents.father, "--mother", parents.mother,
                "--genome", str(rec.child_dir / "darwin_merge.json")]
         for key, (flag, default) in MERGE_FLAGS.items():
             if values.get(key) is not None and values.get(key) != default:
                 cmd += [flag, str(values[key])]
-        cmd += ["--disjoint-mean"] if options.get("disjoint_mean") else []
-        vocab = rec.merge.get("vocabulary")
-        if isinstance(vocab, dict) and vocab.get("same") is False:
-            cmd += ["--tokenizer-source", str(vocab.get("tokenizer_source"))]
+        cmd += ["--disjoint-mean"] if rec.merge.options.disjoint_mean else []
+        vocab = rec.merge.vocabulary
+        if vocab is not None and vocab.same is False:
+            cmd += ["--tokenizer-source", vocab.tokenizer_source]
         cmd += ["--out", f"{rec.folder_name}-remade"]
         blocks += ["To merge this child again from its parents (the same genome and options "
                    "give a byte-identical child, on any device):",
                    Code("bash", " ".join(shlex.quote(part) for part in cmd))]
+    return blocks + _genome_file(rec)
+
+
+def _genome_file(rec: RunRecords) -> list:
+    """The genome as YAML for `darwin merge --genome` (none without a genome)."""
+    blocks: list = []
     if rec.genome:
         genome = genome_from_dict({k: v for k, v in rec.genome.items()
                                    if k in Genome.model_fields})

@@ -21,6 +21,7 @@ from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
+from ..records import SummaryRecord, read_record
 from .mother import MotherRecipe, prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -88,6 +89,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     summary_path = out / "summary.json"
     if summary_path.is_file() and not fresh:
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
+        read_record(SummaryRecord, summary_path)  # a malformed summary: one-line RecordError
         return json.loads(summary_path.read_text())
     parents = (tiny_parents(cache) if family == TINY
                else specialist_parents(family, cache, device) if pair == SPECIALISTS

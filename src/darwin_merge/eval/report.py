@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import ModelFormatError, UsageError
 from ..io.files import write_text_atomic
 from ..io.loading import load_model, load_tokenizer
+from ..records import EvalResults, parse_record, record_json
 from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout
 from .samples import date_id, task_hashes, write_samples
@@ -86,7 +87,16 @@ def write_results(record: dict, out: str | Path) -> Path:
     out = Path(out)
     if "samples" in record:
         write_samples(record["samples"], out.parent, date_id())
-    return write_json(results_file(record), out)
+    layout = results_file(record)
+    if "lm_eval" in record:  # lm-eval's own results dict: its keys are lm-eval's
+        return write_json(layout, out)
+    return write_layout(layout, out)
+
+
+def write_layout(layout: dict, out: str | Path) -> Path:
+    """darwin's scores in lm-eval's layout (lm_eval_layout), checked against their schema
+    (records.EvalResults) and written atomically."""
+    return write_json(record_json(parse_record(EvalResults, layout, out)), out)
 
 
 def write_json(data: dict, out: str | Path) -> Path:

@@ -16,13 +16,22 @@ from .. import __version__
 from ..errors import SearchError
 from ..eval import paired
 from ..eval.lm_eval_layout import lm_eval_layout
-from ..eval.report import write_json
+from ..eval.report import write_layout
 from ..eval.samples import date_id, task_hashes, write_samples
 from ..eval.tasks import resolve_tasks
 from ..genome import Genome
 from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
+from ..records import (
+    Best,
+    HealthVerdict,
+    Phase1Summary,
+    Phase2Summary,
+    SummaryRecord,
+    Trials,
+    record_json,
+)
 from . import say
 from .recipe import Recipe
 from .scoring import CandidateScorer, fitness_of, guard_verdicts
@@ -130,7 +139,7 @@ def write_holdout_results(recipe: Recipe, name: str, scores: dict,
         with atomic_output_dir(holdout / f"samples_{name}", overwrite=True) as folder:
             write_samples(samples, folder, date_id())
         layout["task_hashes"] = task_hashes(samples)
-    return write_json(layout, holdout / f"results_{name}.json")
+    return write_layout(layout, holdout / f"results_{name}.json")
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
@@ -183,35 +192,36 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     holdout = holdout_table(recipe, scorer, child_state, baselines)
     rho, pairs = proxy_spearman(study)
     parents_holdout = {p: holdout["models"][p] for p in scorer.references()}
-    summary = {
-        "darwin_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "father": str(recipe.father), "mother": str(recipe.mother),
-        "base": str(recipe.base) if recipe.base else None,
-        "device": recipe.device, "dtype": recipe.dtype,
-        "fitness": recipe.weights, "limit": recipe.limit,
-        "best": {"genome": genome.model_dump(), "genome_hash": trial.user_attrs["genome_hash"],
-                 "trial": trial.number, "search_fitness": trial.value},
-        "baselines": {name: g.model_dump() for name, g in BASELINES.items()},
-        "phase1": {"steps": phase1["steps"], "seconds": phase1["seconds"],
-                   "proxy_model": phase1["proxy_model"],
-                   "top_k": len(phase1["top_k"]), "spearman": rho, "pairs": pairs,
-                   "stakes": phase1["stakes"]},
-        "phase2": {"trials": len(scored_trials(study, 2)), "seconds": phase2_seconds},
-        "holdout": holdout,
-        "holdout_limit": recipe.holdout_limit,
-        "guard": guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
-        "health": {k: health.get(k) for k in ("verdict", "reasons", "flagged_layers")},
-        "scan": str(scan_path.relative_to(out)) if scan_path and scan_path.is_relative_to(out)
+    summary = SummaryRecord(
+        darwin_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        father=str(recipe.father), mother=str(recipe.mother),
+        base=str(recipe.base) if recipe.base else None,
+        device=recipe.device, dtype=recipe.dtype,
+        fitness=recipe.weights, limit=recipe.limit,
+        best=Best(genome=genome.model_dump(), genome_hash=trial.user_attrs["genome_hash"],
+                  trial=trial.number, search_fitness=trial.value),
+        baselines={name: g.model_dump() for name, g in BASELINES.items()},
+        phase1=Phase1Summary(steps=phase1["steps"], seconds=phase1["seconds"],
+                             proxy_model=phase1["proxy_model"],
+                             top_k=len(phase1["top_k"]), spearman=rho, pairs=pairs,
+                             stakes=phase1["stakes"]),
+        phase2=Phase2Summary(trials=len(scored_trials(study, 2)), seconds=phase2_seconds),
+        holdout=holdout,
+        holdout_limit=recipe.holdout_limit,
+        guard=guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
+        health=HealthVerdict(verdict=health["verdict"], reasons=health["reasons"],
+                             flagged_layers=health["flagged_layers"]),
+        scan=str(scan_path.relative_to(out)) if scan_path and scan_path.is_relative_to(out)
         else (str(scan_path) if scan_path else None),
-        "child": "child",
-        "versions": versions(),
-    }
-    dump_json(out / "summary.json", summary)
+        child="child",
+        versions=versions(),
+    )
+    dump_json(out / "summary.json", record_json(summary))
     (out / "recipe.yaml").write_text(yaml.safe_dump(
         json_safe(recipe.model_dump()), sort_keys=False))
-    return summary
+    return record_json(summary)
 
 
 def json_safe(value):
@@ -229,8 +239,8 @@ def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
 
     out = Path(recipe.out)
     rows = trial_table(study)
-    dump_json(out / "trials.json", rows)
-    plot_evolution(rows, phase1.get("best_curve", []), out / "evolution.png")
+    dump_json(out / "trials.json", record_json(Trials.model_validate(rows)))
+    plot_evolution(rows, phase1["best_curve"], out / "evolution.png")
 
 
 def versions() -> dict:

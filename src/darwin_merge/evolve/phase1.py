@@ -8,7 +8,6 @@ reused by a re-run whose identity matches.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,11 @@ import cmaes
 import numpy as np
 import optuna
 
+from ..errors import RecordError
 from ..genome import GENES, Genome, genome_hash
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
+from ..records import Phase1Record, Stake, TopGenome, read_optional, record_json
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
 from .scoring import CandidateScorer, primary_score, scores_summary
@@ -42,13 +43,13 @@ TASK_PROBES = {
 OPTIMIZER = f"cmaes {cmaes.__version__}"
 
 
-def _read_json(path: Path) -> dict | None:
-    """A file this run wrote earlier, or None when it is missing or unreadable."""
+def _kept(path: Path) -> Phase1Record | None:
+    """phase1.json from an earlier run; None when it is missing or does not parse (a
+    damaged file, or one of another schema: Phase 1 runs again)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_optional(Phase1Record, path)
+    except RecordError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _scan_layers(scan: dict) -> tuple[dict, int]:
@@ -113,13 +114,13 @@ def phase1_identity(recipe: Recipe) -> dict:
 def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     path = Path(recipe.out) / "phase1.json"
     identity = phase1_identity(recipe)
-    kept = _read_json(path)
+    kept = _kept(path)
     if kept is not None:
-        changed = differences(kept.get("identity"), identity)
-        if kept.get("proxy_model") != data.model:
+        changed = differences(kept.identity, identity)
+        if kept.proxy_model != data.model:
             changed.append("proxy model")
         if not changed:
-            return kept
+            return record_json(kept)
         say(f"phase1.json was made for another search (different {', '.join(changed)}): "
             "running Phase 1 again")
     say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy ({data.model})")
@@ -127,19 +128,19 @@ def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
     best_curve: list[float] = []
     seen, top = run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
                            seed=recipe.seed, progress=best_curve.append)
-    result = {
-        "identity": identity, "proxy_model": data.model,
-        "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
-        "seconds": time.perf_counter() - started, "best_curve": best_curve,
-        "stakes": [{"task": s.name, "weight": s.weight, "donor": s.donor, "gap": s.gap}
-                   for s in data.stakes],
-        "top_k": [{"genome": c.genome.model_dump(), "proxy_fitness": c.fitness, "hash": c.hash}
-                  for c in top],
-    }
-    dump_json(path, result)
-    say(f"Phase 1 done in {result['seconds']:.1f}s ({len(seen)} proxy evaluations); "
+    result = Phase1Record(
+        identity=identity, proxy_model=data.model,
+        steps=recipe.phase1_steps, seed=recipe.seed, evaluated=len(seen),
+        seconds=time.perf_counter() - started, best_curve=best_curve,
+        stakes=[Stake(task=s.name, weight=s.weight, donor=s.donor, gap=s.gap)
+                for s in data.stakes],
+        top_k=[TopGenome(genome=c.genome.model_dump(), proxy_fitness=c.fitness, hash=c.hash)
+               for c in top],
+    )
+    dump_json(path, record_json(result))
+    say(f"Phase 1 done in {result.seconds:.1f}s ({len(seen)} proxy evaluations); "
         f"best proxy fitness {top[0].fitness:.4f}")
-    return result
+    return record_json(result)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..io import atomic_output_dir
+from ..records import HealthRecord, parse_record, record_text
 from .check import ROLES, check_health
 
 HEALTH_FILE = "health.json"
@@ -68,7 +68,8 @@ def run_health(child, father, mother, out: str | Path | None = None, overwrite: 
         return check_health(child, father, mother, **options)
     with atomic_output_dir(out, overwrite) as tmp:
         report = _finite_or_none(check_health(child, father, mother, **options))
-        (tmp / HEALTH_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        record = parse_record(HealthRecord, report, "the health report being written")
+        (tmp / HEALTH_FILE).write_text(record_text(record, indent=1), encoding="utf-8")
         if report["layers"]:
             plot_health(report, tmp / HEALTH_PICTURE)
     return report

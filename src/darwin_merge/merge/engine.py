@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,14 @@ from ..io.writer import (
     write_config,
 )
 from ..progress import track
+from ..records import (
+    MergeOptions,
+    MergeParents,
+    MergeRecord,
+    TensorRow,
+    VocabularyRecord,
+    record_text,
+)
 from ..resources import require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .ops import clip_bound, linear, merge_pair, transplant
@@ -268,7 +275,7 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                 add_tokens(tmp, new_token_entries(alignment, b))
             report = merge_report(rows, genome, settings, key, (father, mother, base), scan,
                                   device, dtype, alignment)
-            (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+            (tmp / REPORT_NAME).write_text(record_text(report, indent=1))
     finally:
         for source in (a, b, w):
             if source is not None:
@@ -362,25 +369,25 @@ def _require_disk(out: Path, needed: int) -> None:
 
 def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,
                  parents: tuple, scan, device: str, dtype: str | None,
-                 alignment: VocabAlignment | None = None) -> dict:
+                 alignment: VocabAlignment | None = None) -> MergeRecord:
     """What darwin_merge.json holds: enough to understand and redo the merge."""
     modes: dict[str, int] = {}
     for row in rows:
         modes[row.mode] = modes.get(row.mode, 0) + 1
     father, mother, base = (None if p is None else str(p) for p in parents)
-    return {
-        "darwin_version": __version__,
-        "genome": genome.model_dump(),
-        "genome_rule": genome.genome_rule,
-        "genome_hash": key,
-        "parents": {"father": father, "mother": mother, "base": base},
-        "options": {**settings.model_dump(), "device": str(device), "dtype": dtype,
-                    "scan": None if scan is None else str(scan)},
-        "ratio_source": "genome and scan (mri_trust)" if scan is not None else
-                        "genome only (no scan given)",
-        "modes": modes,
-        "vocabulary": ({"tokenizer_source": "father", "same": True} if alignment is None
-                       else {**alignment.summary(), "same": False}),
-        "unclassified": [r.name for r in rows if r.component == "other"],
-        "tensors": [r.to_dict() for r in rows],
-    }
+    return MergeRecord(
+        darwin_version=__version__,
+        genome=genome.model_dump(),
+        genome_rule=genome.genome_rule,
+        genome_hash=key,
+        parents=MergeParents(father=father, mother=mother, base=base),
+        options=MergeOptions(**settings.model_dump(), device=str(device), dtype=dtype,
+                             scan=None if scan is None else str(scan)),
+        ratio_source="genome and scan (mri_trust)" if scan is not None else
+                     "genome only (no scan given)",
+        modes=modes,
+        vocabulary=(VocabularyRecord(tokenizer_source="father", same=True) if alignment is None
+                    else VocabularyRecord(**alignment.summary(), same=False)),
+        unclassified=[r.name for r in rows if r.component == "other"],
+        tensors=[TensorRow(**r.to_dict()) for r in rows],
+    )

@@ -25,6 +25,7 @@ from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..merge.engine import CLIP_KINDS, REPORT_NAME, _main_dtype
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
+from ..records import MergeOptions, MergeParents, MergeRecord, parse_record
 from .config import config_from_dict, first_value
 from .run import layer_position
 
@@ -59,19 +60,20 @@ def read_source(path: str | Path, father: Path | None = None, mother: Path | Non
     path = _report_file(Path(path))
     record = _run_record(path)
     genome = load_genome(path)  # a darwin_merge.json's genome, or the genome file
-    parents = record.get("parents", {})
-    options = record.get("options", {})
-    settings = make_settings(**{k: options[k] for k in MergeSettings.model_fields
-                                if k in options})
-    chosen = {"father": father or parents.get("father"), "mother": mother or parents.get("mother"),
-              "base": base or parents.get("base")}
+    parents = record.parents if record else MergeParents()
+    options = record.options if record else MergeOptions()
+    recorded = options.model_dump(exclude_unset=True)
+    settings = make_settings(**{k: recorded[k] for k in MergeSettings.model_fields
+                                if k in recorded})
+    chosen = {"father": father or parents.father, "mother": mother or parents.mother,
+              "base": base or parents.base}
     for role in ("father", "mother"):
         if chosen[role] is None:
             raise UsageError(f"{path}: a genome file names no models; give --father and "
                              "--mother (or a RUN_DIR / darwin_merge.json)")
     folders = {role: _folder(value, role) for role, value in chosen.items() if value}
     return ExportSource(genome, settings, folders["father"], folders["mother"],
-                        folders.get("base"), options.get("scan"), options.get("dtype"),
+                        folders.get("base"), options.scan, options.dtype,
                         str(path))
 
 
@@ -86,17 +88,17 @@ def _report_file(path: Path) -> Path:
                      "child folder, a darwin_merge.json or a genome YAML)")
 
 
-def _run_record(path: Path) -> dict:
-    """A darwin_merge.json's contents; {} for a genome file (load_genome reports errors)."""
+def _run_record(path: Path) -> MergeRecord | None:
+    """A darwin_merge.json's record; None for a genome file (load_genome reports errors)."""
     if path.suffix != ".json":
-        return {}
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
+        return None
     is_report = isinstance(data, dict) and isinstance(data.get("parents"), dict) and \
         isinstance(data.get("options"), dict)
-    return data if is_report else {}
+    return parse_record(MergeRecord, data, path) if is_report else None
 
 
 def _folder(value, role: str) -> Path:

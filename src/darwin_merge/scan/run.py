@@ -24,6 +24,7 @@ from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
 from ..progress import progress_bar
+from ..records import SCAN_VERSION, ScanRecord, parse_record, read_record, record_json, record_text
 from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
@@ -45,7 +46,6 @@ from .ratios import (
 )
 from .static import DEFAULT_BINS, DEFAULT_MAX_ELEMENTS, sampling_info, scan_static
 
-SCAN_VERSION = 1
 DEFAULT_ATTRIBUTION_ITEMS = 32
 DECIDED = 0.25  # a ratio this far from 0.5 carries a decision (docs/SCAN.md)
 SCAN_FILE = "scan.json"
@@ -307,8 +307,9 @@ def layer_matrix(rows: list[dict]) -> tuple[list[str], list[list[float]]]:
 
 
 def write_scan(scan: dict, folder: Path) -> None:
-    """scan.json and the two pictures into `folder`."""
-    (folder / SCAN_FILE).write_text(json.dumps(scan, indent=1) + "\n", encoding="utf-8")
+    """scan.json (checked against its schema) and the two pictures into `folder`."""
+    record = parse_record(ScanRecord, scan, "the scan being written")
+    (folder / SCAN_FILE).write_text(record_text(record, indent=1), encoding="utf-8")
     plot_mds(scan["layers"], folder / MDS_PICTURE)
     plot_mri_ratio(scan["tensors"], folder / MRI_PICTURE, scan["settings"]["transplant_low"],
                    scan["settings"]["transplant_high"])
@@ -321,17 +322,9 @@ def load_scan(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / SCAN_FILE
-    try:
-        scan = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path}: no such scan file (run `darwin scan` first)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: unreadable or not JSON") from exc
-    if not isinstance(scan, dict) or not isinstance(scan.get("tensors"), dict):
-        raise UsageError(f"{path}: not a Darwin scan (no 'tensors' table)")
-    if scan.get("version") != SCAN_VERSION:
-        raise UsageError(f"{path}: scan version {scan.get('version')!r}, expected {SCAN_VERSION}")
-    return scan
+    if not path.is_file():
+        raise UsageError(f"{path}: no such scan file (run `darwin scan` first)")
+    return record_json(read_record(ScanRecord, path))
 
 
 def mri_ratios(scan: dict) -> dict[str, float]:

@@ -1,0 +1,56 @@
+"""health/health.json (health/run.py) and the summary's copy of its verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import SCHEMA_VERSION, Number, Part, Record
+
+# a flagged layer: its number (older files: a mapping of the layer's readings)
+FlaggedLayer = int | dict[str, Number]
+
+
+class NonFinite(Part):
+    weights: list[str] = []
+    activations: list[str] = []
+
+
+class HealthThresholds(Part):
+    interference_ratio: Number
+    interference_margin: Number
+    loss_margin: Number
+
+
+class HealthSettings(Part):
+    device: str
+    dtype: str
+    max_tokens: int
+    max_prompts: int | None
+    batch_size: int
+    probes_sha256: str
+
+
+class HealthVerdict(Part):
+    """The summary's copy: the verdict, why, and the flagged layers."""
+
+    verdict: str | None = None
+    reasons: list[str] | None = None
+    flagged_layers: list[FlaggedLayer] | None = None
+
+
+class HealthRecord(Record):
+    """The whole check. Keys a file lacks (an older or a hand-cut one) read as absent."""
+
+    file_name = "health.json"
+    omitted_when_none = ("thresholds", "settings")
+
+    thresholds: HealthThresholds | None = None
+    nonfinite: NonFinite = NonFinite()
+    settings: HealthSettings | None = None
+    flagged_layers: list[FlaggedLayer] | None = None
+    function_loss: list[str] = []
+    layers: list[dict[str, Any]] = []  # per layer: similarities, angles, interference
+    probe_sets: dict[str, dict[str, Any]] = {}  # per probe set: the measures of each model
+    verdict: str | None = None
+    reasons: list[str] | None = None
+    schema_version: int = SCHEMA_VERSION

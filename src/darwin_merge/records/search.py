@@ -1,0 +1,142 @@
+"""What `darwin evolve` writes in RUN_DIR: summary.json, trials.json and phase1.json.
+
+Every summary key may be absent or null (an interrupted or partial run, an older file):
+the card leaves out what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, RootModel
+
+from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
+from .health import HealthVerdict
+
+TaskScores = dict[str, Any]  # an evaluator result of one task (eval/evaluator.py)
+
+
+class Best(Part):
+    genome: GenomeValues | None = None
+    genome_hash: str | None = None
+    trial: int | None = None
+    search_fitness: Number | None = None
+
+
+class Stake(Part):
+    """What a fitness task stands to gain from its better parent (Phase 1)."""
+
+    task: str
+    weight: Number
+    donor: str
+    gap: Number
+
+
+class Phase1Summary(Part):
+    steps: int | None = None
+    seconds: Number | None = None
+    proxy_model: str | None = None
+    top_k: int | None = None
+    spearman: Number | None = None
+    pairs: int | None = None
+    stakes: list[Stake] | None = None
+
+
+class Phase2Summary(Part):
+    trials: int | None = None
+    seconds: Number | None = None
+
+
+class HoldoutTask(Part):
+    n: int | None = None
+    metric: str | None = None
+    higher_is_better: bool | None = None
+    shots: int | None = None
+    role: str | None = None
+
+
+class Holdout(Part):
+    """Every model on the holdout items, and the child's paired comparison with each."""
+
+    tasks: dict[str, HoldoutTask] = {}
+    # model -> task -> scores, and the model's "fitness" on these items
+    models: dict[str, dict[str, TaskScores | Number | None]] = {}
+    comparisons: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+class SummaryRecord(Record):
+    file_name = "summary.json"
+
+    darwin_version: str | None = None
+    created: str | None = None
+    command: str | None = None
+    father: str | None = None
+    mother: str | None = None
+    base: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    fitness: dict[str, Number] | None = None
+    limit: int | None = None
+    best: Best | None = None
+    baselines: dict[str, GenomeValues] | None = None
+    phase1: Phase1Summary | None = None
+    phase2: Phase2Summary | None = None
+    holdout: Holdout | None = None
+    holdout_limit: int | None = None
+    guard: dict[str, Any] | None = None
+    health: HealthVerdict | None = None
+    scan: str | None = None
+    child: str | None = None
+    versions: dict[str, str | None] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+class TrialRow(Part):
+    """One scored trial of the study (evolve/study.trial_table)."""
+
+    number: int
+    phase: int | None
+    source: str | None
+    anchor: str | None
+    fitness: Number | None
+    proxy_fitness: Number | None
+    genome_hash: str | None
+    duplicate_of: int | None
+    scores: dict[str, TaskScores] | None
+    seconds: dict[str, Number] | Number | None  # merge and eval seconds (older runs: a total)
+    race: dict[str, Any] | None
+    guard: dict[str, Any] | None
+    genome: dict[str, Number]
+    finished: str | None
+
+
+class Trials(RootModel[list[TrialRow]]):
+    """trials.json: one row per scored trial."""
+
+    model_config = ConfigDict(frozen=True)
+    file_name: ClassVar[str] = "trials.json"
+
+
+class TopGenome(Part):
+    """One of Phase 1's top-k genomes, sent to Phase 2."""
+
+    genome: GenomeValues
+    proxy_fitness: Number
+    hash: str
+
+
+class Phase1Record(Record):
+    """phase1.json: Phase 1's result, with the identity of the search it was made for."""
+
+    file_name = "phase1.json"
+
+    identity: dict[str, Any]
+    proxy_model: str
+    steps: int
+    seed: int
+    evaluated: int
+    seconds: Number
+    best_curve: list[Number]
+    stakes: list[Stake]
+    top_k: list[TopGenome]
+    schema_version: int = SCHEMA_VERSION
