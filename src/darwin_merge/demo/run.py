@@ -63,7 +63,7 @@ DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_step
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
 # The specialists pair's budget: at most 15 minutes on 2 CPU cores once the fine-tunes are
 # cached (docs/DEMO.md has the measured times).
-SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 32, "limit": 60, "holdout_limit": 200}
+SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50, "holdout_limit": 200}
 # The tiny demo's budget: every search and holdout item of its task files (about 100 each),
 # under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
