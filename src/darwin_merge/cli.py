@@ -21,6 +21,7 @@ from rich.table import Table
 from . import __version__
 from .errors import DarwinError, UsageError
 from .evolve.recipe import Recipe
+from .genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 
 app = typer.Typer(
     add_completion=False,
@@ -432,8 +433,8 @@ def merge_cmd(
     dtype: str | None = typer.Option(None, help="the child's dtype", show_default="the father's"),
     overwrite: Overwrite = False,
     shard_size: str = typer.Option("2GB", help="largest output shard, e.g. 500MB"),
-    transplant_low: TransplantLow = 0.15,
-    transplant_high: TransplantHigh = 0.85,
+    transplant_low: TransplantLow = TRANSPLANT_LOW,
+    transplant_high: TransplantHigh = TRANSPLANT_HIGH,
     disjoint_mean: DisjointMean = False,
     compute_dtype: ComputeDtype = "float32",
     threads: int = typer.Option(1, min=1, help="torch CPU threads (same child for any)"),
@@ -514,8 +515,8 @@ def plan_cmd(
     scan: ScanFile = None,
     as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
-    transplant_low: TransplantLow = 0.15,
-    transplant_high: TransplantHigh = 0.85,
+    transplant_low: TransplantLow = TRANSPLANT_LOW,
+    transplant_high: TransplantHigh = TRANSPLANT_HIGH,
     disjoint_mean: DisjointMean = False,
     compute_dtype: ComputeDtype = "float32",
 ) -> None:

@@ -10,7 +10,14 @@ import json
 import shlex
 from pathlib import Path
 
-from ..genome import GENES, RULE_OF_OLD_FILES, Genome, genome_from_dict
+from ..genome import (
+    GENES,
+    RULE_OF_OLD_FILES,
+    TRANSPLANT_HIGH,
+    TRANSPLANT_LOW,
+    Genome,
+    genome_from_dict,
+)
 from .blocks import Bullets, Code, Picture, Section, Table
 from .profile import plot_ratio_profile
 from .readings import reading, share_words, strongest_pulls
@@ -124,8 +131,8 @@ def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
     tensors = rec.merge.get("tensors") or []
     options = rec.merge.get("options") or {}
     path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
-                              options.get("transplant_low", 0.15),
-                              options.get("transplant_high", 0.85)) if tensors else None
+                              options.get("transplant_low", TRANSPLANT_LOW),
+                              options.get("transplant_high", TRANSPLANT_HIGH)) if tensors else None
     modes = rec.merge.get("modes") or {}
     if path is None and not modes:
         return None
@@ -294,8 +301,8 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
 
 # `darwin merge` flags for the options in darwin_merge.json, with their defaults.
 MERGE_FLAGS = {"base": ("--base", None), "scan": ("--scan", None), "dtype": ("--dtype", None),
-               "transplant_low": ("--transplant-low", 0.15),
-               "transplant_high": ("--transplant-high", 0.85),
+               "transplant_low": ("--transplant-low", TRANSPLANT_LOW),
+               "transplant_high": ("--transplant-high", TRANSPLANT_HIGH),
                "compute_dtype": ("--compute-dtype", "float32")}
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
-from ..genome import Genome, genome_ratio
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import require_mergeable
 from ..io import ModelSource
 from .ops import transplant_mode
@@ -29,8 +29,8 @@ class MergeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    transplant_low: float = Field(0.15, ge=0.0, le=1.0)
-    transplant_high: float = Field(0.85, ge=0.0, le=1.0)
+    transplant_low: float = Field(TRANSPLANT_LOW, ge=0.0, le=1.0)
+    transplant_high: float = Field(TRANSPLANT_HIGH, ge=0.0, le=1.0)
     disjoint_mean: bool = False
     compute_dtype: Literal["float32", "float64"] = "float32"
 

@@ -18,6 +18,7 @@ from rich.progress import Progress
 from .. import __version__
 from ..arch import Taxonomy
 from ..errors import UsageError
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
 from ..io.fingerprint import model_fingerprint
@@ -36,8 +37,6 @@ from .ratios import (
     OWNERSHIP_WEIGHT,
     PROBE_WEIGHT,
     STATIC_WEIGHT,
-    TRANSPLANT_HIGH,
-    TRANSPLANT_LOW,
     attribution_ratio,
     importance_contrast,
     tensor_entries,
