@@ -23,7 +23,7 @@ from ..arch.taxonomy import TensorInfo
 from ..errors import OutputError, UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
-from ..merge.engine import CLIP_KINDS, REPORT_NAME, _main_dtype
+from ..merge.engine import CLIP_KINDS, REPORT_NAME, main_dtype
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
 from .config import config_from_dict, first_value
 from .run import layer_position
@@ -113,7 +113,7 @@ def export_mergekit(source: ExportSource) -> str:
                        settings=source.settings)
     with ModelSource(source.father) as father:
         num_layers = Taxonomy(father.config).num_layers
-        dtype = source.dtype or str(_main_dtype(father)).removeprefix("torch.")
+        dtype = source.dtype or str(main_dtype(father)).removeprefix("torch.")
     merged = [r for r in rows if r.mode != "exact"]
     shares = {r.name: mother_share(r) for r in merged}
     mother_weight = weight_setting(merged, shares, num_layers)
