@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import ResourceError
-from .io.safetensors_header import DTYPE_SIZES
+from .io.dtypes import DTYPE_SIZES
 
 MEMINFO = Path("/proc/meminfo")
 

@@ -23,8 +23,9 @@ from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, NumericalError, UsageError
 from ..genome import Genome, genome_hash
-from ..io.gguf_import import parse_dtype
+from ..io.dtypes import main_dtype, parse_dtype
 from ..io.loading import resolve_device
+from ..io.stream import OutputTensor, StreamingWriter, TensorReader
 from ..io.vocabulary import add_tokens
 from ..io.writer import (
     DEFAULT_SHARD_BYTES,
@@ -37,7 +38,6 @@ from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
-from .stream import OutputTensor, StreamingWriter, TensorReader
 from .vocab_rows import (
     RowStreams,
     child_files_source,
@@ -332,16 +332,6 @@ def _output_dtype(row: PlanRow, father_dtype: torch.dtype, out_dtype: torch.dtyp
     if row.mode == "exact" or not father_dtype.is_floating_point:
         return father_dtype
     return out_dtype or father_dtype
-
-
-def main_dtype(source) -> torch.dtype | None:
-    """The dtype most float parameters of a parent are stored in."""
-    counts: dict[str, int] = {}
-    for spec in source.specs():
-        if spec.is_float:
-            counts[spec.dtype] = counts.get(spec.dtype, 0) + spec.numel
-    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
-    return getattr(torch, names[max(counts, key=counts.get)]) if counts else None
 
 
 def _refuse_parent_as_output(out: Path, parents: list) -> None:

@@ -23,7 +23,8 @@ from ..arch.taxonomy import TensorInfo
 from ..errors import OutputError, UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
-from ..merge.engine import CLIP_KINDS, REPORT_NAME, main_dtype
+from ..io.dtypes import main_dtype
+from ..merge.engine import CLIP_KINDS, REPORT_NAME
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
 from .config import config_from_dict, first_value
 from .run import layer_position

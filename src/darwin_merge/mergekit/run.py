@@ -20,17 +20,16 @@ from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, NumericalError, UsageError
 from ..inspection import require_mergeable
 from ..io import ModelSource
-from ..io.gguf_import import parse_dtype
+from ..io.dtypes import main_dtype, parse_dtype, torch_dtype
 from ..io.loading import resolve_device
+from ..io.stream import OutputTensor, StreamingWriter, TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.engine import (
     CLIP_KINDS,
     cpu_threads,
     dare_generator,
-    main_dtype,
 )
 from ..merge.ops import clip_bound, dare, linear, magnitude_trim, ties_merge, weighted_sum
-from ..merge.stream import OutputTensor, StreamingWriter, TensorReader, torch_dtype
 from ..progress import track
 from ..resources import require_disk
 from .config import (
