@@ -497,13 +497,14 @@ def export_mergekit_cmd(
 ) -> None:
     """Write the closest mergekit YAML for a darwin genome (approximate; its header says
     what does not carry over). Models: the run's, or --father/--mother/--base."""
-    from .mergekit.export import export_mergekit, read_source, write_export
+    from .io.files import write_text_atomic
+    from .mergekit.export import export_mergekit, read_source
 
     text = export_mergekit(read_source(run, father, mother, base))
     if out_file is None:
         sys.stdout.write(text)
     else:
-        out.print(f"mergekit config written to {write_export(text, out_file)}")
+        out.print(f"mergekit config written to {write_text_atomic(out_file, text)}")
 
 
 @app.command("plan")

@@ -20,7 +20,7 @@ import yaml
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import OutputError, UsageError
+from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
@@ -278,16 +278,3 @@ def _not_carried(source: ExportSource, method: str) -> list[str]:
     notes.append(f"darwin's arithmetic precision (compute_dtype {settings.compute_dtype}); "
                  "mergekit computes in `dtype`")
     return notes
-
-
-def write_export(text: str, out: Path) -> Path:
-    """Write the YAML whole (a temporary file renamed into place)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.darwin-tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    return out
