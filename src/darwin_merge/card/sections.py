@@ -18,8 +18,8 @@ from ..genome import (
     Genome,
     genome_from_dict,
 )
+from ..plots.ratio_profile import plot_ratio_profile
 from .blocks import Bullets, Code, Picture, Section, Table
-from .profile import plot_ratio_profile
 from .readings import reading, share_words, strongest_pulls
 from .records import RUN_PICTURES, RunRecords
 

@@ -219,7 +219,7 @@ def json_safe(value):
 
 
 def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
-    from .plot import plot_evolution
+    from ..plots.evolution import plot_evolution
 
     out = Path(recipe.out)
     rows = trial_table(study)

@@ -24,11 +24,13 @@ from ..io import ModelSource, atomic_output_dir
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
+from ..plots.attribution import plot_attribution
+from ..plots.mds import plot_mds
+from ..plots.mri_ratio import plot_mri_ratio
 from ..progress import progress_bar
 from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
-from .plots import plot_attribution, plot_mds, plot_mri_ratio
 from .ratios import (
     CONTRAST_WEIGHT,
     DEFAULT_FORMULA,
