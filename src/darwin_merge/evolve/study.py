@@ -7,7 +7,6 @@ search it belongs to (parents, fitness) and refuses to be continued by another o
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ..errors import StorageError
+from ..io.files import dump_json  # noqa: F401 - search.py and finish.py import it from here
 from .identity import differences, search_identity
 from .recipe import Recipe
 
@@ -149,9 +149,3 @@ def trial_table(study: optuna.Study) -> list[dict]:
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
         })
     return rows
-
-
-def dump_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
