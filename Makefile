@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 DARWIN := $(VENV)/bin/darwin
 CACHE ?= .cache
 FAMILY ?= smollm2
+# pytest-xdist workers for `make test` (one per core: each test file runs on one of them)
+TEST_WORKERS ?= 2
 # CPU build by default (it lies on this machine's disk); GPU users: see README.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
@@ -40,7 +42,8 @@ models: $(SMOLLM2) $(GEMMA3)
 
 test: setup models
 	bash scripts/test-services.sh start
-	DARWIN_CACHE=$(CACHE) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	DARWIN_CACHE=$(CACHE) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 \
+	  $(PYTEST_ARGS); rc=$$?; \
 	  bash scripts/test-services.sh stop; exit $$rc
 
 test-fast: setup

@@ -10,7 +10,9 @@ import torch
 
 from tiny_models import make_tiny
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist each worker takes one core; alone, the suite takes up to two.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 FAMILIES = ("llama", "gemma3", "gemma4", "gemma4_moe")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
