@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 DARWIN := $(VENV)/bin/darwin
 CACHE ?= .cache
 FAMILY ?= smollm2
+PAIR ?= father-mother
 # pytest-xdist workers for `make test` (one per core: each test file runs on one of them)
 TEST_WORKERS ?= 2
 # CPU build by default (it lies on this machine's disk); GPU users: see README.
@@ -55,7 +56,7 @@ test-fast: setup
 # minutes on a tiny pair it trains in seconds (no real model needed). Re-running prints the
 # finished results.
 demo: setup $(if $(filter tiny,$(FAMILY)),,models)
-	$(DARWIN) demo run --family $(FAMILY) --cache $(CACHE) $(DEMO_ARGS)
+	$(DARWIN) demo run --family $(FAMILY) --pair $(PAIR) --cache $(CACHE) $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

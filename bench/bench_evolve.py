@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from darwin_merge.evolve import proxy, racing  # noqa: E402
+from darwin_merge.evolve.phase1 import run_phase1  # noqa: E402
 from darwin_merge.evolve.scoring import CandidateScorer  # noqa: E402
 from darwin_merge.genome import Genome  # noqa: E402
 from darwin_merge.merge.engine import ParentTensors  # noqa: E402
@@ -112,7 +113,7 @@ def main() -> None:
              for n, a in parents.father.items()}
     data = proxy.ProxyData(parents.infos, parents.shapes(), None, delta, 30, stakes, settings)
     started = time.perf_counter()
-    seen, _ = proxy.run_phase1(data, steps=200, top_k=8)
+    seen, _ = run_phase1(data, steps=200, top_k=8)
     phase1 = time.perf_counter() - started
     stream = race_genomes(args.race_candidates)
     today, raced = per_hour(scorer, stream, race=False), per_hour(scorer, stream, race=True)

@@ -1,32 +1,43 @@
-"""Write the shipped `two_digit_arithmetic` task file (run once; the file is committed).
+"""Write a shipped task file of a demo skill (run once per skill; the files are committed).
 
-1000 distinct problems "a + b =" / "a - b =" with a, b in 1..99, from the demo mother's own
-generator (darwin_merge.demo.mother, skill `two_digit_arithmetic`) and a seed that no
-training recipe uses by default. The mother never trains on a context of this file.
+1000 distinct problems from the skill's own generator (darwin_merge.demo.mother.SKILLS) and
+a seed that no training recipe uses by default; a mother never trains on a context of the
+file, so its score there measures the skill, not memory.
 
-    .venv/bin/python scripts/make-two-digit-arithmetic.py
+    .venv/bin/python scripts/make-skill-task.py two_digit_arithmetic   # seed 20261129
+    .venv/bin/python scripts/make-skill-task.py letter_reversal        # seed 20261130
 """
 
 import json
 import random
+import sys
 from pathlib import Path
 
-from darwin_merge.demo.mother import SKILLS, arithmetic_problem
+from darwin_merge.demo.mother import skill_of
 
-SEED, COUNT = 20261129, 1000
-OUT = Path(__file__).resolve().parents[1] / "src/darwin_merge/data/tasks/two_digit_arithmetic.jsonl"
+SEEDS = {"two_digit_arithmetic": 20261129, "letter_reversal": 20261130}
+COUNT = 1000
+TASKS = Path(__file__).resolve().parents[1] / "src/darwin_merge/data/tasks"
 
 
-def main() -> None:
-    rng, seen, rows = random.Random(SEED), set(), []
+def task_rows(name: str) -> list[dict]:
+    """The file's rows: COUNT distinct problems from the skill's generator and seed."""
+    skill = skill_of(name)
+    rng, seen, rows = random.Random(SEEDS[name]), set(), []
     while len(rows) < COUNT:
-        context, answer = arithmetic_problem(rng, 2, SKILLS["two_digit_arithmetic"])
+        context, answer = skill.problem(rng, 2)
         if context not in seen:
             seen.add(context)
             rows.append({"context": context, "continuation": answer})
-    OUT.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} problems to {OUT}")
+    return rows
+
+
+def main(name: str) -> None:
+    rows = task_rows(name)
+    out = TASKS / skill_of(name).file
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} problems to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])

@@ -22,8 +22,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from darwin_merge.evolve import proxy
-from darwin_merge.evolve.scoring import CandidateScorer, primary_score
-from darwin_merge.evolve.search import anchor_genomes, build_proxy_data, scores_summary
+from darwin_merge.evolve.phase1 import build_proxy_data
+from darwin_merge.evolve.phase2 import anchor_genomes
+from darwin_merge.evolve.scoring import CandidateScorer, primary_score, scores_summary
 from darwin_merge.genome import GENES, Genome
 from darwin_merge.merge.engine import ParentTensors
 from darwin_merge.merge.plan import MergeSettings, load_scan_ratios, plan_merge

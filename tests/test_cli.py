@@ -133,7 +133,7 @@ def test_evolve_recipe_beats_defaults_and_typed_options_beat_the_recipe(tmp_path
 def test_importing_the_library_sets_no_global_state():
     code = """
 import logging, pkgutil, importlib
-import cma, matplotlib, optuna, torch, transformers  # cma imports pyplot itself
+import matplotlib, optuna, torch, transformers
 def levels():
     loggers = logging.Logger.manager.loggerDict.items()
     return {n: l.level for n, l in loggers if isinstance(l, logging.Logger)}
@@ -148,3 +148,12 @@ print("clean")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "clean", proc.stderr
+
+
+def test_demo_pair_choices_are_one_line_errors(tmp_path):
+    for args, message in ((("--family", "gemma3", "--pair", "specialists"),
+                           "the specialists pair exists for the smollm2 family only"),
+                          (("--pair", "strangers"), "unknown demo pair 'strangers'")):
+        proc = run("demo", "run", *args, "--cache", str(tmp_path), "--out", str(tmp_path / "r"))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,6 +50,29 @@ def test_two_digit_skill_matches_its_shipped_task():
     assert not {c for c, _ in training} & evaluation
     with pytest.raises(UsageError, match="unknown mother skill"):
         m.recipe_with(skill="poetry")
+
+
+def test_letter_reversal_problems_and_their_shipped_task():
+    skill = m.SKILLS["letter_reversal"]
+    rng = random.Random(2)
+    for _ in range(300):
+        context, answer = skill.problem(rng)
+        match = re.fullmatch(r"reverse: ((?:[a-z] ){3,5}[a-z]) =", context)
+        assert match, context
+        letters = match.group(1).split(" ")
+        assert len(set(letters)) == len(letters)  # distinct letters: the order is unambiguous
+        assert answer == " " + " ".join(reversed(letters))
+    # the shipped file is exactly what its generator script writes (the product's own data)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make-skill-task.py"
+    spec = importlib.util.spec_from_file_location("make_skill_task", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("letter_reversal", "two_digit_arithmetic"):
+        shipped = (module.TASKS / m.SKILLS[name].file).read_text(encoding="utf-8")
+        assert shipped == "".join(json.dumps(r) + "\n" for r in module.task_rows(name)), name
+    evaluation = m.evaluation_contexts(skill=skill)
+    training = m.training_problems(5, 3000, evaluation, skill=skill)
+    assert len(evaluation) == 1000 and not {c for c, _ in training} & evaluation
 
 
 def test_training_data_is_seeded_and_excludes_the_evaluation_items():

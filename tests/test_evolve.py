@@ -123,11 +123,11 @@ def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
 
 def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_path,
                                                                        monkeypatch):
-    from darwin_merge.evolve import search
+    from darwin_merge.evolve import phase2
 
     starts = []
-    real_sampler = search.make_sampler
-    monkeypatch.setattr(search, "make_sampler",
+    real_sampler = phase2.make_sampler
+    monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
     run_evolve(recipe(pair, tmp_path / "run", trials=14), finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
@@ -135,9 +135,9 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     sources = [t.user_attrs["source"] for t in trials]
     assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 10 + ["cma_es"] * 2
     line = trials[2:6]
-    assert [t.params["global_ratio"] for t in line] == list(search.ANCHOR_RATIOS)
+    assert [t.params["global_ratio"] for t in line] == list(phase2.ANCHOR_RATIOS)
     assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
-    anchors = search.anchor_genomes()
+    anchors = phase2.anchor_genomes()
     assert [t.user_attrs["anchor"] for t in trials[2:12]] == list(anchors)
     for t in trials[2:12]:  # what each anchor's genome does: test_each_anchor_is_what_...
         assert Genome(**t.params) == anchors[t.user_attrs["anchor"]]
@@ -166,9 +166,9 @@ def plan_by_component_and_block(pair, genome: Genome, tmp_path, capsys) -> dict:
 
 
 def test_each_anchor_is_what_its_name_says_in_darwin_plan(pair, tmp_path, capsys):
-    from darwin_merge.evolve import search
+    from darwin_merge.evolve.phase2 import anchor_genomes
 
-    anchors = search.anchor_genomes()
+    anchors = anchor_genomes()
     assert len(anchors) == 10
     for name, genome in anchors.items():
         groups = plan_by_component_and_block(pair, genome, tmp_path, capsys)

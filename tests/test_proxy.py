@@ -10,7 +10,7 @@ import pytest
 
 from darwin_merge.arch.taxonomy import TensorInfo
 from darwin_merge.evolve import proxy_attribution as P
-from darwin_merge.evolve.search import anchor_genomes
+from darwin_merge.evolve.phase2 import anchor_genomes
 from darwin_merge.genome import Genome
 from darwin_merge.merge.plan import MergeSettings, plan_merge
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from darwin_merge.errors import SearchError, StorageError
 from darwin_merge.evolve.finish import pick_healthy
-from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.phase1 import OPTIMIZER
+from darwin_merge.evolve.recipe import build_recipe, ensure_scan
 from darwin_merge.evolve.run import run_evolve
-from darwin_merge.evolve.search import ensure_scan
-from darwin_merge.evolve.study import open_study
+from darwin_merge.evolve.study import fail_stale_trials, open_study
 from darwin_merge.io.fingerprint import model_fingerprint
 from darwin_merge.merge.plan import MergeSettings
 from darwin_merge.scan import run_scan
@@ -111,6 +112,13 @@ def test_phase1_is_recomputed_when_its_settings_change(pair, scan, tmp_path):
     assert phase1["steps"] == 5 and phase1["identity"]["phase1_steps"] == 5
     run_evolve(recipe(pair, run, scan=scan), finish_run=False)  # same: kept as it was
     assert json.loads((run / "phase1.json").read_text()) == phase1
+    # a phase1.json from before the optimizer was recorded (the `cma` library's) is made again
+    old = {**phase1, "identity": {k: v for k, v in phase1["identity"].items()
+                                  if k != "optimizer"}}
+    (run / "phase1.json").write_text(json.dumps(old))
+    run_evolve(recipe(pair, run, scan=scan), finish_run=False)
+    assert json.loads((run / "phase1.json").read_text())["identity"] == phase1["identity"]
+    assert phase1["identity"]["optimizer"] == OPTIMIZER
     run_evolve(recipe(pair, run, scan=scan, phase1_steps=3), finish_run=False)
     assert json.loads((run / "phase1.json").read_text())["steps"] == 3
     # the trials record the worker that scored them and its seed offset
@@ -161,9 +169,22 @@ def test_worker_seed_offset_is_pinned_for_a_host_and_pid(monkeypatch):
     """Python's str hash changes per process (PYTHONHASHSEED), so a pinned value can
     only hold if the offset does not use it; a change would give a resumed worker other
     genomes."""
-    import darwin_merge.evolve.search as search
+    import darwin_merge.evolve.study as study
 
-    monkeypatch.setattr(search, "worker_name", lambda: "node-7:4242")
-    assert search.worker_seed_offset() == 2999
-    monkeypatch.setattr(search, "worker_name", lambda: "node-7:4243")
-    assert search.worker_seed_offset() != 2999
+    monkeypatch.setattr(study, "worker_name", lambda: "node-7:4242")
+    assert study.worker_seed_offset() == 2999
+    monkeypatch.setattr(study, "worker_name", lambda: "node-7:4243")
+    assert study.worker_seed_offset() != 2999
+
+
+def test_a_trial_left_running_is_failed_and_its_genome_returned(tmp_path):
+    """What a kill leaves in the SQLite study: a RUNNING trial that no process scores."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = optuna.create_study(storage=storage, study_name="darwin")
+    killed.ask().suggest_float("global_ratio", 0.0, 1.0)
+    killed.tell(killed.ask(), 0.5)  # a scored one stays as it is
+    study = optuna.load_study(storage=storage, study_name="darwin")
+    drawn = study.trials[0].params
+    assert fail_stale_trials(study) == [drawn]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert fail_stale_trials(study) == []

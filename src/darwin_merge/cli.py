@@ -506,7 +506,10 @@ def demo_run_cmd(
     family: str = typer.Option("smollm2", help="tiny (about 2 minutes), smollm2 or gemma3"),
     cache: Cache = Path(".cache"),
     run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR",
-                                        show_default="runs/demo-FAMILY"),
+                                        show_default="runs/demo-FAMILY[-PAIR]"),
+    pair: str = typer.Option("father-mother", help="father-mother (the father and its "
+                             "arithmetic fine-tune) or specialists (two fine-tunes and "
+                             "their base; smollm2 only)"),
     device: Device = "cpu",
     trials: int | None = typer.Option(None, help="Phase 2 candidates"),
     limit: int | None = typer.Option(None, help="search items per fitness task",
@@ -516,12 +519,12 @@ def demo_run_cmd(
     fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
 ) -> None:
     """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
-    from .demo.run import run_demo
+    from .demo.run import default_out, run_demo
     from .evolve.summary_tables import summary_tables
 
-    summary = run_demo(family, cache, run_dir, device, fresh, trials=trials, limit=limit,
-                       holdout_limit=holdout_limit)
-    _print_all(summary_tables(summary, Path(run_dir or f"runs/demo-{family}")))
+    summary = run_demo(family, cache, run_dir, device, fresh, pair=pair, trials=trials,
+                       limit=limit, holdout_limit=holdout_limit)
+    _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
 
 
 @demo_app.command("prepare-mother")
@@ -535,13 +538,14 @@ def prepare_mother_cmd(
     first_trained_layer: int | None = typer.Option(None, help="train blocks from this one up"),
     seed: int | None = typer.Option(None, help="seed of the data and the run"),
     max_operands: int | None = typer.Option(None, help="most operands per training problem"),
-    skill: str | None = typer.Option(None, help="two_digit_arithmetic or simple_arithmetic"),
+    skill: str | None = typer.Option(
+        None, help="two_digit_arithmetic, simple_arithmetic or letter_reversal"),
     threads: int | None = typer.Option(None, help="CPU threads for torch (not in the hash)"),
     train_embeddings: bool | None = typer.Option(
         None, "--train-embeddings/--no-train-embeddings",
         help="also train the token embeddings (tied with the output head)"),
 ) -> None:
-    """Fine-tune the father into the arithmetic mother (cached by recipe) and print its folder.
+    """Fine-tune the father into a one-skill specialist (cached by recipe) and print its folder.
 
     The father is the imported SmolLM2 unless --father is given.
     """

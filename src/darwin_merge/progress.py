@@ -1,5 +1,6 @@
 """Progress bars: one library (rich) and one look everywhere, drawn on stderr.
 
+`narrator(name)` gives a command's one-line messages, led by its name, on the same stream.
 `progress_bar(enabled)` is a `rich.progress.Progress` with the task's name, a bar, done/total,
 elapsed time and the time left; disabled it draws nothing (library calls, tests, the search's
 inner evaluations).
@@ -7,7 +8,7 @@ inner evaluations).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +19,17 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+STDERR = Console(stderr=True)
+
+
+def narrator(name: str) -> Callable[[str], None]:
+    """`say(message)`: one line on stderr led by `name` in bold cyan (rich markup allowed)."""
+
+    def say(message: str) -> None:
+        STDERR.print(f"[bold cyan]{name}[/bold cyan] {message}", highlight=False)
+
+    return say
 
 
 def progress_bar(enabled: bool, transient: bool = False) -> Progress:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import random
+import string
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -99,7 +100,7 @@ def recipe_with(**changes) -> MotherRecipe:
 DATA_VERSION = "v2"  # bump when a generator changes the problems a recipe draws
 @dataclass(frozen=True)
 class Skill:
-    """A family of synthetic problems in the format of one shipped `greedy_continuation` task.
+    """Arithmetic problems in the format of one shipped `greedy_continuation` task.
 
     Training problems come from the same generator as the task's file, and every context of
     that file is excluded from training, so the task's score measures a skill, not memory.
@@ -109,6 +110,29 @@ class Skill:
     file: str  # its file under data/tasks
     operand_counts: dict  # operator -> the operand counts it is drawn with
     operand_max: dict  # operator -> the largest operand (operands are 1..max)
+    tag: str = "arith"  # the middle of the cached folder's name
+
+    def problem(self, rng: random.Random, max_operands: int) -> tuple[str, str]:
+        return arithmetic_problem(rng, max_operands, self)
+
+
+@dataclass(frozen=True)
+class LetterReversal:
+    """"reverse: q x e n =" -> " n e x q": distinct lowercase letters, spaced (one token each
+    in SmolLM2's and Gemma's vocabularies), written back in reverse order.
+
+    A copying skill with no digits in it, so it shares little with arithmetic: the second
+    specialist of the specialists demo (docs/DEMO.md). SmolLM2-135M-Instruct gets none right.
+    """
+
+    task: str
+    file: str
+    lengths: tuple[int, ...] = (4, 5, 6)
+    tag: str = "rev"
+
+    def problem(self, rng: random.Random, max_operands: int = 0) -> tuple[str, str]:
+        letters = rng.sample(string.ascii_lowercase, rng.choice(self.lengths))
+        return "reverse: " + " ".join(letters) + " =", " " + " ".join(reversed(letters))
 
 
 SKILLS = {
@@ -122,10 +146,15 @@ SKILLS = {
     "simple_arithmetic": Skill("simple_arithmetic", "simple_arithmetic_withspaces.jsonl",
                                {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)},
                                {"+": 999, "-": 999, "*": 99}),
+    # The specialists demo's second skill (demo/run.py, PAIR=specialists).
+    "letter_reversal": LetterReversal("letter_reversal", "letter_reversal.jsonl"),
 }
 
 
-def skill_of(name: str) -> Skill:
+AnySkill = Skill | LetterReversal
+
+
+def skill_of(name: str) -> AnySkill:
     if name not in SKILLS:
         raise UsageError(f"unknown mother skill {name!r} (known: {', '.join(SKILLS)})")
     return SKILLS[name]
@@ -144,7 +173,7 @@ def arithmetic_problem(rng: random.Random, max_operands: int = 5,
 
 
 def evaluation_contexts(path: Path | None = None,
-                        skill: Skill = SKILLS["simple_arithmetic"]) -> set[str]:
+                        skill: AnySkill = SKILLS["simple_arithmetic"]) -> set[str]:
     """The contexts of the skill's evaluation file: never used for training."""
     if path is None:
         path = resources.files("darwin_merge") / "data" / "tasks" / skill.file
@@ -153,12 +182,12 @@ def evaluation_contexts(path: Path | None = None,
 
 
 def training_problems(seed: int, count: int, exclude: set[str], max_operands: int = 5,
-                      skill: Skill = SKILLS["simple_arithmetic"]) -> list[tuple[str, str]]:
+                      skill: AnySkill = SKILLS["simple_arithmetic"]) -> list[tuple[str, str]]:
     """`count` problems from a fixed seed, none of whose context is in `exclude`."""
     rng = random.Random(seed)
     problems = []
     while len(problems) < count:
-        context, answer = arithmetic_problem(rng, max_operands, skill)
+        context, answer = skill.problem(rng, max_operands)
         if context not in exclude:
             problems.append((context, answer))
     return problems
@@ -303,7 +332,8 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
 
 # -- the cached folder --------------------------------------------------------------------
 def mother_folder(father: Path, cache: Path, recipe: MotherRecipe) -> Path:
-    return Path(cache) / "models" / f"{Path(father).name}-arith-{recipe.hash8(Path(father))}"
+    tag = skill_of(recipe.skill).tag
+    return Path(cache) / "models" / f"{Path(father).name}-{tag}-{recipe.hash8(Path(father))}"
 
 
 def prepare_mother(father: str | Path, cache: str | Path = ".cache",

@@ -21,7 +21,7 @@ from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
-from .mother import prepare_mother
+from .mother import MotherRecipe, prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
 console = Console(stderr=True)
@@ -34,6 +34,20 @@ PRESETS = {
     "gemma3": {"fitness": {"two_digit_arithmetic": 0.5, "arc_easy": 0.5},
                "extra_tasks": ["arc_challenge", "piqa", "lambada_openai"]},
 }
+# The specialists pair (`--pair specialists`, `make demo PAIR=specialists`): the merge
+# people make most. Two fine-tunes of one base, each with a skill the other lacks, merged
+# with their base; the base's general skills are guarded (docs/DEMO.md has the measurements).
+DEFAULT_PAIR, SPECIALISTS = "father-mother", "specialists"
+PAIRS = (DEFAULT_PAIR, SPECIALISTS)
+SPECIALIST_RECIPES = {
+    # The demo's arithmetic mother, the same cached folder.
+    "father": MotherRecipe(),
+    # Letter reversal, trained gently so that the base's general skills stay (docs/DEMO.md).
+    "mother": recipe_with(skill="letter_reversal", steps=200, lr=3e-4, train_embeddings=False),
+}
+SPECIALISTS_PRESET = {"fitness": {"two_digit_arithmetic": 0.5, "letter_reversal": 0.5},
+                      "guard": {"arc_easy": 0.05, "lambada_openai": 0.05},
+                      "extra_tasks": ["arc_challenge", "piqa"]}
 # The tiny demo: each parent's skill in the fitness, the skill both learnt from their
 # common base (copying) reported beside them. Keys: task file stems (demo/tiny.py).
 TINY = "tiny"
@@ -46,6 +60,9 @@ FAMILIES = (TINY, *PRESETS)
 # whole holdout split (about 6x the items; not yet timed).
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
+# The specialists pair's budget: at most 15 minutes on 2 CPU cores once the fine-tunes are
+# cached (docs/DEMO.md has the measured times).
+SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 32, "limit": 60, "holdout_limit": 200}
 # The tiny demo's budget: every search and holdout item of its task files (about 100 each),
 # under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
@@ -58,32 +75,63 @@ TINY_THREADS = 1
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
-             device: str = "cpu", fresh: bool = False, mother_recipe=None, **budget) -> dict:
+             device: str = "cpu", fresh: bool = False, mother_recipe=None,
+             pair: str = DEFAULT_PAIR, **budget) -> dict:
     """Run (or continue, or just re-print) the demo; returns the run's summary.
 
     `mother_recipe` (a MotherRecipe) replaces the default one, e.g. a two-step recipe in
     the tests; `budget` overrides the family's budget (DEFAULT_BUDGET, TINY_BUDGET) and
     any other Recipe field.
     """
-    if family not in FAMILIES:
-        raise UsageError(f"unknown demo family {family!r} (known: {', '.join(FAMILIES)})")
-    out = Path(out or f"runs/demo-{family}")
+    check_choice(family, pair)
+    out = Path(out or default_out(family, pair))
     summary_path = out / "summary.json"
     if summary_path.is_file() and not fresh:
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
         return json.loads(summary_path.read_text())
     parents = (tiny_parents(cache) if family == TINY
+               else specialist_parents(family, cache, device) if pair == SPECIALISTS
                else real_parents(family, cache, mother_recipe, device))
     console.print(f"[bold]demo[/bold] evolve: {parents['father'].name} x "
                   f"{parents['mother'].name} -> {out}")
-    defaults = TINY_BUDGET if family == TINY else DEFAULT_BUDGET
+    defaults = (TINY_BUDGET if family == TINY else SPECIALISTS_BUDGET if pair == SPECIALISTS
+                else DEFAULT_BUDGET)
     values = {**defaults, **{k: v for k, v in budget.items() if v is not None}}
     recipe = build_recipe(out=out, device=device, **parents, **values)
     with cpu_threads(TINY_THREADS if family == TINY else None):
         summary = run_evolve(recipe)
-    command = "make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
+    command = ("make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
+               + ("" if pair == DEFAULT_PAIR else f" PAIR={pair}"))
     (out / "RESULTS.md").write_text(results_markdown(summary, out, command), encoding="utf-8")
     return summary
+
+
+def check_choice(family: str, pair: str) -> None:
+    """A clear error for an unknown family or pair, or a pair the family does not have."""
+    if family not in FAMILIES:
+        raise UsageError(f"unknown demo family {family!r} (known: {', '.join(FAMILIES)})")
+    if pair not in PAIRS:
+        raise UsageError(f"unknown demo pair {pair!r} (known: {', '.join(PAIRS)})")
+    if pair == SPECIALISTS and family != "smollm2":
+        raise UsageError("the specialists pair exists for the smollm2 family only")
+
+
+def default_out(family: str, pair: str = DEFAULT_PAIR) -> Path:
+    """runs/demo-FAMILY, or runs/demo-FAMILY-PAIR for a pair other than the default."""
+    return Path(f"runs/demo-{family}" + ("" if pair == DEFAULT_PAIR else f"-{pair}"))
+
+
+def specialist_parents(family: str, cache: Path, device: str) -> dict:
+    """The real base (imported) and its two one-skill fine-tunes (trained once, cached),
+    with the specialists' tasks: the recipe's parent, base and task fields."""
+    console.print(f"[bold]demo[/bold] 1/3 base: importing the real {family} model")
+    base = ensure_real_model(family, cache)
+    console.print("[bold]demo[/bold] 2/3 father: the base fine-tuned on arithmetic (cached)")
+    father = prepare_mother(base, cache, SPECIALIST_RECIPES["father"], device=device)
+    console.print("[bold]demo[/bold] 3/3 mother: the base fine-tuned on letter reversal "
+                  "(cached)")
+    mother = prepare_mother(base, cache, SPECIALIST_RECIPES["mother"], device=device)
+    return {"father": father, "mother": mother, "base": base, **SPECIALISTS_PRESET}
 
 
 def real_parents(family: str, cache: Path, mother_recipe, device: str) -> dict:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import torch
 import yaml
 
 from .. import __version__
@@ -19,15 +20,21 @@ from ..eval.report import write_json
 from ..eval.samples import date_id, task_hashes, write_samples
 from ..eval.tasks import resolve_tasks
 from ..genome import Genome
+from ..io.files import dump_json
 from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
+from . import say
 from .recipe import Recipe
 from .scoring import CandidateScorer, fitness_of, guard_verdicts
-from .search import BASELINES, fully_scored, proxy_spearman, say, scored_trials, versions
-from .study import dump_json, trial_table
+from .study import fully_scored, proxy_spearman, scored_trials, trial_table
 
 MAX_HEALTH_TRIES = 3
+# The two merges a user would otherwise pick, scored on the holdout beside the child.
+BASELINES = {
+    "dare_ties_0.5": Genome.uniform(0.5, density=Genome().density_a, merge_method_weight=1.0),
+    "linear_0.5": Genome.uniform(0.5, density=1.0, merge_method_weight=0.0),
+}
 
 
 def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
@@ -225,3 +232,11 @@ def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
     rows = trial_table(study)
     dump_json(out / "trials.json", rows)
     plot_evolution(rows, phase1.get("best_curve", []), out / "evolution.png")
+
+
+def versions() -> dict:
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "optuna": optuna.__version__,
+            "darwin": __version__}

@@ -1,4 +1,4 @@
-"""Phase 1: a proxy fitness that costs microseconds, searched with CMA-ES.
+"""Phase 1's proxy: a fitness that costs microseconds (searched by `phase1.py`).
 
 The proxy never runs the model. When the scan measured skill attribution (the default
 `attribution` formula), it predicts each fitness task's metric from the scan's per-group
@@ -25,14 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cma
 import numpy as np
 
-from ..genome import GENES, Genome, genome_hash
+from ..genome import Genome
 from ..merge.plan import MergeSettings, PlanRow, plan_merge
 from . import proxy_attribution
-
-GENOME_SIZE = len(GENES)
 
 
 @dataclass(frozen=True)
@@ -124,48 +121,3 @@ def distance_fitness(rows: list[PlanRow], genome: Genome, data: ProxyData) -> fl
         importance = importance / importance.sum()
         loss += stake.weight * stake.gap * float(importance @ kept_loss)
     return -loss
-
-
-@dataclass(frozen=True)
-class ProxyCandidate:
-    genome: Genome
-    fitness: float
-    hash: str
-
-
-def run_phase1(data: ProxyData, steps: int = 200, top_k: int = 8, seed: int = 0,
-               sigma0: float = 0.2, min_spread: float = 0.2,
-               progress=None) -> tuple[list[ProxyCandidate], list[ProxyCandidate]]:
-    """CMA-ES for `steps` generations on the proxy; returns (all evaluated, diverse top-k).
-
-    The top-k are the best genomes that differ from each better one by at least
-    `min_spread` in some value, so Phase 2 starts from several distinct recipes.
-    """
-    es = cma.CMAEvolutionStrategy(
-        [0.5] * GENOME_SIZE, sigma0,
-        {"bounds": [0, 1], "seed": seed + 1, "verbose": -9, "maxiter": steps, "tolfun": 0,
-         "tolx": 0, "tolstagnation": 10**9, "tolflatfitness": 10**9},
-    )
-    seen: list[ProxyCandidate] = []
-    for _ in range(steps):
-        xs = es.ask()
-        genomes = [Genome.from_values(np.clip(x, 0, 1)) for x in xs]
-        fits = [proxy_fitness(g, data) for g in genomes]
-        es.tell(xs, [-f for f in fits])
-        seen.extend(ProxyCandidate(g, f, genome_hash(g, data.settings))
-                    for g, f in zip(genomes, fits, strict=True))
-        if progress is not None:
-            progress(max(c.fitness for c in seen))
-    return seen, diverse_top(seen, top_k, min_spread)
-
-
-def diverse_top(candidates: list[ProxyCandidate], k: int, min_spread: float
-                ) -> list[ProxyCandidate]:
-    chosen: list[ProxyCandidate] = []
-    for cand in sorted(candidates, key=lambda c: -c.fitness):
-        values = np.array(cand.genome.values())
-        if all(np.abs(values - np.array(c.genome.values())).max() >= min_spread for c in chosen):
-            chosen.append(cand)
-        if len(chosen) == k:
-            break
-    return chosen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UsageError
 from ..genome import Genome
+from . import say
 
 
 def parse_fitness(text: str, option: str = "--fitness") -> dict[str, float]:
@@ -149,3 +151,47 @@ def load_recipe(path: Path, **overrides) -> Recipe:
             data[key] = parse_fitness(data[key], option=f"--{key}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return build_recipe(**data)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Fail fast on what can be known before any work starts."""
+    from ..eval.tasks import resolve_tasks  # imports torch: not at the CLI's start-up
+
+    resolve_tasks([*recipe.fitness, *recipe.guard, *recipe.extra_tasks])  # unknown -> error
+    for role in ("father", "mother"):
+        path = getattr(recipe, role)
+        if not Path(path).is_dir():
+            raise UsageError(f"--{role} {path}: no such model folder")
+    if recipe.scan is not None:
+        check_scan_file(Path(recipe.scan))
+
+
+def check_scan_file(path: Path) -> None:
+    """A `--scan` must be a scan.json with MRI ratios and the per-layer table."""
+    from ..merge.plan import load_scan_ratios  # imports torch: not at the CLI's start-up
+
+    if not path.is_file():
+        raise UsageError(f"--scan {path}: no such file (give the scan.json that "
+                         "`darwin scan` wrote, or leave --scan out to scan first)")
+    load_scan_ratios(path)  # unreadable, not JSON, ratios missing or out of range
+    layers = json.loads(path.read_text(encoding="utf-8")).get("layers")
+    if not (isinstance(layers, dict) and all(isinstance(layers.get(p), list) and layers[p]
+                                             for p in ("father", "mother"))):
+        raise UsageError(f"--scan {path}: not a scan file (no per-layer table for both "
+                         "parents)")
+
+
+def ensure_scan(recipe: Recipe) -> Path:
+    """The recipe's scan, or RUN_DIR/scan: reused when it was made from the same parents,
+    probe items and settings (scan.json's inputs hash), recomputed when any changed."""
+    if recipe.scan is not None:
+        return Path(recipe.scan)
+    from ..scan import run_scan
+
+    scan_dir = Path(recipe.out) / "scan"
+    say(f"scan of both parents into {scan_dir} (formula {recipe.mri}; reused when unchanged)")
+    run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
+             max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts,
+             formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
+             attribution_items=recipe.scan_items, reuse=True, overwrite=True)
+    return scan_dir / "scan.json"

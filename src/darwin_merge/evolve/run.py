@@ -12,19 +12,12 @@ from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
+from . import say
 from .finish import finish, write_records
-from .recipe import Recipe
+from .phase1 import build_proxy_data, parent_scores, run_phase1_cached
+from .phase2 import enqueue_seeds, run_phase2
+from .recipe import Recipe, check_recipe, ensure_scan
 from .scoring import CandidateScorer
-from .search import (
-    build_proxy_data,
-    check_recipe,
-    enqueue_seeds,
-    ensure_scan,
-    parent_scores,
-    run_phase1_cached,
-    run_phase2,
-    say,
-)
 from .study import fail_stale_trials, open_study
 
 
@@ -49,8 +42,8 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         settings = MergeSettings()
-        # the identity check needs no sampler; done first, so an unreachable storage or
-        # another search's study is refused before the scan and the parents' loading
+        # done first, so that an unreachable storage or another search's study is refused
+        # before the scan and the parents' loading; the seeds are scored with this sampler
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
         scan_path = ensure_scan(recipe)
         mri = load_scan_ratios(scan_path)  # checks the file before it is used
@@ -69,8 +62,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         if stale:
             say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
         enqueue_seeds(study, phase1, stale, recipe.trials)
-        seconds = run_phase2(recipe, lambda sampler: open_study(recipe, sampler), scorer,
-                             settings, data, phase1)
+        seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
         write_records(recipe, study, phase1)
         if not finish_run:
             return {}

@@ -127,3 +127,14 @@ class CandidateScorer:
                      limit: int | None = None) -> dict[str, dict]:
         state = self.parents.father if which == "father" else self.parents.mother
         return self.score_state(state, tasks, split, limit)
+
+
+def scores_summary(scores: dict) -> dict:
+    """What trials.json keeps of a candidate's scores: each task's primary metric (named
+    in `metric`), its standard error, the tie-breaker and n (not the per-item lists)."""
+    summary = {}
+    for task, result in scores.items():
+        keep = {"metric", "higher_is_better", "n", "mean_gold_logprob", result["metric"],
+                f"{result['metric']}_stderr"}
+        summary[task] = {k: v for k, v in result.items() if k in keep}
+    return summary

@@ -3,20 +3,37 @@
 Every scored candidate is a COMPLETE trial with its genome_hash, scores and phase; a
 killed run is continued by running the same command again. A study remembers the
 search it belongs to (parents, fitness) and refuses to be continued by another one.
+Also here: the trial tables read from it (scored, fully scored, the proxy's rank
+correlation) and the identity of the worker that scored each trial.
+
+What a resumed run must agree on with the files it finds in RUN_DIR: three things are
+kept for a re-run, the study, the scan in RUN_DIR/scan and phase1.json. The scan carries
+its own inputs hash (scan.json's `inputs_sha256`, docs/SCAN.md); the other two carry the
+identity of what made them (`search_identity` here, `phase1_identity` in phase1.py): the
+parents' fingerprints (config, headers and data samples, docs/RELIABILITY.md), the
+recipe's fields that its content depends on, and the settings that change scores (dtype,
+device, batch size, the items scored, the probe settings). A scan or Phase 1 made for
+something else is recomputed; a study made for something else is refused
+(`StorageError`): its scores cannot be mixed with new ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from scipy.stats import spearmanr
 
 from ..errors import StorageError
-from ..io.files import dump_json  # noqa: F401 - search.py and finish.py import it from here
-from .identity import differences, search_identity
+from ..io.fingerprint import parents_fingerprint
 from .recipe import Recipe
 
 DIRECTION = "maximize"
@@ -71,6 +88,33 @@ def _redact(url: str) -> str:
     return url
 
 
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def search_identity(recipe: Recipe) -> dict:
+    """What every score in the study depends on (a study must match it to continue)."""
+    scan = ({"scan_sha256": _file_sha256(recipe.scan)} if recipe.scan is not None
+            else {"probe_max_tokens": recipe.probe_max_tokens,
+                  "probe_max_prompts": recipe.probe_max_prompts, "mri": recipe.mri,
+                  "scan_items": recipe.scan_items})
+    return {**recipe.identity(), **scan,
+            "parents_sha256": parents_fingerprint(recipe.father, recipe.mother, recipe.base),
+            "device": recipe.device, "dtype": recipe.dtype, "batch_size": recipe.batch_size}
+
+
+def differences(recorded: dict | None, current: dict) -> list[str]:
+    """Names of the fields that differ (every field when nothing was recorded).
+
+    Both sides go through JSON first, so a tuple and the list it was stored as agree."""
+    if not isinstance(recorded, dict):
+        return sorted(current)
+    recorded = json.loads(json.dumps(recorded, default=str))
+    current = json.loads(json.dumps(current, default=str))
+    return sorted(k for k in current.keys() | recorded.keys()
+                  if current.get(k) != recorded.get(k))
+
+
 def open_study(recipe: Recipe, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create or continue the study; refuse one that belongs to another search."""
     storage = open_storage(storage_url(recipe), distributed=recipe.storage is not None)
@@ -105,9 +149,28 @@ def fail_stale_trials(study: optuna.Study) -> list[dict]:
     """
     stale = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         stale.append(dict(trial.params))
     return stale
+
+
+def fully_scored(trials: list) -> list:
+    """The trials scored on every search item (not stopped early by racing)."""
+    return [t for t in trials if not was_stopped(t)]
+
+
+def was_stopped(trial) -> bool:
+    return "race" in trial.user_attrs and trial.user_attrs["race"]["outcome"] == "stopped"
+
+
+def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:
+    pairs = [(t.user_attrs.get("proxy_fitness"), t.value) for t in scored_trials(study, 2)
+             if t.user_attrs.get("proxy_fitness") is not None and
+             t.user_attrs.get("duplicate_of") is None]
+    if len(pairs) < 3:
+        return None, len(pairs)
+    rho = spearmanr([p for p, _ in pairs], [v for _, v in pairs]).statistic
+    return (None if not np.isfinite(rho) else float(rho)), len(pairs)
 
 
 def find_duplicate(study: optuna.Study, trial: optuna.Trial, genome_hash: str,
@@ -149,3 +212,15 @@ def trial_table(study: optuna.Study) -> list[dict]:
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
         })
     return rows
+
+
+def worker_name() -> str:
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def worker_seed_offset() -> int:
+    """A worker's offset to the search seed, so that workers sharing a study draw
+    different genomes: from sha256 of host and PID, the same in every process (Python's
+    `hash` of a string changes per process) and recorded on each trial."""
+    digest = hashlib.sha256(worker_name().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000

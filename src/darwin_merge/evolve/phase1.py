@@ -1,0 +1,185 @@
+"""Phase 1: the proxy's data, measured once, and CMA-ES on the proxy (docs/EVOLVE.md).
+
+The proxy models themselves (pure fitness functions of a genome) are `proxy.py` and
+`proxy_attribution.py`; this module builds what they need from the scan and the parents'
+real scores, runs the CMA loop on them and keeps its result in RUN_DIR/phase1.json,
+reused by a re-run whose identity matches.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cmaes
+import numpy as np
+import optuna
+
+from ..genome import GENES, Genome, genome_hash
+from ..io.files import dump_json
+from ..merge.engine import ParentTensors
+from ..merge.plan import MergeSettings
+from . import proxy, proxy_attribution, say
+from .recipe import Recipe
+from .scoring import CandidateScorer, primary_score, scores_summary
+from .study import differences, search_identity
+
+# Which probe sets a task exercises (the proxy's layer importance); others: all equally.
+TASK_PROBES = {
+    "simple_arithmetic": {"MATH": 1.0},
+    "two_digit_arithmetic": {"MATH": 1.0},
+    "gsm8k": {"MATH": 0.5, "REASONING": 0.5},
+    "arc_easy": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "arc_challenge": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "openbook_qa": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "piqa": {"REASONING": 0.5, "KNOWLEDGE": 0.5},
+    "commonsense_qa": {"KNOWLEDGE": 0.5, "REASONING": 0.5},
+    "copa": {"REASONING": 0.5, "LANGUAGE": 0.5},
+    "lambada_openai": {"LANGUAGE": 1.0},
+}
+# Phase 1's CMA-ES: the `cmaes` library, the one Optuna's CmaEsSampler runs in Phase 2.
+OPTIMIZER = f"cmaes {cmaes.__version__}"
+
+
+def _read_json(path: Path) -> dict | None:
+    """A file this run wrote earlier, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _scan_layers(scan: dict) -> tuple[dict, int]:
+    """{parent: [{probe: distance}, ...]} from the scan's per-layer table."""
+    layers = scan["layers"]
+    table = {}
+    for parent in ("father", "mother"):
+        rows = layers[parent]
+        table[parent] = [row["distances"] if "distances" in row else row for row in rows]
+    return table, len(table["father"])
+
+
+def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
+    """Both parents on the search split (once; kept in the study for re-runs and workers),
+    on the fitness and guard tasks."""
+    cached = study.user_attrs.get("parent_search_scores")
+    if cached and all(t in cached["father"] for t in scorer.tasks):
+        return cached
+    say("scoring both parents on the search split (the proxy needs to know who is better)")
+    scores = {p: scores_summary(scorer.score_parent(p)) for p in ("father", "mother")}
+    study.set_user_attr("parent_search_scores", scores)
+    return scores
+
+
+def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: dict,
+                     mri: dict[str, float] | None, settings: MergeSettings,
+                     scores: dict) -> proxy.ProxyData:
+    """What Phase 1 needs: the attribution model when the scan has one for every fitness
+    task, and the distance proxy's stakes (its fallback) always."""
+    table, num_layers = _scan_layers(scan)
+    delta_sq = {}
+    for name, a in parents.father.items():
+        if a.is_floating_point():
+            delta_sq[name] = float(((parents.mother[name].float() - a.float()) ** 2).sum())
+    stakes = []
+    for task, weight in weights.items():
+        fa, mo = (primary_score(scores[parent][task]) for parent in ("father", "mother"))
+        donor = "mother" if mo > fa else "father"
+        probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
+        imp = proxy.layer_importance(table, donor, probes, num_layers)
+        stakes.append(proxy.TaskStake(task, weight, donor, abs(mo - fa), imp))
+    attribution = scan.get("attribution")
+    model = index = None
+    if attribution is not None and all(t in attribution["tasks"] for t in weights):
+        metrics = {p: {t: primary_score(scores[p][t]) for t in weights}
+                   for p in ("father", "mother")}
+        model = proxy_attribution.build_model(attribution, weights, metrics)
+        index = proxy_attribution.group_index(parents.infos, model, delta_sq)
+    return proxy.ProxyData(parents.infos, parents.shapes(), mri, delta_sq, num_layers, stakes,
+                           settings, model, index)
+
+
+def phase1_identity(recipe: Recipe) -> dict:
+    """What phase1.json depends on: the search's identity, Phase 1's own settings and the
+    optimizer (another CMA-ES library or version draws other genomes from the same seed)."""
+    return {**search_identity(recipe), "phase1_steps": recipe.phase1_steps,
+            "top_k": recipe.top_k, "seed": recipe.seed, "optimizer": OPTIMIZER}
+
+
+def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
+    path = Path(recipe.out) / "phase1.json"
+    identity = phase1_identity(recipe)
+    kept = _read_json(path)
+    if kept is not None:
+        changed = differences(kept.get("identity"), identity)
+        if kept.get("proxy_model") != data.model:
+            changed.append("proxy model")
+        if not changed:
+            return kept
+        say(f"phase1.json was made for another search (different {', '.join(changed)}): "
+            "running Phase 1 again")
+    say(f"Phase 1: {recipe.phase1_steps} CMA-ES generations on the proxy ({data.model})")
+    started = time.perf_counter()
+    best_curve: list[float] = []
+    seen, top = run_phase1(data, steps=recipe.phase1_steps, top_k=recipe.top_k,
+                           seed=recipe.seed, progress=best_curve.append)
+    result = {
+        "identity": identity, "proxy_model": data.model,
+        "steps": recipe.phase1_steps, "seed": recipe.seed, "evaluated": len(seen),
+        "seconds": time.perf_counter() - started, "best_curve": best_curve,
+        "stakes": [{"task": s.name, "weight": s.weight, "donor": s.donor, "gap": s.gap}
+                   for s in data.stakes],
+        "top_k": [{"genome": c.genome.model_dump(), "proxy_fitness": c.fitness, "hash": c.hash}
+                  for c in top],
+    }
+    dump_json(path, result)
+    say(f"Phase 1 done in {result['seconds']:.1f}s ({len(seen)} proxy evaluations); "
+        f"best proxy fitness {top[0].fitness:.4f}")
+    return result
+
+
+@dataclass(frozen=True)
+class ProxyCandidate:
+    genome: Genome
+    fitness: float
+    hash: str
+
+
+def run_phase1(data: proxy.ProxyData, steps: int = 200, top_k: int = 8, seed: int = 0,
+               sigma0: float = 0.2, min_spread: float = 0.2,
+               progress=None) -> tuple[list[ProxyCandidate], list[ProxyCandidate]]:
+    """CMA-ES (`cmaes.CMA`, bounded to [0, 1], seeded) for `steps` generations on the
+    proxy; returns (all evaluated, diverse top-k).
+
+    The top-k are the best genomes that differ from each better one by at least
+    `min_spread` in some value, so Phase 2 starts from several distinct recipes.
+    """
+    size = len(GENES)
+    es = cmaes.CMA(mean=np.full(size, 0.5), sigma=sigma0, bounds=np.array([[0.0, 1.0]] * size),
+                   seed=seed)
+    seen: list[ProxyCandidate] = []
+    for _ in range(steps):
+        xs = [es.ask() for _ in range(es.population_size)]  # each within the bounds
+        genomes = [Genome.from_values(x) for x in xs]
+        fits = [proxy.proxy_fitness(g, data) for g in genomes]
+        es.tell([(x, -f) for x, f in zip(xs, fits, strict=True)])  # cmaes minimises
+        seen.extend(ProxyCandidate(g, f, genome_hash(g, data.settings))
+                    for g, f in zip(genomes, fits, strict=True))
+        if progress is not None:
+            progress(max(c.fitness for c in seen))
+    return seen, diverse_top(seen, top_k, min_spread)
+
+
+def diverse_top(candidates: list[ProxyCandidate], k: int, min_spread: float
+                ) -> list[ProxyCandidate]:
+    chosen: list[ProxyCandidate] = []
+    for cand in sorted(candidates, key=lambda c: -c.fitness):
+        values = np.array(cand.genome.values())
+        if all(np.abs(values - np.array(c.genome.values())).max() >= min_spread for c in chosen):
+            chosen.append(cand)
+        if len(chosen) == k:
+            break
+    return chosen

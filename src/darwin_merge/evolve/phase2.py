@@ -1,0 +1,217 @@
+"""Phase 2: the real search. The seeds (the proxy's top-k and the anchors) are scored
+first, then Optuna's CMA-ES goes on from the best of them; each candidate is merged in
+memory and scored on the search split, raced against the best so far (docs/EVOLVE.md).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+from rich.progress import Progress
+
+from ..genome import GENES, Genome, genome_hash
+from ..merge.plan import MergeSettings
+from ..progress import progress_bar
+from . import proxy, racing, say
+from .recipe import Recipe
+from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
+from .study import (
+    find_duplicate,
+    fully_scored,
+    scored_trials,
+    was_stopped,
+    worker_name,
+    worker_seed_offset,
+)
+
+FIELDS = list(GENES)
+
+# Seeds that do not depend on the proxy, so that a proxy that mis-ranks the parents'
+# trade-off cannot hide it (the first real SmolLM2 run's proxy collapsed onto the father;
+# docs/EVOLVE.md). Under genome rule v2 each is exactly what its name says:
+# * line_R: every tensor at ratio R, on the line from father to mother (half DARE-TIES,
+#   half linear, at the default density; 0.85 and above would transplant the mother whole);
+# * mother_but_C_from_father: every tensor the mother's (transplanted) except component C,
+#   the father's; father_but_C_from_mother the other way round. A fine-tune's skill and its
+#   cost often sit in different components (the demo's mother keeps its arithmetic in the
+#   blocks and part of its cost in the embeddings: mother_but_embed_from_father).
+ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
+COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
+
+
+def anchor_genomes() -> dict[str, Genome]:
+    """The anchors by name, in the order they are queued (the swaps give way first)."""
+    anchors = {f"line_{r}": Genome.uniform(r, density=Genome().density_b,
+                                           merge_method_weight=0.5) for r in ANCHOR_RATIOS}
+    for side, (whole, swapped) in ((1.0, ("mother", "father")), (0.0, ("father", "mother"))):
+        for field in COMPONENT_FIELDS:
+            name = f"{whole}_but_{field.removesuffix('_ratio')}_from_{swapped}"
+            anchors[name] = Genome.uniform(side, merge_method_weight=0.0).model_copy(
+                update={field: 1 - side})
+    return anchors
+
+
+def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
+                  recipe_trials: int) -> None:
+    """Queue the Phase 2 seeds once: the proxy's top-k and the anchors (and, on every
+    start, any candidate that a kill cut off). The anchors that the budget cannot hold
+    beside the top-k are left out, the component swaps first."""
+    for params in stale:
+        study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
+    if study.user_attrs.get("phase1_enqueued"):
+        return
+    for cand in phase1["top_k"]:
+        study.enqueue_trial(genome_params(Genome(**cand["genome"])),
+                            user_attrs={"source": "proxy_top_k",
+                                        "proxy_fitness": cand["proxy_fitness"]})
+    room = max(0, recipe_trials - len(phase1["top_k"]))
+    for name, genome in list(anchor_genomes().items())[:room]:
+        study.enqueue_trial(genome_params(genome), user_attrs={"source": "anchor",
+                                                               "anchor": name})
+    study.set_user_attr("phase1_enqueued", True)
+
+
+def genome_params(genome: Genome) -> dict[str, float]:
+    """A genome's 14 values by name: a trial's parameters (the rule is the search's)."""
+    return dict(zip(GENES, genome.values(), strict=True))
+
+
+def best_scored_genome(study: optuna.Study) -> dict | None:
+    """The best fully scored Phase 2 candidate so far (CMA-ES starts there once the seeds
+    are scored)."""
+    trials = fully_scored(scored_trials(study, phase=2))
+    if not trials:
+        return None
+    return {k: float(v) for k, v in max(trials, key=lambda t: t.value).params.items()}
+
+
+def incumbent(study: optuna.Study) -> dict | None:
+    """The best fully scored Phase 2 candidate with its per-item scores (racing's rival)."""
+    full = [t for t in scored_trials(study, phase=2) if "item_scores" in t.user_attrs]
+    if not full:
+        return None
+    best = max(full, key=lambda t: (t.value, -t.number))
+    return {"number": best.number, "value": best.value,
+            "item_scores": best.user_attrs["item_scores"]}
+
+
+def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                    trial: optuna.Trial, genome: Genome) -> tuple[float, dict, dict]:
+    """Score one candidate, raced against the incumbent when the recipe races; a fully
+    scored one keeps its per-item scores (the next races' rival)."""
+    if recipe.racing:
+        value, scores, timings, record = racing.race(scorer, genome, incumbent(study))
+        trial.set_user_attr("race", record)
+        if record["outcome"] == "stopped":
+            return value, scores, timings
+    else:
+        value, scores, timings = scorer.score(genome)
+    trial.set_user_attr("item_scores", {t: scores[t]["item_scores"] for t in scorer.weights})
+    if recipe.guard:
+        verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
+        trial.set_user_attr("guard", verdicts)
+        value = guarded(value, verdicts)
+    return value, scores, timings
+
+
+def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSettings,
+                   study: optuna.Study, data: proxy.ProxyData, on_scored):
+    def objective(trial: optuna.Trial) -> float:
+        genome = Genome(**{k: trial.suggest_float(k, 0.0, 1.0) for k in FIELDS})
+        key = genome_hash(genome, settings)
+        trial.set_user_attr("genome_hash", key)
+        trial.set_user_attr("phase", 2)
+        trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("worker_seed_offset", worker_seed_offset())
+        if "source" not in trial.user_attrs:
+            trial.set_user_attr("source", "cma_es")
+        if "proxy_fitness" not in trial.user_attrs:
+            trial.set_user_attr("proxy_fitness", proxy.proxy_fitness(genome, data))
+        earlier = find_duplicate(study, trial, key)
+        if earlier is not None:
+            return earlier
+        value, scores, timings = score_candidate(recipe, scorer, study, trial, genome)
+        trial.set_user_attr("scores", scores_summary(scores))
+        trial.set_user_attr("seconds", timings)
+        on_scored(value, was_stopped(trial))
+        return value
+
+    return objective
+
+
+def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
+               settings: MergeSettings, data: proxy.ProxyData, phase1: dict) -> float:
+    """Score the queued seeds, then let CMA-ES go on from the best of them.
+
+    The seeds (whose values are fixed) are scored with the sampler the study was opened
+    with; then the study's sampler becomes CMA-ES centred on the best candidate scored so
+    far (the proxy's best only if nothing is scored yet).
+    """
+    started = time.perf_counter()
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    with progress_bar(True) as bar:
+        count = phase2_counter(bar, recipe.trials, study)
+        if waiting:
+            _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
+        study.sampler = make_sampler(recipe, best_scored_genome(study)
+                                     or phase1["top_k"][0]["genome"])
+        _optimize(recipe, study, scorer, settings, data, count)
+    return time.perf_counter() - started
+
+
+def phase2_counter(bar: Progress, trials: int, study: optuna.Study):
+    """Phase 2's overall bar (scored candidates of the budget, elapsed time, time left) on
+    `bar`; returns the Optuna callback that moves it after each trial."""
+    task = bar.add_task("Phase 2 candidates", total=trials,
+                        completed=len(scored_trials(study, phase=2)))
+
+    def count(study: optuna.Study, _trial) -> None:
+        bar.update(task, completed=len(scored_trials(study, phase=2)))
+
+    return count
+
+
+def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
+              settings: MergeSettings, data: proxy.ProxyData, count,
+              limit: int | None = None) -> None:
+    done = len(scored_trials(study, phase=2))
+    remaining = recipe.trials - done
+    if remaining <= 0:
+        say(f"Phase 2 has its {done} scored candidates (budget {recipe.trials})")
+        return
+    remaining = remaining if limit is None else min(limit, remaining)
+    what = "queued seeds (proxy top-k, anchors)" if limit is not None else "CMA-ES candidates"
+    say(f"Phase 2: {remaining} {what} merged in memory and scored on the search split"
+        + (f" ({done} already scored)" if done else ""))
+    best = [max((t.value for t in fully_scored(scored_trials(study, 2))), default=float("-inf"))]
+
+    def on_scored(value: float, stopped: bool) -> None:
+        n = len(scored_trials(study, phase=2)) + 1
+        if stopped:
+            say(f"candidate {n}/{recipe.trials}: stopped early by racing (estimate "
+                f"{value:.4f}, best {best[0]:.4f})")
+            return
+        best[0] = max(best[0], value)
+        say(f"candidate {n}/{recipe.trials}: fitness {value:.4f} (best {best[0]:.4f})")
+
+    callbacks = [optuna.study.MaxTrialsCallback(recipe.trials, states=(TrialState.COMPLETE,)),
+                 count]
+    study.optimize(make_objective(recipe, scorer, settings, study, data, on_scored),
+                   n_trials=remaining, timeout=recipe.timeout, callbacks=callbacks,
+                   gc_after_trial=True)
+
+
+def make_sampler(recipe: Recipe, start: dict) -> optuna.samplers.BaseSampler:
+    """Optuna's CMA-ES centred on `start` (a genome's values by field)."""
+    best = start
+    seed = recipe.seed if recipe.storage is None else recipe.seed + worker_seed_offset()
+    with warnings.catch_warnings():
+        # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured; starting CMA-ES at
+        # the proxy's best is the point of Phase 1 (docs/EVOLVE.md)
+        warnings.simplefilter("ignore", FutureWarning)
+        return optuna.samplers.CmaEsSampler(x0=best, sigma0=recipe.sigma0, seed=seed,
+                                            popsize=recipe.popsize,
+                                            warn_independent_sampling=False)
