@@ -313,7 +313,7 @@ def test_cli_merge_plan_and_errors(pair, tmp_path, capsys):
 def test_disk_full_while_writing_leaves_nothing(pair, tmp_path, monkeypatch):
     import errno
 
-    from darwin_merge.merge import stream
+    from darwin_merge.io import stream
 
     father, mother = pair
 

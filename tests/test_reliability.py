@@ -172,7 +172,7 @@ import signal, sys
 # as in a terminal: a test runner started in the background may pass SIGINT on ignored
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from darwin_merge.cli import main
-from darwin_merge.merge import stream
+from darwin_merge.io import stream
 
 real_write = stream.StreamingWriter.write
 paused = []

@@ -16,11 +16,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
 from .errors import DarwinError, UsageError
 from .evolve.recipe import Recipe
+from .genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
+from .io.dtypes import DTYPE_NAMES
 
 app = typer.Typer(
     add_completion=False,
@@ -36,13 +37,16 @@ FATHER = typer.Option(help="father model folder (A)")
 MOTHER = typer.Option(help="mother model folder (B)")
 BASE = typer.Option(help="common base model folder (W), optional")
 DEVICE = typer.Option(help="cpu, cuda, cuda:N or auto")
-DTYPE = typer.Option(help="float32, bfloat16 or float16")
+DTYPE = typer.Option(help=f"{', '.join(DTYPE_NAMES[:-1])} or {DTYPE_NAMES[-1]}")
 Father = Annotated[Path, FATHER]
 Mother = Annotated[Path, MOTHER]
+FatherOrNone = Annotated[Path | None, FATHER]
+MotherOrNone = Annotated[Path | None, MOTHER]
 Base = Annotated[Path | None, BASE]
 Device = Annotated[str, DEVICE]
 Dtype = Annotated[str, DTYPE]
 Overwrite = Annotated[bool, typer.Option(help="replace the output folder if it exists")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 BatchSize = Annotated[int, typer.Option(help="prompts or requests per forward pass")]
 Cache = Annotated[Path, typer.Option(help="cache folder (imported models, the mother)")]
 GenomeFile = Annotated[Path | None, typer.Option(
@@ -126,11 +130,11 @@ def real_model_cmd(
 def inspect_cmd(
     model: Path = typer.Argument(..., help="model folder"),
     model2: Path | None = typer.Argument(None, help="second model folder to compare"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    as_json: AsJson = False,
     all_tensors: bool = typer.Option(False, "--all", help="list every tensor in the table"),
 ) -> None:
     """Architecture, size, and every tensor's component, layer and block."""
-    from .inspection import compare_models, inspect_model
+    from .inspection import compare_models, comparison_summary, inspect_model, inspection_summary
     from .io import ModelSource
 
     report = inspect_model(model)
@@ -142,17 +146,17 @@ def inspect_cmd(
         out.print_json(json.dumps(report))
         return
     if model2 is None:
-        _print_inspection(report, all_tensors)
+        _print_all(inspection_summary(report, all_tensors))
     else:
-        _print_inspection(report["model"], all_tensors)
-        _print_comparison(report["comparison"])
+        _print_all(inspection_summary(report["model"], all_tensors))
+        _print_all(comparison_summary(report["comparison"]))
 
 
 @app.command("evolve")
 def evolve_cmd(
     ctx: typer.Context,
-    father: Annotated[Path | None, FATHER] = None,
-    mother: Annotated[Path | None, MOTHER] = None,
+    father: FatherOrNone = None,
+    mother: MotherOrNone = None,
     base: Base = None,
     fitness: str | None = typer.Option(
         None, help="task=weight,... e.g. arc_easy=0.5,simple_arithmetic=0.5"),
@@ -194,6 +198,7 @@ def evolve_cmd(
     """
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
     from .evolve.run import run_evolve
+    from .evolve.summary_tables import summary_tables
 
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
                   scan_items=scan_items, trials=trials,
@@ -217,7 +222,7 @@ def evolve_cmd(
     if search_only:
         out.print(f"search recorded in {built.storage or built.out / 'study.db'}")
         return
-    _print_summary(summary, built.out)
+    _print_all(summary_tables(summary, built.out))
 
 
 def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
@@ -228,37 +233,6 @@ def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
         return source is None or source.name != "DEFAULT"
 
     return {key: value if typed(key) else None for key, value in values.items()}
-
-
-def _print_summary(summary: dict, run_dir: Path) -> None:
-    from .evolve.finish import comparison_cell, score_cell, task_labels
-
-    holdout = summary["holdout"]
-    tasks = list(holdout["tasks"])
-    labels = task_labels(tasks)
-    table = Table(title="holdout results (each task's primary metric)")
-    table.add_column("model")
-    for task in tasks:
-        spec = holdout["tasks"][task]
-        table.add_column(f"{labels[task]} ({spec['role']}, {spec['metric']}, n={spec['n']})")
-    table.add_column("fitness")
-    for name, row in holdout["models"].items():
-        table.add_row(name, *[score_cell(row[t]) for t in tasks], f"{row['fitness']:.4f}")
-    out.print(table)
-    if "comparisons" in holdout:  # summaries written before the paired statistics have none
-        paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
-        for column in ("against", *[labels[t] for t in tasks], "fitness"):
-            paired.add_column(column)
-        for name, comparison in holdout["comparisons"].items():
-            paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
-        out.print(paired)
-    for task, verdict in summary.get("guard", {}).items():
-        out.print(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "
-                  f"(best reference - {verdict['tolerance']}): "
-                  + ("kept" if verdict["within"] else "[red]BROKEN[/red]"))
-    out.print(f"health: {summary.get('health', {}).get('verdict')}")
-    out.print(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "
-              f"report: {run_dir / 'report.html'}")
 
 
 @app.command("eval")
@@ -285,6 +259,7 @@ def eval_cmd(
     """Score a model on benchmark tasks (lm-eval-compatible) and print a table."""
     from .eval import evaluate_path, write_results
     from .eval.lm_eval_backend import evaluate_path_lm_eval
+    from .eval.report import results_table
 
     if log_samples and out_file is None:
         raise UsageError("--log-samples writes its files beside the results: give --out too")
@@ -304,7 +279,7 @@ def eval_cmd(
                                log_samples=log_samples)
     else:
         raise UsageError(f"unknown --backend {backend!r} (use darwin or lm-eval)")
-    _print_eval(record)
+    out.print(results_table(record))
     if out_file is not None:
         out.print(f"results written to {write_results(record, out_file)}")
     if log_samples:
@@ -319,90 +294,10 @@ def _refuse_darwin_only(**given: bool) -> None:
             raise UsageError(f"--{name.replace('_', '-')} applies to --backend darwin only")
 
 
-def _print_eval(record: dict) -> None:
-    from .eval.lm_eval_layout import metric_names
-
-    table = Table(title=f"{record['model']} ({record['seconds']} s)")
-    for col in ("task", "split", "n", "metric", "value", "stderr"):
-        table.add_column(col)
-    for name, res in record["results"].items():
-        for metric in (*metric_names(res), "mean_gold_logprob"):
-            if metric in res:
-                se = res.get(f"{metric}_stderr")
-                table.add_row(name, res["split"], str(res["n"]), metric, f"{res[metric]:.4f}",
-                              "-" if se is None else f"{se:.4f}")
-    out.print(table)
-
-
-def _print_inspection(report: dict, all_tensors: bool) -> None:
-    out.print(f"[bold]{report['path']}[/bold]")
-    out.print(f"  architecture: {', '.join(report['architectures']) or '?'} "
-              f"(model_type {report['model_type']}, family {report['family']})")
-    out.print(f"  parameters: {report['num_params']:,} in {report['num_tensors']} tensors; "
-              f"dtypes {report['dtypes']}; decoder layers {report['num_layers']}")
-    out.print(f"  components: {report['components']}")
-    if report["unclassified"]:
-        out.print(f"  [yellow]unclassified (merged with global_ratio): "
-                  f"{len(report['unclassified'])}[/yellow]")
-    table = Table(show_lines=False)
-    for col in ("tensor", "component", "layer", "block", "merge", "shape", "dtype"):
-        table.add_column(col)
-    rows = report["tensors"] if all_tensors else _summary_rows(report["tensors"])
-    for t in rows:
-        table.add_row(t["name"], t["component"], _dash(t["layer"]), _dash(t["block"]),
-                      t["merge_kind"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"])
-    out.print(table)
-    if not all_tensors and len(rows) < len(report["tensors"]):
-        out.print(f"  (layers 0 and last shown; --all lists all {report['num_tensors']} tensors)")
-
-
-def _summary_rows(tensors: list[dict]) -> list[dict]:
-    layers = [t["layer"] for t in tensors if t["layer"] is not None]
-    keep = {min(layers), max(layers)} if layers else set()
-    return [t for t in tensors if t["layer"] is None or t["layer"] in keep]
-
-
-def _print_comparison(diff: dict) -> None:
-    _print_vocabulary(diff["vocabulary"], diff["vocab_rows_differ"])
-    if diff["mergeable"]:
-        out.print("[green]mergeable[/green]: same tensor names and shapes"
-                  + (" (token rows aligned by token string)" if diff["vocab_rows_differ"]
-                     else ""))
-        if diff["dtype_mismatch"]:
-            out.print(f"  (dtypes differ on {len(diff['dtype_mismatch'])} tensors; the merge "
-                      "computes in float32)")
-        return
-    out.print("[red]not mergeable[/red]")
-    for n in diff["only_in_a"]:
-        out.print(f"  only in first: {n}")
-    for n in diff["only_in_b"]:
-        out.print(f"  only in second: {n}")
-    for d in diff["shape_mismatch"]:
-        out.print(f"  shape differs: {d['name']}: {d['a']} vs {d['b']}")
-
-
-def _print_vocabulary(vocab: dict | None, row_tensors: list[str]) -> None:
-    if vocab is None:
-        out.print("vocabulary: not compared (a folder has no tokenizer.json)")
-        return
-    if vocab["same"]:
-        out.print(f"vocabulary: the same ({vocab['shared']:,} tokens)")
-        return
-    out.print(f"vocabulary: {vocab['shared']:,} shared tokens, "
-              f"{len(vocab['only_first'])} only in first {vocab['only_first'][:3]}, "
-              f"{len(vocab['only_second'])} only in second {vocab['only_second'][:3]}")
-    if vocab["mergeable"]:
-        out.print(f"  [green]can be merged[/green]: shared tokens have the same ids; "
-                  f"{len(row_tensors)} token-row tensor(s) aligned by token string "
-                  "(--tokenizer-source father|mother|union)")
-    else:
-        shown = ", ".join(f"{t!r} ({i} vs {j})" for t, i, j in vocab["disagree"][:3])
-        out.print(f"  [red]cannot be merged[/red]: {len(vocab['disagree'])} shared token(s) "
-                  f"have different ids, e.g. {shown}")
-
-
-def _dash(value) -> str:
-    return "-" if value is None else str(value)
+def _print_all(items: list) -> None:
+    """Print a summary the library formatted (rich tables and markup lines)."""
+    for item in items:
+        out.print(item)
 
 
 def _merge_settings(transplant_low: float, transplant_high: float, disjoint_mean: bool,
@@ -421,8 +316,8 @@ def _genome_of(path: Path | None):
 
 @app.command("merge")
 def merge_cmd(
-    father: Annotated[Path | None, FATHER] = None,
-    mother: Annotated[Path | None, MOTHER] = None,
+    father: FatherOrNone = None,
+    mother: MotherOrNone = None,
     out_dir: Path | None = typer.Option(None, "--out", help="child folder to create",
                                         show_default="required"),
     base: Base = None,
@@ -432,8 +327,8 @@ def merge_cmd(
     dtype: str | None = typer.Option(None, help="the child's dtype", show_default="the father's"),
     overwrite: Overwrite = False,
     shard_size: str = typer.Option("2GB", help="largest output shard, e.g. 500MB"),
-    transplant_low: TransplantLow = 0.15,
-    transplant_high: TransplantHigh = 0.85,
+    transplant_low: TransplantLow = TRANSPLANT_LOW,
+    transplant_high: TransplantHigh = TRANSPLANT_HIGH,
     disjoint_mean: DisjointMean = False,
     compute_dtype: ComputeDtype = "float32",
     threads: int = typer.Option(1, min=1, help="torch CPU threads (same child for any)"),
@@ -490,19 +385,20 @@ def export_mergekit_cmd(
                                "genome YAML"),
     out_file: Path | None = typer.Option(None, "--out", help="YAML file to write",
                                          show_default="print it"),
-    father: Annotated[Path | None, FATHER] = None,
-    mother: Annotated[Path | None, MOTHER] = None,
+    father: FatherOrNone = None,
+    mother: MotherOrNone = None,
     base: Base = None,
 ) -> None:
     """Write the closest mergekit YAML for a darwin genome (approximate; its header says
     what does not carry over). Models: the run's, or --father/--mother/--base."""
-    from .mergekit.export import export_mergekit, read_source, write_export
+    from .io.files import write_text_atomic
+    from .mergekit.export import export_mergekit, read_source
 
     text = export_mergekit(read_source(run, father, mother, base))
     if out_file is None:
         sys.stdout.write(text)
     else:
-        out.print(f"mergekit config written to {write_export(text, out_file)}")
+        out.print(f"mergekit config written to {write_text_atomic(out_file, text)}")
 
 
 @app.command("plan")
@@ -513,16 +409,16 @@ def plan_cmd(
     genome: GenomeFile = None,
     scan: ScanFile = None,
     as_csv: bool = typer.Option(False, "--csv", help="print CSV"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-    transplant_low: TransplantLow = 0.15,
-    transplant_high: TransplantHigh = 0.85,
+    as_json: AsJson = False,
+    transplant_low: TransplantLow = TRANSPLANT_LOW,
+    transplant_high: TransplantHigh = TRANSPLANT_HIGH,
     disjoint_mean: DisjointMean = False,
     compute_dtype: ComputeDtype = "float32",
 ) -> None:
     """Show the per-tensor merge recipe (ratios and modes) without writing weights."""
     from .genome import genome_hash
     from .merge import plan_models
-    from .merge.plan import plan_to_csv
+    from .merge.plan import plan_summary, plan_to_csv
 
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     chosen = _genome_of(genome)
@@ -534,25 +430,7 @@ def plan_cmd(
     elif as_csv:
         sys.stdout.write(plan_to_csv(rows))
     else:
-        _print_plan(rows, scan is not None)
-
-
-def _print_plan(rows, with_scan: bool) -> None:
-    table = Table(show_lines=False)
-    for col in ("tensor", "component", "layer", "block", "kind", "genome", "mri", "final",
-                "mode"):
-        table.add_column(col)
-    for r in rows:
-        mri = "-" if r.mri_ratio is None else f"{r.mri_ratio:.3f}"
-        table.add_row(r.name, r.component, _dash(r.layer), _dash(r.block), r.merge_kind,
-                      f"{r.genome_ratio:.3f}", mri, f"{r.final_ratio:.3f}", r.mode)
-    out.print(table)
-    modes: dict[str, int] = {}
-    for r in rows:
-        modes[r.mode] = modes.get(r.mode, 0) + 1
-    out.print(f"{len(rows)} tensors: " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())))
-    if not with_scan:
-        out.print("no scan given: the genome alone decides every ratio")
+        _print_all(plan_summary(rows, scan is not None))
 
 
 @app.command("card")
@@ -642,15 +520,16 @@ def demo_run_cmd(
 ) -> None:
     """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
     from .demo.run import default_out, run_demo
+    from .evolve.summary_tables import summary_tables
 
     summary = run_demo(family, cache, run_dir, device, fresh, pair=pair, trials=trials,
                        limit=limit, holdout_limit=holdout_limit)
-    _print_summary(summary, Path(run_dir or default_out(family, pair)))
+    _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
 
 
 @demo_app.command("prepare-mother")
 def prepare_mother_cmd(
-    father: Annotated[Path | None, FATHER] = None,
+    father: FatherOrNone = None,
     cache: Cache = Path(".cache"),
     device: Device = "cpu",
     steps: int | None = typer.Option(None, help="optimizer steps (default: the recipe's)"),

@@ -27,6 +27,10 @@ from .errors import UsageError
 DECIMALS = 6
 RULES = ("v1", "v2")
 RULE_OF_OLD_FILES = "v1"  # a genome file or report without `genome_rule` predates v2
+# A tensor whose final ratio is below TRANSPLANT_LOW is the father's, bit for bit; above
+# TRANSPLANT_HIGH the mother's (the defaults of MergeSettings and `darwin merge`).
+TRANSPLANT_LOW = 0.15
+TRANSPLANT_HIGH = 0.85
 
 # One line per field for the YAML file and the docs (the card's own glosses).
 FIELD_NOTES = {

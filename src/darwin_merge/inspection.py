@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from rich.table import Table
+
 from .arch import Taxonomy
 from .errors import IncompatibleModelsError
 from .io import ModelSource
@@ -124,3 +126,79 @@ def require_mergeable(a: ModelSource, b: ModelSource, role_b: str = "mother",
             parts.append("vocabularies differ: resize both to one tokenizer first "
                          "(see docs/MERGE.md, 'Different vocabularies')")
     raise IncompatibleModelsError(f"{a.path} and {b.path} cannot be merged: " + "; ".join(parts))
+
+
+def dash(value) -> str:
+    """A table cell: the value as text, `-` for None."""
+    return "-" if value is None else str(value)
+
+
+def inspection_summary(report: dict, all_tensors: bool) -> list:
+    """`darwin inspect`'s text for one model (rich markup lines and the tensor table):
+    layers 0 and last only, unless `all_tensors`."""
+    items: list = [
+        f"[bold]{report['path']}[/bold]",
+        f"  architecture: {', '.join(report['architectures']) or '?'} "
+        f"(model_type {report['model_type']}, family {report['family']})",
+        f"  parameters: {report['num_params']:,} in {report['num_tensors']} tensors; "
+        f"dtypes {report['dtypes']}; decoder layers {report['num_layers']}",
+        f"  components: {report['components']}"]
+    if report["unclassified"]:
+        items.append(f"  [yellow]unclassified (merged with global_ratio): "
+                     f"{len(report['unclassified'])}[/yellow]")
+    table = Table(show_lines=False)
+    for col in ("tensor", "component", "layer", "block", "merge", "shape", "dtype"):
+        table.add_column(col)
+    rows = report["tensors"] if all_tensors else _first_and_last_layers(report["tensors"])
+    for t in rows:
+        table.add_row(t["name"], t["component"], dash(t["layer"]), dash(t["block"]),
+                      t["merge_kind"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"])
+    items.append(table)
+    if not all_tensors and len(rows) < len(report["tensors"]):
+        items.append(f"  (layers 0 and last shown; --all lists all {report['num_tensors']} "
+                     "tensors)")
+    return items
+
+
+def _first_and_last_layers(tensors: list[dict]) -> list[dict]:
+    layers = [t["layer"] for t in tensors if t["layer"] is not None]
+    keep = {min(layers), max(layers)} if layers else set()
+    return [t for t in tensors if t["layer"] is None or t["layer"] in keep]
+
+
+def comparison_summary(diff: dict) -> list[str]:
+    """`darwin inspect A B`'s verdict lines (rich markup) from `compare_models`."""
+    lines = _vocabulary_lines(diff["vocabulary"], diff["vocab_rows_differ"])
+    if diff["mergeable"]:
+        lines.append("[green]mergeable[/green]: same tensor names and shapes"
+                     + (" (token rows aligned by token string)" if diff["vocab_rows_differ"]
+                        else ""))
+        if diff["dtype_mismatch"]:
+            lines.append(f"  (dtypes differ on {len(diff['dtype_mismatch'])} tensors; the "
+                         "merge computes in float32)")
+        return lines
+    lines.append("[red]not mergeable[/red]")
+    lines += [f"  only in first: {n}" for n in diff["only_in_a"]]
+    lines += [f"  only in second: {n}" for n in diff["only_in_b"]]
+    lines += [f"  shape differs: {d['name']}: {d['a']} vs {d['b']}"
+              for d in diff["shape_mismatch"]]
+    return lines
+
+
+def _vocabulary_lines(vocab: dict | None, row_tensors: list[str]) -> list[str]:
+    if vocab is None:
+        return ["vocabulary: not compared (a folder has no tokenizer.json)"]
+    if vocab["same"]:
+        return [f"vocabulary: the same ({vocab['shared']:,} tokens)"]
+    lines = [f"vocabulary: {vocab['shared']:,} shared tokens, "
+             f"{len(vocab['only_first'])} only in first {vocab['only_first'][:3]}, "
+             f"{len(vocab['only_second'])} only in second {vocab['only_second'][:3]}"]
+    if vocab["mergeable"]:
+        lines.append(f"  [green]can be merged[/green]: shared tokens have the same ids; "
+                     f"{len(row_tensors)} token-row tensor(s) aligned by token string "
+                     "(--tokenizer-source father|mother|union)")
+    else:
+        shown = ", ".join(f"{t!r} ({i} vs {j})" for t, i, j in vocab["disagree"][:3])
+        lines.append(f"  [red]cannot be merged[/red]: {len(vocab['disagree'])} shared "
+                     f"token(s) have different ids, e.g. {shown}")
+    return lines

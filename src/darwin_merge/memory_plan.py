@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .io import ModelSource
-from .io.gguf_import import parse_dtype
+from .io.dtypes import parse_dtype
 from .io.loading import resolve_device
 from .resources import human_bytes, require_memory, tensor_bytes
 

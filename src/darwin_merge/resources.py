@@ -9,12 +9,13 @@ the safetensors headers first and compared with what the device has free.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from .errors import ResourceError
-from .io.safetensors_header import DTYPE_SIZES
+from .io.dtypes import DTYPE_SIZES
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -52,6 +53,15 @@ def require_memory(needed: int, device: torch.device, what: str) -> None:
         raise ResourceError(f"{what} need about {human_bytes(needed)} of {device.type} memory, "
                             f"only {human_bytes(free)} available (use a smaller dtype, e.g. "
                             "--dtype bfloat16, or a bigger machine)")
+
+
+def require_disk(out: Path, needed: int) -> None:
+    """Refuse before starting when the child cannot fit (plus 5% for files and index)."""
+    probe = out.parent if out.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(probe).free
+    if free < needed * 1.05:
+        raise ResourceError(f"{out}: not enough disk space (child needs about "
+                            f"{needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free)")
 
 
 def human_bytes(count: int) -> str:

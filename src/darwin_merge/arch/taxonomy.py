@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..io.dtypes import FLOAT_CODES
 from .rules import COMPONENTS, family_for
 
 __all__ = ["COMPONENTS", "NUM_BLOCKS", "Taxonomy", "TensorInfo", "block_of", "num_layers_of"]
 
 NUM_BLOCKS = 6
-_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Taxonomy:
         return int(match.group(1)) if match else None
 
     def merge_kind_of(self, name: str, shape: tuple[int, ...], dtype: str) -> str:
-        if dtype not in _FLOAT_DTYPES:
+        if dtype not in FLOAT_CODES:
             return "exact"
         kind = next((k for rx, k in self._rules.merge_kinds if rx.search(name)), None)
         if kind:

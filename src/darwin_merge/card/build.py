@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
-from ..errors import OutputError
 from ..genome import GENES
+from ..io.files import write_bytes_atomic, write_text_atomic
 from .blocks import Picture, Section, Table
 from .html import render_html
 from .markdown import front_matter, render_markdown
@@ -27,9 +26,9 @@ def write_card(child_dir: str | Path, run_dir: str | Path | None = None,
     with tempfile.TemporaryDirectory(prefix="darwin-card-") as scratch:
         sections = card_sections(rec, Path(scratch))
         for picture in _pictures(sections):
-            _write_atomic(rec.child_dir / picture.name, picture.source.read_bytes())
+            write_bytes_atomic(rec.child_dir / picture.name, picture.source.read_bytes())
         card = rec.child_dir / CARD_NAME
-        _write_atomic(card, render_markdown(front_matter(rec), sections).encode("utf-8"))
+        write_text_atomic(card, render_markdown(front_matter(rec), sections))
         if rec.run_dir is not None:
             _write_report(rec, sections)
     return card
@@ -63,7 +62,7 @@ def _write_report(rec: RunRecords, sections: list[Section]) -> Path:
     sections[0] = Section(sections[0].title, [f"Run folder `{rec.run_dir}`; the model card "
                                               f"is `{rec.child_dir / CARD_NAME}`.",
                                               *sections[0].blocks], sections[0].anchor)
-    _write_atomic(path, render_html(f"Darwin run report: {rec.name}", sections).encode())
+    write_text_atomic(path, render_html(f"Darwin run report: {rec.name}", sections))
     return path
 
 
@@ -135,17 +134,6 @@ def _cell(value) -> str:
 
 def _pictures(sections: list[Section]) -> list[Picture]:
     return [b for s in sections for b in s.blocks if isinstance(b, Picture)]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.darwin-tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 __all__ = ["write_card", "write_report", "CARD_NAME", "REPORT_NAME"]

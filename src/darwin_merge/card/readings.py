@@ -8,15 +8,16 @@ never disagree with its number.
 from __future__ import annotations
 
 from ..arch.taxonomy import NUM_BLOCKS
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 
 # Upper bounds of the mother's share, with the words for a share below them.
 SHARE_BANDS = (
-    (0.15, "almost all from the father"),
+    (TRANSPLANT_LOW, "almost all from the father"),
     (0.35, "mostly from the father"),
     (0.45, "leaning to the father"),
     (0.55, "near balanced"),
     (0.65, "leaning to the mother"),
-    (0.85, "mostly from the mother"),
+    (TRANSPLANT_HIGH, "mostly from the mother"),
     (1.01, "almost all from the mother"),
 )
 

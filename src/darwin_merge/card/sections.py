@@ -10,10 +10,17 @@ import json
 import shlex
 from pathlib import Path
 
-from ..genome import GENES, RULE_OF_OLD_FILES, Genome, genome_from_dict
+from ..genome import (
+    GENES,
+    RULE_OF_OLD_FILES,
+    TRANSPLANT_HIGH,
+    TRANSPLANT_LOW,
+    Genome,
+    genome_from_dict,
+)
+from ..plots.ratio_profile import plot_ratio_profile
 from ..records import Phase1Summary, Phase2Summary, VocabularyRecord
 from .blocks import Bullets, Code, Picture, Section, Table
-from .profile import plot_ratio_profile
 from .readings import reading, share_words, strongest_pulls
 from .records import RUN_PICTURES, RunRecords
 
@@ -125,8 +132,8 @@ def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
     tensors = [row.model_dump() for row in rec.merge.tensors] if rec.merge else []
     options = rec.options
     path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
-                              _given(options.transplant_low, 0.15),
-                              _given(options.transplant_high, 0.85)) if tensors else None
+                              _given(options.transplant_low, TRANSPLANT_LOW),
+                              _given(options.transplant_high, TRANSPLANT_HIGH)) if tensors else None
     modes = rec.merge.modes if rec.merge else {}
     if path is None and not modes:
         return None
@@ -301,8 +308,8 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
 
 # `darwin merge` flags for the options in darwin_merge.json, with their defaults.
 MERGE_FLAGS = {"base": ("--base", None), "scan": ("--scan", None), "dtype": ("--dtype", None),
-               "transplant_low": ("--transplant-low", 0.15),
-               "transplant_high": ("--transplant-high", 0.85),
+               "transplant_low": ("--transplant-low", TRANSPLANT_LOW),
+               "transplant_high": ("--transplant-high", TRANSPLANT_HIGH),
                "compute_dtype": ("--compute-dtype", "float32")}
 
 

@@ -7,13 +7,15 @@ import json
 import time
 from pathlib import Path
 
+from rich.table import Table
+
 from .. import __version__
 from ..errors import ModelFormatError, UsageError
 from ..io.files import write_text_atomic
 from ..io.loading import load_model, load_tokenizer
 from ..records import EvalResults, parse_record, record_json
 from .evaluator import evaluate
-from .lm_eval_layout import lm_eval_layout
+from .lm_eval_layout import lm_eval_layout, metric_names
 from .samples import date_id, task_hashes, write_samples
 from .tasks import SPLITS, resolve_tasks
 
@@ -102,3 +104,17 @@ def write_layout(layout: dict, out: str | Path) -> Path:
 def write_json(data: dict, out: str | Path) -> Path:
     """Write `data` as JSON atomically (a temp file renamed into place)."""
     return write_text_atomic(out, json.dumps(data, indent=2) + "\n")
+
+
+def results_table(record: dict) -> Table:
+    """`darwin eval`'s table: every task's metrics (primary first) with their stderr."""
+    table = Table(title=f"{record['model']} ({record['seconds']} s)")
+    for col in ("task", "split", "n", "metric", "value", "stderr"):
+        table.add_column(col)
+    for name, res in record["results"].items():
+        for metric in (*metric_names(res), "mean_gold_logprob"):
+            if metric in res:
+                se = res.get(f"{metric}_stderr")
+                table.add_row(name, res["split"], str(res["n"]), metric, f"{res[metric]:.4f}",
+                              "-" if se is None else f"{se:.4f}")
+    return table

@@ -20,6 +20,7 @@ from ..eval.report import write_layout
 from ..eval.samples import date_id, task_hashes, write_samples
 from ..eval.tasks import resolve_tasks
 from ..genome import Genome
+from ..io.files import dump_json
 from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
@@ -35,7 +36,7 @@ from ..records import (
 from . import say
 from .recipe import Recipe
 from .scoring import CandidateScorer, fitness_of, guard_verdicts
-from .study import dump_json, fully_scored, proxy_spearman, scored_trials, trial_table
+from .study import fully_scored, proxy_spearman, scored_trials, trial_table
 
 MAX_HEALTH_TRIES = 3
 # The two merges a user would otherwise pick, scored on the holdout beside the child.
@@ -235,7 +236,7 @@ def json_safe(value):
 
 
 def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
-    from .plot import plot_evolution
+    from ..plots.evolution import plot_evolution
 
     out = Path(recipe.out)
     rows = trial_table(study)

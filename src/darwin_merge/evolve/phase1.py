@@ -18,13 +18,14 @@ import optuna
 
 from ..errors import RecordError
 from ..genome import GENES, Genome, genome_hash
+from ..io.files import dump_json
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
 from ..records import Phase1Record, Stake, TopGenome, read_optional, record_json
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
 from .scoring import CandidateScorer, primary_score, scores_summary
-from .study import differences, dump_json, search_identity
+from .study import differences, search_identity
 
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
 TASK_PROBES = {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 from pathlib import Path
 
 import optuna
+from filelock import FileLock, Timeout
 
 from ..errors import OutputError
 from ..memory_plan import evolve_plan
@@ -21,16 +21,15 @@ from .scoring import CandidateScorer
 from .study import fail_stale_trials, open_study
 
 
-def _single_worker_lock(out: Path):
+def _single_worker_lock(out: Path) -> FileLock:
     """With the default SQLite study, one process at a time works in a RUN_DIR."""
-    handle = open(out / ".evolve.lock", "w")
+    lock = FileLock(out / ".evolve.lock", timeout=0)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.close()
+        lock.acquire()
+    except Timeout as exc:
         raise OutputError(f"{out}: another `darwin evolve` is running in this folder "
                           "(use --storage postgresql://... for several workers)") from exc
-    return handle
+    return lock
 
 
 def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
@@ -73,7 +72,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         return summary
     finally:
         if lock is not None:
-            lock.close()
+            lock.release()
 
 
 def _write_card(recipe: Recipe) -> None:

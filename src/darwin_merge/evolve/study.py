@@ -224,9 +224,3 @@ def worker_seed_offset() -> int:
     `hash` of a string changes per process) and recorded on each trial."""
     digest = hashlib.sha256(worker_name().encode()).digest()
     return int.from_bytes(digest[:8], "big") % 10_000
-
-
-def dump_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)

@@ -14,20 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelFormatError, UsageError
+from ..errors import ModelFormatError
+from .dtypes import parse_dtype
 from .writer import atomic_output_dir
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 SOURCE_URL_KEYS = ("general.source.repo_url", "general.source.url")
 HUB_URL = re.compile(r"https?://huggingface\.co/([\w.-]+/[\w.-]+)/?")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise UsageError(f"unknown dtype {name!r} (choose from {', '.join(DTYPES)})")
-    return DTYPES[name]
 
 
 def _check_gguf(path: Path) -> None:

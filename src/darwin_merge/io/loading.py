@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFormatError, UsageError
-from .gguf_import import parse_dtype
+from .dtypes import parse_dtype
 from .reader import ModelSource
 
 

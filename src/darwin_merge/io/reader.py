@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import ModelFormatError
+from .dtypes import DTYPE_SIZES, FLOAT_CODES, safetensors_code
 from .safetensors_header import read_header
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -24,11 +25,6 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Files that could run code if a library were tricked into loading them.
 CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".pkl", ".pickle", ".exe", ".sh")
 
-_TORCH_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-}
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class TensorSpec:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in ("F64", "F32", "F16", "BF16")
+        return self.dtype in FLOAT_CODES
 
 
 def load_config(folder: Path, trust_remote_code: bool = False) -> dict:
@@ -178,7 +174,7 @@ class ModelSource:
                 raise ModelFormatError(f"{file}: cannot load safely ({exc})") from exc
             for name, tensor in state.items():
                 self._pickled[name] = tensor
-                dtype = {v: k for k, v in _TORCH_DTYPES.items()}.get(tensor.dtype, "F32")
+                dtype = safetensors_code(tensor.dtype, "F32")
                 self._specs[name] = TensorSpec(name, tuple(tensor.shape), dtype, file.name)
 
     # -- access ----------------------------------------------------------
@@ -205,8 +201,6 @@ class ModelSource:
 
     @property
     def total_bytes(self) -> int:
-        from .safetensors_header import DTYPE_SIZES
-
         return sum(s.numel * DTYPE_SIZES[s.dtype] for s in self._specs.values())
 
     def get(self, name: str) -> torch.Tensor:

@@ -15,16 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from .dtypes import DTYPE_SIZES
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 MAX_DIMS = 8
 
-DTYPE_SIZES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
 from ..errors import OutputError
@@ -40,37 +40,39 @@ def _disk_error(exc: OSError, target: Path) -> OutputError:
     return OutputError(f"{target}: cannot write ({exc.strerror or exc})")
 
 
-def _take_lock(lock: Path, target: Path) -> int:
-    """Hold an exclusive lock on `lock` (an open descriptor); refuse if another process does.
+def _take_lock(lock: Path, target: Path) -> FileLock:
+    """Hold an exclusive lock on `lock`, the holder's PID written in it; refuse if another
+    process holds it.
 
-    A kernel lock (flock) dies with its process, so a writer killed with SIGKILL leaves
-    a lock file nobody holds, and the next run simply takes it over. The file is
-    re-checked after locking: a writer that finished may have unlinked it meanwhile.
+    The lock (filelock's: a kernel flock on Linux and macOS) dies with its process, so a
+    writer killed with SIGKILL leaves a lock file nobody holds, and the next run simply
+    takes it over. A file that a finishing writer unlinked meanwhile is not taken (filelock
+    checks) and no longer there: then the new file is tried.
     """
+    held = FileLock(lock, timeout=0)
     while True:
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise OutputError(f"{target}: another Darwin process (PID {holder}) is writing "
-                              "it; wait for it to finish") from exc
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            return fd
-        os.close(fd)
+            held.acquire()
+        except Timeout as exc:
+            if lock.exists():
+                raise OutputError(f"{target}: another Darwin process (PID {_holder(lock)}) is "
+                                  "writing it; wait for it to finish") from exc
+            continue
+        lock.write_text(str(os.getpid()))
+        return held
 
 
-def _release_lock(lock: Path, fd: int) -> None:
+def _holder(lock: Path) -> str:
+    try:
+        return lock.read_text(errors="replace").strip()[:32] or "?"
+    except OSError:
+        return "?"
+
+
+def _release_lock(lock: Path, held: FileLock) -> None:
     with contextlib.suppress(OSError):
         lock.unlink()
-    os.close(fd)  # closing drops the flock, after the unlink so no one locks a dead file
+    held.release()  # after the unlink, so no one locks a dead file
 
 
 def _remove_dead_writers_tmp(parent: Path, name: str) -> None:
@@ -104,7 +106,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
     lock = parent / f".{target.name}.darwin-lock"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd = _take_lock(lock, target)
+        held = _take_lock(lock, target)
     except OSError as exc:
         raise _disk_error(exc, target) from exc
     tmp = parent / f".{target.name}.darwin-tmp-{os.getpid()}"
@@ -127,7 +129,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
             os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        _release_lock(lock, fd)
+        _release_lock(lock, held)
 
 
 class ModelWriter:

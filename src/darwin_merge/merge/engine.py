@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,11 @@ import torch
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import IncompatibleModelsError, NumericalError, ResourceError, UsageError
+from ..errors import IncompatibleModelsError, NumericalError, UsageError
 from ..genome import Genome, genome_hash
-from ..io.gguf_import import parse_dtype
+from ..io.dtypes import main_dtype, parse_dtype
 from ..io.loading import resolve_device
+from ..io.stream import OutputTensor, StreamingWriter, TensorReader
 from ..io.vocabulary import add_tokens
 from ..io.writer import (
     DEFAULT_SHARD_BYTES,
@@ -41,11 +41,10 @@ from ..records import (
     VocabularyRecord,
     record_text,
 )
-from ..resources import require_memory, tensor_bytes
+from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .ops import clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
-from .stream import OutputTensor, StreamingWriter, TensorReader
 from .vocab_rows import (
     RowStreams,
     child_files_source,
@@ -261,7 +260,7 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
         shapes.update({n: (alignment.rows, *shapes[n][1:]) for n in vocab_names})
         rows = plan_merge(infos, shapes, genome, settings, ratios)
         key = genome_hash(genome, settings)
-        _require_disk(out, a.total_bytes if out_dtype is None else
+        require_disk(out, a.total_bytes if out_dtype is None else
                       a.num_params * torch.finfo(out_dtype).bits // 8)
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
             _stream_tensors(rows, (a, b, w), tmp, genome, settings, key, out_dtype,
@@ -269,7 +268,7 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                             RowStreams(alignment, frozenset(vocab_names)))
             config = a.config if alignment is None else with_vocab_size(a.config,
                                                                         alignment.rows)
-            write_config(config, tmp, out_dtype or _main_dtype(a))
+            write_config(config, tmp, out_dtype or main_dtype(a))
             copy_side_files(child_files_source(a, b, alignment), tmp)
             if alignment is not None and alignment.new_tokens:
                 add_tokens(tmp, new_token_entries(alignment, b))
@@ -342,29 +341,10 @@ def _output_dtype(row: PlanRow, father_dtype: torch.dtype, out_dtype: torch.dtyp
     return out_dtype or father_dtype
 
 
-def _main_dtype(source) -> torch.dtype | None:
-    """The dtype most float parameters of a parent are stored in."""
-    counts: dict[str, int] = {}
-    for spec in source.specs():
-        if spec.is_float:
-            counts[spec.dtype] = counts.get(spec.dtype, 0) + spec.numel
-    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
-    return getattr(torch, names[max(counts, key=counts.get)]) if counts else None
-
-
 def _refuse_parent_as_output(out: Path, parents: list) -> None:
     for parent in parents:
         if parent is not None and Path(parent).resolve() == out.resolve():
             raise UsageError(f"{out}: the output folder is one of the parents")
-
-
-def _require_disk(out: Path, needed: int) -> None:
-    """Refuse before starting when the child cannot fit (plus 5% for files and index)."""
-    probe = out.parent if out.parent.exists() else Path.cwd()
-    free = shutil.disk_usage(probe).free
-    if free < needed * 1.05:
-        raise ResourceError(f"{out}: not enough disk space (child needs about "
-                            f"{needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free)")
 
 
 def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.table import Table
 
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
-from ..genome import Genome, genome_ratio
-from ..inspection import require_mergeable
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
+from ..inspection import dash, require_mergeable
 from ..io import ModelSource
 from .ops import transplant_mode
 
@@ -29,8 +30,8 @@ class MergeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    transplant_low: float = Field(0.15, ge=0.0, le=1.0)
-    transplant_high: float = Field(0.85, ge=0.0, le=1.0)
+    transplant_low: float = Field(TRANSPLANT_LOW, ge=0.0, le=1.0)
+    transplant_high: float = Field(TRANSPLANT_HIGH, ge=0.0, le=1.0)
     disjoint_mean: bool = False
     compute_dtype: Literal["float32", "float64"] = "float32"
 
@@ -206,3 +207,23 @@ def plan_to_csv(rows: list[PlanRow]) -> str:
         record["shape"] = "x".join(map(str, row.shape))
         writer.writerow({k: "" if v is None else v for k, v in record.items()})
     return buffer.getvalue()
+
+
+def plan_summary(rows: list[PlanRow], with_scan: bool) -> list:
+    """`darwin plan`'s table (one row per tensor) and its count of tensors per mode."""
+    table = Table(show_lines=False)
+    for col in ("tensor", "component", "layer", "block", "kind", "genome", "mri", "final",
+                "mode"):
+        table.add_column(col)
+    for r in rows:
+        mri = "-" if r.mri_ratio is None else f"{r.mri_ratio:.3f}"
+        table.add_row(r.name, r.component, dash(r.layer), dash(r.block), r.merge_kind,
+                      f"{r.genome_ratio:.3f}", mri, f"{r.final_ratio:.3f}", r.mode)
+    modes: dict[str, int] = {}
+    for r in rows:
+        modes[r.mode] = modes.get(r.mode, 0) + 1
+    items: list = [table, f"{len(rows)} tensors: "
+                   + ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))]
+    if not with_scan:
+        items.append("no scan given: the genome alone decides every ratio")
+    return items

@@ -15,10 +15,10 @@ import torch
 
 from ..errors import UsageError
 from ..io import ModelSource
+from ..io.stream import StreamingWriter, TensorReader
 from ..io.vocabulary import added_token_entry, read_vocabulary
 from ..vocab import VocabAlignment, align_vocabularies, vocab_size_of
 from .plan import PlanRow
-from .stream import StreamingWriter, TensorReader
 
 
 @dataclass(frozen=True)

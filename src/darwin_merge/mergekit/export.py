@@ -20,10 +20,11 @@ import yaml
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import OutputError, UsageError
+from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
-from ..merge.engine import CLIP_KINDS, REPORT_NAME, _main_dtype
+from ..io.dtypes import main_dtype
+from ..merge.engine import CLIP_KINDS, REPORT_NAME
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
 from ..records import MergeOptions, MergeParents, MergeRecord, parse_record
 from .config import config_from_dict, first_value
@@ -115,7 +116,7 @@ def export_mergekit(source: ExportSource) -> str:
                        settings=source.settings)
     with ModelSource(source.father) as father:
         num_layers = Taxonomy(father.config).num_layers
-        dtype = source.dtype or str(_main_dtype(father)).removeprefix("torch.")
+        dtype = source.dtype or str(main_dtype(father)).removeprefix("torch.")
     merged = [r for r in rows if r.mode != "exact"]
     shares = {r.name: mother_share(r) for r in merged}
     mother_weight = weight_setting(merged, shares, num_layers)
@@ -279,16 +280,3 @@ def _not_carried(source: ExportSource, method: str) -> list[str]:
     notes.append(f"darwin's arithmetic precision (compute_dtype {settings.compute_dtype}); "
                  "mergekit computes in `dtype`")
     return notes
-
-
-def write_export(text: str, out: Path) -> Path:
-    """Write the YAML whole (a temporary file renamed into place)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.darwin-tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    return out

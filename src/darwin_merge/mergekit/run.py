@@ -20,19 +20,18 @@ from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, NumericalError, UsageError
 from ..inspection import require_mergeable
 from ..io import ModelSource
-from ..io.gguf_import import parse_dtype
+from ..io.dtypes import main_dtype, parse_dtype, torch_dtype
 from ..io.loading import resolve_device
+from ..io.stream import OutputTensor, StreamingWriter, TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.engine import (
     CLIP_KINDS,
-    _main_dtype,
-    _require_disk,
     cpu_threads,
     dare_generator,
 )
 from ..merge.ops import clip_bound, dare, linear, magnitude_trim, ties_merge, weighted_sum
-from ..merge.stream import OutputTensor, StreamingWriter, TensorReader, torch_dtype
 from ..progress import track
+from ..resources import require_disk
 from .config import (
     GLOBAL_DEFAULTS,
     TENSOR_DEFAULTS,
@@ -130,7 +129,7 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
         _require_whole_slices(inputs, taxonomy.num_layers)
         out_name = dtype or config.out_dtype or config.dtype
         out_dtype = parse_dtype(out_name) if out_name else None
-        _require_disk(out, reference.total_bytes if out_dtype is None else
+        require_disk(out, reference.total_bytes if out_dtype is None else
                       reference.num_params * torch.finfo(out_dtype).bits // 8)
         tokenizer = _tokenizer_folder(config.tokenizer_source or inputs.base or names[0],
                                       inputs)
@@ -139,7 +138,7 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
             merger.write_all(taxonomy.classify_all(reference.specs()), reference, tmp,
                              shard_size, progress)
-            write_config(reference.config, tmp, out_dtype or _main_dtype(reference))
+            write_config(reference.config, tmp, out_dtype or main_dtype(reference))
             copy_side_files(tokenizer, tmp)
             (tmp / CONFIG_COPY).write_text(config_path.read_text(encoding="utf-8"))
     finally:

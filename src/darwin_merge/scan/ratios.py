@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
+
 FORMULAS = ("attribution", "card")
 DEFAULT_FORMULA = "attribution"
 DEFAULT_TEMPERATURE = 1.0
@@ -28,8 +30,6 @@ CONTRAST_WEIGHT = 0.25
 OWNERSHIP_WEIGHT = 2.0
 STATIC_WEIGHT = 0.4
 PROBE_WEIGHT = 0.6
-TRANSPLANT_LOW = 0.15
-TRANSPLANT_HIGH = 0.85
 
 
 def combined_score(static: float, probe: float) -> float:

@@ -18,17 +18,20 @@ from rich.progress import Progress
 from .. import __version__
 from ..arch import Taxonomy
 from ..errors import UsageError
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
+from ..plots.attribution import plot_attribution
+from ..plots.mds import plot_mds
+from ..plots.mri_ratio import plot_mri_ratio
 from ..progress import progress_bar
 from ..records import SCAN_VERSION, ScanRecord, parse_record, read_record, record_json, record_text
 from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
-from .plots import plot_attribution, plot_mds, plot_mri_ratio
 from .ratios import (
     CONTRAST_WEIGHT,
     DEFAULT_FORMULA,
@@ -37,8 +40,6 @@ from .ratios import (
     OWNERSHIP_WEIGHT,
     PROBE_WEIGHT,
     STATIC_WEIGHT,
-    TRANSPLANT_HIGH,
-    TRANSPLANT_LOW,
     attribution_ratio,
     importance_contrast,
     tensor_entries,

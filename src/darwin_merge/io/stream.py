@@ -18,22 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ..io import ModelSource
-from ..io.reader import SAFE_INDEX
-from ..io.safetensors_header import DTYPE_SIZES, read_header
-
-_TORCH_TO_ST = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
-                torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
-                torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
-_ST_TO_TORCH = {v: k for k, v in _TORCH_TO_ST.items()}
-
-
-def st_dtype(dtype: torch.dtype) -> str:
-    return _TORCH_TO_ST[dtype]
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return _ST_TO_TORCH[name]
+from ..errors import ModelFormatError
+from .dtypes import DTYPE_SIZES, safetensors_code, torch_dtype
+from .reader import SAFE_INDEX, ModelSource
+from .safetensors_header import read_header
 
 
 class TensorReader:
@@ -71,8 +59,6 @@ class TensorReader:
             handle = self._handles[path] = open(path, "rb")  # noqa: SIM115 - closed in close()
         handle.seek(offset + start * size)
         if handle.readinto(buffer.numpy()) != count * size:
-            from ..errors import ModelFormatError
-
             raise ModelFormatError(f"{path}: truncated data for tensor {name!r}")
         return buffer.view(self.dtype(name))
 
@@ -113,7 +99,8 @@ def _header(shard: list[OutputTensor]) -> bytes:
     """A safetensors header (sorted keys, padded to 8 bytes) for tensors laid out in order."""
     entries, offset = {"__metadata__": {"format": "pt"}}, 0
     for tensor in shard:
-        entries[tensor.name] = {"dtype": st_dtype(tensor.dtype), "shape": list(tensor.shape),
+        entries[tensor.name] = {"dtype": safetensors_code(tensor.dtype),
+                                "shape": list(tensor.shape),
                                 "data_offsets": [offset, offset + tensor.nbytes]}
         offset += tensor.nbytes
     text = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()

@@ -12,6 +12,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
+
 COMPONENT_ORDER = ("attn", "ffn", "moe", "norm", "per_layer_embed", "other")
 
 
@@ -27,8 +29,8 @@ def layer_profile(tensors: list[dict], key: str = "final_ratio") -> dict[str, li
             for comp, by_layer in sums.items()}
 
 
-def plot_ratio_profile(tensors: list[dict], out: Path, low: float = 0.15,
-                       high: float = 0.85, title: str = "Ratio profile") -> Path | None:
+def plot_ratio_profile(tensors: list[dict], out: Path, low: float = TRANSPLANT_LOW,
+                       high: float = TRANSPLANT_HIGH, title: str = "Ratio profile") -> Path | None:
     """Write the picture; None when no decoder-layer tensor has a ratio (nothing to draw)."""
     profile = layer_profile(tensors)
     if not profile:

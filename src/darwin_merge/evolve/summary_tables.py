@@ -1,0 +1,44 @@
+"""The finished run's summary for the terminal: the holdout tables, the guard, health, paths.
+
+`darwin evolve` and `darwin demo run` print these items (rich tables and markup lines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .finish import comparison_cell, score_cell, task_labels
+
+
+def summary_tables(summary: dict, run_dir: Path) -> list:
+    """summary.json's holdout scores, the child's paired differences, the guard's verdicts,
+    the health verdict and where the child, card and report are."""
+    holdout = summary["holdout"]
+    tasks = list(holdout["tasks"])
+    labels = task_labels(tasks)
+    table = Table(title="holdout results (each task's primary metric)")
+    table.add_column("model")
+    for task in tasks:
+        spec = holdout["tasks"][task]
+        table.add_column(f"{labels[task]} ({spec['role']}, {spec['metric']}, n={spec['n']})")
+    table.add_column("fitness")
+    for name, row in holdout["models"].items():
+        table.add_row(name, *[score_cell(row[t]) for t in tasks], f"{row['fitness']:.4f}")
+    items: list = [table]
+    if "comparisons" in holdout:  # summaries written before the paired statistics have none
+        paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
+        for column in ("against", *[labels[t] for t in tasks], "fitness"):
+            paired.add_column(column)
+        for name, comparison in holdout["comparisons"].items():
+            paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
+        items.append(paired)
+    for task, verdict in summary.get("guard", {}).items():
+        items.append(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "
+                     f"(best reference - {verdict['tolerance']}): "
+                     + ("kept" if verdict["within"] else "[red]BROKEN[/red]"))
+    items.append(f"health: {summary.get('health', {}).get('verdict')}")
+    items.append(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "
+                 f"report: {run_dir / 'report.html'}")
+    return items
