@@ -15,7 +15,7 @@ from darwin_merge.demo.tiny import RECORD_FILE, task_paths, tiny_folder
 from darwin_merge.eval.tasks import file_task, select_items
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-MODELS = {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
+MODELS = {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}  # the trio has a base
 
 
 @pytest.fixture(scope="module")
