@@ -193,3 +193,21 @@ def test_select_trainable_blocks_and_embeddings(tiny_llama):
     assert model.get_input_embeddings().weight.requires_grad
     with pytest.raises(UsageError, match="outside"):
         m.select_trainable(model, n_layers)
+
+
+def test_specialists_pair_is_two_fine_tunes_of_one_base(monkeypatch, tmp_path):
+    from darwin_merge.demo import run as demo_run
+
+    base = tmp_path / "models" / "base"
+    monkeypatch.setattr(demo_run, "ensure_real_model", lambda family, cache: base)
+    monkeypatch.setattr(demo_run, "prepare_mother", lambda father, cache, recipe, device:
+                        m.mother_folder(father, cache, recipe))
+    parents = demo_run.specialist_parents("smollm2", tmp_path, "cpu")
+    assert parents["base"] == base
+    # both specialists are fine-tunes of the base, each on one fitness skill
+    assert parents["father"].name == f"base-arith-{m.MotherRecipe().hash8(base)}"
+    assert parents["mother"].name.startswith("base-rev-")
+    skills = {m.skill_of(r.skill).task for r in demo_run.SPECIALIST_RECIPES.values()}
+    assert skills == set(parents["fitness"])
+    assert set(parents["guard"]) == {"arc_easy", "lambada_openai"}
+    assert demo_run.default_out("smollm2", "specialists").name == "demo-smollm2-specialists"
