@@ -179,7 +179,7 @@ def evolve_cmd(
         None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
     guard: str | None = typer.Option(
         None, help="task=tolerance,...: penalise children more than the tolerance below the "
-        "better parent (or the base, if better) on the task, e.g. lambada_openai=0.05"),
+        "base (without one: the better parent) on the task, e.g. lambada_openai=0.05"),
     storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
     study: str | None = typer.Option(None, help="study name inside --storage"),
     device: Device = DEFAULTS["device"],
@@ -536,6 +536,8 @@ def prepare_mother_cmd(
     lr: float | None = typer.Option(None, help="peak learning rate"),
     batch_size: int | None = typer.Option(None, help="problems per step"),
     first_trained_layer: int | None = typer.Option(None, help="train blocks from this one up"),
+    last_trained_layer: int | None = typer.Option(
+        None, help="the last trained block (default: the model's last)"),
     seed: int | None = typer.Option(None, help="seed of the data and the run"),
     max_operands: int | None = typer.Option(None, help="most operands per training problem"),
     skill: str | None = typer.Option(
@@ -553,7 +555,8 @@ def prepare_mother_cmd(
     from .realmodels import ensure_real_model
 
     recipe = recipe_with(steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                         first_trained_layer=first_trained_layer, max_operands=max_operands,
+                         first_trained_layer=first_trained_layer,
+                         last_trained_layer=last_trained_layer, max_operands=max_operands,
                          skill=skill, threads=threads, train_embeddings=train_embeddings)
     father = father or ensure_real_model("smollm2", cache)
     out.print(str(prepare_mother(father, cache, recipe, device=device)))

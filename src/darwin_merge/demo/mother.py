@@ -59,6 +59,9 @@ class MotherRecipe:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     first_trained_layer: int = 0  # blocks from this one up are trained; the rest is frozen
+    # The last trained block (None: up to the last one). Not in the hash when None, so the
+    # folders cached before this field existed keep their names.
+    last_trained_layer: int | None = None
     train_embeddings: bool = True  # also train the token embeddings (tied: the output head)
     max_operands: int = 2  # the problems a 135M model can learn in the budget (see DEMO.md)
     autocast_bf16: bool = True  # bfloat16 matmuls, float32 weights and optimizer state
@@ -73,6 +76,8 @@ class MotherRecipe:
         """The fields that change the weights (the thread count does not)."""
         fields = dataclasses.asdict(self)
         fields.pop("threads")
+        if fields["last_trained_layer"] is None:
+            fields.pop("last_trained_layer")
         return fields
 
     def hash8(self, father: Path) -> str:
@@ -247,17 +252,21 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int):
 
 
 # -- training -------------------------------------------------------------------------------
-def select_trainable(model, first_layer: int, embeddings: bool = False) -> list[str]:
-    """Freeze everything but the blocks `first_layer` and up (and the token embeddings, which
-    are also the output head when tied, if asked); return the trained names."""
+def select_trainable(model, first_layer: int, embeddings: bool = False,
+                     last_layer: int | None = None) -> list[str]:
+    """Freeze everything but the blocks `first_layer` to `last_layer` (None: the last block;
+    and the token embeddings, which are also the output head when tied, if asked); return
+    the trained names."""
     n_layers = model.config.get_text_config().num_hidden_layers
-    if not 0 <= first_layer < n_layers:
-        raise UsageError(f"first trained layer {first_layer} is outside 0..{n_layers - 1}")
+    last_layer = n_layers - 1 if last_layer is None else last_layer
+    if not 0 <= first_layer <= last_layer < n_layers:
+        raise UsageError(f"trained blocks {first_layer}..{last_layer} are not a range "
+                         f"inside 0..{n_layers - 1}")
     embedding = model.get_input_embeddings().weight
     trained = []
     for name, param in model.named_parameters():
         layer = _layer_of(name)
-        in_blocks = layer is not None and layer >= first_layer
+        in_blocks = layer is not None and first_layer <= layer <= last_layer
         param.requires_grad_(in_blocks or (embeddings and param is embedding))
         if param.requires_grad:
             trained.append(name)
@@ -296,7 +305,8 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
           progress: bool = True) -> dict:
     """Fine-tune `model` in place (it is the caller's fresh copy); return the run's numbers."""
     torch.manual_seed(recipe.seed)
-    trained = select_trainable(model, recipe.first_trained_layer, recipe.train_embeddings)
+    trained = select_trainable(model, recipe.first_trained_layer, recipe.train_embeddings,
+                               recipe.last_trained_layer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
                                   foreach=True)
