@@ -101,3 +101,13 @@ def test_a_guard_penalises_only_children_below_the_better_parent_minus_the_toler
         assert verdicts["lambada_openai"]["floor"] == pytest.approx(0.25)  # the father's
         assert verdicts["lambada_openai"]["within"] is within
         assert guarded(0.6, verdicts) == pytest.approx(fitness)
+
+
+def test_with_a_base_the_guard_floor_is_the_base_even_when_a_parent_scores_higher():
+    references = {"father": {"arc_easy": task_result(0.30)},
+                  "mother": {"arc_easy": task_result(0.42)},
+                  "base": {"arc_easy": task_result(0.40)}}
+    verdicts = guard_verdicts({"arc_easy": task_result(0.36)}, {"arc_easy": 0.05}, references)
+    assert verdicts["arc_easy"]["reference_model"] == "base"
+    assert verdicts["arc_easy"]["floor"] == pytest.approx(0.35)
+    assert verdicts["arc_easy"]["within"]  # below the mother's 0.42 - 0.05, above the base's

@@ -52,7 +52,7 @@ class Recipe(BaseModel):
                                    description="tasks outside the fitness, reported on holdout")
     guard: dict[str, float] = Field(
         default_factory=dict, description="task: tolerance; a child more than the tolerance "
-        "below the better parent (or the base, if better) on the task (search split) is "
+        "below the base (without a base: the better parent) on the task (search split) is "
         "penalised by GUARD_PENALTY")
     racing: bool = Field(True, description="stop candidates early that cannot beat the best "
                          "(evolve/racing.py); False scores every candidate on every item")

@@ -49,16 +49,22 @@ def fitness_of(scores: dict[str, dict], weights: dict[str, float]) -> float:
 
 def guard_verdicts(scores: dict[str, dict], tolerances: dict[str, float],
                    parent_scores: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """Per guard task: the child's score, the floor (the best reference model: the better
-    parent, or the base when it is better still, minus the tolerance) and whether the child
-    stays on or above it (`--guard lambada_openai=0.05`)."""
+    """Per guard task: the child's score, the floor (the reference's score minus the
+    tolerance) and whether the child stays on or above it (`--guard lambada_openai=0.05`).
+
+    The reference is the base when the merge has one: the model both fine-tunes started
+    from, whose general skills the guard protects (the best of three noisy scores would
+    raise the floor by their noise); without a base, the better parent."""
+    references = ({"base": parent_scores["base"]} if "base" in parent_scores
+                  else parent_scores)
     verdicts = {}
     for task, tolerance in tolerances.items():
-        best_parent = max(primary_score(p[task]) for p in parent_scores.values())
+        model = max(references, key=lambda name: primary_score(references[name][task]))
+        reference = primary_score(references[model][task])
         child = primary_score(scores[task])
-        floor = best_parent - tolerance
-        verdicts[task] = {"child": child, "better_parent": best_parent, "floor": floor,
-                          "tolerance": tolerance, "within": child >= floor}
+        floor = reference - tolerance
+        verdicts[task] = {"child": child, "reference": reference, "reference_model": model,
+                          "floor": floor, "tolerance": tolerance, "within": child >= floor}
     return verdicts
 
 

@@ -35,8 +35,9 @@ def summary_tables(summary: dict, run_dir: Path) -> list:
             paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
         items.append(paired)
     for task, verdict in summary.get("guard", {}).items():
+        reference = verdict.get("reference_model", "best reference")  # older summaries
         items.append(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "
-                     f"(best reference - {verdict['tolerance']}): "
+                     f"({reference} - {verdict['tolerance']}): "
                      + ("kept" if verdict["within"] else "[red]BROKEN[/red]"))
     items.append(f"health: {summary.get('health', {}).get('verdict')}")
     items.append(f"child: {run_dir / 'child'}   card: {run_dir / 'child' / 'README.md'}   "
