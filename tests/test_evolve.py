@@ -105,20 +105,20 @@ def test_unreachable_storage_is_one_line_error(pair, tmp_path):
 
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
-    # 14 candidates: 2 proxy seeds and 10 anchors, then 2 from CMA-ES (all must repeat)
-    run_evolve(recipe(pair, tmp_path / "a", trials=14), finish_run=False)
-    run_evolve(recipe(pair, tmp_path / "b", trials=14), finish_run=False)
+    # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
+    run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "b", trials=16), finish_run=False)
     seq_a = genome_sequence(tmp_path / "a" / "study.db")
-    assert len(seq_a) == 14 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
+    assert len(seq_a) == 16 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
     assert (tmp_path / "a" / "evolution.png").read_bytes()[:4] == b"\x89PNG"
     # the same folder with another fitness is refused, and nothing recorded is lost
     with pytest.raises(StorageError, match="another search"):
         run_evolve(recipe(pair, tmp_path / "a", fitness={"arc_easy": 1.0}), finish_run=False)
     assert genome_sequence(tmp_path / "a" / "study.db") == seq_a
     # continuing with a larger budget keeps every scored candidate
-    run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "a", trials=18), finish_run=False)
     seq = genome_sequence(tmp_path / "a" / "study.db")
-    assert seq[:14] == seq_a and len(seq) == 16
+    assert seq[:16] == seq_a and len(seq) == 18
 
 
 def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_path,
@@ -129,21 +129,42 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
-    run_evolve(recipe(pair, tmp_path / "run", trials=14), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "run", trials=16), finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     sources = [t.user_attrs["source"] for t in trials]
-    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 10 + ["cma_es"] * 2
+    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 12 + ["cma_es"] * 2
     line = trials[2:6]
     assert [t.params["global_ratio"] for t in line] == list(phase2.ANCHOR_RATIOS)
     assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
     anchors = phase2.anchor_genomes()
-    assert [t.user_attrs["anchor"] for t in trials[2:12]] == list(anchors)
-    for t in trials[2:12]:  # what each anchor's genome does: test_each_anchor_is_what_...
+    assert [t.user_attrs["anchor"] for t in trials[2:14]] == list(anchors)
+    for t in trials[2:14]:  # what each anchor's genome does: test_each_anchor_is_what_...
         assert Genome(**t.params) == anchors[t.user_attrs["anchor"]]
     # CMA-ES is centred on the best seed, not on the proxy's favourite
-    best_seed = max(trials[:12], key=lambda t: t.value)
+    best_seed = max(trials[:14], key=lambda t: t.value)
     assert starts == [pytest.approx(best_seed.params)]
+
+
+def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch):
+    import darwin_merge.health as health
+    from darwin_merge.evolve import phase2
+
+    starts, checked = [], []
+    real_sampler = phase2.make_sampler
+    monkeypatch.setattr(phase2, "make_sampler",
+                        lambda r, start: starts.append(start) or real_sampler(r, start))
+    # the best seed's child is unhealthy, the next one healthy
+    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+        child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy"})
+    run_evolve(recipe(pair, tmp_path / "run", trials=16), finish_run=False)
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    seeds = sorted(study.get_trials(states=(TrialState.COMPLETE,))[:14],
+                   key=lambda t: (-t.value, t.number))
+    assert len(checked) == 2
+    assert starts == [pytest.approx(seeds[1].params)]
+    assert study.user_attrs["seed_health"] == {str(seeds[0].number): "unhealthy",
+                                               str(seeds[1].number): "healthy"}
 
 
 # the components each anchor's field decides (arch/families.yaml's component names)
@@ -169,7 +190,7 @@ def test_each_anchor_is_what_its_name_says_in_darwin_plan(pair, tmp_path, capsys
     from darwin_merge.evolve.phase2 import anchor_genomes
 
     anchors = anchor_genomes()
-    assert len(anchors) == 10
+    assert len(anchors) == 12
     for name, genome in anchors.items():
         groups = plan_by_component_and_block(pair, genome, tmp_path, capsys)
         assert {c for c, _ in groups} >= {"attn", "ffn", "embed", "norm"}, groups
@@ -179,6 +200,14 @@ def test_each_anchor_is_what_its_name_says_in_darwin_plan(pair, tmp_path, capsys
             for cell in groups.values():  # merged (1-D tensors linearly), never transplanted
                 assert {r for r, _ in cell} == {ratio}, (name, groups)
                 assert {m for _, m in cell} <= {"dare_ties", "linear"}, (name, groups)
+            continue
+        if "_below_" in name:  # blocks 0-2 whole from one parent, 3-5 from the other
+            below, _, above = name.removesuffix("_above").partition("_below_")
+            for (comp, block), cell in groups.items():
+                side = None if block is None else below if block < 3 else above
+                want = ({(0.5, "linear"), (0.5, "dare_ties")} if side is None
+                        else {(1.0 if side == "mother" else 0.0, f"transplant_{side}")})
+                assert cell <= want and cell, (name, comp, block, cell)
             continue
         whole, _, rest = name.partition("_but_")
         component, _, swapped = rest.partition("_from_")

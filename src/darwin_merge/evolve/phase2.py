@@ -12,10 +12,11 @@ import optuna
 from optuna.trial import TrialState
 from rich.progress import Progress
 
-from ..genome import GENES, Genome, genome_hash
+from ..genome import GENES, NUM_BLOCKS, Genome, genome_hash
 from ..merge.plan import MergeSettings
 from ..progress import progress_bar
 from . import proxy, racing, say
+from .finish import MAX_HEALTH_TRIES, health_accepted
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
@@ -34,6 +35,11 @@ FIELDS = list(GENES)
 # docs/EVOLVE.md). Under genome rule v2 each is exactly what its name says:
 # * line_R: every tensor at ratio R, on the line from father to mother (half DARE-TIES,
 #   half linear, at the default density; 0.85 and above would transplant the mother whole);
+# * father_below_mother_above: the father's lower half of the blocks and the mother's upper
+#   half, whole (transplanted), and mother_below_father_above the other way round; the
+#   tensors outside the blocks at 0.5. The slice merge people make by hand: a skill
+#   fine-tuned into some blocks only survives a change of the others only as a whole, which
+#   a sum of per-group effects (the proxy) cannot see (the specialists pair, docs/DEMO.md);
 # * mother_but_C_from_father: every tensor the mother's (transplanted) except component C,
 #   the father's; father_but_C_from_mother the other way round. A fine-tune's skill and its
 #   cost often sit in different components (the demo's mother keeps its arithmetic in the
@@ -46,6 +52,12 @@ def anchor_genomes() -> dict[str, Genome]:
     """The anchors by name, in the order they are queued (the swaps give way first)."""
     anchors = {f"line_{r}": Genome.uniform(r, density=Genome().density_b,
                                            merge_method_weight=0.5) for r in ANCHOR_RATIOS}
+    half = NUM_BLOCKS // 2
+    for below, above in (("father", "mother"), ("mother", "father")):
+        blocks = {f"block_{i}_ratio": float((below if i < half else above) == "mother")
+                  for i in range(NUM_BLOCKS)}
+        anchors[f"{below}_below_{above}_above"] = Genome.uniform(
+            0.5, merge_method_weight=0.0).model_copy(update=blocks)
     for side, (whole, swapped) in ((1.0, ("mother", "father")), (0.0, ("father", "mother"))):
         for field in COMPONENT_FIELDS:
             name = f"{whole}_but_{field.removesuffix('_ratio')}_from_{swapped}"
@@ -79,13 +91,32 @@ def genome_params(genome: Genome) -> dict[str, float]:
     return dict(zip(GENES, genome.values(), strict=True))
 
 
-def best_scored_genome(study: optuna.Study) -> dict | None:
-    """The best fully scored Phase 2 candidate so far (CMA-ES starts there once the seeds
-    are scored)."""
-    trials = fully_scored(scored_trials(study, phase=2))
-    if not trials:
-        return None
-    return {k: float(v) for k, v in max(trials, key=lambda t: t.value).params.items()}
+def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) -> dict | None:
+    """The best fully scored candidate whose child passes the health check (of the
+    MAX_HEALTH_TRIES best; the best one when none does): CMA-ES then explores around a
+    child the finish can keep, not around one it will reject (docs/EVOLVE.md). Each
+    verdict is kept in the study (`seed_health`), so a resumed run does not check again."""
+    from ..health import check_health
+
+    ranked = sorted(fully_scored(scored_trials(study, phase=2)),
+                    key=lambda t: (-t.value, t.number))
+    verdicts = dict(study.user_attrs.get("seed_health", {}))
+    for trial in ranked[:MAX_HEALTH_TRIES]:
+        key = str(trial.number)
+        if key not in verdicts:
+            scorer.load(scorer.child_state(Genome(**trial.params)))
+            report = check_health(scorer.model, recipe.father, recipe.mother,
+                                  device=recipe.device, dtype=recipe.dtype,
+                                  max_tokens=recipe.probe_max_tokens,
+                                  max_prompts=recipe.probe_max_prompts,
+                                  tokenizer=scorer.tokenizer)
+            verdicts[key] = report["verdict"]
+            study.set_user_attr("seed_health", verdicts)
+            say(f"health check of trial {trial.number} before CMA-ES starts there: "
+                f"{verdicts[key]}")
+        if health_accepted(verdicts[key], recipe.allow_warning):
+            return {k: float(v) for k, v in trial.params.items()}
+    return {k: float(v) for k, v in ranked[0].params.items()} if ranked else None
 
 
 def incumbent(study: optuna.Study) -> dict | None:
@@ -148,7 +179,7 @@ def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
 
     The seeds (whose values are fixed) are scored with the sampler the study was opened
     with; then the study's sampler becomes CMA-ES centred on the best candidate scored so
-    far (the proxy's best only if nothing is scored yet).
+    far whose child is healthy (the proxy's best only if nothing is scored yet).
     """
     started = time.perf_counter()
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -156,7 +187,7 @@ def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         count = phase2_counter(bar, recipe.trials, study)
         if waiting:
             _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
-        study.sampler = make_sampler(recipe, best_scored_genome(study)
+        study.sampler = make_sampler(recipe, healthy_start(recipe, study, scorer)
                                      or phase1["top_k"][0]["genome"])
         _optimize(recipe, study, scorer, settings, data, count)
     return time.perf_counter() - started
