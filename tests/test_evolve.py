@@ -165,6 +165,9 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     assert starts == [pytest.approx(seeds[1].params)]
     assert study.user_attrs["seed_health"] == {str(seeds[0].number): "unhealthy",
                                                str(seeds[1].number): "healthy"}
+    # ... and racing does not measure CMA-ES's candidates against the rejected child
+    raced = [t.user_attrs["race"] for t in study.get_trials(states=(TrialState.COMPLETE,))[14:]]
+    assert raced and all(r["incumbent"] not in (None, seeds[0].number) for r in raced)
 
 
 # the components each anchor's field decides (arch/families.yaml's component names)

@@ -119,9 +119,17 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
     return {k: float(v) for k, v in ranked[0].params.items()} if ranked else None
 
 
-def incumbent(study: optuna.Study) -> dict | None:
-    """The best fully scored Phase 2 candidate with its per-item scores (racing's rival)."""
-    full = [t for t in scored_trials(study, phase=2) if "item_scores" in t.user_attrs]
+def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:
+    """The candidates whose child failed the health check before CMA-ES started."""
+    return {int(number) for number, verdict in study.user_attrs.get("seed_health", {}).items()
+            if not health_accepted(verdict, allow_warning)}
+
+
+def incumbent(study: optuna.Study, rejected: set[int] = frozenset()) -> dict | None:
+    """The best fully scored Phase 2 candidate with its per-item scores (racing's rival),
+    leaving out those the finish would reject (`rejected`: their child is unhealthy)."""
+    full = [t for t in scored_trials(study, phase=2)
+            if "item_scores" in t.user_attrs and t.number not in rejected]
     if not full:
         return None
     best = max(full, key=lambda t: (t.value, -t.number))
@@ -134,7 +142,8 @@ def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
     """Score one candidate, raced against the incumbent when the recipe races; a fully
     scored one keeps its per-item scores (the next races' rival)."""
     if recipe.racing:
-        value, scores, timings, record = racing.race(scorer, genome, incumbent(study))
+        rival = incumbent(study, rejected_by_health(study, recipe.allow_warning))
+        value, scores, timings, record = racing.race(scorer, genome, rival)
         trial.set_user_attr("race", record)
         if record["outcome"] == "stopped":
             return value, scores, timings
