@@ -153,6 +153,12 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     if not ranked:
         raise SearchError("the search scored no candidate (a --timeout too short?); "
                           "run the same command again to continue it")
+    rejected = rejected_by_health(study, recipe.allow_warning)
+    for trial, _ in ranked:
+        if trial.number in rejected:
+            say(f"trial {trial.number} (fitness {trial.value:.4f}) left out: its child failed "
+                "the health check before CMA-ES started")
+    ranked = [(trial, genome) for trial, genome in ranked if trial.number not in rejected]
     out = Path(recipe.out)
     health = {}
     for trial, genome in ranked[:MAX_HEALTH_TRIES]:
@@ -174,6 +180,12 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
                       f"{out / 'health' / 'health.json'}; --allow-warning keeps a child "
                       "whose only finding is interference)")
+
+
+def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:
+    """The candidates whose child failed the health check before CMA-ES started."""
+    return {int(number) for number, verdict in study.user_attrs.get("seed_health", {}).items()
+            if not health_accepted(verdict, allow_warning)}
 
 
 def health_accepted(verdict: str, allow_warning: bool) -> bool:

@@ -16,7 +16,7 @@ from ..genome import GENES, NUM_BLOCKS, Genome, genome_hash
 from ..merge.plan import MergeSettings
 from ..progress import progress_bar
 from . import proxy, racing, say
-from .finish import MAX_HEALTH_TRIES, health_accepted
+from .finish import MAX_HEALTH_TRIES, health_accepted, rejected_by_health
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
@@ -117,12 +117,6 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
         if health_accepted(verdicts[key], recipe.allow_warning):
             return {k: float(v) for k, v in trial.params.items()}
     return {k: float(v) for k, v in ranked[0].params.items()} if ranked else None
-
-
-def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:
-    """The candidates whose child failed the health check before CMA-ES started."""
-    return {int(number) for number, verdict in study.user_attrs.get("seed_health", {}).items()
-            if not health_accepted(verdict, allow_warning)}
 
 
 def incumbent(study: optuna.Study, rejected: set[int] = frozenset()) -> dict | None:
