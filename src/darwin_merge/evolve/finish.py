@@ -147,7 +147,6 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                  scan_path: Path | None) -> tuple[optuna.trial.FrozenTrial, Genome, Path, dict]:
     """Merge the best genome to RUN_DIR/child and health-check it; an unhealthy child is
     rejected and the next best genome tried (docs/EVOLVE.md)."""
-    from ..health import check_health
 
     ranked = ranked_genomes(study)
     if not ranked:
@@ -169,10 +168,7 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                              settings=settings, device=recipe.device, overwrite=True,
                              progress=False)
         say("health check of the child against both parents")
-        health = check_health(child, recipe.father, recipe.mother, out=out / "health",
-                              device=recipe.device, dtype=recipe.dtype, overwrite=True,
-                              max_tokens=recipe.probe_max_tokens,
-                              max_prompts=recipe.probe_max_prompts)
+        health = child_health(recipe, child, out=out / "health", overwrite=True)
         if health_accepted(health["verdict"], recipe.allow_warning):
             return trial, genome, child, health
         say(f"[red]child of trial {trial.number} is {health['verdict']}[/red]: "
@@ -180,6 +176,16 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
                       f"{out / 'health' / 'health.json'}; --allow-warning keeps a child "
                       "whose only finding is interference)")
+
+
+def child_health(recipe: Recipe, child, **options) -> dict:
+    """The health report of a child (a folder or an in-memory model) against both parents,
+    with the recipe's device, dtype and probe budget."""
+    from ..health import check_health
+
+    return check_health(child, recipe.father, recipe.mother, device=recipe.device,
+                        dtype=recipe.dtype, max_tokens=recipe.probe_max_tokens,
+                        max_prompts=recipe.probe_max_prompts, **options)
 
 
 def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:

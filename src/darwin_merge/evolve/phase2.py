@@ -16,7 +16,7 @@ from ..genome import GENES, NUM_BLOCKS, Genome, genome_hash
 from ..merge.plan import MergeSettings
 from ..progress import progress_bar
 from . import proxy, racing, say
-from .finish import MAX_HEALTH_TRIES, health_accepted, rejected_by_health
+from .finish import MAX_HEALTH_TRIES, child_health, health_accepted, rejected_by_health
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
@@ -96,8 +96,6 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
     MAX_HEALTH_TRIES best; the best one when none does): CMA-ES then explores around a
     child the finish can keep, not around one it will reject (docs/EVOLVE.md). Each
     verdict is kept in the study (`seed_health`), so a resumed run does not check again."""
-    from ..health import check_health
-
     ranked = sorted(fully_scored(scored_trials(study, phase=2)),
                     key=lambda t: (-t.value, t.number))
     verdicts = dict(study.user_attrs.get("seed_health", {}))
@@ -105,11 +103,7 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
         key = str(trial.number)
         if key not in verdicts:
             scorer.load(scorer.child_state(Genome(**trial.params)))
-            report = check_health(scorer.model, recipe.father, recipe.mother,
-                                  device=recipe.device, dtype=recipe.dtype,
-                                  max_tokens=recipe.probe_max_tokens,
-                                  max_prompts=recipe.probe_max_prompts,
-                                  tokenizer=scorer.tokenizer)
+            report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
             verdicts[key] = report["verdict"]
             study.set_user_attr("seed_health", verdicts)
             say(f"health check of trial {trial.number} before CMA-ES starts there: "
