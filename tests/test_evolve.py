@@ -146,7 +146,8 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     assert starts == [pytest.approx(best_seed.params)]
 
 
-def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch):
+def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch,
+                                                                 capsys):
     import darwin_merge.health as health
     from darwin_merge.evolve import phase2
 
@@ -157,7 +158,8 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     # the best seed's child is unhealthy, the next one healthy
     monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy"})
-    run_evolve(recipe(pair, tmp_path / "run", trials=16), finish_run=False)
+    run = recipe(pair, tmp_path / "run", trials=16)
+    run_evolve(run, finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     seeds = sorted(study.get_trials(states=(TrialState.COMPLETE,))[:14],
                    key=lambda t: (-t.value, t.number))
@@ -168,6 +170,13 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     # ... and racing does not measure CMA-ES's candidates against the rejected child
     raced = [t.user_attrs["race"] for t in study.get_trials(states=(TrialState.COMPLETE,))[14:]]
     assert raced and all(r["incumbent"] not in (None, seeds[0].number) for r in raced)
+    # nor does the progress line's "best so far" count the rejected child
+    cma = [t for t in study.get_trials(states=(TrialState.COMPLETE,))[14:]
+           if "item_scores" in t.user_attrs]
+    best_kept = max([seeds[1].value] + [t.value for t in cma])
+    assert best_kept < seeds[0].value
+    assert phase2.best_kept_fitness(study, run) == best_kept
+    assert f"best {best_kept:.4f})" in capsys.readouterr().err.split("CMA-ES candidates")[1]
 
 
 # the components each anchor's field decides (arch/families.yaml's component names)
@@ -328,3 +337,43 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "samples_copa", "samples_gsm8k", "samples_lambada_openai"]
     assert all(len(p.read_text().splitlines()) == 3 for p in logged)
     assert "logged_samples" not in summary["holdout"]["models"]["child"]["copa"]
+
+
+def test_eval_dtype_bfloat16_scores_a_float32_merge_and_fitness_tasks_get_their_own_holdout_n(
+        pair, tmp_path):
+    import torch
+
+    from darwin_merge.io import ModelSource
+    from darwin_merge.merge.engine import ParentTensors, merge_state
+    from darwin_merge.merge.plan import MergeSettings, load_scan_ratios
+
+    father, mother, _ = pair
+    out = tmp_path / "run"
+    run = recipe(pair, out, scan=None, eval_dtype="bfloat16", trials=3, limit=2,
+                 holdout_limit=2, fitness_holdout_limit=3, extra_tasks=["piqa"], phase1_steps=5,
+                 top_k=1, popsize=2, probe_max_tokens=8, probe_max_prompts=2, scan_items=2)
+    summary = run_evolve(run)
+    scan = json.loads((out / "scan" / "scan.json").read_text())
+    assert (scan["settings"]["dtype"], scan["settings"]["eval_dtype"]) == ("float32", "bfloat16")
+    assert (summary["dtype"], summary["eval_dtype"]) == ("float32", "bfloat16")
+    holdout = json.loads((out / "holdout" / "results_child.json").read_text())
+    assert holdout["config"]["dtype"] == "bfloat16"
+    n = {task: row["n"] for task, row in summary["holdout"]["tasks"].items()}
+    assert n == {"arc_easy": 3, "simple_arithmetic": 3, "piqa": 2}
+    assert summary["holdout"]["comparisons"]["father"]["fitness"]["n"] == 6
+    # the child is the float32 merge of the best genome, not a bfloat16-rounded one
+    parents = ParentTensors.load(father, mother, dtype="float32")
+    genome = Genome(**yaml.safe_load((out / "best_genome.yaml").read_text()))
+    expected = merge_state(parents, genome, load_scan_ratios(out / "scan" / "scan.json"),
+                           MergeSettings())
+    with ModelSource(out / "child") as child:
+        assert all(child.get(n).dtype == torch.float32 for n in child.names)
+        assert all(torch.equal(child.get(n), expected[n]) for n in child.names)
+    # a continued search with the forward passes in float32 is another search
+    with pytest.raises(StorageError, match="eval_dtype"):
+        run_evolve(run.model_copy(update={"eval_dtype": None}), finish_run=False)
+
+
+def test_an_unknown_eval_dtype_is_a_one_line_error(pair, tmp_path):
+    with pytest.raises(UsageError, match="eval_dtype: .*must be one of float32, bfloat16"):
+        recipe(pair, tmp_path / "run", eval_dtype="int8")

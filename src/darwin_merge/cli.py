@@ -45,6 +45,10 @@ MotherOrNone = Annotated[Path | None, MOTHER]
 Base = Annotated[Path | None, BASE]
 Device = Annotated[str, DEVICE]
 Dtype = Annotated[str, DTYPE]
+EvalDtype = Annotated[str | None, typer.Option(
+    help="dtype of the forward passes (probes, scoring, health); bfloat16 is about 2x "
+    "faster on CPUs with AMX or AVX512-BF16; the parents and the merge keep --dtype",
+    show_default="--dtype")]
 Overwrite = Annotated[bool, typer.Option(help="replace the output folder if it exists")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 BatchSize = Annotated[int, typer.Option(help="prompts or requests per forward pass")]
@@ -175,6 +179,9 @@ def evolve_cmd(
     top_k: int = typer.Option(DEFAULTS["top_k"], help="Phase 1 genomes that seed Phase 2"),
     limit: Limit = None,
     holdout_limit: HoldoutLimit = None,
+    fitness_holdout_limit: int | None = typer.Option(
+        None, help="holdout items per fitness task (more than the split holds: all of it)",
+        show_default="--holdout-limit"),
     extra_tasks: str | None = typer.Option(
         None, help="tasks outside the fitness reported on holdout, e.g. arc_challenge,piqa"),
     guard: str | None = typer.Option(
@@ -184,6 +191,7 @@ def evolve_cmd(
     study: str | None = typer.Option(None, help="study name inside --storage"),
     device: Device = DEFAULTS["device"],
     dtype: Dtype = DEFAULTS["dtype"],
+    eval_dtype: EvalDtype = None,
     seed: int = typer.Option(DEFAULTS["seed"], help="search seed"),
     batch_size: BatchSize = DEFAULTS["batch_size"],
     popsize: int = typer.Option(DEFAULTS["popsize"], help="Phase 2 CMA-ES population"),
@@ -203,8 +211,10 @@ def evolve_cmd(
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
                   scan_items=scan_items, trials=trials,
                   timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
-                  holdout_limit=holdout_limit, storage=storage, study=study, device=device,
-                  dtype=dtype, seed=seed, batch_size=batch_size, popsize=popsize,
+                  holdout_limit=holdout_limit, fitness_holdout_limit=fitness_holdout_limit,
+                  storage=storage, study=study, device=device,
+                  dtype=dtype, eval_dtype=eval_dtype, seed=seed, batch_size=batch_size,
+                  popsize=popsize,
                   allow_warning=allow_warning or None,
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
@@ -467,6 +477,7 @@ def scan_cmd(
                                              show_default="equal"),
     device: Device = "cpu",
     dtype: Dtype = "float32",
+    eval_dtype: EvalDtype = None,
     max_tokens: MaxTokens = 64,
     max_prompts: MaxPrompts = None,
     batch_size: BatchSize = 8,
@@ -488,7 +499,8 @@ def scan_cmd(
                     max_tokens=max_tokens, batch_size=batch_size, max_prompts=max_prompts,
                     probe_weights=parse_weights(probe_weights), overwrite=overwrite,
                     formula=mri, fitness=parse_fitness(fitness) if fitness else None, base=base,
-                    attribution_items=attribution_items, temperature=temperature)
+                    attribution_items=attribution_items, temperature=temperature,
+                    eval_dtype=eval_dtype)
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
     pictures = "mds_father_mother.png, mri_ratio.png" + (
@@ -516,6 +528,9 @@ def demo_run_cmd(
                                      show_default="the family's preset"),
     holdout_limit: int | None = typer.Option(None, help="holdout items per task",
                                              show_default="the family's preset"),
+    eval_dtype: str | None = typer.Option(
+        None, help="dtype of the forward passes (float32 on a CPU without AMX or "
+        "AVX512-BF16, where bfloat16 is slow)", show_default="the family's preset"),
     fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
 ) -> None:
     """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
@@ -523,7 +538,7 @@ def demo_run_cmd(
     from .evolve.summary_tables import summary_tables
 
     summary = run_demo(family, cache, run_dir, device, fresh, pair=pair, trials=trials,
-                       limit=limit, holdout_limit=holdout_limit)
+                       limit=limit, holdout_limit=holdout_limit, eval_dtype=eval_dtype)
     _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
 
 

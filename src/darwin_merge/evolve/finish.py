@@ -61,6 +61,19 @@ def task_roles(recipe: Recipe) -> dict[str, str]:
     return roles
 
 
+def holdout_scores(recipe: Recipe, scorer: CandidateScorer, state, tasks: list[str]) -> dict:
+    """One model's holdout scores, with per-item records; each task scored on its own
+    number of items (`Recipe.holdout_limit_of`)."""
+    scorer.load(state)
+    by_limit: dict[int | None, list[str]] = {}
+    for task in tasks:
+        by_limit.setdefault(recipe.holdout_limit_of(task), []).append(task)
+    scores = {}
+    for limit, names in by_limit.items():
+        scores.update(scorer.evaluate_loaded_tasks(names, "holdout", limit, log_samples=True))
+    return {task: scores[task] for task in tasks}
+
+
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
                   baseline_states: dict) -> dict:
     """Every model on the holdout split of the fitness, guard and extra tasks, and the
@@ -72,8 +85,7 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     items = {}
     for name, state in models.items():
         say(f"holdout evaluation: {name}")
-        scores = scorer.score_state(state, list(roles), split="holdout",
-                                    limit=recipe.holdout_limit, log_samples=True)
+        scores = holdout_scores(recipe, scorer, state, list(roles))
         logged = {t: r.pop("logged_samples") for t, r in scores.items()}
         items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
         row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}
@@ -131,8 +143,9 @@ def write_holdout_results(recipe: Recipe, name: str, scores: dict,
     """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout;
     with `samples` (eval/samples.py), its per-item records in RUN_DIR/holdout/samples_<model>/
     as `samples_<task>_<date>.jsonl` (the folder replaced whole)."""
-    config = {"split": "holdout", "limit": recipe.holdout_limit, "device": recipe.device,
-              "dtype": recipe.dtype, "batch_size": recipe.batch_size}
+    config = {"split": "holdout", "limit": recipe.holdout_limit,
+              "fitness_limit": recipe.fitness_holdout_limit, "device": recipe.device,
+              "dtype": recipe.forward_dtype, "batch_size": recipe.batch_size}
     layout = lm_eval_layout(scores, resolve_tasks(list(scores)), model=name, config=config,
                             darwin={"darwin_version": __version__, "run": str(recipe.out)})
     holdout = Path(recipe.out) / "holdout"
@@ -180,11 +193,11 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
 
 def child_health(recipe: Recipe, child, **options) -> dict:
     """The health report of a child (a folder or an in-memory model) against both parents,
-    with the recipe's device, dtype and probe budget."""
+    with the recipe's device, forward dtype and probe budget."""
     from ..health import check_health
 
     return check_health(child, recipe.father, recipe.mother, device=recipe.device,
-                        dtype=recipe.dtype, max_tokens=recipe.probe_max_tokens,
+                        dtype=recipe.forward_dtype, max_tokens=recipe.probe_max_tokens,
                         max_prompts=recipe.probe_max_prompts, **options)
 
 
@@ -217,7 +230,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         father=str(recipe.father), mother=str(recipe.mother),
         base=str(recipe.base) if recipe.base else None,
-        device=recipe.device, dtype=recipe.dtype,
+        device=recipe.device, dtype=recipe.dtype, eval_dtype=recipe.forward_dtype,
         fitness=recipe.weights, limit=recipe.limit,
         best=Best(genome=genome.model_dump(), genome_hash=trial.user_attrs["genome_hash"],
                   trial=trial.number, search_fitness=trial.value),
@@ -229,6 +242,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         phase2=Phase2Summary(trials=len(scored_trials(study, 2)), seconds=phase2_seconds),
         holdout=holdout,
         holdout_limit=recipe.holdout_limit,
+        fitness_holdout_limit=recipe.fitness_holdout_limit,
         guard=guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
         health=HealthVerdict(verdict=health["verdict"], reasons=health["reasons"],
                              flagged_layers=health["flagged_layers"]),

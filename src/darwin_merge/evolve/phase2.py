@@ -125,6 +125,13 @@ def incumbent(study: optuna.Study, rejected: set[int] = frozenset()) -> dict | N
             "item_scores": best.user_attrs["item_scores"]}
 
 
+def best_kept_fitness(study: optuna.Study, recipe: Recipe) -> float:
+    """The progress line's "best so far": the best fully scored candidate the finish may
+    keep (a seed whose child failed the health check is left out, as in racing)."""
+    kept = incumbent(study, rejected_by_health(study, recipe.allow_warning))
+    return kept["value"] if kept is not None else float("-inf")
+
+
 def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
                     trial: optuna.Trial, genome: Genome) -> tuple[float, dict, dict]:
     """Score one candidate, raced against the incumbent when the recipe races; a fully
@@ -214,7 +221,7 @@ def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     what = "queued seeds (proxy top-k, anchors)" if limit is not None else "CMA-ES candidates"
     say(f"Phase 2: {remaining} {what} merged in memory and scored on the search split"
         + (f" ({done} already scored)" if done else ""))
-    best = [max((t.value for t in fully_scored(scored_trials(study, 2))), default=float("-inf"))]
+    best = [best_kept_fitness(study, recipe)]
 
     def on_scored(value: float, stopped: bool) -> None:
         n = len(scored_trials(study, phase=2)) + 1

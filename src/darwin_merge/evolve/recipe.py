@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UsageError
 from ..genome import Genome
+from ..io.dtypes import DTYPE_NAMES
 from . import say
 
 
@@ -47,7 +48,10 @@ class Recipe(BaseModel):
     phase1_steps: int = 200
     top_k: int = 8
     limit: int | None = Field(None, description="items per fitness task (search split)")
-    holdout_limit: int | None = None
+    holdout_limit: int | None = Field(None, description="holdout items per task (None: all)")
+    fitness_holdout_limit: int | None = Field(
+        None, description="holdout items per fitness task (None: holdout_limit; more than "
+        "the split holds: all of it), where the child's paired claims are made")
     extra_tasks: list[str] = Field(default_factory=list,
                                    description="tasks outside the fitness, reported on holdout")
     guard: dict[str, float] = Field(
@@ -59,7 +63,11 @@ class Recipe(BaseModel):
     storage: str | None = None
     study: str | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = Field("float32", description="dtype the parents are held and merged in")
+    eval_dtype: str | None = Field(
+        None, description="dtype of every forward pass (scan probes, scoring, health check; "
+        "None: dtype). bfloat16 halves the time on a CPU with AMX or AVX512-BF16 "
+        "(docs/EVOLVE.md); the merge arithmetic stays in dtype")
     seed: int = 0
     batch_size: int = 16
     sigma0: float = 0.15
@@ -101,12 +109,30 @@ class Recipe(BaseModel):
             raise ValueError("must be a finite number > 0")
         return value
 
-    @field_validator("limit", "holdout_limit", "probe_max_prompts")
+    @field_validator("dtype", "eval_dtype")
+    @classmethod
+    def _dtype_name(cls, value: str | None) -> str | None:
+        if value is not None and value not in DTYPE_NAMES:
+            raise ValueError(f"must be one of {', '.join(DTYPE_NAMES)}")
+        return value
+
+    @field_validator("limit", "holdout_limit", "fitness_holdout_limit", "probe_max_prompts")
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    def holdout_limit_of(self, task: str) -> int | None:
+        """Holdout items of a task: fitness_holdout_limit for a fitness task when set."""
+        if task in self.fitness and self.fitness_holdout_limit is not None:
+            return self.fitness_holdout_limit
+        return self.holdout_limit
+
+    @property
+    def forward_dtype(self) -> str:
+        """The dtype models run their forward passes in: eval_dtype, else dtype."""
+        return self.eval_dtype or self.dtype
 
     @property
     def weights(self) -> dict[str, float]:
@@ -192,6 +218,7 @@ def ensure_scan(recipe: Recipe) -> Path:
     scan_dir = Path(recipe.out) / "scan"
     say(f"scan of both parents into {scan_dir} (formula {recipe.mri}; reused when unchanged)")
     run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
+             eval_dtype=recipe.eval_dtype, batch_size=recipe.batch_size,
              max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts,
              formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
              attribution_items=recipe.scan_items, reuse=True, overwrite=True)

@@ -53,7 +53,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
                                      device=recipe.device, dtype=recipe.dtype)
         scorer = CandidateScorer(parents, recipe.weights, mri, settings, split="search",
                                  limit=recipe.limit, batch_size=recipe.batch_size,
-                                 device=recipe.device, dtype=recipe.dtype,
+                                 device=recipe.device, dtype=recipe.forward_dtype,
                                  guard_tasks=tuple(recipe.guard))
         scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
         data = build_proxy_data(recipe.weights, parents, scan, mri, settings, scores)

@@ -75,7 +75,10 @@ def guarded(fitness: float, verdicts: dict[str, dict]) -> float:
 
 
 class CandidateScorer:
-    """Scores genomes (and the parents themselves) on the fitness tasks."""
+    """Scores genomes (and the parents themselves) on the fitness tasks.
+
+    `dtype` is the skeleton's, the forward passes' (the recipe's `forward_dtype`); the
+    parents' tensors and each merge keep their own, and are cast as they are written in."""
 
     def __init__(self, parents: ParentTensors, weights: dict[str, float],
                  mri_ratios: dict[str, float] | None, settings: MergeSettings, *,
@@ -103,8 +106,13 @@ class CandidateScorer:
                     split: str | None = None, limit: int | None = None,
                     log_samples: bool = False) -> dict[str, dict]:
         self.load(state)
-        return evaluate(self.model, self.tokenizer, tasks or self.tasks,
-                        split=split or self.split, limit=limit or self.limit,
+        return self.evaluate_loaded_tasks(tasks or self.tasks, split or self.split,
+                                          limit or self.limit, log_samples)
+
+    def evaluate_loaded_tasks(self, tasks: list[str], split: str, limit: int | None,
+                              log_samples: bool = False) -> dict[str, dict]:
+        """The loaded model on the first `limit` items of `split` of each task."""
+        return evaluate(self.model, self.tokenizer, tasks, split=split, limit=limit,
                         batch_size=self.batch_size, log_samples=log_samples)
 
     def evaluate_loaded(self, task: str, limit: int, skip: int = 0) -> dict:

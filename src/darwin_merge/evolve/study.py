@@ -100,7 +100,10 @@ def search_identity(recipe: Recipe) -> dict:
                   "scan_items": recipe.scan_items})
     return {**recipe.identity(), **scan,
             "parents_sha256": parents_fingerprint(recipe.father, recipe.mother, recipe.base),
-            "device": recipe.device, "dtype": recipe.dtype, "batch_size": recipe.batch_size}
+            "device": recipe.device, "dtype": recipe.dtype, "batch_size": recipe.batch_size,
+            # absent when equal to dtype, so that older studies continue
+            **({"eval_dtype": recipe.eval_dtype}
+               if recipe.eval_dtype not in (None, recipe.dtype) else {})}
 
 
 def differences(recorded: dict | None, current: dict) -> list[str]:

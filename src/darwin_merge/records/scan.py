@@ -15,7 +15,7 @@ class ScanSettings(Part):
     """How the scan ran; the attribution formula adds its own five settings."""
 
     omitted_when_none = ("attribution_measurements", "attribution_items", "temperature",
-                         "contrast_weight", "ownership_weight")
+                         "contrast_weight", "ownership_weight", "eval_dtype")
 
     device: str
     dtype: str
@@ -37,6 +37,7 @@ class ScanSettings(Part):
     temperature: Number | None = None
     contrast_weight: Number | None = None
     ownership_weight: Number | None = None
+    eval_dtype: str | None = None  # the forward passes' dtype, when not `dtype`
 
 
 class Sampling(Part):

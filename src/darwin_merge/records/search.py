@@ -75,6 +75,7 @@ class SummaryRecord(Record):
     base: str | None = None
     device: str | None = None
     dtype: str | None = None
+    eval_dtype: str | None = None  # the forward passes' dtype (scoring, health)
     fitness: dict[str, Number] | None = None
     limit: int | None = None
     best: Best | None = None
@@ -83,6 +84,7 @@ class SummaryRecord(Record):
     phase2: Phase2Summary | None = None
     holdout: Holdout | None = None
     holdout_limit: int | None = None
+    fitness_holdout_limit: int | None = None
     guard: dict[str, Any] | None = None
     health: HealthVerdict | None = None
     scan: str | None = None

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
+from ..io.dtypes import parse_dtype
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
@@ -72,9 +73,14 @@ def _context_of(config: dict) -> int | None:
     return None
 
 
+def forward_dtype(settings: dict) -> str:
+    """The dtype the scan's forward passes ran in (`eval_dtype`, else `dtype`)."""
+    return settings.get("eval_dtype", settings["dtype"])
+
+
 def _probe_pass(path: Path, role: str, rows: dict[str, list[list[int]]], pad_id: int,
                 settings: dict, progress: Progress) -> dict[str, list[float]]:
-    model = load_model(path, settings["device"], settings["dtype"])
+    model = load_model(path, settings["device"], forward_dtype(settings))
     size = settings["batch_size"]
     total = sum((len(r) + size - 1) // size for r in rows.values())
     task = progress.add_task(f"probe pass ({role}, {len(decoder_of(model).layers)} layers)",
@@ -101,12 +107,15 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
              progress: bool = True, *, formula: str = DEFAULT_FORMULA,
              fitness: dict[str, float] | None = None, base: str | Path | None = None,
              attribution_items: int = DEFAULT_ATTRIBUTION_ITEMS,
-             temperature: float = DEFAULT_TEMPERATURE, reuse: bool = False) -> dict:
+             temperature: float = DEFAULT_TEMPERATURE, reuse: bool = False,
+             eval_dtype: str | None = None) -> dict:
     """Scan both parents and write SCAN_DIR (scan.json and its pictures); return the scan.
 
     `reuse`: when SCAN_DIR already holds a scan of the very same inputs (the parents' and
     base's fingerprints, the probe items token for token, the settings), return it as is;
     any difference recomputes it (and `overwrite` must then be set to replace it).
+    `eval_dtype`: the dtype of the forward passes (probes, attribution) when it differs from
+    `dtype`, which the parents' tensors (statistics, swaps) keep.
     """
     father, mother, out = Path(father), Path(mother), Path(out)
     base = None if base is None else Path(base)
@@ -120,6 +129,9 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                 "static_weight": STATIC_WEIGHT, "probe_weight": PROBE_WEIGHT,
                 "transplant_low": TRANSPLANT_LOW, "transplant_high": TRANSPLANT_HIGH,
                 "tokenizer": "father's", "formula": formula}
+    if eval_dtype not in (None, dtype):  # absent when equal: older scans keep their hash
+        parse_dtype(eval_dtype)  # a one-line UsageError for an unknown name
+        settings["eval_dtype"] = eval_dtype
     if formula == "attribution":
         settings.update(attribution_measurements=A.MEASUREMENTS_VERSION,
                         attribution_items=attribution_items, temperature=temperature,
@@ -221,7 +233,7 @@ def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int
     father, mother, base = paths
     parents = ParentTensors.load(father, mother, base, device=settings["device"],
                                  dtype=settings["dtype"])
-    model = load_model(father, settings["device"], settings["dtype"])
+    model = load_model(father, settings["device"], forward_dtype(settings))
     groups = A.tensor_groups(parents.infos)
     items = sum(len(t.groups) for t in tasks)
     task = progress.add_task(f"attribution ({len(groups)} groups x 2 swaps, {items} items)",
