@@ -356,6 +356,7 @@ def test_eval_dtype_bfloat16_scores_a_float32_merge_and_fitness_tasks_get_their_
     scan = json.loads((out / "scan" / "scan.json").read_text())
     assert (scan["settings"]["dtype"], scan["settings"]["eval_dtype"]) == ("float32", "bfloat16")
     assert (summary["dtype"], summary["eval_dtype"]) == ("float32", "bfloat16")
+    assert "| eval_dtype | bfloat16 |" in (out / "child" / "README.md").read_text()
     holdout = json.loads((out / "holdout" / "results_child.json").read_text())
     assert holdout["config"]["dtype"] == "bfloat16"
     n = {task: row["n"] for task, row in summary["holdout"]["tasks"].items()}

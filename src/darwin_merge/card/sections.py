@@ -288,7 +288,7 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
     rows = []
     if rec.genome_hash:
         rows.append(["genome_hash", f"`{rec.genome_hash}`"])
-    for key in ("created", "device", "dtype"):
+    for key in ("created", "device", "dtype", "eval_dtype"):
         if getattr(rec.summary, key):
             rows.append([key, str(getattr(rec.summary, key))])
     versions = {lib: v for lib, v in (rec.summary.versions or {}).items() if v is not None}

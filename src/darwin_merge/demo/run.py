@@ -138,10 +138,11 @@ def specialist_parents(family: str, cache: Path, device: str) -> dict:
     with the specialists' tasks: the recipe's parent, base and task fields."""
     console.print(f"[bold]demo[/bold] 1/3 base: importing the real {family} model")
     base = ensure_real_model(family, cache)
-    console.print("[bold]demo[/bold] 2/3 father: the base fine-tuned on arithmetic (cached)")
+    console.print("[bold]demo[/bold] 2/3 father: the base fine-tuned on arithmetic "
+                  "(cached after the first run)")
     father = prepare_mother(base, cache, SPECIALIST_RECIPES["father"], device=device)
     console.print("[bold]demo[/bold] 3/3 mother: the base fine-tuned on letter reversal "
-                  "(cached)")
+                  "(cached after the first run)")
     mother = prepare_mother(base, cache, SPECIALIST_RECIPES["mother"], device=device)
     return {"father": father, "mother": mother, "base": base, **SPECIALISTS_PRESET}
 
@@ -206,7 +207,9 @@ def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -
     return "\n".join([
         f"Command: `{command}` (run folder `{run_dir}`), {summary.get('created', '')}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
-        f"{summary.get('device')}, {summary.get('dtype')}.",
+        f"{summary.get('device')}, {summary.get('dtype')}"
+        + (f" (forward passes in {summary['eval_dtype']})"
+           if summary.get("eval_dtype") not in (None, summary.get("dtype")) else "") + ".",
         f"Fitness: {summary['fitness']} on the `search` split "
         f"({summary.get('limit') or 'all'} items per task); the tables are on the `holdout` "
         "split (each task's primary metric, zero-shot; n items per task in the header).",
