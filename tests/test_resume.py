@@ -69,6 +69,7 @@ def test_fingerprint_sees_new_weights_behind_the_same_header(pair):
     ({"dtype": "bfloat16"}, "dtype"), ({"eval_dtype": "bfloat16"}, "eval_dtype"),
     ({"batch_size": 4}, "batch_size"),
     ({"limit": 4}, "limit"), ({"probe_max_tokens": 12}, "probe_max_tokens"),
+    ({"scan_probe_sets": False}, "scan_probe_sets"),
 ])
 def test_study_refuses_changed_score_settings(pair, tmp_path, change, field):
     first = recipe(pair, tmp_path / "run")

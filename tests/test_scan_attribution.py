@@ -82,6 +82,20 @@ def test_scan_files_picture_and_cli_summary(trio_scan, two_skill_pair, skill_tas
     assert load_scan(tmp_path / "cli")["settings"]["attribution_items"] == 4
 
 
+def test_leaving_the_probe_sets_out_of_the_attribution_keeps_every_ratio(
+        trio_scan, two_skill_pair, small_probes, tmp_path):
+    """With a fitness, the probe sets' rows only feed the picture: a scan without them
+    (the specialists preset's choice) gives every tensor the same ratio, on another hash."""
+    scan, _, fitness = trio_scan
+    _, father, mother = two_skill_pair
+    lean = run_scan(father, mother, tmp_path / "lean", probes=small_probes, fitness=fitness,
+                    attribution_items=24, progress=False, attribute_probe_sets=False)
+    assert "LETTERS" in scan["attribution"]["tasks"]
+    assert set(lean["attribution"]["tasks"]) == set(fitness)
+    assert mri_ratios(lean) == mri_ratios(scan)
+    assert lean["inputs_sha256"] != scan["inputs_sha256"]
+
+
 def test_identical_parents_give_exactly_half(two_skill_pair, skill_tasks, small_probes, tmp_path):
     _, father, _ = two_skill_pair
     scan = run_scan(father, father, tmp_path / "same", probes=small_probes,

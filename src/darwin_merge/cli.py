@@ -171,6 +171,9 @@ def evolve_cmd(
     scan: ScanFile = None,
     mri: MriFormula = DEFAULTS["mri"],
     scan_items: ScanItems = DEFAULTS["scan_items"],
+    scan_probe_sets: bool = typer.Option(
+        DEFAULTS["scan_probe_sets"], help="the scan also attributes the probe sets' text "
+        "(its picture only; --no-scan-probe-sets takes about a third of its time)"),
     trials: int = typer.Option(DEFAULTS["trials"], help="Phase 2 candidates"),
     timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds",
                                          show_default="none"),
@@ -209,7 +212,7 @@ def evolve_cmd(
     from .evolve.summary_tables import summary_tables
 
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
-                  scan_items=scan_items, trials=trials,
+                  scan_items=scan_items, scan_probe_sets=scan_probe_sets, trials=trials,
                   timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
                   holdout_limit=holdout_limit, fitness_holdout_limit=fitness_holdout_limit,
                   storage=storage, study=study, device=device,
@@ -488,6 +491,9 @@ def scan_cmd(
                    "(their search items are probed; without it: the probe sets' text)"),
     base: Base = None,
     attribution_items: ScanItems = 32,
+    attribute_probe_sets: bool = typer.Option(
+        True, help="with --fitness, also attribute the probe sets' text (shown in the "
+        "picture only; --no-attribute-probe-sets takes about a third of the time)"),
     temperature: float = typer.Option(1.0, help="attribution z per logit unit of the ratio"),
 ) -> None:
     """Model Diagnostic Scan: static profiles, layer-skip probes, skill attribution, ratios."""
@@ -500,7 +506,7 @@ def scan_cmd(
                     probe_weights=parse_weights(probe_weights), overwrite=overwrite,
                     formula=mri, fitness=parse_fitness(fitness) if fitness else None, base=base,
                     attribution_items=attribution_items, temperature=temperature,
-                    eval_dtype=eval_dtype)
+                    eval_dtype=eval_dtype, attribute_probe_sets=attribute_probe_sets)
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
     pictures = "mds_father_mother.png, mri_ratio.png" + (

@@ -77,6 +77,9 @@ class Recipe(BaseModel):
     mri: Literal["attribution", "card"] = Field(
         "attribution", description="the scan's ratio formula (docs/SCAN.md)")
     scan_items: int = Field(32, description="search items per fitness task the scan probes")
+    scan_probe_sets: bool = Field(
+        True, description="the scan's attribution also measures the probe sets' text (only "
+        "its picture shows them; False takes about a third of the attribution's time)")
     allow_warning: bool = Field(False, description="keep a child with flagged layers")
 
     @field_validator("fitness")
@@ -221,5 +224,6 @@ def ensure_scan(recipe: Recipe) -> Path:
              eval_dtype=recipe.eval_dtype, batch_size=recipe.batch_size,
              max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts,
              formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
-             attribution_items=recipe.scan_items, reuse=True, overwrite=True)
+             attribution_items=recipe.scan_items, attribute_probe_sets=recipe.scan_probe_sets,
+             reuse=True, overwrite=True)
     return scan_dir / "scan.json"

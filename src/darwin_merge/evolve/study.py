@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
 from ..errors import StorageError
+from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import parents_fingerprint
 from .recipe import Recipe
 
@@ -97,13 +98,13 @@ def search_identity(recipe: Recipe) -> dict:
     scan = ({"scan_sha256": _file_sha256(recipe.scan)} if recipe.scan is not None
             else {"probe_max_tokens": recipe.probe_max_tokens,
                   "probe_max_prompts": recipe.probe_max_prompts, "mri": recipe.mri,
-                  "scan_items": recipe.scan_items})
+                  "scan_items": recipe.scan_items,
+                  # absent when True, so that studies made before the option continue
+                  **({} if recipe.scan_probe_sets else {"scan_probe_sets": False})})
     return {**recipe.identity(), **scan,
             "parents_sha256": parents_fingerprint(recipe.father, recipe.mother, recipe.base),
             "device": recipe.device, "dtype": recipe.dtype, "batch_size": recipe.batch_size,
-            # absent when equal to dtype, so that older studies continue
-            **({"eval_dtype": recipe.eval_dtype}
-               if recipe.eval_dtype not in (None, recipe.dtype) else {})}
+            **eval_dtype_entry(recipe.eval_dtype, recipe.dtype)}
 
 
 def differences(recorded: dict | None, current: dict) -> list[str]:

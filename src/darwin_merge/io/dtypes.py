@@ -40,6 +40,16 @@ def parse_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def eval_dtype_entry(eval_dtype: str | None, dtype: str) -> dict[str, str]:
+    """`{"eval_dtype": name}` for a record of settings when the forward passes run in
+    another dtype than `dtype`, else `{}`: scans and studies made before `--eval-dtype`
+    existed (or without it) keep their identity. UsageError for an unknown name."""
+    if eval_dtype in (None, dtype):
+        return {}
+    parse_dtype(eval_dtype)
+    return {"eval_dtype": eval_dtype}
+
+
 def torch_dtype(code: str) -> torch.dtype:
     """The torch dtype of a safetensors code (`BF16` -> torch.bfloat16)."""
     import torch

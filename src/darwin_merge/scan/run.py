@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
-from ..io.dtypes import parse_dtype
+from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors
@@ -108,7 +108,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
              fitness: dict[str, float] | None = None, base: str | Path | None = None,
              attribution_items: int = DEFAULT_ATTRIBUTION_ITEMS,
              temperature: float = DEFAULT_TEMPERATURE, reuse: bool = False,
-             eval_dtype: str | None = None) -> dict:
+             eval_dtype: str | None = None, attribute_probe_sets: bool = True) -> dict:
     """Scan both parents and write SCAN_DIR (scan.json and its pictures); return the scan.
 
     `reuse`: when SCAN_DIR already holds a scan of the very same inputs (the parents' and
@@ -116,6 +116,9 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
     any difference recomputes it (and `overwrite` must then be set to replace it).
     `eval_dtype`: the dtype of the forward passes (probes, attribution) when it differs from
     `dtype`, which the parents' tensors (statistics, swaps) keep.
+    `attribute_probe_sets`: with `fitness`, also measure the probe sets' text in the
+    attribution (only its picture shows them; without them it takes about a third of the
+    time). Without `fitness` the probe sets are the attribution's only tasks.
     """
     father, mother, out = Path(father), Path(mother), Path(out)
     base = None if base is None else Path(base)
@@ -129,9 +132,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                 "static_weight": STATIC_WEIGHT, "probe_weight": PROBE_WEIGHT,
                 "transplant_low": TRANSPLANT_LOW, "transplant_high": TRANSPLANT_HIGH,
                 "tokenizer": "father's", "formula": formula}
-    if eval_dtype not in (None, dtype):  # absent when equal: older scans keep their hash
-        parse_dtype(eval_dtype)  # a one-line UsageError for an unknown name
-        settings["eval_dtype"] = eval_dtype
+    settings.update(eval_dtype_entry(eval_dtype, dtype))
     if formula == "attribution":
         settings.update(attribution_measurements=A.MEASUREMENTS_VERSION,
                         attribution_items=attribution_items, temperature=temperature,
@@ -149,7 +150,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
         tasks, task_weights = [], {}
         if formula == "attribution":
             tasks, task_weights = _attribution_tasks(tokenizer, texts, fitness,
-                                                     attribution_items)
+                                                     attribution_items, attribute_probe_sets)
         inputs = scan_inputs((father, mother, base), texts, tasks, task_weights, settings)
         reused = _reusable(out, inputs) if reuse else None
         if reused is not None:
@@ -182,11 +183,13 @@ def _check_formula(formula: str, attribution_items: int, temperature: float) -> 
 
 
 def _attribution_tasks(tokenizer, texts: dict, fitness: dict[str, float] | None,
-                       limit: int) -> tuple[list, dict[str, float]]:
-    """The probe tasks (fitness tasks' search items, then the card's probe sets) and the
-    weights the ratio serves: the fitness weights, or the probe sets equally without them."""
+                       limit: int, with_texts: bool = True) -> tuple[list, dict[str, float]]:
+    """The probe tasks (fitness tasks' search items, then the card's probe sets unless
+    `with_texts` is False beside a fitness) and the weights the ratio serves: the fitness
+    weights, or the probe sets equally without them."""
     fitness_tasks = A.fitness_probe_tasks(tokenizer, list(fitness or {}), limit)
-    text_tasks = A.text_probe_tasks(tokenizer, texts)
+    with_texts = with_texts or not fitness
+    text_tasks = A.text_probe_tasks(tokenizer, texts) if with_texts else []
     if fitness:
         if any(w < 0 for w in fitness.values()) or sum(fitness.values()) <= 0:
             raise UsageError("fitness weights must be >= 0 with a positive sum")
