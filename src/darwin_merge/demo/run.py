@@ -21,7 +21,7 @@ from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
-from ..records import SummaryRecord, read_record
+from ..records import SummaryRecord, parse_record, read_record
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -115,7 +115,8 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
         summary = run_evolve(recipe)
     command = ("make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
                + ("" if pair == DEFAULT_PAIR else f" PAIR={pair}"))
-    (out / "RESULTS.md").write_text(results_markdown(summary, out, command), encoding="utf-8")
+    record = parse_record(SummaryRecord, summary, summary_path)
+    (out / "RESULTS.md").write_text(results_markdown(record, out, command), encoding="utf-8")
     return summary
 
 
@@ -175,52 +176,47 @@ def _rounded(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def results_markdown(summary: dict, run_dir: Path, command: str = "make demo") -> str:
+def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make demo") -> str:
     """docs/RESULTS.md's body from a finished run: the holdout table with standard errors,
     item counts, the command, date and hardware (all read from the run's records)."""
     import os
     import platform
 
-    holdout = summary["holdout"]
-    tasks = list(holdout["tasks"])
+    holdout, phase1, phase2, best = summary.holdout, summary.phase1, summary.phase2, summary.best
+    tasks = list(holdout.tasks)
     labels = task_labels(tasks)
     head = "| model | " + " | ".join(
-        f"{labels[t]} ({holdout['tasks'][t]['role']}, n={holdout['tasks'][t]['n']})"
-        for t in tasks)
+        f"{labels[t]} ({holdout.tasks[t].role}, n={holdout.tasks[t].n})" for t in tasks)
     lines = [head + " | fitness (holdout) |",
              "|---" * (len(tasks) + 2) + "|"]
-    for name, row in holdout["models"].items():
+    for name, row in holdout.models.items():
         cells = [score_cell(row[t]) for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['fitness']:.4f} |")
     lines += ["", "Child minus each model on the same holdout items (paired difference ± its "
               "standard error, p: exact McNemar per task, paired bootstrap for the fitness):",
               "", "| against | " + " | ".join(labels[t] for t in tasks) + " | fitness |",
               "|---" * (len(tasks) + 2) + "|"]
-    for name, comparison in holdout["comparisons"].items():
+    for name, comparison in holdout.comparisons.items():
         cells = [comparison_cell(comparison[t]) for t in (*tasks, "fitness")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for task, verdict in summary["guard"].items():
-        lines.append(f"\nGuard {task}: child {verdict['child']:.3f}, floor "
-                     f"{verdict['floor']:.3f} ({verdict.get('reference_model', 'best reference')}"
-                     f" - {verdict['tolerance']}): "
-                     + ("kept." if verdict["within"] else "broken."))
-    best = summary["best"]
+    for task, verdict in (summary.guard or {}).items():
+        lines.append(f"\nGuard {task}: child {verdict.child:.3f}, floor {verdict.floor:.3f} "
+                     f"({verdict.reference_model or 'best reference'} - {verdict.tolerance}): "
+                     + ("kept." if verdict.within else "broken."))
+    forward = ("" if summary.eval_dtype in (None, summary.dtype)
+               else f" (forward passes in {summary.eval_dtype})")
     return "\n".join([
-        f"Command: `{command}` (run folder `{run_dir}`), {summary.get('created', '')}.",
+        f"Command: `{command}` (run folder `{run_dir}`), {summary.created or ''}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
-        f"{summary.get('device')}, {summary.get('dtype')}"
-        + (f" (forward passes in {summary['eval_dtype']})"
-           if summary.get("eval_dtype") not in (None, summary.get("dtype")) else "") + ".",
-        f"Fitness: {summary['fitness']} on the `search` split "
-        f"({summary.get('limit') or 'all'} items per task); the tables are on the `holdout` "
+        f"{summary.device}, {summary.dtype}{forward}.",
+        f"Fitness: {summary.fitness} on the `search` split "
+        f"({summary.limit or 'all'} items per task); the tables are on the `holdout` "
         "split (each task's primary metric, zero-shot; n items per task in the header).",
-        f"Search: Phase 1 {summary['phase1']['steps']} CMA-ES generations in "
-        f"{summary['phase1']['seconds']:.1f} s; Phase 2 {summary['phase2']['trials']} "
-        f"candidates in {summary['phase2']['seconds']:.0f} s; proxy-vs-real Spearman "
-        f"{_rounded(summary['phase1'].get('spearman'))} over {summary['phase1'].get('pairs')} "
-        "candidates.",
-        f"Best genome: trial {best['trial']}, genome_hash `{best['genome_hash']}`; health: "
-        f"{summary['health'].get('verdict')}.",
+        f"Search: Phase 1 {phase1.steps} CMA-ES generations in {phase1.seconds:.1f} s; "
+        f"Phase 2 {phase2.trials} candidates in {phase2.seconds:.0f} s; proxy-vs-real "
+        f"Spearman {_rounded(phase1.spearman)} over {phase1.pairs} candidates.",
+        f"Best genome: trial {best.trial}, genome_hash `{best.genome_hash}`; health: "
+        f"{summary.health.verdict if summary.health else None}.",
         "",
         *lines,
         "",

@@ -64,6 +64,19 @@ class Holdout(Part):
     comparisons: dict[str, dict[str, dict[str, Any]]] = {}
 
 
+class GuardVerdict(Part):
+    """A guard task's verdict on the child (evolve/scoring.guard_verdicts)."""
+
+    omitted_when_none = ("reference_model",)
+
+    child: Number
+    reference: Number
+    reference_model: str | None = None  # absent in runs made before it was recorded
+    floor: Number
+    tolerance: Number
+    within: bool
+
+
 class SummaryRecord(Record):
     file_name = "summary.json"
 
@@ -85,7 +98,7 @@ class SummaryRecord(Record):
     holdout: Holdout | None = None
     holdout_limit: int | None = None
     fitness_holdout_limit: int | None = None
-    guard: dict[str, Any] | None = None
+    guard: dict[str, GuardVerdict] | None = None
     health: HealthVerdict | None = None
     scan: str | None = None
     child: str | None = None
