@@ -67,3 +67,38 @@ def test_run_folder_records(skills_run):
     child_record = json.loads((run / "child" / "darwin_merge.json").read_text())
     assert child_record["genome_hash"] == summary["best"]["genome_hash"]
     assert (run / "child" / "README.md").is_file() and (run / "report.html").is_file()
+
+
+def test_models_scored_two_at_a_time_score_as_each_does_alone(two_skill_pair):
+    """The holdout's concurrent scoring: every model gets exactly the scores it gets alone
+    on one thread (no skeleton or tokenizer shared between the two), in the jobs' order,
+    and the torch thread count is given back."""
+    import torch
+
+    from darwin_merge.evolve.scoring import CandidateScorer, concurrency, score_concurrently
+    from darwin_merge.genome import Genome
+    from darwin_merge.merge.engine import ParentTensors
+    from darwin_merge.merge.plan import MergeSettings
+
+    base, father, mother = two_skill_pair
+    tasks = task_paths(base.parent)
+    parents = ParentTensors.load(father, mother, base)
+    scorer = CandidateScorer(parents, {str(tasks["shift"]): 0.5, str(tasks["mirror"]): 0.5},
+                             None, MergeSettings(), split="holdout")
+    states = {"child": scorer.child_state(Genome.uniform(0.5)), "father": parents.father,
+              "mother": parents.mother, "base": parents.base}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = {name: scorer.score_state(state) for name, state in states.items()}
+        torch.set_num_threads(2)
+        assert concurrency(scorer, len(states)) == 2
+        jobs = {name: (lambda worker, state=state: worker.score_state(state))
+                for name, state in states.items()}
+        at_once = score_concurrently(scorer, jobs)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert list(at_once) == list(states)
+    assert at_once == alone
+    assert alone["father"] != alone["mother"]  # the four models do score differently

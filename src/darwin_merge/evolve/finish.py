@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
+import threading
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -35,7 +37,13 @@ from ..records import (
 )
 from . import say
 from .recipe import Recipe
-from .scoring import CandidateScorer, fitness_of, guard_verdicts
+from .scoring import (
+    CandidateScorer,
+    ScoringJob,
+    fitness_of,
+    guard_verdicts,
+    score_concurrently,
+)
 from .study import fully_scored, proxy_spearman, scored_trials, trial_table
 
 MAX_HEALTH_TRIES = 3
@@ -61,17 +69,33 @@ def task_roles(recipe: Recipe) -> dict[str, str]:
     return roles
 
 
-def holdout_scores(recipe: Recipe, scorer: CandidateScorer, state, tasks: list[str]) -> dict:
-    """One model's holdout scores, with per-item records; each task scored on its own
-    number of items (`Recipe.holdout_limit_of`)."""
-    scorer.load(state)
-    by_limit: dict[int | None, list[str]] = {}
-    for task in tasks:
-        by_limit.setdefault(recipe.holdout_limit_of(task), []).append(task)
-    scores = {}
-    for limit, names in by_limit.items():
-        scores.update(scorer.evaluate_loaded_tasks(names, "holdout", limit, log_samples=True))
-    return {task: scores[task] for task in tasks}
+class HoldoutJobs:
+    """The holdout's work as one job per model and task (`score_concurrently` runs them):
+    with one job per model, the last model of an odd count would run alone on one thread.
+    A worker loads a model's tensors only when its skeleton holds another model's."""
+
+    def __init__(self, models: dict[str, dict], limits: dict[str, int | None]):
+        self.models, self.limits = models, limits  # limits: each task's number of items
+        self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
+        self.announced: set[str] = set()
+        self.lock = threading.Lock()
+
+    def jobs(self) -> dict[tuple[str, str], ScoringJob]:
+        return {(name, task): partial(self.score, name, task)
+                for name in self.models for task in self.limits}
+
+    def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
+        """One model's holdout score on one task, with its per-item records."""
+        if self.loaded.get(id(worker)) != name:
+            with self.lock:
+                first = name not in self.announced
+                self.announced.add(name)
+            if first:
+                say(f"holdout evaluation: {name}")
+            worker.load(self.models[name])
+            self.loaded[id(worker)] = name
+        return worker.evaluate_loaded_tasks([task], "holdout", self.limits[task],
+                                            log_samples=True)[task]
 
 
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
@@ -81,11 +105,12 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     roles = task_roles(recipe)
     references = {name: getattr(scorer.parents, name) for name in scorer.references()}
     models = {"child": child_state, **references, **baseline_states}
+    done = score_concurrently(scorer, HoldoutJobs(
+        models, {task: recipe.holdout_limit_of(task) for task in roles}).jobs())
+    results = {name: {task: done[name, task] for task in roles} for name in models}
     table = {"tasks": {}, "models": {}, "comparisons": {}}
     items = {}
-    for name, state in models.items():
-        say(f"holdout evaluation: {name}")
-        scores = holdout_scores(recipe, scorer, state, list(roles))
+    for name, scores in results.items():
         logged = {t: r.pop("logged_samples") for t, r in scores.items()}
         items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
         row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}

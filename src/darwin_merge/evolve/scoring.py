@@ -7,8 +7,12 @@ and nothing is rebuilt per candidate.
 
 from __future__ import annotations
 
+import copy
 import math
+import queue
 import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -17,6 +21,7 @@ from ..genome import Genome
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors, merge_state
 from ..merge.plan import MergeSettings
+from ..resources import available_memory
 
 # Weight of the continuous tie-breaker (mean log-probability of the gold answers, per
 # character; typically -0.1..-5) against accuracy. 1e-3 keeps it below one item of
@@ -95,6 +100,15 @@ class CandidateScorer:
         self.tokenizer = load_tokenizer(parents.father_path)
         self.device = device
 
+    def twin(self) -> CandidateScorer:
+        """A scorer of the same parents and settings with its own skeleton and tokenizer
+        (a tokenizer is not safe to share between threads): it scores another model at
+        the same time (`score_concurrently`)."""
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(self.model)
+        twin.tokenizer = load_tokenizer(self.parents.father_path)
+        return twin
+
     def load(self, state: dict[str, torch.Tensor]) -> None:
         """Write a candidate's (or a parent's) tensors into the reused model skeleton."""
         own = self.model.state_dict()
@@ -158,3 +172,54 @@ def scores_summary(scores: dict) -> dict:
                 f"{result['metric']}_stderr"}
         summary[task] = {k: v for k, v in result.items() if k in keep}
     return summary
+
+
+# Models scored at the same time on a CPU (the finish's holdout table). On this 2-core
+# machine two models with one torch thread each score about 1.3x the items of one model on
+# two threads: a small model's passes do not keep two threads busy (docs/EVOLVE.md).
+CONCURRENT_MODELS = 2
+ScoringJob = Callable[[CandidateScorer], dict]  # scores what it loads into the scorer given
+
+
+def concurrency(scorer: CandidateScorer, models: int) -> int:
+    """How many models to score at once: CONCURRENT_MODELS on a CPU with at least that
+    many torch threads and free memory for the extra skeletons (four times their bytes,
+    for the activations too), else 1."""
+    if scorer.device != "cpu" or models < 2 or torch.get_num_threads() < CONCURRENT_MODELS:
+        return 1
+    skeleton = sum(t.numel() * t.element_size() for t in scorer.model.state_dict().values())
+    free = available_memory(torch.device("cpu"))
+    if free is None or free < 4 * skeleton * (CONCURRENT_MODELS - 1):
+        return 1
+    return CONCURRENT_MODELS
+
+
+def score_concurrently(scorer: CandidateScorer, jobs: dict[Hashable, ScoringJob]
+                       ) -> dict[Hashable, dict]:
+    """Each job's result (in the jobs' order); a job gets a scorer whose skeleton is its own
+    while it runs. With `concurrency` > 1 the jobs run that many at a time, the torch
+    threads split between them; a model's scores then depend on its thread count only
+    (one per job on 2 cores), not on which jobs run beside it."""
+    workers = concurrency(scorer, len(jobs))
+    if workers == 1:
+        return {name: job(scorer) for name, job in jobs.items()}
+    previous = torch.get_num_threads()
+    threads = max(1, previous // workers)
+    idle: queue.SimpleQueue[CandidateScorer] = queue.SimpleQueue()
+    for worker in [scorer] + [scorer.twin() for _ in range(workers - 1)]:
+        idle.put(worker)
+
+    def run(job: ScoringJob) -> dict:
+        torch.set_num_threads(threads)  # the calling thread's own OpenMP count too
+        worker = idle.get()
+        try:
+            return job(worker)
+        finally:
+            idle.put(worker)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = {name: pool.submit(run, job) for name, job in jobs.items()}
+            return {name: future.result() for name, future in futures.items()}
+    finally:
+        torch.set_num_threads(previous)
