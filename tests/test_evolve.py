@@ -157,7 +157,8 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
                         lambda r, start: starts.append(start) or real_sampler(r, start))
     # the best seed's child is unhealthy, the next one healthy
     monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
-        child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy"})
+        child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy",
+                   "reasons": [], "flagged_layers": []})
     run = recipe(pair, tmp_path / "run", trials=16)
     run_evolve(run, finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
@@ -177,6 +178,11 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     assert best_kept < seeds[0].value
     assert phase2.best_kept_fitness(study, run) == best_kept
     assert f"best {best_kept:.4f})" in capsys.readouterr().err.split("CMA-ES candidates")[1]
+    # the finish leaves the rejected seed out without merging and checking it again
+    summary = run_evolve(run)
+    assert len(checked) == 3 and checked[2] == run.out / "child"
+    assert summary["best"]["search_fitness"] == best_kept
+    assert f"trial {seeds[0].number} (fitness" in capsys.readouterr().err
 
 
 # the components each anchor's field decides (arch/families.yaml's component names)

@@ -63,18 +63,19 @@ FAMILIES = (TINY, *PRESETS)
 # is cached (docs/DEMO.md has the measured times). 64 candidates: twice the 32 that took
 # 383 s before racing (the target of racing is the same wall time); 4 proxy seeds and 12
 # anchors leave 48 to CMA-ES, 8 generations of 6. holdout_limit None would score the
-# whole holdout split (about 6x the items; not yet timed).
+# whole holdout split (about 6x the items; not yet timed). The scan's attribution measures
+# the fitness tasks only (the probe sets' rows would only be drawn; docs/EVOLVE.md).
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
-                  "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48}
+                  "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
+                  "scan_probe_sets": False}
 # The specialists pair's budget: at most 15 minutes on 2 CPU cores once the fine-tunes are
 # cached (docs/DEMO.md has the measured times). Its forward passes run in bfloat16, about
 # twice as fast as float32 on a CPU with AMX (the parents and every merge stay float32;
 # docs/EVOLVE.md compares the two dtypes' scores), 32 prompts per pass. The fitness tasks'
-# whole holdout split (512 and 486 items) is scored; 200 items of the others. The scan's
-# attribution measures the fitness tasks only (the probe sets' rows would only be drawn).
+# whole holdout split (512 and 486 items) is scored; 200 items of the others.
 SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50, "holdout_limit": 200,
                       "fitness_holdout_limit": 1000, "eval_dtype": "bfloat16",
-                      "batch_size": 32, "scan_probe_sets": False}
+                      "batch_size": 32}
 # The tiny demo's budget: every search and holdout item of its task files (about 100 each),
 # under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
