@@ -190,3 +190,31 @@ def test_a_trial_left_running_is_failed_and_its_genome_returned(tmp_path):
     assert fail_stale_trials(study) == [drawn]
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
     assert fail_stale_trials(study) == []
+
+
+def test_a_worker_that_loses_the_schema_race_on_sqlite_retries(tmp_path, monkeypatch):
+    """Two processes opening a fresh SQLite study at once both write Optuna's schema; the
+    loser gets SQLite's own IntegrityError (made here by the real driver) and must use the
+    winner's tables, not stop (it made test_resume_after_sigkill flaky)."""
+    import sqlalchemy as sa
+
+    from darwin_merge.evolve import study as study_module
+
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as connection:
+        connection.execute(sa.text("create table alembic_version (version_num text primary key)"))
+        connection.execute(sa.text("insert into alembic_version values ('v3.2.0.a')"))
+    with pytest.raises(sa.exc.IntegrityError) as lost, engine.begin() as connection:
+        connection.execute(sa.text("insert into alembic_version values ('v3.2.0.a')"))
+    real, calls = study_module.RDBStorage, []
+
+    def racing_storage(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise lost.value
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "RDBStorage", racing_storage)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    storage = study_module.open_storage(f"sqlite:///{tmp_path / 'study.db'}", distributed=False)
+    assert len(calls) == 2 and isinstance(storage, real)

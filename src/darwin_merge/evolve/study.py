@@ -73,11 +73,15 @@ def open_storage(url: str, distributed: bool) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
+# What the loser of the race below is told: PostgreSQL, then SQLite.
+SCHEMA_RACE_ERRORS = ("duplicate key", "already exists", "UNIQUE constraint failed")
+
+
 def _lost_schema_race(exc: Exception) -> bool:
-    """Two workers starting at once on a fresh database both create Optuna's tables;
-    the loser gets a duplicate-key or already-exists error and should just retry."""
-    text = str(exc)
-    return "duplicate key" in text or "already exists" in text
+    """Two workers (or a worker and a reader) opening a fresh database at once both create
+    Optuna's tables; the loser gets a duplicate-key or already-exists error and should just
+    retry."""
+    return any(error in str(exc) for error in SCHEMA_RACE_ERRORS)
 
 
 def _redact(url: str) -> str:
