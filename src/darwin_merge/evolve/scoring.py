@@ -175,7 +175,7 @@ def scores_summary(scores: dict) -> dict:
 
 
 # Models scored at the same time on a CPU (the finish's holdout table). On this 2-core
-# machine two models with one torch thread each score about 1.3x the items of one model on
+# machine two models with one torch thread each score about 1.4x the items of one model on
 # two threads: a small model's passes do not keep two threads busy (docs/EVOLVE.md).
 CONCURRENT_MODELS = 2
 ScoringJob = Callable[[CandidateScorer], dict]  # scores what it loads into the scorer given
