@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
-import threading
 from functools import partial
 from pathlib import Path
 
@@ -77,8 +76,6 @@ class HoldoutJobs:
     def __init__(self, models: dict[str, dict], limits: dict[str, int | None]):
         self.models, self.limits = models, limits  # limits: each task's number of items
         self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
-        self.announced: set[str] = set()
-        self.lock = threading.Lock()
 
     def jobs(self) -> dict[tuple[str, str], ScoringJob]:
         return {(name, task): partial(self.score, name, task)
@@ -86,12 +83,9 @@ class HoldoutJobs:
 
     def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
         """One model's holdout score on one task, with its per-item records."""
+        if task == next(iter(self.limits)):  # each model's first job says it starts
+            say(f"holdout evaluation: {name}")
         if self.loaded.get(id(worker)) != name:
-            with self.lock:
-                first = name not in self.announced
-                self.announced.add(name)
-            if first:
-                say(f"holdout evaluation: {name}")
             worker.load(self.models[name])
             self.loaded[id(worker)] = name
         return worker.evaluate_loaded_tasks([task], "holdout", self.limits[task],
