@@ -204,23 +204,25 @@ def test_select_trainable_blocks_and_embeddings(tiny_llama):
         m.select_trainable(model, 1, last_layer=0)
 
 
-def test_specialists_pair_is_two_fine_tunes_of_one_base(monkeypatch, tmp_path):
+@pytest.mark.parametrize("family,layers", [("smollm2", 30), ("gemma3", 18)])
+def test_specialists_pair_is_two_fine_tunes_of_one_base(monkeypatch, tmp_path, family, layers):
     from darwin_merge.demo import run as demo_run
 
     base = tmp_path / "models" / "base"
     monkeypatch.setattr(demo_run, "ensure_real_model", lambda family, cache: base)
     monkeypatch.setattr(demo_run, "prepare_mother", lambda father, cache, recipe, device:
                         m.mother_folder(father, cache, recipe))
-    parents = demo_run.specialist_parents("smollm2", tmp_path, "cpu")
+    parents = demo_run.specialist_parents(family, tmp_path, "cpu")
     assert parents["base"] == base
     # both specialists are fine-tunes of the base, each on one fitness skill
     assert parents["father"].name.startswith("base-arith-")
     assert parents["mother"].name.startswith("base-rev-")
-    # ... on disjoint blocks (lower half, upper half), the embeddings frozen in both
-    father, mother = (demo_run.SPECIALIST_RECIPES[p] for p in ("father", "mother"))
-    assert father.last_trained_layer < mother.first_trained_layer
+    # ... on the two halves of the family's blocks, the embeddings frozen in both
+    father, mother = (demo_run.SPECIALIST_RECIPES[family][p] for p in ("father", "mother"))
+    assert (father.first_trained_layer, father.last_trained_layer) == (0, layers // 2 - 1)
+    assert (mother.first_trained_layer, mother.last_trained_layer) == (layers // 2, None)
     assert not father.train_embeddings and not mother.train_embeddings
-    skills = {m.skill_of(r.skill).task for r in demo_run.SPECIALIST_RECIPES.values()}
+    skills = {m.skill_of(r.skill).task for r in (father, mother)}
     assert skills == set(parents["fitness"])
     assert set(parents["guard"]) == {"arc_easy", "lambada_openai"}
-    assert demo_run.default_out("smollm2", "specialists").name == "demo-smollm2-specialists"
+    assert demo_run.default_out(family, "specialists").name == f"demo-{family}-specialists"

@@ -41,14 +41,23 @@ PRESETS = {
 DEFAULT_PAIR, SPECIALISTS = "father-mother", "specialists"
 PAIRS = (DEFAULT_PAIR, SPECIALISTS)
 # Each specialist trains its own half of the blocks (embeddings frozen): arithmetic the lower
-# half (blocks 0-14, the genome's blocks 0-2), reversal the upper half (15-29, blocks 3-5).
-# Trained on the same blocks, or the other way round, the two skills do not survive
-# together in any merge measured (docs/DEMO.md, docs/RESULTS.md).
+# half, reversal the upper half (SmolLM2: blocks 0-14 and 15-29, Gemma 3: 0-8 and 9-17; the
+# genome's blocks 0-2 and 3-5). Trained on the same blocks, or the other way round, the two
+# SmolLM2 skills do not survive together in any merge measured (docs/DEMO.md, RESULTS.md).
+# Gemma 3 needs lower learning rates: at SmolLM2's it loses LAMBADA and ARC-Easy, and
+# learns less arithmetic (docs/DEMO.md has the measurements).
 SPECIALIST_RECIPES = {
-    "father": recipe_with(lr=4e-4, train_embeddings=False, last_trained_layer=14),
-    "mother": recipe_with(skill="letter_reversal", steps=100, lr=3e-4, train_embeddings=False,
-                          first_trained_layer=15),
+    "smollm2": {"father": recipe_with(lr=4e-4, train_embeddings=False, last_trained_layer=14),
+                "mother": recipe_with(skill="letter_reversal", steps=100, lr=3e-4,
+                                      train_embeddings=False, first_trained_layer=15)},
+    "gemma3": {"father": recipe_with(lr=1e-4, train_embeddings=False, last_trained_layer=8),
+               "mother": recipe_with(skill="letter_reversal", steps=100, lr=5e-5,
+                                     train_embeddings=False, first_trained_layer=9)},
 }
+# The father-mother pair's mother, per family. Gemma 3's is its arithmetic specialist (one
+# cached fine-tune for both pairs): the default recipe trains the embeddings, 168M of
+# Gemma 3's 270M parameters, and its learning rate is too high for Gemma (docs/DEMO.md).
+FAMILY_MOTHERS = {"smollm2": recipe_with(), "gemma3": SPECIALIST_RECIPES["gemma3"]["father"]}
 # Guards against the base: the arithmetic fine-tune itself costs about 0.07 of ARC-Easy
 # (docs/DEMO.md), so a child that keeps arithmetic is allowed 0.10 there.
 SPECIALISTS_PRESET = {"fitness": {"two_digit_arithmetic": 0.5, "letter_reversal": 0.5},
@@ -127,8 +136,9 @@ def check_choice(family: str, pair: str) -> None:
         raise UsageError(f"unknown demo family {family!r} (known: {', '.join(FAMILIES)})")
     if pair not in PAIRS:
         raise UsageError(f"unknown demo pair {pair!r} (known: {', '.join(PAIRS)})")
-    if pair == SPECIALISTS and family != "smollm2":
-        raise UsageError("the specialists pair exists for the smollm2 family only")
+    if pair == SPECIALISTS and family not in SPECIALIST_RECIPES:
+        raise UsageError("the specialists pair exists for the "
+                         f"{' and '.join(SPECIALIST_RECIPES)} families only")
 
 
 def default_out(family: str, pair: str = DEFAULT_PAIR) -> Path:
@@ -143,10 +153,10 @@ def specialist_parents(family: str, cache: Path, device: str) -> dict:
     base = ensure_real_model(family, cache)
     console.print("[bold]demo[/bold] 2/3 father: the base fine-tuned on arithmetic "
                   "(cached after the first run)")
-    father = prepare_mother(base, cache, SPECIALIST_RECIPES["father"], device=device)
+    father = prepare_mother(base, cache, SPECIALIST_RECIPES[family]["father"], device=device)
     console.print("[bold]demo[/bold] 3/3 mother: the base fine-tuned on letter reversal "
                   "(cached after the first run)")
-    mother = prepare_mother(base, cache, SPECIALIST_RECIPES["mother"], device=device)
+    mother = prepare_mother(base, cache, SPECIALIST_RECIPES[family]["mother"], device=device)
     return {"father": father, "mother": mother, "base": base, **SPECIALISTS_PRESET}
 
 
@@ -157,7 +167,7 @@ def real_parents(family: str, cache: Path, mother_recipe, device: str) -> dict:
     father = ensure_real_model(family, cache)
     console.print("[bold]demo[/bold] 2/2 mother: the father fine-tuned on arithmetic "
                   "(cached after the first run)")
-    mother = prepare_mother(father, cache, mother_recipe, device=device)
+    mother = prepare_mother(father, cache, mother_recipe or FAMILY_MOTHERS[family], device=device)
     return {"father": father, "mother": mother, **PRESETS[family]}
 
 
