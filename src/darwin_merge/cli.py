@@ -527,7 +527,7 @@ def demo_run_cmd(
                                         show_default="runs/demo-FAMILY[-PAIR]"),
     pair: str = typer.Option("father-mother", help="father-mother (the father and its "
                              "arithmetic fine-tune) or specialists (two fine-tunes and "
-                             "their base; smollm2 only)"),
+                             "their base; smollm2 and gemma3)"),
     device: Device = "cpu",
     trials: int | None = typer.Option(None, help="Phase 2 candidates"),
     limit: int | None = typer.Option(None, help="search items per fitness task",
