@@ -23,9 +23,9 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     (cache / "models" / smollm2.name).symlink_to(smollm2.resolve())  # the father, reused
     run = tmp_path / "run"
     summary = run_demo("smollm2", cache=cache, out=run, mother_recipe=TINY_MOTHER,
-                       trials=3, limit=4, holdout_limit=6, phase1_steps=5, top_k=2,
-                       popsize=2, probe_max_tokens=16, probe_max_prompts=2, batch_size=8,
-                       scan_items=4)
+                       trials=3, limit=4, holdout_limit=6, fitness_holdout_limit=6,
+                       phase1_steps=5, top_k=2, popsize=2, probe_max_tokens=16,
+                       probe_max_prompts=2, batch_size=8, scan_items=4)
     mother = cache / "models" / f"{smollm2.name}-arith-{TINY_MOTHER.hash8(smollm2)}"
     assert json.loads((mother / "darwin_mother.json").read_text())["recipe"]["steps"] == 2
     models = summary["holdout"]["models"]
