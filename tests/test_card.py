@@ -110,6 +110,20 @@ def test_genome_table_and_hash_match_the_child(card, run_folder):
     assert run_folder["summary"]["command"] in section(body, "Reproducibility")
 
 
+def test_evolution_section_says_who_found_the_child_and_the_best_seed(card, run_folder):
+    _, body = split_card(card)
+    rows = dict((k, v) for k, v, *_ in table_rows(section(body, "Evolution result")))
+    trials = {t["number"]: t for t in json.loads((run_folder["run"] / "trials.json").read_text())}
+    best = trials[run_folder["summary"]["best"]["trial"]]
+    assert rows["Found by"].startswith({"anchor": "the anchor", "cma_es": "CMA-ES",
+                                        "proxy_top_k": "Phase 1's proxy"}[best["source"]])
+    seeds = [t for t in trials.values() if t["source"] in ("proxy_top_k", "anchor")
+             and t["race"]["outcome"] == "full"]
+    seed = max(seeds, key=lambda t: (t["fitness"], -t["number"]))
+    assert f"trial {seed['number']}, search fitness {seed['fitness']:.4f}" in rows["Best seed"]
+    assert rows["CMA-ES generations"] == "0"  # 4 trials: the proxy's top 2 and 2 anchors
+
+
 def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
     _, body = split_card(card)
     text = section(body, "Benchmarks")

@@ -25,7 +25,9 @@ from darwin_merge.cli import main
 from darwin_merge.errors import StorageError, UsageError
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
+from darwin_merge.evolve.study import phase2_summary, was_stopped
 from darwin_merge.genome import Genome
+from darwin_merge.resources import cpu_has_fast_bfloat16
 from darwin_merge.scan import run_scan
 from tiny_models import make_tiny, perturbed_copy
 
@@ -129,11 +131,11 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
-    run_evolve(recipe(pair, tmp_path / "run", trials=16), finish_run=False)
+    run_evolve(recipe(pair, tmp_path / "run", trials=22), finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     sources = [t.user_attrs["source"] for t in trials]
-    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 12 + ["cma_es"] * 2
+    assert sources == ["proxy_top_k"] * 2 + ["anchor"] * 12 + ["cma_es"] * 8
     line = trials[2:6]
     assert [t.params["global_ratio"] for t in line] == list(phase2.ANCHOR_RATIOS)
     assert all(t.params["block_3_ratio"] == t.params["global_ratio"] for t in line)
@@ -144,6 +146,16 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     # CMA-ES is centred on the best seed, not on the proxy's favourite
     best_seed = max(trials[:14], key=lambda t: t.value)
     assert starts == [pytest.approx(best_seed.params)]
+    # summary.json's account of it: 8 CMA-ES candidates are 2 generations of 4
+    story = phase2_summary(study, popsize=4, seconds=1.0)
+    assert story.sources == {"proxy_top_k": 2, "anchor": 12, "cma_es": 8}
+    assert story.cma_es_generations == 2
+    assert story.best_seed.trial == best_seed.number
+    assert story.best_seed.proposer() in ("Phase 1's proxy (top-k)",
+                                          f"the anchor {best_seed.user_attrs.get('anchor')}")
+    best_cma_es = max((t for t in trials[14:] if not was_stopped(t)), key=lambda t: t.value)
+    assert story.cma_es_gain == pytest.approx(best_cma_es.value - best_seed.value)
+    assert story.stopped_by_racing == sum(map(was_stopped, trials))
 
 
 def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch,
@@ -379,6 +391,27 @@ def test_eval_dtype_bfloat16_scores_a_float32_merge_and_fitness_tasks_get_their_
     # a continued search with the forward passes in float32 is another search
     with pytest.raises(StorageError, match="eval_dtype"):
         run_evolve(run.model_copy(update={"eval_dtype": None}), finish_run=False)
+
+
+@pytest.mark.parametrize("flags, fast", [("fpu avx512f amx_bf16 amx_tile", True),
+                                          ("fpu avx512f avx512_bf16", True),
+                                          ("fpu avx2 avx512f avx512bw", False)])
+def test_cpu_has_fast_bfloat16_reads_the_cpu_flags(tmp_path, flags, fast):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\nbugs\t\t: amx_bf16_typo\n")
+    assert cpu_has_fast_bfloat16(info) is fast
+    assert cpu_has_fast_bfloat16(tmp_path / "no-such-file") is None
+
+
+def test_bfloat16_forward_passes_on_a_cpu_without_amx_get_one_warning(pair, tmp_path,
+                                                                     monkeypatch, capsys):
+    from darwin_merge.evolve import run as evolve_run
+
+    monkeypatch.setattr(evolve_run, "cpu_has_fast_bfloat16", lambda: False)
+    evolve_run.warn_slow_bfloat16(recipe(pair, tmp_path / "a", eval_dtype="bfloat16"))
+    evolve_run.warn_slow_bfloat16(recipe(pair, tmp_path / "b"))  # float32: no warning
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("--eval-dtype float32 is faster") == 1
 
 
 def test_an_unknown_eval_dtype_is_a_one_line_error(pair, tmp_path):

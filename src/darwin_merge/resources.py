@@ -18,6 +18,23 @@ from .errors import ResourceError
 from .io.dtypes import DTYPE_SIZES
 
 MEMINFO = Path("/proc/meminfo")
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags whose matrix units run bfloat16 natively (Intel AMX, AVX512-BF16). Without one,
+# torch emulates bfloat16 matrix products and they run slower than float32.
+FAST_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_fast_bfloat16(cpuinfo: Path = CPUINFO) -> bool | None:
+    """Whether this CPU multiplies bfloat16 matrices natively (None where it cannot be
+    known: no /proc/cpuinfo). torch's `get_cpu_capability()` says only "AVX512" on a
+    CPU with AMX, so the flags are read here."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.startswith("flags")
+             for word in line.partition(":")[2].split()}
+    return any(flag in flags for flag in FAST_BFLOAT16_FLAGS)
 
 
 def available_memory(device: torch.device) -> int | None:

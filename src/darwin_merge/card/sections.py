@@ -164,6 +164,8 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
         rows.append(["Best search fitness", _num(best.search_fitness)])
     if best.trial is not None:
         rows.append(["Best trial", str(best.trial)])
+    if best.proposer() is not None:
+        rows.append(["Found by", best.proposer()])
     if s.fitness:
         rows.append(["Fitness", " + ".join(f"{w:g} x {t}" for t, w in s.fitness.items())])
     labels = {"proxy_model": "Phase 1 proxy", "steps": "Phase 1 proxy steps",
@@ -173,8 +175,16 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     rows += [[label, _plain(getattr(p1, key))] for key, label in labels.items()
              if getattr(p1, key) is not None]
     rows += [[label, _plain(getattr(p2, key))] for key, label in
-             {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds"}.items()
+             {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds",
+              "cma_es_generations": "CMA-ES generations",
+              "stopped_by_racing": "Candidates stopped early by racing"}.items()
              if getattr(p2, key) is not None]
+    if p2.best_seed is not None:
+        seed = p2.best_seed
+        rows.append(["Best seed", f"{seed.proposer()}, trial {seed.trial}, "
+                                  f"search fitness {_num(seed.search_fitness)}"])
+    if p2.cma_es_gain is not None:
+        rows.append(["CMA-ES gain over the best seed", f"{p2.cma_es_gain:+.4f}"])
     if not rows:
         return None
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")

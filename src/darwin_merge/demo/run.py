@@ -22,6 +22,7 @@ from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from ..records import SummaryRecord, parse_record, read_record
+from ..records.search import PROPOSERS
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -190,6 +191,22 @@ def _rounded(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def search_story(summary: SummaryRecord) -> list[str]:
+    """Where the child came from: Phase 2's candidates by source, CMA-ES's generations,
+    the best seed and what CMA-ES added over it (empty for a summary without them)."""
+    phase2, best = summary.phase2, summary.best
+    if phase2.sources is None or phase2.best_seed is None:
+        return []
+    counts = ", ".join(f"{n} {PROPOSERS.get(s, s)}" for s, n in phase2.sources.items())
+    gain = "" if phase2.cma_es_gain is None else (
+        f"; CMA-ES's best added {phase2.cma_es_gain:+.4f} over it")
+    return [f"Phase 2's candidates: {counts}; CMA-ES ran {phase2.cma_es_generations} "
+            f"generations; racing stopped {phase2.stopped_by_racing} early.",
+            f"The child was found by {best.proposer()} (trial {best.trial}, search fitness "
+            f"{best.search_fitness:.4f}); the best seed was {phase2.best_seed.proposer()} "
+            f"(trial {phase2.best_seed.trial}, {phase2.best_seed.search_fitness:.4f}){gain}."]
+
+
 def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make demo") -> str:
     """docs/RESULTS.md's body from a finished run: the holdout table with standard errors,
     item counts, the command, date and hardware (all read from the run's records)."""
@@ -229,6 +246,7 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
         f"Search: Phase 1 {phase1.steps} CMA-ES generations in {phase1.seconds:.1f} s; "
         f"Phase 2 {phase2.trials} candidates in {phase2.seconds:.0f} s; proxy-vs-real "
         f"Spearman {_rounded(phase1.spearman)} over {phase1.pairs} candidates.",
+        *search_story(summary),
         f"Best genome: trial {best.trial}, genome_hash `{best.genome_hash}`; health: "
         f"{summary.health.verdict if summary.health else None}.",
         "",

@@ -26,10 +26,8 @@ from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
 from ..records import (
-    Best,
     HealthVerdict,
     Phase1Summary,
-    Phase2Summary,
     SummaryRecord,
     Trials,
     record_json,
@@ -43,7 +41,14 @@ from .scoring import (
     guard_verdicts,
     score_concurrently,
 )
-from .study import fully_scored, proxy_spearman, scored_trials, trial_table
+from .study import (
+    fully_scored,
+    phase2_summary,
+    proxy_spearman,
+    scored_trials,
+    trial_best,
+    trial_table,
+)
 
 MAX_HEALTH_TRIES = 3
 # The two merges a user would otherwise pick, scored on the holdout beside the child.
@@ -251,14 +256,13 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         base=str(recipe.base) if recipe.base else None,
         device=recipe.device, dtype=recipe.dtype, eval_dtype=recipe.forward_dtype,
         fitness=recipe.weights, limit=recipe.limit,
-        best=Best(genome=genome.model_dump(), genome_hash=trial.user_attrs["genome_hash"],
-                  trial=trial.number, search_fitness=trial.value),
+        best=trial_best(trial, genome.model_dump()),
         baselines={name: g.model_dump() for name, g in BASELINES.items()},
         phase1=Phase1Summary(steps=phase1["steps"], seconds=phase1["seconds"],
                              proxy_model=phase1["proxy_model"],
                              top_k=len(phase1["top_k"]), spearman=rho, pairs=pairs,
                              stakes=phase1["stakes"]),
-        phase2=Phase2Summary(trials=len(scored_trials(study, 2)), seconds=phase2_seconds),
+        phase2=phase2_summary(study, recipe.popsize, phase2_seconds),
         holdout=holdout,
         holdout_limit=recipe.holdout_limit,
         fitness_holdout_limit=recipe.fitness_holdout_limit,

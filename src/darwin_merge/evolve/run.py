@@ -12,6 +12,7 @@ from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
+from ..resources import cpu_has_fast_bfloat16
 from . import say
 from .finish import finish, write_records
 from .phase1 import build_proxy_data, parent_scores, run_phase1_cached
@@ -45,6 +46,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         # done first, so that an unreachable storage or another search's study is refused
         # before the scan and the parents' loading; the seeds are scored with this sampler
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
+        warn_slow_bfloat16(recipe)
         scan_path = ensure_scan(recipe)
         mri = load_scan_ratios(scan_path)  # checks the file before it is used
         scan = json.loads(Path(scan_path).read_text())
@@ -81,3 +83,12 @@ def _write_card(recipe: Recipe) -> None:
     out = Path(recipe.out)
     write_card(out / "child", out)
     write_report(out)
+
+
+def warn_slow_bfloat16(recipe: Recipe) -> None:
+    """A line before the work when bfloat16 forward passes will be slow on this CPU."""
+    if (recipe.forward_dtype == "bfloat16" and recipe.device == "cpu"
+            and cpu_has_fast_bfloat16() is False):
+        say("[yellow]warning[/yellow]: forward passes in bfloat16 on a CPU without AMX or "
+            "AVX512-BF16 run slower than float32 here; --eval-dtype float32 is faster "
+            "(the search's scores differ a little between the two)")

@@ -35,6 +35,7 @@ from scipy.stats import spearmanr
 from ..errors import StorageError
 from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import parents_fingerprint
+from ..records import Best, Phase2Summary
 from .recipe import Recipe
 
 DIRECTION = "maximize"
@@ -175,10 +176,45 @@ def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:
     pairs = [(t.user_attrs.get("proxy_fitness"), t.value) for t in scored_trials(study, 2)
              if t.user_attrs.get("proxy_fitness") is not None and
              t.user_attrs.get("duplicate_of") is None]
-    if len(pairs) < 3:
-        return None, len(pairs)
+    if len(pairs) < 3 or any(len(set(side)) < 2 for side in zip(*pairs, strict=True)):
+        return None, len(pairs)  # too few, or one side constant: no rank correlation
     rho = spearmanr([p for p, _ in pairs], [v for _, v in pairs]).statistic
     return (None if not np.isfinite(rho) else float(rho)), len(pairs)
+
+
+# The sources of Phase 2's seeds (queued before CMA-ES starts; `enqueue_seeds`).
+SEED_SOURCES = ("proxy_top_k", "anchor")
+
+
+def trial_best(trial, genome: dict | None = None) -> Best:
+    """A scored trial as summary.json's `best` record (with who proposed it)."""
+    return Best(genome=genome, genome_hash=trial.user_attrs.get("genome_hash"),
+                trial=trial.number, search_fitness=trial.value,
+                source=trial.user_attrs.get("source"), anchor=trial.user_attrs.get("anchor"))
+
+
+def best_trial(trials: list):
+    """The best fully scored, first-scored (not a duplicate) trial of `trials`, or None."""
+    full = [t for t in fully_scored(trials) if t.user_attrs.get("duplicate_of") is None]
+    return max(full, key=lambda t: (t.value, -t.number)) if full else None
+
+
+def phase2_summary(study: optuna.Study, popsize: int, seconds: float) -> Phase2Summary:
+    """How Phase 2 went: its candidates per source, CMA-ES's generations, how many racing
+    stopped, the best seed and what CMA-ES added over it on the search split."""
+    trials = scored_trials(study, 2)
+    sources: dict[str, int] = {}
+    for trial in trials:
+        source = trial.user_attrs.get("source", "unknown")
+        sources[source] = sources.get(source, 0) + 1
+    seed = best_trial([t for t in trials if t.user_attrs.get("source") in SEED_SOURCES])
+    cma_es = best_trial([t for t in trials if t.user_attrs.get("source") == "cma_es"])
+    gain = None if seed is None or cma_es is None else cma_es.value - seed.value
+    return Phase2Summary(trials=len(trials), seconds=seconds, sources=sources,
+                         cma_es_generations=sources.get("cma_es", 0) // popsize,
+                         stopped_by_racing=sum(was_stopped(t) for t in trials),
+                         best_seed=None if seed is None else trial_best(seed),
+                         cma_es_gain=gain)
 
 
 def find_duplicate(study: optuna.Study, trial: optuna.Trial, genome_hash: str,

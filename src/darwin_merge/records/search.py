@@ -21,6 +21,22 @@ class Best(Part):
     genome_hash: str | None = None
     trial: int | None = None
     search_fitness: Number | None = None
+    # who proposed it: proxy_top_k, anchor (and which), cma_es or requeued_after_kill
+    source: str | None = None
+    anchor: str | None = None
+    omitted_when_none = ("source", "anchor")
+
+    def proposer(self) -> str | None:
+        """Who proposed this genome, in words (None in a record written before sources)."""
+        if self.source is None:
+            return None
+        words = PROPOSERS.get(self.source, self.source)
+        return f"{words} {self.anchor}" if self.anchor else words
+
+
+# Phase 2's sources of candidates (trials.json's `source`), in words.
+PROPOSERS = {"cma_es": "CMA-ES", "proxy_top_k": "Phase 1's proxy (top-k)",
+             "anchor": "the anchor", "requeued_after_kill": "a candidate requeued after a kill"}
 
 
 class Stake(Part):
@@ -45,6 +61,16 @@ class Phase1Summary(Part):
 class Phase2Summary(Part):
     trials: int | None = None
     seconds: Number | None = None
+    # how the search went: candidates per source, CMA-ES generations (its candidates over
+    # the population size), how many racing stopped, the best fully scored seed (a proxy
+    # top-k genome or an anchor) and what CMA-ES added over it on the search split
+    sources: dict[str, int] | None = None
+    cma_es_generations: int | None = None
+    stopped_by_racing: int | None = None
+    best_seed: Best | None = None
+    cma_es_gain: Number | None = None
+    omitted_when_none = (
+        "sources", "cma_es_generations", "stopped_by_racing", "best_seed", "cma_es_gain")
 
 
 class HoldoutTask(Part):
