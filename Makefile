@@ -55,7 +55,9 @@ test-fast: setup
 # runs the Gemma 3 270M preset; `make demo FAMILY=tiny` the same pipeline in about two
 # minutes on a tiny pair it trains in seconds (no real model needed). Re-running prints the
 # finished results.
-demo: setup $(if $(filter tiny,$(FAMILY)),,models)
+# Only the family's own real model is imported (none for tiny).
+DEMO_MODEL := $(if $(filter smollm2,$(FAMILY)),$(SMOLLM2),$(if $(filter gemma3,$(FAMILY)),$(GEMMA3)))
+demo: setup $(DEMO_MODEL)
 	$(DARWIN) demo run --family $(FAMILY) --pair $(PAIR) --cache $(CACHE) $(DEMO_ARGS)
 
 lint: setup
