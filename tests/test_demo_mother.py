@@ -133,17 +133,25 @@ def test_only_the_answer_is_learned(smollm2):
     assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
 
 
-def _trained_state(folder, recipe):
+def _trained_state(folder, recipe, optimizer_threads=None):
     tokenizer, model = load_tokenizer(folder), load_model(folder)
-    numbers = m.train(model, tokenizer, recipe, set(), torch.device("cpu"), progress=False)
+    numbers = m.train(model, tokenizer, recipe, set(), torch.device("cpu"), progress=False,
+                      optimizer_threads=optimizer_threads)
     return numbers, {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.real
 @pytest.mark.slow
 def test_training_is_deterministic_and_touches_only_what_it_trains(smollm2):
-    numbers, first = _trained_state(smollm2, TINY)
-    _, second = _trained_state(smollm2, TINY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        numbers, first = _trained_state(smollm2, TINY)
+        # the optimizer's step on two threads: the same weights, bit for bit (the embedding
+        # table, 28M values, is split between the threads)
+        _, second = _trained_state(smollm2, TINY, optimizer_threads=2)
+    finally:
+        torch.set_num_threads(threads)
     father = load_model(smollm2).state_dict()
     assert numbers["problems"] == TINY.steps * TINY.batch_size
     for name, tensor in first.items():
@@ -161,7 +169,8 @@ def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypa
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", _recording(torch.set_num_threads, seen := []))
     folder = m.prepare_mother(smollm2, tmp_path, TINY, progress=False)
-    assert seen == [TINY.threads, threads]  # one thread to train, then the caller's again
+    # one thread to train, the caller's for each optimizer step, then the caller's again
+    assert seen == [TINY.threads] + [threads, TINY.threads] * TINY.steps + [threads]
     assert folder == tmp_path / "models" / f"{smollm2.name}-arith-{TINY.hash8(smollm2)}"
     record = json.loads((folder / m.RECORD_FILE).read_text())
     assert record["recipe"] == TINY.key() and record["tokens"] > 0
