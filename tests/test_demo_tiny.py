@@ -59,6 +59,13 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert (run / "report.html").stat().st_size > 10_000
     assert len([t for t in json.loads((run / "trials.json").read_text())
                 if t["phase"] == 2]) == 4
+    # where the child came from: 4 trials are the proxy's top 2 and the first 2 anchors
+    assert ("Phase 2's candidates: 2 proxy top-k seeds, 2 anchors; CMA-ES ran 0 generations"
+            in results)
+    best = summary["best"]
+    proposer = {"proxy_top_k": "Phase 1's proxy (top-k)", "anchor": "the anchor "
+                + str(best.get("anchor"))}[best["source"]]
+    assert f"The child was found by {proposer} (trial {best['trial']}," in results
 
 
 def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):

@@ -22,7 +22,6 @@ from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from ..records import SummaryRecord, parse_record, read_record
-from ..records.search import PROPOSERS
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -191,13 +190,18 @@ def _rounded(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+# trials.json's sources, counted in RESULTS.md ("4 proxy top-k seeds, 12 anchors, ...").
+SOURCE_COUNTS = {"proxy_top_k": "proxy top-k seeds", "anchor": "anchors",
+                 "cma_es": "CMA-ES candidates", "requeued_after_kill": "requeued after a kill"}
+
+
 def search_story(summary: SummaryRecord) -> list[str]:
     """Where the child came from: Phase 2's candidates by source, CMA-ES's generations,
     the best seed and what CMA-ES added over it (empty for a summary without them)."""
     phase2, best = summary.phase2, summary.best
     if phase2.sources is None or phase2.best_seed is None:
         return []
-    counts = ", ".join(f"{n} {PROPOSERS.get(s, s)}" for s, n in phase2.sources.items())
+    counts = ", ".join(f"{n} {SOURCE_COUNTS.get(s, s)}" for s, n in phase2.sources.items())
     gain = "" if phase2.cma_es_gain is None else (
         f"; CMA-ES's best added {phase2.cma_es_gain:+.4f} over it")
     return [f"Phase 2's candidates: {counts}; CMA-ES ran {phase2.cma_es_generations} "

@@ -24,7 +24,7 @@ class Best(Part):
     # who proposed it: proxy_top_k, anchor (and which), cma_es or requeued_after_kill
     source: str | None = None
     anchor: str | None = None
-    omitted_when_none = ("source", "anchor")
+    omitted_when_none = ("source", "anchor", "genome")
 
     def proposer(self) -> str | None:
         """Who proposed this genome, in words (None in a record written before sources)."""
