@@ -22,6 +22,7 @@ from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from ..records import SummaryRecord, parse_record, read_record
+from ..records.search import SOURCE_COUNTS
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -188,11 +189,6 @@ def tiny_parents(cache: Path) -> dict:
 
 def _rounded(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-# trials.json's sources, counted in RESULTS.md ("4 proxy top-k seeds, 12 anchors, ...").
-SOURCE_COUNTS = {"proxy_top_k": "proxy top-k seeds", "anchor": "anchors",
-                 "cma_es": "CMA-ES candidates", "requeued_after_kill": "requeued after a kill"}
 
 
 def search_story(summary: SummaryRecord) -> list[str]:

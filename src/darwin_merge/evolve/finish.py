@@ -42,9 +42,9 @@ from .scoring import (
     score_concurrently,
 )
 from .study import (
-    fully_scored,
     phase2_summary,
     proxy_spearman,
+    ranked_trials,
     scored_trials,
     trial_best,
     trial_table,
@@ -59,10 +59,7 @@ BASELINES = {
 
 
 def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
-    trials = [t for t in fully_scored(scored_trials(study, 2))
-              if t.user_attrs.get("duplicate_of") is None]
-    trials.sort(key=lambda t: (-t.value, t.number))
-    return [(t, Genome(**t.params)) for t in trials]
+    return [(t, Genome(**t.params)) for t in ranked_trials(scored_trials(study, 2))]
 
 
 def task_roles(recipe: Recipe) -> dict[str, str]:

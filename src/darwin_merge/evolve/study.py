@@ -193,10 +193,17 @@ def trial_best(trial, genome: dict | None = None) -> Best:
                 source=trial.user_attrs.get("source"), anchor=trial.user_attrs.get("anchor"))
 
 
-def best_trial(trials: list):
-    """The best fully scored, first-scored (not a duplicate) trial of `trials`, or None."""
+def ranked_trials(trials: list) -> list:
+    """The fully scored, first-scored (not a duplicate) trials of `trials`, best first
+    (the earlier of two equal ones first)."""
     full = [t for t in fully_scored(trials) if t.user_attrs.get("duplicate_of") is None]
-    return max(full, key=lambda t: (t.value, -t.number)) if full else None
+    return sorted(full, key=lambda t: (-t.value, t.number))
+
+
+def best_trial(trials: list):
+    """The first of `ranked_trials`, or None."""
+    ranked = ranked_trials(trials)
+    return ranked[0] if ranked else None
 
 
 def phase2_summary(study: optuna.Study, popsize: int, seconds: float) -> Phase2Summary:

@@ -34,9 +34,12 @@ class Best(Part):
         return f"{words} {self.anchor}" if self.anchor else words
 
 
-# Phase 2's sources of candidates (trials.json's `source`), in words.
+# Phase 2's sources of candidates (trials.json's `source`), in words: one candidate and a
+# count of them ("4 proxy top-k seeds").
 PROPOSERS = {"cma_es": "CMA-ES", "proxy_top_k": "Phase 1's proxy (top-k)",
              "anchor": "the anchor", "requeued_after_kill": "a candidate requeued after a kill"}
+SOURCE_COUNTS = {"proxy_top_k": "proxy top-k seeds", "anchor": "anchors",
+                 "cma_es": "CMA-ES candidates", "requeued_after_kill": "requeued after a kill"}
 
 
 class Stake(Part):
