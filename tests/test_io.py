@@ -52,6 +52,19 @@ def test_written_folder_loads_in_transformers(tiny_llama, tmp_path):
     assert torch.isfinite(logits).all()
 
 
+def test_load_model_draws_no_transformers_bar_and_leaves_its_switch(tiny_llama, capfd):
+    """darwin's progress is rich's alone: transformers' "Loading weights" tqdm bar (one
+    per load, dozens in a search's log) is off while darwin loads, and back on after."""
+    from transformers.utils import logging as transformers_logging
+
+    from darwin_merge.io.loading import load_model
+
+    transformers_logging.enable_progress_bar()
+    assert load_model(tiny_llama) is not None
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     out = tmp_path / "child"
     with pytest.raises(RuntimeError), atomic_output_dir(out) as tmp:

@@ -7,6 +7,7 @@ checkpoints, remote code, paths outside the folder) before transformers sees it.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -47,13 +48,29 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
         pass  # the safety checks
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-        )
+        with _no_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelFormatError(f"{path}: transformers cannot load this model ({exc})") from exc
     return model.to(resolve_device(device)).eval()
+
+
+@contextmanager
+def _no_transformers_bars():
+    """transformers' own tqdm bar ("Loading weights") off while it runs: darwin's
+    progress is drawn by rich alone, and a log should not fill with a bar per load."""
+    from transformers.utils import logging as transformers_logging
+
+    was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            transformers_logging.enable_progress_bar()
 
 
 def model_from_state(config_dir: str | Path, state: dict[str, torch.Tensor],
