@@ -195,6 +195,10 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     assert len(checked) == 3 and checked[2] == run.out / "child"
     assert summary["best"]["search_fitness"] == best_kept
     assert f"trial {seeds[0].number} (fitness" in capsys.readouterr().err
+    # summary.json's best seed is the one CMA-ES started from, not the rejected one
+    assert summary["phase2"]["best_seed"]["trial"] == seeds[1].number
+    best_cma = max(t.value for t in cma if not was_stopped(t))
+    assert summary["phase2"]["cma_es_gain"] == pytest.approx(best_cma - seeds[1].value)
 
 
 # the components each anchor's field decides (arch/families.yaml's component names)

@@ -206,15 +206,19 @@ def best_trial(trials: list):
     return ranked[0] if ranked else None
 
 
-def phase2_summary(study: optuna.Study, popsize: int, seconds: float) -> Phase2Summary:
+def phase2_summary(study: optuna.Study, popsize: int, seconds: float,
+                   rejected: set[int] = frozenset()) -> Phase2Summary:
     """How Phase 2 went: its candidates per source, CMA-ES's generations, how many racing
-    stopped, the best seed and what CMA-ES added over it on the search split."""
+    stopped, the best seed and what CMA-ES added over it on the search split. `rejected`:
+    the seeds whose child failed the health check, left out of the best seed as CMA-ES
+    and the finish leave them out (the best seed is where CMA-ES started)."""
     trials = scored_trials(study, 2)
     sources: dict[str, int] = {}
     for trial in trials:
         source = trial.user_attrs.get("source", "unknown")
         sources[source] = sources.get(source, 0) + 1
-    seed = best_trial([t for t in trials if t.user_attrs.get("source") in SEED_SOURCES])
+    seed = best_trial([t for t in trials if t.user_attrs.get("source") in SEED_SOURCES
+                       and t.number not in rejected])
     cma_es = best_trial([t for t in trials if t.user_attrs.get("source") == "cma_es"])
     gain = None if seed is None or cma_es is None else cma_es.value - seed.value
     return Phase2Summary(trials=len(trials), seconds=seconds, sources=sources,
