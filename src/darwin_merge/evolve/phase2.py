@@ -21,7 +21,7 @@ from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
     find_duplicate,
-    fully_scored,
+    ranked_trials,
     scored_trials,
     was_stopped,
     worker_name,
@@ -96,8 +96,7 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
     MAX_HEALTH_TRIES best; the best one when none does): CMA-ES then explores around a
     child the finish can keep, not around one it will reject (docs/EVOLVE.md). Each
     verdict is kept in the study (`seed_health`), so a resumed run does not check again."""
-    ranked = sorted(fully_scored(scored_trials(study, phase=2)),
-                    key=lambda t: (-t.value, t.number))
+    ranked = ranked_trials(scored_trials(study, phase=2))
     verdicts = dict(study.user_attrs.get("seed_health", {}))
     for trial in ranked[:MAX_HEALTH_TRIES]:
         key = str(trial.number)
