@@ -47,3 +47,19 @@ def test_gemma3_imports_and_classifies(gemma3_real):
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "France" in text, text
+
+
+def test_gguf_import_draws_no_transformers_bar(tmp_path, capfd):
+    """An import's log holds darwin's lines, not transformers' own tqdm bars for loading
+    and writing (one per tensor file, mixed into rich's progress in a demo's log)."""
+    from transformers.utils import logging as transformers_logging
+
+    from darwin_merge.io.gguf_import import import_gguf
+    from darwin_merge.realmodels import gguf_path
+
+    transformers_logging.enable_progress_bar()
+    import_gguf(gguf_path("smollm2", tmp_path), tmp_path / "smollm2")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err
+    assert (tmp_path / "smollm2" / "model.safetensors").is_file()
+    assert transformers_logging.is_progress_bar_enabled()

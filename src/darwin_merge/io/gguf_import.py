@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ModelFormatError
 from .dtypes import parse_dtype
+from .loading import no_transformers_bars
 from .writer import atomic_output_dir
 
 SOURCE_URL_KEYS = ("general.source.repo_url", "general.source.url")
@@ -38,13 +39,15 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
     path = Path(gguf_file)
     torch_dtype = parse_dtype(dtype)
     _check_gguf(path)
-    # transformers logs a progress bar and warnings per tensor; keep the terminal readable
+    # transformers logs warnings per tensor and draws its own tqdm bars (de-quantising,
+    # loading, writing); keep the terminal readable
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32
-        )
+        with no_transformers_bars():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            loaded = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32
+            )
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFormatError(f"{path}: transformers cannot load this GGUF ({first})") from exc
@@ -58,7 +61,7 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
     del loaded
     generation_config = model.generation_config
     _align_special_tokens(tokenizer, model.config, generation_config)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, no_transformers_bars():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)

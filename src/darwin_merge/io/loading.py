@@ -48,7 +48,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
         pass  # the safety checks
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        with _no_transformers_bars():
+        with no_transformers_bars():
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code,
                 use_safetensors=True,
@@ -59,7 +59,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
 
 
 @contextmanager
-def _no_transformers_bars():
+def no_transformers_bars():
     """transformers' own tqdm bar ("Loading weights") off while it runs: darwin's
     progress is drawn by rich alone, and a log should not fill with a bar per load."""
     from transformers.utils import logging as transformers_logging
