@@ -82,13 +82,12 @@ DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_step
                   "scan_probe_sets": False, "fitness_holdout_limit": 1200,
                   "eval_dtype": "bfloat16", "batch_size": 32}
 # The specialists pair's budget: at most 15 minutes on 2 CPU cores once the fine-tunes are
-# cached (docs/DEMO.md has the measured times). Its forward passes run in bfloat16, about
-# twice as fast as float32 on a CPU with AMX (the parents and every merge stay float32;
-# docs/EVOLVE.md compares the two dtypes' scores), 32 prompts per pass. The fitness tasks'
+# cached (docs/DEMO.md has the measured times): the main budget's forward passes (bfloat16,
+# about twice as fast as float32 on a CPU with AMX; docs/EVOLVE.md compares the two dtypes'
+# scores; 32 prompts per pass), 24 candidates on 50 items per task. The fitness tasks'
 # whole holdout split (512 and 486 items) is scored; 200 items of the others.
-SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50, "holdout_limit": 200,
-                      "fitness_holdout_limit": 1000, "eval_dtype": "bfloat16",
-                      "batch_size": 32}
+SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50,
+                      "fitness_holdout_limit": 1000}
 # The tiny demo's budget: every search and holdout item of its task files (about 100 each),
 # under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
