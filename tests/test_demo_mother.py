@@ -188,6 +188,17 @@ def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypa
     assert m.prepare_mother(smollm2, tmp_path, TINY, progress=False) == folder
 
 
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_training_bar_names_the_skill_not_a_role(smollm2, capfd):
+    """The specialists pair trains its father with this code too: the progress line says
+    which skill is learnt ("fine-tuning on letter_reversal"), not "the mother"."""
+    recipe = m.recipe_with(skill="letter_reversal", steps=2, batch_size=4, warmup_steps=1,
+                           first_trained_layer=28)
+    m.train(load_model(smollm2), load_tokenizer(smollm2), recipe, set(), torch.device("cpu"))
+    err = capfd.readouterr().err
+    assert "fine-tuning on letter_reversal" in err and "mother" not in err
+
 def _recording(function, calls: list):
     def wrapper(value):
         calls.append(value)

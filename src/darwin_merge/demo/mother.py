@@ -326,7 +326,9 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
     model.train()
     losses, tokens, start = [], 0, time.perf_counter()
     with progress_bar(progress) as bar:
-        task = bar.add_task("training the mother", total=recipe.steps)
+        # named by its skill: the specialists pair trains its father this way too
+        label = f"fine-tuning on {recipe.skill}"
+        task = bar.add_task(label, total=recipe.steps)
         for step in range(recipe.steps):
             input_ids, labels = collate(batches[step], pad_id)
             for group in optimizer.param_groups:
@@ -340,7 +342,7 @@ def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: tor
             losses.append(loss.item())
             tokens += sum(len(ids) for ids, _ in batches[step])
             recent = sum(losses[-20:]) / len(losses[-20:])
-            bar.update(task, advance=1, description=f"training the mother (loss {recent:.3f})")
+            bar.update(task, advance=1, description=f"{label} (loss {recent:.3f})")
     model.eval()
     seconds = time.perf_counter() - start
     return {"trained_tensors": len(trained), "trained_params": sum(p.numel() for p in params),
