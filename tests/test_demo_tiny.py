@@ -52,7 +52,10 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert mother[tasks["mirror"]]["acc"] > 0.9 > father[tasks["mirror"]]["acc"]
     assert all(row[tasks["shift"]]["n"] == 30 for row in holdout["models"].values())
     results = (run / "RESULTS.md").read_text()
-    assert "Command: `make demo FAMILY=tiny`" in results
+    # the command that remakes the run: the budget's flags, then what only Python changed
+    assert ('Command: `make demo FAMILY=tiny DEMO_ARGS="--trials 4 --limit 24 --holdout-limit '
+            '30"` with changes from Python (phase1_steps=20, top_k=2, popsize=2, '
+            'probe_max_prompts=2, probe_max_tokens=16, scan_items=8)') in results
     assert "| shift.jsonl (fitness, n=30) | mirror.jsonl (fitness, n=30) |" in results
     assert all(f"| {name} |" in results for name in MODELS)
     assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()

@@ -97,6 +97,9 @@ TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps
 # help, and on a loaded 2-core machine the threads' waits made the run 2.5x slower (80 s
 # against 200 s with the trio cached, docs/DEMO.md).
 TINY_THREADS = 1
+# The budget fields `darwin demo run` takes as flags (RESULTS.md's command line shows them).
+DEMO_FLAGS = {"trials": "--trials", "limit": "--limit", "holdout_limit": "--holdout-limit",
+              "eval_dtype": "--eval-dtype", "device": "--device"}
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
@@ -126,11 +129,27 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     recipe = build_recipe(out=out, device=device, **parents, **values)
     with cpu_threads(TINY_THREADS if family == TINY else None):
         summary = run_evolve(recipe)
+    changed = {k: v for k, v in values.items() if defaults.get(k) != v}
+    if device != "cpu":
+        changed["device"] = device
+    if mother_recipe is not None:
+        changed["mother"] = Path(parents["mother"]).name  # its folder names its recipe's hash
+    record = parse_record(SummaryRecord, summary, summary_path)
+    (out / "RESULTS.md").write_text(results_markdown(record, out, *demo_command(
+        family, pair, changed)), encoding="utf-8")
+    return summary
+
+
+def demo_command(family: str, pair: str, changed: dict) -> tuple[str, str]:
+    """(the `make demo` line that makes the run, the changes it cannot say): FAMILY and
+    PAIR when not the default, DEMO_ARGS for a budget changed through `darwin demo run`'s
+    flags, and the changes a Python caller made (other budget fields, a mother recipe)."""
     command = ("make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
                + ("" if pair == DEFAULT_PAIR else f" PAIR={pair}"))
-    record = parse_record(SummaryRecord, summary, summary_path)
-    (out / "RESULTS.md").write_text(results_markdown(record, out, command), encoding="utf-8")
-    return summary
+    flags = " ".join(f"{DEMO_FLAGS[k]} {v}" for k, v in changed.items() if k in DEMO_FLAGS)
+    if flags:
+        command += f' DEMO_ARGS="{flags}"'
+    return command, ", ".join(f"{k}={v}" for k, v in changed.items() if k not in DEMO_FLAGS)
 
 
 def check_choice(family: str, pair: str) -> None:
@@ -206,9 +225,11 @@ def search_story(summary: SummaryRecord) -> list[str]:
             f"(trial {phase2.best_seed.trial}, {phase2.best_seed.search_fitness:.4f}){gain}."]
 
 
-def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make demo") -> str:
+def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make demo",
+                     python_changes: str = "") -> str:
     """docs/RESULTS.md's body from a finished run: the holdout table with standard errors,
-    item counts, the command, date and hardware (all read from the run's records)."""
+    item counts, the command (and what a Python caller changed beyond it), date and
+    hardware (all read from the run's records)."""
     import os
     import platform
 
@@ -236,7 +257,9 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
     forward = ("" if summary.eval_dtype in (None, summary.dtype)
                else f" (forward passes in {summary.eval_dtype})")
     return "\n".join([
-        f"Command: `{command}` (run folder `{run_dir}`), {summary.created or ''}.",
+        f"Command: `{command}`"
+        + (f" with changes from Python ({python_changes})" if python_changes else "")
+        + f" (run folder `{run_dir}`), {summary.created or ''}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
         f"{summary.device}, {summary.dtype}{forward}.",
         f"Fitness: {summary.fitness} on the `search` split "
