@@ -60,9 +60,9 @@ def test_run_folder_records(skills_run):
     assert len([t for t in trials if t["phase"] == 2]) == 16
     assert summary["phase1"]["pairs"] >= 3 and summary["phase1"]["steps"] == 50
     phase1 = json.loads((run / "phase1.json").read_text())
-    assert phase1["proxy_model"] == "attribution-v2"  # the scan's attribution drives it
-    assert summary["phase1"]["proxy_model"] == "attribution-v2"
-    assert "| Phase 1 proxy | attribution-v2 |" in (run / "child" / "README.md").read_text()
+    assert phase1["proxy_model"] == "attribution-v3"  # the scan's attribution drives it
+    assert summary["phase1"]["proxy_model"] == "attribution-v3"
+    assert "| Phase 1 proxy | attribution-v3 |" in (run / "child" / "README.md").read_text()
     assert (run / "evolution.png").read_bytes()[:4] == b"\x89PNG"
     child_record = json.loads((run / "child" / "darwin_merge.json").read_text())
     assert child_record["genome_hash"] == summary["best"]["genome_hash"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from darwin_merge.arch.taxonomy import TensorInfo
@@ -60,19 +61,36 @@ def test_a_group_that_opposes_the_gap_lifts_a_child_above_both_parents():
     assert father == pytest.approx(0.2) and mother == pytest.approx(0.6)
 
 
-def test_the_swap_made_in_the_preferred_parent_is_read():
+def test_the_swaps_that_add_up_to_the_gap_are_read_whichever_parent_is_preferred():
     """The mother's embeddings raise the father's skill when grafted (+0.5) but cost the
-    mother nothing to give back (revert 0): read in the mother (the scan's context), the
-    mother with the father's embeddings keeps the mother's score; read in the father, the
-    graft counts."""
+    mother nothing to give back (revert 0). The reverts add up to the gap (1.0), the
+    grafts overshoot it (1.5): the reverts are read, so the mother with the father's
+    embeddings keeps the mother's score, whichever parent the scan prefers."""
     task = scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0},
                      grafts={"embed": 0.5})
-    anchors = anchor_genomes()
-    in_mother = predict(anchors["mother_but_embed_from_father"], *model_for(task))
-    assert in_mother == pytest.approx(0.6)
-    in_father = predict(anchors["father_but_embed_from_mother"],
-                        *model_for(task, context="father"))
-    assert in_father > 0.2 + 0.05
+    swapped = anchor_genomes()["mother_but_embed_from_father"]
+    for context in ("mother", "father"):
+        assert predict(swapped, *model_for(task, context=context)) == pytest.approx(0.6)
+
+
+def test_a_skill_redundant_in_the_preferred_parent_is_read_in_the_other():
+    """The specialists' case: each block carries the mother's skill whole, so taking one
+    back from her changes nothing (reverts 0.05), while grafting the attention block alone
+    into the father brings the whole gap. Read in the mother the proxy would say the blocks
+    do not matter; read in the father (the grafts add up to the gap), the father with the
+    mother's attention block is predicted at the mother's score, and with her FFN block
+    alone at the father's."""
+    task = scan_task({"block0.attn": 0.05, "block0.ffn": 0.05, "embed": 0.0},
+                     grafts={"block0.attn": 1.0, "block0.ffn": 0.0})
+    model, _ = model_for(task, context="mother")
+    (fitness_task,) = model.tasks
+
+    def child(**mother_groups) -> float:  # the mother's share of each group, 0 elsewhere
+        shares = np.array([mother_groups.get(g.replace(".", "_"), 0.0) for g in model.groups])
+        return P.predicted_metric(fitness_task, shares, float(shares.mean()))
+
+    assert child(block0_attn=1.0) == pytest.approx(0.6)
+    assert child(block0_ffn=1.0) == pytest.approx(0.2)
 
 
 def test_the_midpoint_sets_the_bend_of_a_blend():

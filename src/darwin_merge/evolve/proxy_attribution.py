@@ -5,14 +5,15 @@ The scan measured, per tensor group g and fitness task t, on the same search ite
 - graft_g: score(father with the mother's g) - score(father)
 - revert_g: score(mother) - score(mother with the father's g)
 
-The proxy reads the swap made in the parent the fitness prefers (the scan's `context`,
-the same choice its ratios make): the revert when that is the mother, the graft when it
-is the father. The children worth predicting lie near that parent, and the swap made there
-measures what a group is worth there (on the demo pair the mother's embeddings raise the
-father's arithmetic when grafted, yet cost the mother nothing to give back). Swaps do not
-add up (each alone can carry most of a skill that needs all of them), so the effects e_g
-are rescaled to explain the parents' gap D = s_M - s_F: c_g = e_g * D / sum(e) (the factor
-kept within [1/4, 4]; what is left of D follows the child's overall mother share m).
+Per task, the proxy reads the side whose swaps add up closest to the parents' gap
+D = s_M - s_F (the preferred parent's, the scan's `context`, on a tie). A skill that
+several groups each carry whole is redundant on one side: there each swap alone changes
+little (the specialists pair's reversal skill, taken out of the mother one group at a
+time) and the swaps cannot say where the skill lies. On the demo pair the reverts fit: the
+mother's embeddings raise the father's arithmetic when grafted, yet cost the mother
+nothing to give back. Swaps do not add up exactly, so the effects e_g are rescaled to
+explain D: c_g = e_g * D / sum(e) (the factor kept within [1/4, 4]; what is left of D
+follows the child's overall mother share m).
 
 A genome gives each group a mother share m_g (delta-weighted mean over its tensors of the
 final ratio, 1 or 0 where a tensor is transplanted), and the child's item score is
@@ -50,7 +51,7 @@ from ..merge.plan import PlanRow
 from ..scan.attribution import group_of
 
 # The proxy's version in phase1.json's identity: a new model re-runs Phase 1.
-PROXY_MODEL = "attribution-v2"
+PROXY_MODEL = "attribution-v3"
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,29 @@ def parents_link(task: dict, metrics: tuple[float, float], slope_per_scale: floa
 
 
 def gap_shares(task: dict, groups: tuple[str, ...], context: str) -> np.ndarray:
-    """c_g: the swaps made in the preferred parent (`context`: the revert in the mother,
-    the graft in the father) rescaled to add up to the parents' gap."""
-    side = "revert" if context == "mother" else "graft"
+    """c_g: the swaps of the side that adds up closest to the parents' gap (`swap_side`),
+    rescaled to add up to it."""
+    side = swap_side(task, groups, context)
     effect = np.array([task["groups"][g][side] for g in groups])
     gap, total = task["mother"] - task["father"], float(effect.sum())
     factor = float(np.clip(gap / total, *RESCALE_LIMITS)) if gap * total > 0 else RESCALE_LIMITS[0]
     return effect * factor
+
+
+def swap_side(task: dict, groups: tuple[str, ...], context: str) -> str:
+    """`graft` or `revert`: the swaps whose sum comes closest to the parents' gap (the
+    smaller rescaling, in ratio), the preferred parent's (`context`) on a tie. A skill that
+    several groups each carry whole is redundant on one side: there each swap alone changes
+    little, and the sum says nothing about where the skill lies."""
+    gap = task["mother"] - task["father"]
+
+    def misfit(side: str) -> float:
+        total = sum(task["groups"][g][side] for g in groups)
+        return abs(math.log(gap / total)) if gap * total > 0 else math.inf
+
+    preferred = "revert" if context == "mother" else "graft"
+    other = "graft" if preferred == "revert" else "revert"
+    return other if misfit(other) < misfit(preferred) else preferred
 
 
 def bend(task: dict, effect: np.ndarray) -> float:
