@@ -25,7 +25,7 @@ from darwin_merge.cli import main
 from darwin_merge.errors import StorageError, UsageError
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
-from darwin_merge.evolve.study import phase2_summary, was_stopped
+from darwin_merge.evolve.study import phase2_summary, ranked_trials, was_stopped
 from darwin_merge.genome import Genome
 from darwin_merge.resources import cpu_has_fast_bfloat16
 from darwin_merge.scan import run_scan
@@ -200,6 +200,29 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     best_cma = max(t.value for t in cma if not was_stopped(t))
     assert summary["phase2"]["cma_es_gain"] == pytest.approx(best_cma - seeds[1].value)
 
+
+
+def test_with_no_healthy_seed_cma_es_starts_from_the_best_and_the_summary_says_so(
+        pair, tmp_path, monkeypatch):
+    """None of the three best seeds' children passes the health check: CMA-ES starts from
+    the best seed all the same, and summary.json's best seed is that seed (it was left
+    empty, and RESULTS.md then dropped its whole account of the search)."""
+    import darwin_merge.health as health
+    from darwin_merge.evolve import phase2
+
+    starts, checked = [], []
+    real_sampler = phase2.make_sampler
+    monkeypatch.setattr(phase2, "make_sampler",
+                        lambda r, start: starts.append(start) or real_sampler(r, start))
+    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+        child) or {"verdict": "unhealthy" if len(checked) <= 3 else "healthy",
+                   "reasons": [], "flagged_layers": []})
+    run = recipe(pair, tmp_path / "run", trials=16)
+    summary = run_evolve(run)
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    best_seed = ranked_trials(study.get_trials(states=(TrialState.COMPLETE,))[:14])[0]
+    assert starts == [pytest.approx(best_seed.params)]
+    assert summary["phase2"]["best_seed"]["trial"] == best_seed.number
 
 # the components each anchor's field decides (arch/families.yaml's component names)
 FIELD_COMPONENTS = {"attn": {"attn"}, "ffn": {"ffn", "moe"}, "embed": {"embed", "per_layer_embed"}}

@@ -212,17 +212,19 @@ def _rounded(value: float | None) -> str:
 def search_story(summary: SummaryRecord) -> list[str]:
     """Where the child came from: Phase 2's candidates by source, CMA-ES's generations,
     the best seed and what CMA-ES added over it (empty for a summary without them)."""
-    phase2, best = summary.phase2, summary.best
-    if phase2.sources is None or phase2.best_seed is None:
+    phase2, best, seed = summary.phase2, summary.best, summary.phase2.best_seed
+    if phase2.sources is None:
         return []
     counts = ", ".join(f"{n} {SOURCE_COUNTS.get(s, s)}" for s, n in phase2.sources.items())
     gain = "" if phase2.cma_es_gain is None else (
         f"; CMA-ES's best added {phase2.cma_es_gain:+.4f} over it")
+    seed_text = ("no seed's child passed the health check" if seed is None else
+                 f"the best seed was {seed.proposer()} (trial {seed.trial}, "
+                 f"{seed.search_fitness:.4f}){gain}")
     return [f"Phase 2's candidates: {counts}; CMA-ES ran {phase2.cma_es_generations} "
             f"generations; racing stopped {phase2.stopped_by_racing} early.",
             f"The child was found by {best.proposer()} (trial {best.trial}, search fitness "
-            f"{best.search_fitness:.4f}); the best seed was {phase2.best_seed.proposer()} "
-            f"(trial {phase2.best_seed.trial}, {phase2.best_seed.search_fitness:.4f}){gain}."]
+            f"{best.search_fitness:.4f}); {seed_text}."]
 
 
 def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make demo",

@@ -20,6 +20,7 @@ from .finish import MAX_HEALTH_TRIES, child_health, health_accepted, rejected_by
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
+    CMA_ES_START,
     find_duplicate,
     ranked_trials,
     scored_trials,
@@ -108,8 +109,15 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
             say(f"health check of trial {trial.number} before CMA-ES starts there: "
                 f"{verdicts[key]}")
         if health_accepted(verdicts[key], recipe.allow_warning):
-            return {k: float(v) for k, v in trial.params.items()}
-    return {k: float(v) for k, v in ranked[0].params.items()} if ranked else None
+            return started_from(study, trial)
+    return started_from(study, ranked[0]) if ranked else None
+
+
+def started_from(study: optuna.Study, trial) -> dict:
+    """The start's genome values; its trial is kept in the study (`cma_es_start`) for the
+    summary's best seed."""
+    study.set_user_attr(CMA_ES_START, trial.number)
+    return {k: float(v) for k, v in trial.params.items()}
 
 
 def incumbent(study: optuna.Study, rejected: set[int] = frozenset()) -> dict | None:

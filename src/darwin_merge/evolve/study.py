@@ -184,6 +184,8 @@ def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:
 
 # The sources of Phase 2's seeds (queued before CMA-ES starts; `enqueue_seeds`).
 SEED_SOURCES = ("proxy_top_k", "anchor")
+# The study's record of the seed CMA-ES started from (phase2.healthy_start).
+CMA_ES_START = "cma_es_start"
 
 
 def trial_best(trial, genome: dict | None = None) -> Best:
@@ -209,16 +211,19 @@ def best_trial(trials: list):
 def phase2_summary(study: optuna.Study, popsize: int, seconds: float,
                    rejected: set[int] = frozenset()) -> Phase2Summary:
     """How Phase 2 went: its candidates per source, CMA-ES's generations, how many racing
-    stopped, the best seed and what CMA-ES added over it on the search split. `rejected`:
-    the seeds whose child failed the health check, left out of the best seed as CMA-ES
-    and the finish leave them out (the best seed is where CMA-ES started)."""
+    stopped, the best seed and what CMA-ES added over it on the search split. The best
+    seed is the one CMA-ES started from (`healthy_start`: the best whose child passed the
+    health check, else the best); without CMA-ES, the best seed not in `rejected` (the
+    seeds whose child failed the health check)."""
     trials = scored_trials(study, 2)
     sources: dict[str, int] = {}
     for trial in trials:
         source = trial.user_attrs.get("source", "unknown")
         sources[source] = sources.get(source, 0) + 1
-    seed = best_trial([t for t in trials if t.user_attrs.get("source") in SEED_SOURCES
-                       and t.number not in rejected])
+    start = study.user_attrs.get(CMA_ES_START)
+    seed = (next(t for t in trials if t.number == start) if start is not None
+            else best_trial([t for t in trials if t.user_attrs.get("source") in SEED_SOURCES
+                             and t.number not in rejected]))
     cma_es = best_trial([t for t in trials if t.user_attrs.get("source") == "cma_es"])
     gain = None if seed is None or cma_es is None else cma_es.value - seed.value
     return Phase2Summary(trials=len(trials), seconds=seconds, sources=sources,
