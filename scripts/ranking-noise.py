@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 from scipy.stats import spearmanr
 
-from darwin_merge.evolve.study import fully_scored, scored_trials
+from darwin_merge.evolve.study import fully_scored, proxy_spearman, scored_trials
 from darwin_merge.records import SummaryRecord, read_record
 
 
@@ -50,8 +50,8 @@ def main() -> None:
           f"{spearmanr(even, odd).statistic:.3f}")
     print(f"proxy vs real fitness over those {len(full)}: Spearman "
           f"{spearmanr(proxy, [t.value for t in full]).statistic:.3f}")
-    every = spearmanr([t.user_attrs["proxy_fitness"] for t in trials], [t.value for t in trials])
-    print(f"proxy vs real fitness over all {len(trials)}: Spearman {every.statistic:.3f}")
+    rho, pairs = proxy_spearman(study)  # summary.json's phase1.spearman
+    print(f"proxy vs real fitness over all {pairs}: Spearman {rho:.3f}")
 
 
 if __name__ == "__main__":
