@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DARWIN := $(VENV)/bin/darwin
 CACHE ?= .cache
 FAMILY ?= smollm2
-PAIR ?= father-mother
+PAIR ?= specialists
 # pytest-xdist workers for `make test` (one per core: each test file runs on one of them)
 TEST_WORKERS ?= 2
 # CPU build by default (it lies on this machine's disk); GPU users: see README.
@@ -50,11 +50,12 @@ test: setup models
 test-fast: setup
 	$(PY) -m pytest -m "not real and not slow" $(PYTEST_ARGS)
 
-# The main job: father import, mother fine-tune (cached), scan, evolve, merge, health check,
-# holdout evaluation, card and report, in runs/demo-$(FAMILY). `make demo FAMILY=gemma3`
-# runs the Gemma 3 270M preset; `make demo FAMILY=tiny` the same pipeline in about two
-# minutes on a tiny pair it trains in seconds (no real model needed). Re-running prints the
-# finished results.
+# The main job: the base model's import, its two one-skill fine-tunes (cached), scan, evolve,
+# merge, health check, holdout evaluation, card and report, in runs/demo-$(FAMILY).
+# `make demo PAIR=father-mother` merges the real model with its own arithmetic fine-tune
+# (runs/demo-$(FAMILY)-father-mother); `make demo FAMILY=gemma3` runs Gemma 3 270M;
+# `make demo FAMILY=tiny` the same pipeline in about two minutes on a tiny trio it trains in
+# seconds (no real model needed). Re-running prints the finished results.
 # Only the family's own real model is imported (none for tiny).
 DEMO_MODEL := $(if $(filter smollm2,$(FAMILY)),$(SMOLLM2),$(if $(filter gemma3,$(FAMILY)),$(GEMMA3)))
 demo: setup $(DEMO_MODEL)

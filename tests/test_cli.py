@@ -151,8 +151,9 @@ print("clean")
 
 
 def test_demo_pair_choices_are_one_line_errors(tmp_path):
-    for args, message in ((("--family", "tiny", "--pair", "specialists"),
-                           "the specialists pair exists for the smollm2 and gemma3 families only"),
+    for args, message in ((("--family", "tiny", "--pair", "father-mother"),
+                           "the father-mother pair exists for the smollm2 and gemma3 families "
+                           "only"),
                           (("--pair", "strangers"), "unknown demo pair 'strangers'")):
         proc = run("demo", "run", *args, "--cache", str(tmp_path), "--out", str(tmp_path / "r"))
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr

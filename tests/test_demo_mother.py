@@ -245,4 +245,6 @@ def test_specialists_pair_is_two_fine_tunes_of_one_base(monkeypatch, tmp_path, f
     skills = {m.skill_of(r.skill).task for r in (father, mother)}
     assert skills == set(parents["fitness"])
     assert set(parents["guard"]) == {"arc_easy", "lambada_openai"}
-    assert demo_run.default_out(family, "specialists").name == f"demo-{family}-specialists"
+    # the default pair: its run folder is the family's; the other pair's is named
+    assert demo_run.default_out(family, "specialists").name == f"demo-{family}"
+    assert demo_run.default_out(family, "father-mother").name == f"demo-{family}-father-mother"

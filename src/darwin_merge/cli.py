@@ -515,7 +515,7 @@ def scan_cmd(
 
 
 demo_app = typer.Typer(no_args_is_help=True,
-                       help="The demo: a tiny pair in two minutes, or the real SmolLM2 pair.")
+                       help="The demo: a tiny trio in two minutes, or the real SmolLM2 one.")
 app.add_typer(demo_app, name="demo")
 
 
@@ -525,9 +525,9 @@ def demo_run_cmd(
     cache: Cache = Path(".cache"),
     run_dir: Path | None = typer.Option(None, "--out", help="RUN_DIR",
                                         show_default="runs/demo-FAMILY[-PAIR]"),
-    pair: str = typer.Option("father-mother", help="father-mother (the father and its "
-                             "arithmetic fine-tune) or specialists (two fine-tunes and "
-                             "their base; smollm2 and gemma3)"),
+    pair: str = typer.Option("specialists", help="specialists (two one-skill fine-tunes "
+                             "and their base; tiny's trio is one) or father-mother (a real "
+                             "model and its arithmetic fine-tune; smollm2 and gemma3)"),
     device: Device = "cpu",
     trials: int | None = typer.Option(None, help="Phase 2 candidates"),
     limit: int | None = typer.Option(None, help="search items per fitness task",

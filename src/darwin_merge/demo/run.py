@@ -1,11 +1,12 @@
 """`darwin demo run`: the whole product on a pair that runs on a laptop CPU.
 
-Father: a real model shipped by a PyPI package (SmolLM2-135M-Instruct, or Gemma 3 270M
-with `--family gemma3`). Mother: the father fine-tuned into an arithmetic specialist
-(demo/mother.py, cached). Then scan, evolve, merge, health check, holdout evaluation
-beside both parents and the two usual baselines, card and report.
-`--family tiny`: the same pipeline in about two minutes on two tiny models that each
-learnt one skill in seconds (demo/tiny.py), for a first look.
+The default pair, `specialists`: a real base shipped by a PyPI package (SmolLM2-135M-Instruct,
+or Gemma 3 270M with `--family gemma3`) and two fine-tunes of it, each with a skill the other
+lacks (demo/mother.py, cached). `--pair father-mother`: the real model and its own arithmetic
+fine-tune. Then scan, evolve, merge, health check, holdout evaluation beside the parents (and
+the base) and the two usual baselines, card and report.
+`--family tiny`: the same pipeline in about two minutes on a tiny base and two fine-tunes
+that each learnt one skill in seconds (demo/tiny.py), for a first look.
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ PRESETS = {
     "gemma3": {"fitness": {"two_digit_arithmetic": 0.5, "arc_easy": 0.5},
                "extra_tasks": ["arc_challenge", "piqa", "lambada_openai"]},
 }
-# The specialists pair (`--pair specialists`, `make demo PAIR=specialists`): the merge
-# people make most. Two fine-tunes of one base, each with a skill the other lacks, merged
-# with their base; the base's general skills are guarded (docs/DEMO.md has the measurements).
-DEFAULT_PAIR, SPECIALISTS = "father-mother", "specialists"
-PAIRS = (DEFAULT_PAIR, SPECIALISTS)
+# The specialists pair, the default (`make demo`): the merge people make most. Two
+# fine-tunes of one base, each with a skill the other lacks, merged with their base; the
+# base's general skills are guarded (docs/DEMO.md has the measurements). The tiny demo's trio
+# is such a pair too. The father-mother pair (`make demo PAIR=father-mother`, real families
+# only): a real model and its own arithmetic fine-tune, a child that can at best match the
+# mother (docs/RESULTS.md).
+SPECIALISTS, FATHER_MOTHER = "specialists", "father-mother"
+DEFAULT_PAIR = SPECIALISTS
+PAIRS = (SPECIALISTS, FATHER_MOTHER)
 # Each specialist trains its own half of the blocks (embeddings frozen): arithmetic the lower
 # half, reversal the upper half (SmolLM2: blocks 0-14 and 15-29, Gemma 3: 0-8 and 9-17; the
 # genome's blocks 0-2 and 3-5). Trained on the same blocks, or the other way round, the two
@@ -69,25 +74,22 @@ SPECIALISTS_PRESET = {"fitness": {"two_digit_arithmetic": 0.5, "letter_reversal"
 TINY = "tiny"
 TINY_PRESET = {"fitness": {"shift": 0.5, "mirror": 0.5}, "extra_tasks": ["copy"]}
 FAMILIES = (TINY, *PRESETS)
-# The main demo's budget: the whole `make demo` within 35 minutes from a fresh clone on 2
+# The real pairs' budget: the whole `make demo` within 35 minutes from a fresh clone on 2
 # CPU cores (docs/DEMO.md has the measured times). 64 candidates: twice the 32 that took
 # 383 s before racing; 4 proxy seeds and 12 anchors leave 48 to CMA-ES, 8 generations of 6.
-# Forward passes in bfloat16, 32 prompts per pass (the parents and every merge stay
-# float32): 14 minutes with the mother cached, against 27 in float32. The fitness tasks'
-# whole holdout split is scored (512 arithmetic, 1,174 ARC-Easy items); 200 of the others.
+# Forward passes in bfloat16 (about twice as fast as float32 on a CPU with AMX; docs/EVOLVE.md
+# compares the two dtypes' scores), 32 prompts per pass (the parents and every merge stay
+# float32). The fitness tasks' whole holdout split is scored (specialists: 512 arithmetic and
+# 486 reversal items; father-mother: 512 arithmetic, 1,174 ARC-Easy); 200 of the others.
 # The scan's attribution measures the fitness tasks only (the probe sets' rows would only
 # be drawn; docs/EVOLVE.md).
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
                   "scan_probe_sets": False, "fitness_holdout_limit": 1200,
                   "eval_dtype": "bfloat16", "batch_size": 32}
-# The specialists pair's budget: at most 15 minutes on 2 CPU cores once the fine-tunes are
-# cached (docs/DEMO.md has the measured times): the main budget's forward passes (bfloat16,
-# about twice as fast as float32 on a CPU with AMX; docs/EVOLVE.md compares the two dtypes'
-# scores; 32 prompts per pass), 24 candidates on 50 items per task. The fitness tasks'
-# whole holdout split (512 and 486 items) is scored; 200 items of the others.
-SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50,
-                      "fitness_holdout_limit": 1000}
+# Gemma 3's specialists pair keeps the budget it was measured with: 24 candidates on 50
+# items per task (its Phase 2 took 11 minutes; at 64 on 100 it would take about 50).
+GEMMA3_SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50}
 # The tiny demo's budget: every search and holdout item of its task files (about 100 each),
 # under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
 TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
@@ -103,13 +105,13 @@ DEMO_FLAGS = {"trials": "--trials", "limit": "--limit", "holdout_limit": "--hold
 
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
-             device: str = "cpu", fresh: bool = False, mother_recipe=None,
+             device: str = "cpu", fresh: bool = False, fine_tunes: dict | None = None,
              pair: str = DEFAULT_PAIR, **budget) -> dict:
     """Run (or continue, or just re-print) the demo; returns the run's summary.
 
-    `mother_recipe` (a MotherRecipe) replaces the default one, e.g. a two-step recipe in
-    the tests; `budget` overrides the family's budget (DEFAULT_BUDGET, TINY_BUDGET) and
-    any other Recipe field.
+    `fine_tunes` ({"father"/"mother": MotherRecipe}) replaces the pair's fine-tune recipes,
+    e.g. two-step recipes in the tests; `budget` overrides the pair's budget (budget_of)
+    and any other Recipe field.
     """
     check_choice(family, pair)
     out = Path(out or default_out(family, pair))
@@ -118,13 +120,13 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
         read_record(SummaryRecord, summary_path)  # a malformed summary: one-line RecordError
         return json.loads(summary_path.read_text())
+    fine_tunes = fine_tunes or {}
     parents = (tiny_parents(cache) if family == TINY
-               else specialist_parents(family, cache, device) if pair == SPECIALISTS
-               else real_parents(family, cache, mother_recipe, device))
+               else specialist_parents(family, cache, device, fine_tunes) if pair == SPECIALISTS
+               else real_parents(family, cache, fine_tunes.get("mother"), device))
     console.print(f"[bold]demo[/bold] evolve: {parents['father'].name} x "
                   f"{parents['mother'].name} -> {out}")
-    defaults = (TINY_BUDGET if family == TINY else SPECIALISTS_BUDGET if pair == SPECIALISTS
-                else DEFAULT_BUDGET)
+    defaults = budget_of(family, pair)
     values = {**defaults, **{k: v for k, v in budget.items() if v is not None}}
     recipe = build_recipe(out=out, device=device, **parents, **values)
     with cpu_threads(TINY_THREADS if family == TINY else None):
@@ -132,8 +134,8 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     changed = {k: v for k, v in values.items() if defaults.get(k) != v}
     if device != "cpu":
         changed["device"] = device
-    if mother_recipe is not None:
-        changed["mother"] = Path(parents["mother"]).name  # its folder names its recipe's hash
+    for role in fine_tunes:  # a fine-tune's folder names its recipe's hash
+        changed[role] = Path(parents[role]).name
     record = parse_record(SummaryRecord, summary, summary_path)
     (out / "RESULTS.md").write_text(results_markdown(record, out, *demo_command(
         family, pair, changed)), encoding="utf-8")
@@ -158,9 +160,18 @@ def check_choice(family: str, pair: str) -> None:
         raise UsageError(f"unknown demo family {family!r} (known: {', '.join(FAMILIES)})")
     if pair not in PAIRS:
         raise UsageError(f"unknown demo pair {pair!r} (known: {', '.join(PAIRS)})")
-    if pair == SPECIALISTS and family not in SPECIALIST_RECIPES:
-        raise UsageError("the specialists pair exists for the "
-                         f"{' and '.join(SPECIALIST_RECIPES)} families only")
+    if pair == FATHER_MOTHER and family not in FAMILY_MOTHERS:
+        raise UsageError("the father-mother pair exists for the "
+                         f"{' and '.join(FAMILY_MOTHERS)} families only")
+
+
+def budget_of(family: str, pair: str) -> dict:
+    """The pair's budget: the tiny one, Gemma 3's specialists', or the real pairs' main one."""
+    if family == TINY:
+        return TINY_BUDGET
+    if (family, pair) == ("gemma3", SPECIALISTS):
+        return GEMMA3_SPECIALISTS_BUDGET
+    return DEFAULT_BUDGET
 
 
 def default_out(family: str, pair: str = DEFAULT_PAIR) -> Path:
@@ -168,17 +179,20 @@ def default_out(family: str, pair: str = DEFAULT_PAIR) -> Path:
     return Path(f"runs/demo-{family}" + ("" if pair == DEFAULT_PAIR else f"-{pair}"))
 
 
-def specialist_parents(family: str, cache: Path, device: str) -> dict:
+def specialist_parents(family: str, cache: Path, device: str, fine_tunes: dict | None = None
+                       ) -> dict:
     """The real base (imported) and its two one-skill fine-tunes (trained once, cached),
-    with the specialists' tasks: the recipe's parent, base and task fields."""
+    with the specialists' tasks: the recipe's parent, base and task fields. `fine_tunes`
+    replaces the family's recipes (SPECIALIST_RECIPES) by role."""
+    recipes = {**SPECIALIST_RECIPES[family], **(fine_tunes or {})}
     console.print(f"[bold]demo[/bold] 1/3 base: importing the real {family} model")
     base = ensure_real_model(family, cache)
     console.print("[bold]demo[/bold] 2/3 father: the base fine-tuned on arithmetic "
                   "(cached after the first run)")
-    father = prepare_mother(base, cache, SPECIALIST_RECIPES[family]["father"], device=device)
+    father = prepare_mother(base, cache, recipes["father"], device=device)
     console.print("[bold]demo[/bold] 3/3 mother: the base fine-tuned on letter reversal "
                   "(cached after the first run)")
-    mother = prepare_mother(base, cache, SPECIALIST_RECIPES[family]["mother"], device=device)
+    mother = prepare_mother(base, cache, recipes["mother"], device=device)
     return {"father": father, "mother": mother, "base": base, **SPECIALISTS_PRESET}
 
 
