@@ -12,7 +12,11 @@ import pytest
 from darwin_merge.cli import main
 from darwin_merge.demo.run import TINY_PRESET, run_demo
 from darwin_merge.demo.tiny import RECORD_FILE, task_paths, tiny_folder
+from darwin_merge.eval.report import evaluate_path
 from darwin_merge.eval.tasks import file_task, select_items
+from darwin_merge.evolve.finish import BASELINES
+from darwin_merge.evolve.scoring import fitness_of
+from darwin_merge.merge.engine import merge_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 MODELS = {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}  # the trio has a base
@@ -71,6 +75,24 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert f"The child was found by {proposer} (trial {best['trial']}," in results
 
 
+def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_chosen_on(
+        tiny_demo, tmp_path):
+    """summary.json's `search_split`: the child's is its trial's fitness; a baseline's is
+    what the baseline's merge written to disk scores on the same search items."""
+    cache, run, summary, _ = tiny_demo
+    search = summary["search_split"]
+    assert set(search) == MODELS
+    assert search["child"] == pytest.approx(summary["best"]["search_fitness"])
+    folder = tiny_folder(cache)
+    linear = merge_models(folder / "father", folder / "mother", tmp_path / "linear",
+                          base=folder / "base", genome=BASELINES["linear_0.5"], progress=False)
+    scores = evaluate_path(linear, list(summary["fitness"]), split="search", limit=24,
+                           progress=False)["results"]
+    assert search["linear_0.5"] == pytest.approx(fitness_of(scores, summary["fitness"]),
+                                                 abs=1e-6)
+    assert f"fitness: child {search['child']:.4f}; father " in (run / "RESULTS.md").read_text()
+
+
 def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
     cache, run, summary, _ = tiny_demo
     assert main(["demo", "run", "--family", "tiny", "--cache", str(cache),
@@ -78,6 +100,7 @@ def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
     printed = capsys.readouterr()
     assert "already complete" in printed.err
     assert "holdout results" in printed.out and "shift.jsonl" in printed.out
+    assert "Search split (24 items per fitness task" in printed.out
     assert all(f"│ {name} " in printed.out for name in MODELS)
     assert json.loads((run / "summary.json").read_text()) == summary
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UsageError
-from ..evolve.finish import comparison_cell, score_cell, task_labels
+from ..evolve.finish import comparison_cell, score_cell, search_split_line, task_labels
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
@@ -266,6 +266,8 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
     for name, comparison in holdout.comparisons.items():
         cells = [comparison_cell(comparison[t]) for t in (*tasks, "fitness")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary.search_split:
+        lines += ["", search_split_line(summary.search_split, summary.limit)]
     for task, verdict in (summary.guard or {}).items():
         lines.append(f"\nGuard {task}: child {verdict.child:.3f}, floor {verdict.floor:.3f} "
                      f"({verdict.reference_model or 'best reference'} - {verdict.tolerance}): "

@@ -125,6 +125,25 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     return table
 
 
+def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.trial.FrozenTrial,
+                         scorer: CandidateScorer, baseline_states: dict) -> dict[str, float]:
+    """The fitness on the search split (the items every candidate was scored on) of the
+    child, the references and the baselines: the child's and the references' from the
+    search's own scores, the baselines' scored now (the search never merges them)."""
+    references = study.user_attrs["parent_search_scores"]
+    tasks = list(recipe.weights)
+    say(f"search split: {' and '.join(baseline_states)} on the items the candidates saw")
+    baselines = score_concurrently(scorer, {
+        name: partial(_score_state, state, tasks) for name, state in baseline_states.items()})
+    scores = {"child": child.user_attrs["scores"],
+              **{name: references[name] for name in scorer.references()}, **baselines}
+    return {name: fitness_of(s, recipe.weights) for name, s in scores.items()}
+
+
+def _score_state(state: dict, tasks: list[str], worker: CandidateScorer) -> dict:
+    return worker.score_state(state, tasks)
+
+
 def score_cell(result: dict) -> str:
     """One task's primary score in a table: `0.730 ± 0.031`."""
     metric = result["metric"]
@@ -146,6 +165,16 @@ def comparison_cell(comparison: dict) -> str:
     stderr = comparison["stderr"]
     return (f"{comparison['diff']:+.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
             + f" (p {comparison['p']:.3g})")
+
+
+def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
+    """The search split's fitness of each model and the child's lead over it, in a line."""
+    child = fitness["child"]
+    others = ", ".join(f"{name} {value:.4f} ({child - value:+.4f})"
+                       for name, value in fitness.items() if name != "child")
+    return (f"Search split ({limit or 'all'} items per fitness task, where the child was "
+            f"chosen: its lead there is biased upward), fitness: child {child:.4f}; "
+            f"{others}.")
 
 
 def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
@@ -243,6 +272,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     child_state = scorer.child_state(genome)
     baselines = {name: scorer.child_state(g) for name, g in BASELINES.items()}
     holdout = holdout_table(recipe, scorer, child_state, baselines)
+    search_split = search_split_fitness(recipe, study, trial, scorer, baselines)
     rho, pairs = proxy_spearman(study)
     parents_holdout = {p: holdout["models"][p] for p in scorer.references()}
     summary = SummaryRecord(
@@ -262,6 +292,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         phase2=phase2_summary(study, recipe.popsize, phase2_seconds,
                               rejected_by_health(study, recipe.allow_warning)),
         holdout=holdout,
+        search_split=search_split,
         holdout_limit=recipe.holdout_limit,
         fitness_holdout_limit=recipe.fitness_holdout_limit,
         guard=guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),

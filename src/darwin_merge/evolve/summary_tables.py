@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .finish import comparison_cell, score_cell, task_labels
+from .finish import comparison_cell, score_cell, search_split_line, task_labels
 
 
 def summary_tables(summary: dict, run_dir: Path) -> list:
@@ -34,6 +34,8 @@ def summary_tables(summary: dict, run_dir: Path) -> list:
         for name, comparison in holdout["comparisons"].items():
             paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
         items.append(paired)
+    if summary.get("search_split"):  # absent in summaries written before it was
+        items.append(search_split_line(summary["search_split"], summary.get("limit")))
     for task, verdict in summary.get("guard", {}).items():
         reference = verdict.get("reference_model", "best reference")  # older summaries
         items.append(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "

@@ -125,6 +125,9 @@ class SummaryRecord(Record):
     phase1: Phase1Summary | None = None
     phase2: Phase2Summary | None = None
     holdout: Holdout | None = None
+    # the fitness on the search split of the child, the references and the baselines (the
+    # child was chosen there, so its lead is biased upward); absent in older runs
+    search_split: dict[str, Number] | None = None
     holdout_limit: int | None = None
     fitness_holdout_limit: int | None = None
     guard: dict[str, GuardVerdict] | None = None
