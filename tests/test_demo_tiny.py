@@ -91,6 +91,9 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
     assert search["linear_0.5"] == pytest.approx(fitness_of(scores, summary["fitness"]),
                                                  abs=1e-6)
     assert f"fitness: child {search['child']:.4f}; father " in (run / "RESULTS.md").read_text()
+    card = (run / "child" / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| fitness, search split"))
+    assert f"{search['child']:.4f}" in row and f"{search['linear_0.5']:.4f}" in row
 
 
 def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):

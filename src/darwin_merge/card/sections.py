@@ -217,6 +217,14 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
     text = ("Held-out items (never seen by the search); every model scored on the same "
             "items. Values are the metric, with its standard error after ±. The fitness row "
             "is the search's objective on these items (the weighted fitness tasks).")
+    search = rec.summary.search_split
+    if search:  # absent in runs made before it was recorded
+        limit = rec.summary.limit
+        rows.append(["fitness, search split", "search objective", "",
+                     "" if limit is None else _num(limit), "selection"]
+                    + ["-" if search.get(m) is None else _num(search[m]) for m in order])
+        text += (" The last row is the same objective on the search split, the items the "
+                 "child was chosen on: its lead there is biased upward.")
     headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
     blocks: list = [text, Table(headers, rows)]
     baselines = [m for m in order if m not in REFERENCE_ROWS]
