@@ -3,7 +3,7 @@ on one thread each (`evolve.scoring.score_concurrently`), in one run: wall time 
 how many answers the thread count moves.
 
 The models are the specialists demo's three (the base and its two fine-tunes, built by
-`make demo PAIR=specialists`), scored on its six holdout tasks as the finish does it (one
+`make demo`), scored on its six holdout tasks as the finish does it (one
 job per model and task, `evolve.finish.HoldoutJobs`). The two ways alternate `--repeats`
 times, so both see the same machine load.
 
@@ -36,7 +36,7 @@ def specialists() -> tuple[Path, Path]:
     found = [mother_folder(BASE, ROOT / ".cache", SPECIALIST_RECIPES[role])
              for role in ("father", "mother")]
     if not all(folder.is_dir() for folder in found):
-        sys.exit("the specialists are missing: `make demo PAIR=specialists` first")
+        sys.exit("the specialists are missing: `make demo` first")
     return found[0], found[1]
 
 
