@@ -96,6 +96,17 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
     assert f"{search['child']:.4f}" in row and f"{search['linear_0.5']:.4f}" in row
 
 
+def test_a_finished_run_of_other_tasks_is_refused_not_reprinted_as_the_pair(tiny_demo, capsys):
+    """A run folder made by another pair (`make demo`'s pair changed, its folder name did
+    not) is a one-line error, not the other pair's results under this pair's name."""
+    cache, run, _, _ = tiny_demo
+    assert main(["demo", "run", "--family", "smollm2", "--cache", str(cache),
+                 "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run on other fitness tasks" in err and "specialists" in err
+    assert "Traceback" not in err and "already complete" not in err
+
+
 def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
     cache, run, summary, _ = tiny_demo
     assert main(["demo", "run", "--family", "tiny", "--cache", str(cache),

@@ -117,8 +117,9 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     out = Path(out or default_out(family, pair))
     summary_path = out / "summary.json"
     if summary_path.is_file() and not fresh:
+        finished = read_record(SummaryRecord, summary_path)  # malformed: one-line RecordError
+        check_same_pair(finished, family, pair, out)
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
-        read_record(SummaryRecord, summary_path)  # a malformed summary: one-line RecordError
         return json.loads(summary_path.read_text())
     fine_tunes = fine_tunes or {}
     parents = (tiny_parents(cache) if family == TINY
@@ -163,6 +164,20 @@ def check_choice(family: str, pair: str) -> None:
     if pair == FATHER_MOTHER and family not in FAMILY_MOTHERS:
         raise UsageError("the father-mother pair exists for the "
                          f"{' and '.join(FAMILY_MOTHERS)} families only")
+
+
+def check_same_pair(finished: SummaryRecord, family: str, pair: str, out: Path) -> None:
+    """Refuse to re-print a finished run of other fitness tasks as this pair's: `make demo`'s
+    pair changed on 2026-12-01, and its run folder kept its name (the tiny family's tasks
+    are files of its cache, not checked)."""
+    if family == TINY:
+        return
+    expected = (SPECIALISTS_PRESET if pair == SPECIALISTS else PRESETS[family])["fitness"]
+    tasks = list(finished.fitness) if finished.fitness else []
+    if set(tasks) != set(expected):
+        raise UsageError(f"{out} holds a finished run on other fitness tasks "
+                         f"({', '.join(tasks)}), not the {pair} pair's: remove it or give "
+                         "another --out")
 
 
 def budget_of(family: str, pair: str) -> dict:
