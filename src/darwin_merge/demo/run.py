@@ -172,12 +172,17 @@ def check_same_pair(finished: SummaryRecord, family: str, pair: str, out: Path) 
     are files of its cache, not checked)."""
     if family == TINY:
         return
-    expected = (SPECIALISTS_PRESET if pair == SPECIALISTS else PRESETS[family])["fitness"]
+    expected = preset_of(family, pair)["fitness"]
     tasks = list(finished.fitness) if finished.fitness else []
     if set(tasks) != set(expected):
         raise UsageError(f"{out} holds a finished run on other fitness tasks "
                          f"({', '.join(tasks)}), not the {pair} pair's: remove it or give "
                          "another --out")
+
+
+def preset_of(family: str, pair: str) -> dict:
+    """A real pair's tasks: the recipe's fitness, guard and extra-task fields."""
+    return SPECIALISTS_PRESET if pair == SPECIALISTS else PRESETS[family]
 
 
 def budget_of(family: str, pair: str) -> dict:
@@ -208,7 +213,8 @@ def specialist_parents(family: str, cache: Path, device: str, fine_tunes: dict |
     console.print("[bold]demo[/bold] 3/3 mother: the base fine-tuned on letter reversal "
                   "(cached after the first run)")
     mother = prepare_mother(base, cache, recipes["mother"], device=device)
-    return {"father": father, "mother": mother, "base": base, **SPECIALISTS_PRESET}
+    return {"father": father, "mother": mother, "base": base,
+            **preset_of(family, SPECIALISTS)}
 
 
 def real_parents(family: str, cache: Path, mother_recipe, device: str) -> dict:
@@ -219,7 +225,7 @@ def real_parents(family: str, cache: Path, mother_recipe, device: str) -> dict:
     console.print("[bold]demo[/bold] 2/2 mother: the father fine-tuned on arithmetic "
                   "(cached after the first run)")
     mother = prepare_mother(father, cache, mother_recipe or FAMILY_MOTHERS[family], device=device)
-    return {"father": father, "mother": mother, **PRESETS[family]}
+    return {"father": father, "mother": mother, **preset_of(family, FATHER_MOTHER)}
 
 
 def tiny_parents(cache: Path) -> dict:
