@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,11 +134,15 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
                       reference.num_params * torch.finfo(out_dtype).bits // 8)
         tokenizer = _tokenizer_folder(config.tokenizer_source or inputs.base or names[0],
                                       inputs)
-        merger = TensorMerger(config, inputs, sources, resolve_device(device), out_dtype,
+        folders = FolderTensors(sources)
+        merger = TensorMerger(config, inputs, folders.read, resolve_device(device), out_dtype,
                               taxonomy.num_layers)
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
-            merger.write_all(taxonomy.classify_all(reference.specs()), reference, tmp,
-                             shard_size, progress)
+            try:
+                merger.write_all(taxonomy.classify_all(reference.specs()), reference, tmp,
+                                 shard_size, progress)
+            finally:
+                folders.close()
             write_config(reference.config, tmp, out_dtype or main_dtype(reference))
             copy_side_files(tokenizer, tmp)
             (tmp / CONFIG_COPY).write_text(config_path.read_text(encoding="utf-8"))
@@ -184,22 +189,46 @@ def _valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
     return bool(torch.isfinite(tensor).all())
 
 
-class TensorMerger:
-    """Evaluates the config's parameters for each tensor and merges it."""
+class FolderTensors:
+    """Whole tensors of the config's model folders, read with plain file reads (a memory
+    map's touched pages would stay resident until the end: docs/MERGE.md, "Streaming and
+    memory")."""
 
-    def __init__(self, config: MergekitConfig, inputs: Inputs, sources: dict,
-                 device: torch.device, out_dtype: torch.dtype | None, num_layers: int | None):
-        self.config, self.inputs, self.sources = config, inputs, sources
-        self.device, self.out_dtype, self.num_layers = device, out_dtype, num_layers
-        self.key = config_hash(config)
+    def __init__(self, sources: dict[str, ModelSource]):
+        self.sources = sources
         self.readers: dict[str, TensorReader] = {}
 
-    def _read(self, ref: str, name: str) -> torch.Tensor:
-        """One whole tensor, read with plain file reads (a memory map's touched pages
-        would stay resident until the end: docs/MERGE.md, "Streaming and memory")."""
+    def read(self, ref: str, name: str) -> torch.Tensor:
         if ref not in self.readers:
             self.readers[ref] = TensorReader(self.sources[ref])
         return self.readers[ref].read(name).reshape(self.sources[ref].spec(name).shape)
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+
+
+TensorLookup = Callable[[str, str], torch.Tensor]  # (model reference, tensor name) -> tensor
+
+
+class TensorMerger:
+    """Evaluates the config's parameters for each tensor and merges it.
+
+    `read` gives a model's whole tensor (from its folder, or from memory for the search's
+    baselines); `dare_key` seeds DARE's masks (default: the config's hash). With `memo`,
+    the merged task vectors before `lambda` are kept per tensor and reused: the caller
+    shares one memo only between configs that differ in `lambda` alone (the tuned
+    baselines' grid, evolve/baselines.py), and `base + merged * lambda` is computed the
+    same way either way, so the child is the same bits.
+    """
+
+    def __init__(self, config: MergekitConfig, inputs: Inputs, read: TensorLookup,
+                 device: torch.device, out_dtype: torch.dtype | None, num_layers: int | None,
+                 dare_key: str | None = None, memo: dict[str, torch.Tensor] | None = None):
+        self.config, self.inputs, self.read = config, inputs, read
+        self.device, self.out_dtype, self.num_layers = device, out_dtype, num_layers
+        self.key = dare_key or config_hash(config)
+        self.memo = memo
 
     def write_all(self, infos: list[TensorInfo], reference: ModelSource, folder: Path,
                   shard_size: int, progress: bool) -> None:
@@ -213,8 +242,6 @@ class TensorMerger:
             writer.finish()
         finally:
             writer.close()
-            for reader in self.readers.values():
-                reader.close()
 
     def _output_dtype(self, own: torch.dtype, info: TensorInfo) -> torch.dtype:
         if info.merge_kind == "exact" or not own.is_floating_point:
@@ -224,8 +251,8 @@ class TensorMerger:
     def merge(self, info: TensorInfo) -> torch.Tensor:
         """The child's tensor (whole), in the output dtype."""
         name = info.name
-        models = {ref: self._read(ref, name) for ref, _ in self.inputs.models}
-        base = None if self.inputs.base is None else self._read(self.inputs.base, name)
+        models = {ref: self.read(ref, name) for ref, _ in self.inputs.models}
+        base = None if self.inputs.base is None else self.read(self.inputs.base, name)
         inputs = {**models, **({} if base is None else {self.inputs.base: base})}
         first = base if base is not None else next(iter(models.values()))
         if info.merge_kind == "exact":
@@ -288,9 +315,19 @@ class TensorMerger:
 
     def _task_vectors(self, name: str, t: float, base: torch.Tensor, models: dict,
                       weights: dict) -> torch.Tensor:
-        method = self.config.merge_method
         if not models:
             return base
+        if self.memo is None or name not in self.memo:
+            merged = self._merged_task_vectors(name, t, base, models, weights)
+            if self.memo is not None:
+                self.memo[name] = merged
+        merged = merged if self.memo is None else self.memo[name]
+        return base + merged * float(self._global("lambda", name, t))
+
+    def _merged_task_vectors(self, name: str, t: float, base: torch.Tensor, models: dict,
+                             weights: dict) -> torch.Tensor:
+        """The models' task vectors, trimmed and combined by the method, before lambda."""
+        method = self.config.merge_method
         rescale = bool(self._global("rescale", name, t))
         deltas = []
         for ref, tensor in models.items():
@@ -306,11 +343,21 @@ class TensorMerger:
             if any(w < 0 for w in weights.values()):
                 raise UsageError(f"{method}: negative weights are not supported (tensor "
                                  f"{name!r})")
-            merged = ties_merge(deltas, list(weights.values()), disjoint_mean=normalize)
-        else:
-            merged = weighted_sum(deltas, list(weights.values()))
-            divisor = sum(weights.values())
-            if normalize and abs(divisor) >= TINY_DIVISOR:
-                merged = merged / divisor
-        return base + merged * float(self._global("lambda", name, t))
+            return ties_merge(deltas, list(weights.values()), disjoint_mean=normalize)
+        merged = weighted_sum(deltas, list(weights.values()))
+        divisor = sum(weights.values())
+        if normalize and abs(divisor) >= TINY_DIVISOR:
+            merged = merged / divisor
+        return merged
 
+
+def merge_config_state(config: MergekitConfig, tensors: dict[str, dict[str, torch.Tensor]],
+                       infos: list[TensorInfo], num_layers: int | None, *,
+                       device: torch.device, dare_key: str | None = None,
+                       memo: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A config's child in memory (the search's baselines, evolve/baselines.py): the config
+    names its models by the keys of `tensors` (e.g. father, mother, base), each a whole
+    state dict; every tensor of `infos` is merged as `merge_from_config` merges it."""
+    merger = TensorMerger(config, resolve_inputs(config), lambda ref, name: tensors[ref][name],
+                          device, None, num_layers, dare_key, memo)
+    return {info.name: merger.merge(info) for info in infos}

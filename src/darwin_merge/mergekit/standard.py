@@ -1,0 +1,106 @@
+"""The standard recipes a user would otherwise pick (task arithmetic, TIES, DARE-TIES), as
+the mergekit configs that make them: the baselines a child is measured against
+(evolve/baselines.py, docs/EVOLVE.md "Baselines").
+
+Each recipe takes every parent's task vector (the parent minus the base) with weight 1,
+trimmed to `density` (TIES: the largest magnitudes; DARE-TIES: a random drop, rescaled),
+combines them as mergekit does by default (task arithmetic and DARE-TIES: their sum after
+sign election for DARE-TIES; TIES: the disjoint mean after sign election), and scales the
+result by `scale` (mergekit's `lambda`). Without a base the father is the base: his
+task vector is zero and the recipe moves him along the mother's.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..arch import Taxonomy
+from ..merge.engine import ParentTensors
+from .config import MergekitConfig, config_from_dict
+from .run import merge_config_state
+
+Method = Literal["task_arithmetic", "ties", "dare_ties"]
+
+
+class StandardRecipe(BaseModel):
+    """One point of a standard recipe: its method, the scale of the task vectors' sum and
+    the density each task vector is trimmed to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method
+    scale: float = Field(1.0, gt=0.0)
+    density: float = Field(1.0, gt=0.0, le=1.0)
+
+    @property
+    def name(self) -> str:
+        """`task_arithmetic_l1.0`, `ties_d0.5_l1.25`: a model's name in the tables."""
+        density = "" if self.method == "task_arithmetic" else f"_d{self.density:g}"
+        return f"{self.method}{density}_l{self.scale:g}"
+
+    def words(self) -> str:
+        """'TIES, density 0.5, lambda 1.25' for the reports."""
+        label = {"task_arithmetic": "task arithmetic", "ties": "TIES",
+                 "dare_ties": "DARE-TIES"}[self.method]
+        density = "" if self.method == "task_arithmetic" else f", density {self.density:g}"
+        return f"{label}{density}, lambda {self.scale:g}"
+
+    def mergekit_dict(self, father: str, mother: str, base: str | None) -> dict:
+        """The mergekit YAML's content for these parents (the father is the base when there
+        is none): mergekit, or `darwin merge --mergekit-config`, makes the same recipe."""
+        parameters = {"weight": 1.0}
+        if self.method != "task_arithmetic":
+            parameters["density"] = self.density
+        models = [{"model": father, "parameters": dict(parameters)},
+                  {"model": mother, "parameters": dict(parameters)}]
+        if base is None:
+            base, models = father, models[1:]
+        # every other parameter at mergekit's default (TIES: the disjoint mean; DARE-TIES:
+        # rescaled, a sum), as a user's YAML with only these lines would have it
+        return {"merge_method": self.method, "base_model": base, "models": models,
+                "parameters": {"lambda": self.scale}}
+
+    def config(self, base: bool) -> MergekitConfig:
+        """The config in memory, its models named father, mother (and base)."""
+        return config_from_dict(self.mergekit_dict("father", "mother",
+                                                   "base" if base else None), self.name)
+
+    def without_scale(self) -> tuple[str, float]:
+        """What a merge before `lambda` depends on (method and density): recipes that share
+        it share the merged task vectors (mergekit/run.py's memo)."""
+        return self.method, self.density
+
+
+class StandardMerger:
+    """Standard recipes merged in memory from the parents the search holds (no disk I/O).
+
+    Recipes that differ only in `scale` share the merged task vectors before it (kept for
+    the last method and density asked for), so a grid walked density by density trims each
+    task vector once per density. DARE's masks are seeded by the method and density (not
+    the scale), so every scale of one density drops the same entries; the YAML of a
+    DARE-TIES point run through mergekit or `darwin merge --mergekit-config` draws other
+    masks of the same density (docs/EVOLVE.md, "Baselines")."""
+
+    def __init__(self, parents: ParentTensors):
+        self.tensors = {"father": parents.father, "mother": parents.mother}
+        if parents.base is not None:
+            self.tensors["base"] = parents.base
+        self.infos = parents.infos
+        self.num_layers = Taxonomy(parents.config).num_layers
+        self.device = next(iter(parents.father.values())).device
+        self.memo_key: tuple[str, float] | None = None
+        self.memo: dict[str, torch.Tensor] = {}
+        self.lock = threading.Lock()  # the holdout merges baselines from two threads
+
+    def state(self, recipe: StandardRecipe) -> dict[str, torch.Tensor]:
+        with self.lock:
+            if recipe.without_scale() != self.memo_key:
+                self.memo_key, self.memo = recipe.without_scale(), {}
+            key = f"{recipe.method}:density={recipe.density!r}"
+            return merge_config_state(recipe.config("base" in self.tensors), self.tensors,
+                                      self.infos, self.num_layers, device=self.device,
+                                      dare_key=key, memo=self.memo)
