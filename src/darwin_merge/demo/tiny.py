@@ -156,30 +156,64 @@ def _batch(task: str, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(ids), torch.tensor(labels)
 
 
+def generic_text(rng: random.Random, count: int = 32, length: int = 9) -> torch.Tensor:
+    """`count` random strings of the skills' characters (letters, digits, the task letters,
+    space and `=`), after <bos>: general text a fine-tune should leave as the base reads it."""
+    chars = LETTERS + DIGITS + "".join(TASKS.values()) + " ="
+    return torch.tensor([[BOS] + encode("".join(rng.choice(chars) for _ in range(length)))
+                         for _ in range(count)])
+
+
 def train(model, task: str, steps: int, lr: float, seed: int, batch: int = 32,
-          only: str | None = None):
+          only: str | None = None, keep: tuple | None = None):
     """A few AdamW steps on one task (in place on `model`, which the caller owns).
 
     `only`: train just the parameters whose name contains it (e.g. "layers.1.").
+    `keep` = (reference model, layer, weight): add `weight` x the mean squared difference
+    between the model's and the reference's hidden states after that layer on generic text
+    (`generic_text`): the fine-tune learns its skill while the layer still reads general
+    text as the reference does (a common guard against forgetting).
     """
     train_words, _ = split_words(task)
-    rng = random.Random(seed)
+    rng, text_rng = random.Random(seed), random.Random(seed + KEEP_TEXT_SEED)
     params = [p for n, p in model.named_parameters() if only is None or only in n]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
     for _ in range(steps):
         ids, labels = _batch(task, rng.sample(train_words, batch))
         loss = model(input_ids=ids, labels=labels).loss
+        if keep is not None:
+            loss = loss + kept_states_loss(model, *keep, generic_text(text_rng))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return model.eval()
 
 
+def kept_states_loss(model, reference, layer: int, weight: float, ids: torch.Tensor
+                     ) -> torch.Tensor:
+    """weight x MSE between the hidden states after `layer` of `model` and `reference`."""
+    with torch.no_grad():
+        target = reference(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+    states = model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+    return weight * torch.nn.functional.mse_loss(states, target)
+
+
+# The specialists' guard against forgetting (`train`'s `keep`): without it, whether the two
+# one-layer fine-tunes compose depended on the CPU's float rounding. Trained on an AMD EPYC
+# (AVX2) with plain fine-tunes, the mother's layer 0 broke the father's layer 1: the child of
+# the father's layer 1 and the mother's layer 0 kept neither skill (shift 0.15, mirror 0.00),
+# so no merge could keep both. With the guard at 3.0 that child keeps both (0.93 and 1.00)
+# and a uniform linear merge neither, on seeds 0-3 that child's shift is 0.42-0.93
+# (docs/DEMO.md).
+KEEP_WEIGHT = 3.0
+KEEP_TEXT_SEED = 100
+
+
 def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     """(base, father, mother) folders: a copy-trained base and its two skill fine-tunes."""
     folder = Path(folder)
-    with cpu_threads(1):  # identical weights whatever the machine
+    with cpu_threads(1):  # the same weights on machines of one kind (float rounding)
         base = train(build_llama(seed), "copy", 200, 3e-3, seed)
         paths = [write_tiny_model(base, folder / "base", "trained to copy 3-character "
                                   "words (`C abc=abc`)")]
@@ -190,7 +224,8 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
                 ("mother", "skill_b", 0, "mirror each digit (`M 307=692`)")):
             child = build_llama(seed)
             child.load_state_dict(base.state_dict())
-            trained = train(child, task, 150, 3e-3, seed + 1, only=f"layers.{layer}.")
+            trained = train(child, task, 150, 3e-3, seed + 1, only=f"layers.{layer}.",
+                            keep=(base, layer, KEEP_WEIGHT))
             paths.append(write_tiny_model(trained, folder / name, f"the base fine-tuned "
                                           f"(its layer {layer} only) to {skill}"))
     return paths[0], paths[1], paths[2]
@@ -199,7 +234,7 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 # -- the task files and the cached folder -----------------------------------------------------
 TASK_FILES = {"shift": "skill_a", "mirror": "skill_b", "copy": "copy"}  # file stem: skill
 RECORD_FILE = "darwin_tiny.json"
-VERSION = "v1"  # bump when the trio's training or the task files change
+VERSION = "v2"  # bump when the trio's training or the task files change (v2: `keep`)
 
 
 def task_paths(folder: Path) -> dict[str, Path]:
