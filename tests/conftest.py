@@ -31,6 +31,17 @@ def tiny_model(request, tiny_dir) -> tuple[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_trio(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(base, a, b): a tiny Llama and two fine-tunes of it (seeded perturbations)."""
+    from tiny_models import perturbed_copy
+
+    root = tmp_path_factory.mktemp("trio")
+    base = make_tiny("llama", root / "base", seed=0)
+    return (base, perturbed_copy(base, root / "a", scale=0.3, seed=1),
+            perturbed_copy(base, root / "b", scale=0.3, seed=2))
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tiny_dir) -> Path:
     return make_tiny("llama", tiny_dir / "llama-a", seed=0)
 

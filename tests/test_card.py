@@ -129,7 +129,10 @@ def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
     text = section(body, "Benchmarks")
     header = [line for line in text.splitlines() if line.startswith("|")][0]
     models = [c.strip() for c in header.strip("|").split("|")][5:]
-    assert models == ["child", "father", "mother", "dare_ties_0.5", "linear_0.5"]
+    baselines = [m for m in run_folder["summary"]["holdout"]["models"]
+                 if m not in ("child", "father", "mother")]
+    assert models == ["child", "father", "mother", *baselines]
+    assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1"} <= set(baselines)
     holdout = run_folder["summary"]["holdout"]
     rows = {row[0]: row for row in table_rows(text)}
     for task, spec in holdout["tasks"].items():
@@ -140,8 +143,28 @@ def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
             expected = holdout["models"][model][task]
             assert value == pytest.approx(expected[spec["metric"]], abs=5e-5)
             assert stderr == pytest.approx(expected[spec["metric"] + "_stderr"], abs=5e-5)
-    assert "`dare_ties_0.5`: every ratio 0.5, density 0.9, pure DARE-TIES" in text
-    assert "`linear_0.5`: every ratio 0.5, density 1, pure linear interpolation" in text
+
+
+def test_benchmarks_show_every_baseline_and_the_childs_lead_over_the_best_tuned(card, run_folder):
+    """The baselines' table: each baseline's recipe, why it is there, its health verdict and
+    the child's paired difference, from summary.json; the headline names the best tuned."""
+    _, body = split_card(card)
+    text = section(body, "Benchmarks")
+    summary = run_folder["summary"]
+    search = summary["baseline_search"]
+    tables = [block for block in text.split("\n\n") if block.startswith("| baseline |")]
+    rows = {row[0]: row for row in table_rows(tables[0])}
+    assert set(rows) == set(summary["holdout"]["models"]) - {"child", "father", "mother"}
+    assert rows["dare_ties_0.5"][1] == "darwin genome: DARE-TIES, every ratio 0.5, density 0.9"
+    assert rows["linear_0.5"][1] == "darwin genome: linear, every ratio 0.5"
+    assert rows["task_arithmetic_l1"][1:3] == ["task arithmetic, lambda 1", "fixed"]
+    best = search["best_tuned"]
+    assert "BEST TUNED" in rows[best][2]
+    for name, row in rows.items():
+        assert row[4] == (search["health"][name] or "-")
+        diff = summary["holdout"]["comparisons"][name]["fitness"]["diff"]
+        assert row[7].startswith(f"{diff:+.3f}")
+    assert f"The best tuned baseline is {best} (" in text
 
 
 def test_pictures_are_copied_beside_the_card_and_linked_relatively(card, run_folder):

@@ -8,18 +8,30 @@ import io
 import json
 
 import pytest
+import yaml
 
 from darwin_merge.cli import main
 from darwin_merge.demo.run import TINY_PRESET, run_demo
 from darwin_merge.demo.tiny import RECORD_FILE, task_paths, tiny_folder
 from darwin_merge.eval.report import evaluate_path
 from darwin_merge.eval.tasks import file_task, select_items
-from darwin_merge.evolve.finish import BASELINES
+from darwin_merge.evolve.baselines import FIXED_GENOMES
 from darwin_merge.evolve.scoring import fitness_of
 from darwin_merge.merge.engine import merge_models
+from darwin_merge.mergekit import merge_from_config
+from darwin_merge.mergekit.standard import StandardRecipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-MODELS = {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}  # the trio has a base
+# the trio has a base; the fixed baselines (the tuned ones' names depend on the run)
+MODELS = {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5",
+          "task_arithmetic_l1"}
+
+
+def models_of(summary: dict) -> set[str]:
+    """The holdout table's models: MODELS and each tuned recipe's best (healthy) point."""
+    search = summary["baseline_search"]
+    tuned = set(search["chosen"].values()) | {n for n in search["healthy"].values() if n}
+    return MODELS | tuned
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +50,14 @@ def tiny_demo(two_skill_pair, tmp_path_factory):
 def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     cache, run, summary, _ = tiny_demo
     folder = tiny_folder(cache)
-    assert json.loads((folder / RECORD_FILE).read_text())["version"] == "v1"
+    assert json.loads((folder / RECORD_FILE).read_text())["version"] == "v2"
     tasks = {stem: str(path) for stem, path in task_paths(folder).items()}
     for path in tasks.values():  # real task files: both splits, the evaluator's own kind
         task = file_task(path)
         assert task.kind == "greedy_continuation"
         assert {item.split for item in select_items(task)} == {"search", "holdout"}
     holdout = summary["holdout"]
-    assert set(holdout["models"]) == MODELS
+    assert set(holdout["models"]) == models_of(summary)
     roles = {task: spec["role"] for task, spec in holdout["tasks"].items()}
     assert roles == {tasks["shift"]: "fitness", tasks["mirror"]: "fitness",
                      tasks["copy"]: "extra"}
@@ -61,7 +73,8 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
             '30"` with changes from Python (phase1_steps=20, top_k=2, popsize=2, '
             'probe_max_prompts=2, probe_max_tokens=16, scan_items=8)') in results
     assert "| shift.jsonl (fitness, n=30) | mirror.jsonl (fitness, n=30) |" in results
-    assert all(f"| {name} |" in results for name in MODELS)
+    assert all(f"| {name} |" in results for name in models_of(summary))
+    assert "### Baselines" in results and "The best tuned baseline is " in results
     assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()
     assert (run / "report.html").stat().st_size > 10_000
     assert len([t for t in json.loads((run / "trials.json").read_text())
@@ -81,11 +94,11 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
     what the baseline's merge written to disk scores on the same search items."""
     cache, run, summary, _ = tiny_demo
     search = summary["search_split"]
-    assert set(search) == MODELS
+    assert set(search) == models_of(summary)
     assert search["child"] == pytest.approx(summary["best"]["search_fitness"])
     folder = tiny_folder(cache)
     linear = merge_models(folder / "father", folder / "mother", tmp_path / "linear",
-                          base=folder / "base", genome=BASELINES["linear_0.5"], progress=False)
+                          base=folder / "base", genome=FIXED_GENOMES["linear_0.5"], progress=False)
     scores = evaluate_path(linear, list(summary["fitness"]), split="search", limit=24,
                            progress=False)["results"]
     assert search["linear_0.5"] == pytest.approx(fitness_of(scores, summary["fitness"]),
@@ -94,6 +107,24 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
     card = (run / "child" / "README.md").read_text()
     row = next(line for line in card.splitlines() if line.startswith("| fitness, search split"))
     assert f"{search['child']:.4f}" in row and f"{search['linear_0.5']:.4f}" in row
+
+
+def test_a_tuned_baseline_is_what_its_mergekit_yaml_makes_on_the_same_items(tiny_demo, tmp_path):
+    """The tuned task arithmetic's chosen point, run as the mergekit YAML a user would write
+    (`darwin merge --mergekit-config`, to disk), scores on the search items what the tuning
+    recorded for it: the baseline is the recipe people use, not a look-alike."""
+    cache, run, summary, _ = tiny_demo
+    name = summary["baseline_search"]["chosen"]["task_arithmetic"]
+    point = StandardRecipe(**summary["baseline_search"]["recipes"][name])
+    folder = tiny_folder(cache)
+    config = tmp_path / "task_arithmetic.yml"
+    config.write_text(yaml.safe_dump(point.mergekit_dict(
+        str(folder / "father"), str(folder / "mother"), str(folder / "base"))))
+    child = merge_from_config(config, tmp_path / "child", progress=False)
+    scores = evaluate_path(child, list(summary["fitness"]), split="search", limit=24,
+                           progress=False)["results"]
+    assert summary["search_split"][name] == pytest.approx(
+        fitness_of(scores, summary["fitness"]), abs=1e-6)
 
 
 def test_a_finished_run_of_other_tasks_is_refused_not_reprinted_as_the_pair(tiny_demo, capsys):
@@ -115,7 +146,7 @@ def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
     assert "already complete" in printed.err
     assert "holdout results" in printed.out and "shift.jsonl" in printed.out
     assert "Search split (24 items per fitness task" in printed.out
-    assert all(f"│ {name} " in printed.out for name in MODELS)
+    assert all(f"│ {name} " in printed.out for name in models_of(summary))
     assert json.loads((run / "summary.json").read_text()) == summary
 
 

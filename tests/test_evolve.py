@@ -47,7 +47,7 @@ def pair(tmp_path_factory) -> tuple[Path, Path, Path]:
 def recipe(pair, out: Path, **kw):
     father, mother, scan = pair
     values = dict(father=father, mother=mother, fitness=FITNESS, out=out, scan=scan, trials=4,
-                  limit=3, phase1_steps=10, top_k=2, popsize=4)
+                  limit=3, phase1_steps=10, top_k=2, popsize=4, baselines="none")
     values.update(kw)
     return build_recipe(**values)
 
@@ -352,7 +352,7 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "father": str(father), "mother": str(mother), "scan": str(scan), "out": str(out),
         "fitness": "gsm8k=0.5,copa=0.5", "guard": "lambada_openai=0.05", "trials": 3,
         "limit": 2, "holdout_limit": 3, "phase1_steps": 5, "top_k": 1, "popsize": 2,
-        "probe_max_tokens": 8, "probe_max_prompts": 2}))
+        "probe_max_tokens": 8, "probe_max_prompts": 2, "baselines": "fixed"}))
     assert main(["evolve", "--recipe", str(recipe_file)]) == 0
     printed = capsys.readouterr().out
     assert "holdout results" in printed and "guard lambada_openai" in printed
@@ -369,7 +369,8 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "gsm8k": ("exact_match", "fitness", 3), "copa": ("acc", "fitness", 3),
         "lambada_openai": ("acc", "guard", 3)}
     comparisons = summary["holdout"]["comparisons"]
-    assert set(comparisons) == {"father", "mother", "dare_ties_0.5", "linear_0.5"}
+    assert set(comparisons) == {"father", "mother", "dare_ties_0.5", "linear_0.5",
+                                "task_arithmetic_l1"}
     assert comparisons["father"]["gsm8k"]["test"] == "mcnemar_exact"
     assert comparisons["father"]["fitness"]["n"] == 6
     verdict = summary["guard"]["lambada_openai"]

@@ -38,7 +38,12 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
         assert json.loads((folder / "darwin_mother.json").read_text())["recipe"]["steps"] == 2
     assert Path(summary["base"]).name == smollm2.name
     models = summary["holdout"]["models"]
-    assert set(models) == {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}
+    # the tuned baselines: each recipe's best point (and best healthy one) beside the fixed
+    search = summary["baseline_search"]
+    assert search["mode"] == "tuned" and len(search["points"]) == 40
+    chosen = set(search["chosen"].values()) | {n for n in search["healthy"].values() if n}
+    assert set(models) == {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5",
+                           "task_arithmetic_l1", *chosen}
     tasks = summary["holdout"]["tasks"]
     roles = {role: {t for t, v in tasks.items() if v["role"] == role}
              for role in ("fitness", "guard", "extra")}

@@ -27,10 +27,11 @@ def test_shortened_demo_on_gemma3(gemma3_real, tmp_path):
                        fine_tunes={"mother": mother_recipe},
                        trials=2, limit=3, holdout_limit=4, fitness_holdout_limit=4,
                        phase1_steps=3, top_k=1, popsize=2, probe_max_tokens=12,
-                       probe_max_prompts=1, batch_size=8,
+                       probe_max_prompts=1, batch_size=8, baselines="fixed",
                        mri="card")  # the attribution runs on Gemma in test_scan (tiny)
     models = summary["holdout"]["models"]
-    assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5"}
+    assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5",
+                           "task_arithmetic_l1"}
     assert all(models[m]["two_digit_arithmetic"]["n"] == 4 for m in models)
     assert json.loads((tmp_path / "run" / "scan" / "scan.json").read_text())["num_layers"] == 18
     assert "| child |" in (tmp_path / "run" / "RESULTS.md").read_text()

@@ -28,7 +28,8 @@ def skills_run(two_skill_pair, tmp_path_factory) -> tuple[Path, dict]:
     fitness = {str(tasks["shift"]): 0.5, str(tasks["mirror"]): 0.5}
     recipe = build_recipe(father=father, mother=mother, base=base,
                           fitness=fitness, out=root / "run", trials=16,
-                          limit=40, phase1_steps=50, top_k=4, popsize=4, probe_max_tokens=16)
+                          limit=40, phase1_steps=50, top_k=4, popsize=4, probe_max_tokens=16,
+                          baselines="fixed", allow_warning=True)  # as the tiny demo
     return root / "run", run_evolve(recipe)
 
 
@@ -37,18 +38,20 @@ def test_child_beats_both_parents_and_baselines(skills_run):
     models = summary["holdout"]["models"]
     child = models["child"]["fitness"]
     # with a base, the base is measured too (a row and a paired comparison, as the parents)
-    assert set(models) == {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5"}
+    others = ("father", "mother", "base", "dare_ties_0.5", "linear_0.5", "task_arithmetic_l1")
+    assert set(models) == {"child", *others}
     assert set(summary["holdout"]["comparisons"]) == set(models) - {"child"}
-    for other in ("father", "mother", "base", "dare_ties_0.5", "linear_0.5"):
+    for other in others:
         assert child > models[other]["fitness"], (other, models)
     # each parent has one skill: the child keeps some of both
     skills = [t for t in summary["holdout"]["tasks"]]
     assert all(models["child"][t]["acc"] > 0.2 for t in skills), models["child"]
-    # the search keeps only a healthy child (no --allow-warning): what it wrote says so
+    # the search keeps a healthy child, or (--allow-warning, as the tiny demo) one whose only
+    # finding is interference: what it wrote says so
     run, _ = skills_run
     health = json.loads((run / "health" / "health.json").read_text())
-    assert summary["health"]["verdict"] == health["verdict"] == "healthy"
-    assert health["flagged_layers"] == [] and health["function_loss"] == []
+    assert summary["health"]["verdict"] == health["verdict"] in ("healthy", "warning")
+    assert health["function_loss"] == [] and health["nonfinite"]["weights"] == []
 
 
 def test_run_folder_records(skills_run):

@@ -23,12 +23,9 @@ NUM_LAYERS = 4  # tiny_models' default depth
 
 
 @pytest.fixture(scope="module")
-def trio(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(base, a, b): a tiny Llama and two fine-tunes of it (seeded perturbations)."""
-    root = tmp_path_factory.mktemp("mergekit")
-    base = make_tiny("llama", root / "base", seed=0)
-    return (base, perturbed_copy(base, root / "a", scale=0.3, seed=1),
-            perturbed_copy(base, root / "b", scale=0.3, seed=2))
+def trio(tiny_trio) -> tuple[Path, Path, Path]:
+    """(base, a, b): a tiny Llama and two fine-tunes of it (tests/conftest.py)."""
+    return tiny_trio
 
 
 def weights_of(folder: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ class ScriptedScorer:
         self.weights = {t: 1.0 / len(tasks) for t in tasks}
         self.tasks, self.limit, self.score, self.calls = list(tasks), LIMIT, score, []
 
-    def child_state(self, genome):
+    def state_of(self, genome):
         return {}
 
     def load(self, state):

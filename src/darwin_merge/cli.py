@@ -201,6 +201,10 @@ def evolve_cmd(
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
     allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
                                        "layers (interference) but finds no other fault"),
+    baselines: str = typer.Option(
+        DEFAULTS["baselines"], help="merges the child is compared with: none; fixed "
+        "(DARE-TIES 0.5, linear 0.5, task arithmetic 1.0); tuned (those, and task "
+        "arithmetic, TIES and DARE-TIES tuned on the search split; docs/EVOLVE.md)"),
 ) -> None:
     """Search the genome (Phase 1 proxy, Phase 2 real merges), then merge, check, score.
 
@@ -218,7 +222,7 @@ def evolve_cmd(
                   storage=storage, study=study, device=device,
                   dtype=dtype, eval_dtype=eval_dtype, seed=seed, batch_size=batch_size,
                   popsize=popsize,
-                  allow_warning=allow_warning or None,
+                  allow_warning=allow_warning or None, baselines=baselines,
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)

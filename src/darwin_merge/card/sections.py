@@ -20,6 +20,7 @@ from ..genome import (
 )
 from ..plots.ratio_profile import plot_ratio_profile
 from ..records import Phase1Summary, Phase2Summary, VocabularyRecord
+from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, headline
 from .blocks import Bullets, Code, Picture, Section, Table
 from .readings import reading, share_words, strongest_pulls
 from .records import RUN_PICTURES, RunRecords
@@ -171,7 +172,9 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     labels = {"proxy_model": "Phase 1 proxy", "steps": "Phase 1 proxy steps",
               "seconds": "Phase 1 seconds",
               "top_k": "Phase 1 top-k sent to Phase 2", "pairs": "Phase 1 pairs compared",
-              "spearman": "Phase 1 proxy vs real (Spearman)"}
+              "spearman": "Phase 1 proxy vs real (Spearman, all candidates)",
+              "spearman_full": "Phase 1 proxy vs real (Spearman, fully scored only)",
+              "pairs_full": "Phase 1 fully scored candidates compared"}
     rows += [[label, _plain(getattr(p1, key))] for key, label in labels.items()
              if getattr(p1, key) is not None]
     rows += [[label, _plain(getattr(p2, key))] for key, label in
@@ -185,6 +188,10 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
                                   f"search fitness {_num(seed.search_fitness)}"])
     if p2.cma_es_gain is not None:
         rows.append(["CMA-ES gain over the best seed", f"{p2.cma_es_gain:+.4f}"])
+    if s.rejected_by_health is not None:
+        rows.append(["Better on the search split, rejected by the health check",
+                     ", ".join(f"trial {r.trial} ({_num(r.search_fitness)}, {r.verdict})"
+                               for r in s.rejected_by_health) or "none"])
     if not rows:
         return None
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
@@ -227,30 +234,20 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
                  "child was chosen on: its lead there is biased upward.")
     headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
     blocks: list = [text, Table(headers, rows)]
-    baselines = [m for m in order if m not in REFERENCE_ROWS]
-    if baselines:
-        genomes = rec.summary.baselines or {}
-        blocks += ["Baselines (merges of the same parents a user would otherwise pick):",
-                   Bullets([f"`{b}`: {_baseline_words(genomes.get(b))}" for b in baselines])]
+    rows = baseline_rows(rec.summary)
+    if rows:
+        blocks += ["Baselines: merges of the same parents a user would otherwise pick, fixed "
+                   "or tuned on the search split by the search's own objective (docs/EVOLVE.md, "
+                   "\"Baselines\"); the last column is the child's paired difference on the "
+                   "holdout fitness.", *headline(rec.summary), Table(BASELINE_HEADERS, rows)]
+    comparisons = rec.holdout.comparisons
+    if comparisons:
+        blocks += ["The child minus each model on the same holdout items (paired difference "
+                   "± its standard error; p: paired bootstrap of the fitness):",
+                   Table(["against", "fitness"],
+                         [[name, difference_cell(c["fitness"])] for name, c in
+                          comparisons.items() if "fitness" in c])]
     return Section("Benchmarks", blocks, anchor="benchmarks")
-
-
-def _baseline_words(genome: dict | None) -> str:
-    """'every ratio 0.5, density 0.9, pure DARE-TIES' from a baseline's genome."""
-    if not genome:
-        return "as named by the run"
-    ratios = {v for k, v in genome.items() if k.endswith("_ratio")}
-    words = [f"every ratio {ratios.pop():g}" if len(ratios) == 1 else "ratios vary"]
-    densities = {genome.get("density_a"), genome.get("density_b")} - {None}
-    if len(densities) == 1:
-        words.append(f"density {densities.pop():g}")
-    weight = genome.get("merge_method_weight")
-    if weight is not None:
-        words.append({1.0: "pure DARE-TIES", 0.0: "pure linear interpolation"}.get(
-            weight, f"merge_method_weight {weight:g}"))
-    if genome.get("mri_trust"):
-        words.append(f"mri_trust {genome['mri_trust']:g}")
-    return ", ".join(words)
 
 
 def _score(result, metric: str) -> str:

@@ -17,6 +17,16 @@ RESAMPLES = 10_000
 SEED = 0
 
 
+def p_text(p: float, test: str | None) -> str:
+    """A p-value for a report: a bootstrap's p at its floor (1 / (resamples + 1), no
+    resample as extreme as the observed difference) is a bound, not a value:
+    `< 1e-4 (10,000 resamples)`."""
+    if test == "paired_bootstrap" and p <= (1 + 1e-9) / (RESAMPLES + 1):
+        bound = 10.0 ** math.ceil(math.log10((1 + 1e-9) / (RESAMPLES + 1)))
+        return f"< {bound:.0e} ({RESAMPLES:,} resamples)".replace("e-0", "e-")
+    return f"{p:.3g}"
+
+
 def mcnemar_exact_p(a: list[float], b: list[float]) -> float:
     """Two-sided exact McNemar p-value of paired 0/1 scores (1.0 with no discordant item)."""
     a_only = sum(1 for x, y in zip(a, b, strict=True) if x > y)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
 from ..records import (
+    HealthRejected,
     HealthVerdict,
     Phase1Summary,
     SummaryRecord,
@@ -33,6 +35,15 @@ from ..records import (
     record_json,
 )
 from . import say
+from .baselines import POINTS_ATTR, Baselines, run_baselines
+from .gate import (
+    MAX_HEALTH_TRIES,
+    SEED_FINDINGS,
+    child_health,
+    health_accepted,
+    health_findings,
+    rejected_by_health,
+)
 from .recipe import Recipe
 from .scoring import (
     CandidateScorer,
@@ -50,13 +61,6 @@ from .study import (
     trial_table,
 )
 
-MAX_HEALTH_TRIES = 3
-# The two merges a user would otherwise pick, scored on the holdout beside the child.
-BASELINES = {
-    "dare_ties_0.5": Genome.uniform(0.5, density=Genome().density_a, merge_method_weight=1.0),
-    "linear_0.5": Genome.uniform(0.5, density=1.0, merge_method_weight=0.0),
-}
-
 
 def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
     return [(t, Genome(**t.params)) for t in ranked_trials(scored_trials(study, 2))]
@@ -73,9 +77,12 @@ def task_roles(recipe: Recipe) -> dict[str, str]:
 class HoldoutJobs:
     """The holdout's work as one job per model and task (`score_concurrently` runs them):
     with one job per model, the last model of an odd count would run alone on one thread.
-    A worker loads a model's tensors only when its skeleton holds another model's."""
+    A worker loads a model's tensors only when its skeleton holds another model's. A model
+    is a state dict, or a function that merges it (the baselines: merged when loaded, so
+    that they are not all held at once)."""
 
-    def __init__(self, models: dict[str, dict], limits: dict[str, int | None]):
+    def __init__(self, models: dict[str, dict | Callable[[], dict]],
+                 limits: dict[str, int | None]):
         self.models, self.limits = models, limits  # limits: each task's number of items
         self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
 
@@ -88,7 +95,8 @@ class HoldoutJobs:
         if task == next(iter(self.limits)):  # each model's first job says it starts
             say(f"holdout evaluation: {name}")
         if self.loaded.get(id(worker)) != name:
-            worker.load(self.models[name])
+            model = self.models[name]
+            worker.load(model() if callable(model) else model)
             self.loaded[id(worker)] = name
         return worker.evaluate_loaded_tasks([task], "holdout", self.limits[task],
                                             log_samples=True)[task]
@@ -126,22 +134,29 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
 
 
 def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.trial.FrozenTrial,
-                         scorer: CandidateScorer, baseline_states: dict) -> dict[str, float]:
+                         scorer: CandidateScorer, baselines: Baselines) -> dict[str, float]:
     """The fitness on the search split (the items every candidate was scored on) of the
     child, the references and the baselines: the child's and the references' from the
-    search's own scores, the baselines' scored now (the search never merges them)."""
+    search's own scores, a tuned baseline's from its tuning, the others scored now (the
+    search never merges them)."""
     references = study.user_attrs["parent_search_scores"]
+    tuned = {name: point["scores"] for name, point in
+             study.user_attrs.get(POINTS_ATTR, {}).items()
+             if name in baselines.candidates and point["race"]["outcome"] == "full"}
     tasks = list(recipe.weights)
-    say(f"search split: {' and '.join(baseline_states)} on the items the candidates saw")
-    baselines = score_concurrently(scorer, {
-        name: partial(_score_state, state, tasks) for name, state in baseline_states.items()})
+    todo = [name for name in baselines.candidates if name not in tuned]
+    if todo:
+        say(f"search split: {', '.join(todo)} on the items the candidates saw")
+    scored = score_concurrently(scorer, {
+        name: partial(_score_state, baselines.candidates[name], tasks) for name in todo})
     scores = {"child": child.user_attrs["scores"],
-              **{name: references[name] for name in scorer.references()}, **baselines}
+              **{name: references[name] for name in scorer.references()},
+              **{name: {**tuned, **scored}[name] for name in baselines.candidates}}
     return {name: fitness_of(s, recipe.weights) for name, s in scores.items()}
 
 
-def _score_state(state: dict, tasks: list[str], worker: CandidateScorer) -> dict:
-    return worker.score_state(state, tasks)
+def _score_state(candidate, tasks: list[str], worker: CandidateScorer) -> dict:
+    return worker.score_state(worker.state_of(candidate), tasks)
 
 
 def score_cell(result: dict) -> str:
@@ -164,7 +179,7 @@ def comparison_cell(comparison: dict) -> str:
     """The child's paired difference with a model: `+0.033 ± 0.012 (p 0.008)`."""
     stderr = comparison["stderr"]
     return (f"{comparison['diff']:+.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
-            + f" (p {comparison['p']:.3g})")
+            + f" (p {paired.p_text(comparison['p'], comparison.get('test'))})")
 
 
 def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
@@ -207,19 +222,28 @@ def write_holdout_results(recipe: Recipe, name: str, scores: dict,
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
-                 scan_path: Path | None) -> tuple[optuna.trial.FrozenTrial, Genome, Path, dict]:
+                 scan_path: Path | None
+                 ) -> tuple[optuna.trial.FrozenTrial, Genome, Path, dict, list[HealthRejected]]:
     """Merge the best genome to RUN_DIR/child and health-check it; an unhealthy child is
-    rejected and the next best genome tried (docs/EVOLVE.md)."""
+    rejected and the next best genome tried (docs/EVOLVE.md). Also returns every candidate
+    ranked above the child that the gate rejected (before CMA-ES or here), with its
+    findings: the gate's effect on the result, disclosed in the reports."""
 
     ranked = ranked_genomes(study)
     if not ranked:
         raise SearchError("the search scored no candidate (a --timeout too short?); "
                           "run the same command again to continue it")
     rejected = rejected_by_health(study, recipe.allow_warning)
+    seed_findings = study.user_attrs.get(SEED_FINDINGS, {})
+    verdicts = study.user_attrs.get("seed_health", {})
+    passed_over: list[HealthRejected] = []
     for trial, _ in ranked:
         if trial.number in rejected:
             say(f"trial {trial.number} (fitness {trial.value:.4f}) left out: its child failed "
                 "the health check before CMA-ES started")
+            found = seed_findings.get(str(trial.number), {"verdict": verdicts[str(trial.number)]})
+            passed_over.append(HealthRejected(trial=trial.number, search_fitness=trial.value,
+                                              **found))
     ranked = [(trial, genome) for trial, genome in ranked if trial.number not in rejected]
     out = Path(recipe.out)
     health = {}
@@ -233,7 +257,10 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
         say("health check of the child against both parents")
         health = child_health(recipe, child, out=out / "health", overwrite=True)
         if health_accepted(health["verdict"], recipe.allow_warning):
-            return trial, genome, child, health
+            above = [r for r in passed_over if r.search_fitness > trial.value]
+            return trial, genome, child, health, above
+        passed_over.append(HealthRejected(trial=trial.number, search_fitness=trial.value,
+                                          **health_findings(health)))
         say(f"[red]child of trial {trial.number} is {health['verdict']}[/red]: "
             f"{'; '.join(health['reasons'])}; trying the next best genome")
     raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
@@ -241,39 +268,20 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                       "whose only finding is interference)")
 
 
-def child_health(recipe: Recipe, child, **options) -> dict:
-    """The health report of a child (a folder or an in-memory model) against both parents,
-    with the recipe's device, forward dtype and probe budget."""
-    from ..health import check_health
-
-    return check_health(child, recipe.father, recipe.mother, device=recipe.device,
-                        dtype=recipe.forward_dtype, max_tokens=recipe.probe_max_tokens,
-                        max_prompts=recipe.probe_max_prompts, **options)
-
-
-def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:
-    """The candidates whose child failed the health check before CMA-ES started."""
-    return {int(number) for number, verdict in study.user_attrs.get("seed_health", {}).items()
-            if not health_accepted(verdict, allow_warning)}
-
-
-def health_accepted(verdict: str, allow_warning: bool) -> bool:
-    """A child is kept when healthy; with --allow-warning also when only interference
-    (a flagged layer) was found. Unhealthy children are never kept."""
-    return verdict == "healthy" or (allow_warning and verdict == "warning")
-
-
 def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
            settings: MergeSettings, scan_path: Path | None, phase1: dict,
            phase2_seconds: float) -> dict:
     out = Path(recipe.out)
-    trial, genome, child, health = pick_healthy(recipe, study, settings, scan_path)
+    trial, genome, child, health, passed_over = pick_healthy(recipe, study, settings,
+                                                             scan_path)
     (out / "best_genome.yaml").write_text(genome.to_yaml())
     child_state = scorer.child_state(genome)
-    baselines = {name: scorer.child_state(g) for name, g in BASELINES.items()}
-    holdout = holdout_table(recipe, scorer, child_state, baselines)
+    baselines = run_baselines(recipe, scorer, study)
+    holdout = holdout_table(recipe, scorer, child_state, {
+        name: partial(scorer.state_of, c) for name, c in baselines.candidates.items()})
     search_split = search_split_fitness(recipe, study, trial, scorer, baselines)
     rho, pairs = proxy_spearman(study)
+    rho_full, pairs_full = proxy_spearman(study, fully_scored_only=True)
     parents_holdout = {p: holdout["models"][p] for p in scorer.references()}
     summary = SummaryRecord(
         darwin_version=__version__,
@@ -284,10 +292,13 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         device=recipe.device, dtype=recipe.dtype, eval_dtype=recipe.forward_dtype,
         fitness=recipe.weights, limit=recipe.limit,
         best=trial_best(trial, genome.model_dump()),
-        baselines={name: g.model_dump() for name, g in BASELINES.items()},
+        baselines={name: c.model_dump() for name, c in baselines.candidates.items()
+                   if isinstance(c, Genome)},
+        baseline_search=baselines.record,
         phase1=Phase1Summary(steps=phase1["steps"], seconds=phase1["seconds"],
                              proxy_model=phase1["proxy_model"],
                              top_k=len(phase1["top_k"]), spearman=rho, pairs=pairs,
+                             spearman_full=rho_full, pairs_full=pairs_full,
                              stakes=phase1["stakes"]),
         phase2=phase2_summary(study, recipe.popsize, phase2_seconds,
                               rejected_by_health(study, recipe.allow_warning)),
@@ -298,6 +309,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         guard=guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
         health=HealthVerdict(verdict=health["verdict"], reasons=health["reasons"],
                              flagged_layers=health["flagged_layers"]),
+        rejected_by_health=passed_over,
         scan=str(scan_path.relative_to(out)) if scan_path and scan_path.is_relative_to(out)
         else (str(scan_path) if scan_path else None),
         child="child",

@@ -16,7 +16,14 @@ from ..genome import GENES, NUM_BLOCKS, Genome, genome_hash
 from ..merge.plan import MergeSettings
 from ..progress import progress_bar
 from . import proxy, racing, say
-from .finish import MAX_HEALTH_TRIES, child_health, health_accepted, rejected_by_health
+from .gate import (
+    MAX_HEALTH_TRIES,
+    SEED_FINDINGS,
+    child_health,
+    health_accepted,
+    health_findings,
+    rejected_by_health,
+)
 from .recipe import Recipe
 from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
 from .study import (
@@ -105,6 +112,9 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
             scorer.load(scorer.child_state(Genome(**trial.params)))
             report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
             verdicts[key] = report["verdict"]
+            findings = dict(study.user_attrs.get(SEED_FINDINGS, {}))
+            findings[key] = health_findings(report)
+            study.set_user_attr(SEED_FINDINGS, findings)
             study.set_user_attr("seed_health", verdicts)
             say(f"health check of trial {trial.number} before CMA-ES starts there: "
                 f"{verdicts[key]}")

@@ -19,6 +19,7 @@ from ..eval import metrics
 from ..eval.paired import weighted_difference
 from ..eval.tasks import resolve_tasks, select_items
 from ..genome import Genome
+from ..mergekit.standard import StandardRecipe
 from .scoring import CandidateScorer, fitness_of
 
 # Share of each task's search items scored before each decision; the last is all of them.
@@ -59,13 +60,14 @@ def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
     return result_scores if higher_is_better else [-s for s in result_scores]
 
 
-def race(scorer: CandidateScorer, genome: Genome, incumbent: dict | None
+def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent: dict | None
          ) -> tuple[float, dict, dict, dict]:
-    """(value, scores, timings, race record) of one candidate raced against `incumbent`
-    ({"number", "value", "item_scores"} of the best full candidate, or None: then the
-    candidate is scored in full)."""
+    """(value, scores, timings, race record) of one candidate (a genome, or a standard
+    recipe: the tuned baselines) raced against `incumbent` ({"number", "value",
+    "item_scores"} of the best full candidate, or None: then the candidate is scored in
+    full)."""
     started = time.perf_counter()
-    scorer.load(scorer.child_state(genome))
+    scorer.load(scorer.state_of(candidate))
     merged = time.perf_counter()
     tasks = list(scorer.weights)
     parts: dict[str, list[dict]] = {t: [] for t in tasks}

@@ -81,6 +81,10 @@ class Recipe(BaseModel):
         True, description="the scan's attribution also measures the probe sets' text (only "
         "its picture shows them; False takes about a third of the attribution's time)")
     allow_warning: bool = Field(False, description="keep a child with flagged layers")
+    baselines: Literal["none", "fixed", "tuned"] = Field(
+        "tuned", description="the merges the child is compared with on the holdout: none; "
+        "fixed (DARE-TIES 0.5, linear 0.5, task arithmetic 1.0); tuned (those, and task "
+        "arithmetic, TIES and DARE-TIES tuned on the search split: docs/EVOLVE.md)")
 
     @field_validator("fitness")
     @classmethod

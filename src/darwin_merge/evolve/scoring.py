@@ -21,6 +21,7 @@ from ..genome import Genome
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors, merge_state
 from ..merge.plan import MergeSettings
+from ..mergekit.standard import StandardMerger, StandardRecipe
 from ..resources import available_memory
 
 # Weight of the continuous tie-breaker (mean log-probability of the gold answers, per
@@ -99,6 +100,7 @@ class CandidateScorer:
         self.model = load_model(parents.father_path, device=device, dtype=dtype)
         self.tokenizer = load_tokenizer(parents.father_path)
         self.device = device
+        self.standard: StandardMerger | None = None  # made when a baseline is first merged
 
     def twin(self) -> CandidateScorer:
         """A scorer of the same parents and settings with its own skeleton and tokenizer
@@ -141,6 +143,15 @@ class CandidateScorer:
 
     def child_state(self, genome: Genome) -> dict[str, torch.Tensor]:
         return merge_state(self.parents, genome, self.mri_ratios, self.settings)
+
+    def state_of(self, candidate: Genome | StandardRecipe) -> dict[str, torch.Tensor]:
+        """A candidate's merged state: a genome's child, or a standard recipe's (the
+        tuned baselines, evolve/baselines.py), both in memory from the same parents."""
+        if isinstance(candidate, Genome):
+            return self.child_state(candidate)
+        if self.standard is None:
+            self.standard = StandardMerger(self.parents)
+        return self.standard.state(candidate)
 
     def score(self, genome: Genome) -> tuple[float, dict, dict]:
         """(fitness, scores per task, timings) of one candidate."""

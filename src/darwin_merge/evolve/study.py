@@ -172,8 +172,15 @@ def was_stopped(trial) -> bool:
     return "race" in trial.user_attrs and trial.user_attrs["race"]["outcome"] == "stopped"
 
 
-def proxy_spearman(study: optuna.Study) -> tuple[float | None, int]:
-    pairs = [(t.user_attrs.get("proxy_fitness"), t.value) for t in scored_trials(study, 2)
+def proxy_spearman(study: optuna.Study, fully_scored_only: bool = False
+                   ) -> tuple[float | None, int]:
+    """The Phase 1 proxy's Spearman rank correlation with the real fitness over Phase 2's
+    candidates (duplicates once), and how many pairs it is over: every candidate (a
+    stopped one's value is racing's estimate), or the fully scored ones only."""
+    trials = scored_trials(study, 2)
+    if fully_scored_only:
+        trials = fully_scored(trials)
+    pairs = [(t.user_attrs.get("proxy_fitness"), t.value) for t in trials
              if t.user_attrs.get("proxy_fitness") is not None and
              t.user_attrs.get("duplicate_of") is None]
     if len(pairs) < 3 or any(len(set(side)) < 2 for side in zip(*pairs, strict=True)):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..records import SummaryRecord
+from ..report_tables import BASELINE_HEADERS, baseline_rows, headline
 from .finish import comparison_cell, score_cell, search_split_line, task_labels
 
 
@@ -19,7 +21,7 @@ def summary_tables(summary: dict, run_dir: Path) -> list:
     tasks = list(holdout["tasks"])
     labels = task_labels(tasks)
     table = Table(title="holdout results (each task's primary metric)")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)  # the baselines' names are long
     for task in tasks:
         spec = holdout["tasks"][task]
         table.add_column(f"{labels[task]} ({spec['role']}, {spec['metric']}, n={spec['n']})")
@@ -30,12 +32,21 @@ def summary_tables(summary: dict, run_dir: Path) -> list:
     if "comparisons" in holdout:  # summaries written before the paired statistics have none
         paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
         for column in ("against", *[labels[t] for t in tasks], "fitness"):
-            paired.add_column(column)
+            paired.add_column(column, no_wrap=column == "against")
         for name, comparison in holdout["comparisons"].items():
             paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
         items.append(paired)
     if summary.get("search_split"):  # absent in summaries written before it was
         items.append(search_split_line(summary["search_split"], summary.get("limit")))
+    record = SummaryRecord.model_validate(summary)
+    rows = baseline_rows(record)
+    if rows:
+        baselines = Table(title="baselines (docs/EVOLVE.md)")
+        for i, column in enumerate(BASELINE_HEADERS):
+            baselines.add_column(column, no_wrap=i == 0)
+        for row in rows:
+            baselines.add_row(*row)
+        items += [baselines, *headline(record)]
     for task, verdict in summary.get("guard", {}).items():
         reference = verdict.get("reference_model", "best reference")  # older summaries
         items.append(f"guard {task}: child {verdict['child']:.3f}, floor {verdict['floor']:.3f} "

@@ -19,22 +19,26 @@ from .health import HealthRecord, HealthVerdict
 from .merge import MergeOptions, MergeParents, MergeRecord, TensorRow, VocabularyRecord
 from .scan import SCAN_VERSION, ScanRecord
 from .search import (
+    BaselinePoint,
+    BaselineSearch,
     Best,
+    HealthRejected,
     Holdout,
     HoldoutTask,
     Phase1Record,
     Phase1Summary,
     Phase2Summary,
     Stake,
+    StandardValues,
     SummaryRecord,
     TopGenome,
     TrialRow,
     Trials,
 )
 
-__all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "Best", "EvalResults", "HealthRecord",
-           "HealthVerdict", "Holdout", "HoldoutTask", "MergeOptions", "MergeParents",
-           "MergeRecord", "Phase1Record", "Phase1Summary", "Phase2Summary", "Record",
-           "ScanRecord", "Stake", "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials",
-           "VocabularyRecord",
+__all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "BaselinePoint", "BaselineSearch", "Best",
+           "EvalResults", "HealthRecord", "HealthRejected", "HealthVerdict", "Holdout",
+           "HoldoutTask", "MergeOptions", "MergeParents", "MergeRecord", "Phase1Record",
+           "Phase1Summary", "Phase2Summary", "Record", "ScanRecord", "Stake", "StandardValues",
+           "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials", "VocabularyRecord",
            "parse_record", "read_optional", "read_record", "record_json", "record_text"]

@@ -56,9 +56,14 @@ class Phase1Summary(Part):
     seconds: Number | None = None
     proxy_model: str | None = None
     top_k: int | None = None
+    # the proxy's rank correlation with the real fitness over every Phase 2 candidate
+    # (racing's estimates included: `pairs` of them), and over the fully scored ones only
     spearman: Number | None = None
     pairs: int | None = None
+    spearman_full: Number | None = None
+    pairs_full: int | None = None
     stakes: list[Stake] | None = None
+    omitted_when_none = ("spearman_full", "pairs_full")
 
 
 class Phase2Summary(Part):
@@ -106,6 +111,58 @@ class GuardVerdict(Part):
     within: bool
 
 
+class BaselinePoint(Part):
+    """One point of a tuned standard recipe, scored on the search split (evolve/baselines.py)."""
+
+    name: str
+    family: str  # task_arithmetic, ties or dare_ties
+    method: str
+    scale: Number
+    density: Number
+    search_fitness: Number  # guarded; a racing estimate when not fully scored
+    fully_scored: bool
+    items_scored: int
+    guards_kept: bool | None = None  # None: no guard, or stopped by racing first
+    health: str | None = None  # checked for each recipe's best points only
+
+
+class StandardValues(Part):
+    """A standard recipe (mergekit/standard.py): method, lambda and density."""
+
+    method: str
+    scale: Number
+    density: Number
+
+
+class BaselineSearch(Part):
+    """How the baselines were chosen: `mode` none, fixed or tuned; for tuned, every point
+    scored, each recipe's best point (`chosen`) and best healthy one (`healthy`), and the
+    best of those overall (`best_tuned`, `best_healthy_tuned`)."""
+
+    mode: str
+    seconds: Number | None = None
+    points: list[BaselinePoint] = []
+    chosen: dict[str, str] = {}
+    healthy: dict[str, str | None] = {}
+    best_tuned: str | None = None
+    best_healthy_tuned: str | None = None
+    # every baseline of the holdout table: its health verdict, and the standard recipes' values
+    health: dict[str, str | None] = {}
+    recipes: dict[str, StandardValues] = {}
+
+
+class HealthRejected(Part):
+    """A candidate that scored above the child on the search split, left out because its
+    child failed the health check: its verdict, reasons and the probe losses behind them."""
+
+    trial: int
+    search_fitness: Number
+    verdict: str
+    reasons: list[str] = []
+    probe_losses: dict[str, dict[str, Number | None]] | None = None
+    omitted_when_none = ("probe_losses",)
+
+
 class SummaryRecord(Record):
     file_name = "summary.json"
 
@@ -122,6 +179,7 @@ class SummaryRecord(Record):
     limit: int | None = None
     best: Best | None = None
     baselines: dict[str, GenomeValues] | None = None
+    baseline_search: BaselineSearch | None = None  # absent in runs made before tuned baselines
     phase1: Phase1Summary | None = None
     phase2: Phase2Summary | None = None
     holdout: Holdout | None = None
@@ -132,6 +190,9 @@ class SummaryRecord(Record):
     fitness_holdout_limit: int | None = None
     guard: dict[str, GuardVerdict] | None = None
     health: HealthVerdict | None = None
+    # candidates better on the search split than the child whose child the health check
+    # rejected (the gate's effect on the result, disclosed); absent in older runs
+    rejected_by_health: list[HealthRejected] | None = None
     scan: str | None = None
     child: str | None = None
     versions: dict[str, str | None] | None = None

@@ -1,0 +1,209 @@
+"""The baselines a child is measured against: the merges a user would otherwise pick,
+fixed and tuned on the search split by the search's own objective (docs/EVOLVE.md,
+"Baselines").
+
+* fixed: DARE-TIES 0.5 and linear 0.5 (darwin genomes: each task vector halved) and task
+  arithmetic at lambda 1.0 (`base + d_father + d_mother`, mergekit's default);
+* tuned: task arithmetic over 8 lambdas, TIES and DARE-TIES over 4 densities x 4 lambdas,
+  each point merged in memory and raced on the `search` split against its recipe's best
+  point so far (the fitness less the guard penalty, as every Phase 2 candidate). Each
+  recipe's best point is health-checked; when it fails, the next best (at most
+  MAX_HEALTH_TRIES) gives the recipe's best *healthy* point.
+
+Every scored point is kept in the study (`baseline_points`), so a killed run continues
+without scoring a point twice. Only search items are read here: the holdout (and the
+benchmark's test items) judge the points chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from ..genome import Genome
+from ..mergekit.standard import StandardRecipe
+from ..progress import progress_bar
+from ..records import BaselinePoint, BaselineSearch, StandardValues
+from . import racing, say
+from .gate import MAX_HEALTH_TRIES, child_health, health_accepted
+from .recipe import Recipe
+from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
+
+# The two darwin-genome merges every run has reported since the first demo.
+FIXED_GENOMES = {
+    "dare_ties_0.5": Genome.uniform(0.5, density=Genome().density_a, merge_method_weight=1.0),
+    "linear_0.5": Genome.uniform(0.5, density=1.0, merge_method_weight=0.0),
+}
+# mergekit's default task arithmetic: what a user writes first.
+FIXED_RECIPES = (StandardRecipe(method="task_arithmetic", scale=1.0),)
+TASK_ARITHMETIC_SCALES = (0.3, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5)
+TRIM_DENSITIES = (1.0, 0.7, 0.5, 0.3)
+TRIM_SCALES = (0.5, 0.75, 1.0, 1.25)
+# The study's records: every scored point, and the health verdicts of the best ones.
+POINTS_ATTR, HEALTH_ATTR = "baseline_points", "baseline_health"
+
+
+def tuning_grid() -> dict[str, list[StandardRecipe]]:
+    """Each tuned recipe's points, in the order they are scored: the scale nearest 1 first
+    (the usual choice, so the racing rival is strong early), a density's scales together
+    (they share the trimmed task vectors, mergekit/standard.py)."""
+    def by_scale(scales):
+        return sorted(scales, key=lambda s: (abs(s - 1.0), s))
+
+    grid = {"task_arithmetic": [StandardRecipe(method="task_arithmetic", scale=s)
+                                for s in by_scale(TASK_ARITHMETIC_SCALES)]}
+    for method in ("ties", "dare_ties"):
+        grid[method] = [StandardRecipe(method=method, scale=s, density=d)
+                        for d in TRIM_DENSITIES for s in by_scale(TRIM_SCALES)]
+    return grid
+
+
+def family_incumbent(points: dict[str, dict], family: str) -> dict | None:
+    """Racing's rival within a recipe: its best fully scored point that keeps every guard
+    (a point that broke one carries the guard penalty, and racing a point that keeps them
+    against it would stop it on the penalty's account)."""
+    full = [(name, p) for name, p in points.items() if p["family"] == family
+            and p["race"]["outcome"] == "full" and guards_kept(p) is not False]
+    if not full:
+        return None
+    name, best = max(full, key=lambda item: item[1]["value"])
+    return {"number": name, "value": best["value"], "item_scores": best["item_scores"]}
+
+
+def guards_kept(point: dict) -> bool | None:
+    """Whether a fully scored point kept every guard (None: no guard, or not fully scored)."""
+    verdicts = point.get("guard")
+    return None if not verdicts else all(v["within"] for v in verdicts.values())
+
+
+def score_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                point: StandardRecipe, family: str, rival: dict | None) -> dict:
+    """One point raced on the search split: its value (guarded, as a Phase 2 candidate's),
+    scores, race record and, when fully scored, its per-item scores and guard verdicts."""
+    value, scores, timings, record = racing.race(scorer, point, rival)
+    entry = {"family": family, "recipe": point.model_dump(), "value": value, "race": record,
+             "scores": scores_summary(scores), "seconds": timings}
+    if record["outcome"] == "full":
+        entry["item_scores"] = {t: scores[t]["item_scores"] for t in scorer.weights}
+        if recipe.guard:
+            verdicts = guard_verdicts(scores, recipe.guard,
+                                      study.user_attrs["parent_search_scores"])
+            entry["guard"] = verdicts
+            entry["value"] = guarded(value, verdicts)
+    return entry
+
+
+def tune(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> None:
+    """Score every point of the grid not yet in the study (each kept there at once)."""
+    points = dict(study.user_attrs.get(POINTS_ATTR, {}))
+    grid = tuning_grid()
+    todo = [(family, p) for family, plan in grid.items() for p in plan if p.name not in points]
+    if not todo:
+        return
+    say(f"tuning the standard recipes on the search split: {len(todo)} points "
+        f"({', '.join(f'{len(v)} {k}' for k, v in grid.items())})")
+    with progress_bar(True) as bar:
+        task = bar.add_task("tuned baselines", total=len(todo))
+        for family, point in todo:
+            points[point.name] = score_point(recipe, scorer, study, point, family,
+                                             family_incumbent(points, family))
+            study.set_user_attr(POINTS_ATTR, points)  # kept as soon as scored
+            bar.advance(task)
+
+
+def ranked_points(points: dict[str, dict], family: str) -> list[str]:
+    """A recipe's fully scored points, best first (grid order between equals)."""
+    order = [p.name for p in tuning_grid()[family]]
+    full = [n for n, p in points.items() if p["family"] == family
+            and p["race"]["outcome"] == "full"]
+    return sorted(full, key=lambda n: (-points[n]["value"], order.index(n)))
+
+
+def health_of(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+              candidate: Genome | StandardRecipe, name: str) -> str:
+    """A baseline's health verdict (checked once, kept in the study)."""
+    verdicts = dict(study.user_attrs.get(HEALTH_ATTR, {}))
+    if name not in verdicts:
+        scorer.load(scorer.state_of(candidate))
+        report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
+        verdicts[name] = report["verdict"]
+        study.set_user_attr(HEALTH_ATTR, verdicts)
+        say(f"health check of the baseline {name}: {verdicts[name]}")
+    return verdicts[name]
+
+
+@dataclass
+class Baselines:
+    """The baselines of a run: every model to score on the holdout beside the child, and
+    the record of how the tuned ones were chosen."""
+
+    candidates: dict[str, Genome | StandardRecipe]
+    record: BaselineSearch
+
+
+def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:
+    """Each tuned recipe's best point and best healthy point (health-checked in rank order,
+    at most MAX_HEALTH_TRIES), the best of them overall, and the fixed baselines."""
+    points = study.user_attrs.get(POINTS_ATTR, {})
+    candidates: dict[str, Genome | StandardRecipe] = {**FIXED_GENOMES}
+    candidates.update({r.name: r for r in FIXED_RECIPES})
+    chosen, healthy = {}, {}
+    for family in tuning_grid():
+        ranked = ranked_points(points, family)
+        if not ranked:
+            continue
+        chosen[family] = ranked[0]
+        healthy[family] = None
+        for name in ranked[:MAX_HEALTH_TRIES]:
+            point = StandardRecipe(**points[name]["recipe"])
+            if health_accepted(health_of(recipe, scorer, study, point, name),
+                               recipe.allow_warning):
+                healthy[family] = name
+                break
+        for name in {chosen[family], healthy[family]} - {None}:
+            candidates[name] = StandardRecipe(**points[name]["recipe"])
+    for name, candidate in candidates.items():
+        health_of(recipe, scorer, study, candidate, name)
+    verdicts = study.user_attrs.get(HEALTH_ATTR, {})
+    best = max(chosen.values(), key=lambda n: points[n]["value"], default=None)
+    kept = [n for n in healthy.values() if n is not None]
+    best_healthy = max(kept, key=lambda n: points[n]["value"], default=None)
+    rows = [point_row(name, p, verdicts.get(name)) for name, p in points.items()]
+    seconds = sum(sum(p["seconds"].values()) for p in points.values())
+    return Baselines(candidates, BaselineSearch(
+        mode="tuned", seconds=seconds, points=rows, chosen=chosen, healthy=healthy,
+        best_tuned=best, best_healthy_tuned=best_healthy, **described(candidates, verdicts)))
+
+
+def described(candidates: dict[str, Genome | StandardRecipe], verdicts: dict) -> dict:
+    """The record's `health` (every baseline's verdict) and `recipes` (the standard ones'
+    values)."""
+    return {"health": {n: verdicts.get(n) for n in candidates},
+            "recipes": {n: StandardValues(**c.model_dump()) for n, c in candidates.items()
+                        if isinstance(c, StandardRecipe)}}
+
+
+def point_row(name: str, point: dict, verdict: str | None) -> BaselinePoint:
+    """A scored point as summary.json's row."""
+    return BaselinePoint(name=name, family=point["family"], **point["recipe"],
+                         search_fitness=point["value"],
+                         fully_scored=point["race"]["outcome"] == "full",
+                         items_scored=sum(point["race"]["items_scored"].values()),
+                         guards_kept=guards_kept(point), health=verdict)
+
+
+def run_baselines(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:
+    """The run's baselines by `recipe.baselines`: none, the fixed ones, or those and the
+    tuned ones (scored on the search split now, or read back from the study)."""
+    if recipe.baselines == "none":
+        return Baselines({}, BaselineSearch(mode="none"))
+    if recipe.baselines == "fixed":
+        candidates = {**FIXED_GENOMES, **{r.name: r for r in FIXED_RECIPES}}
+        for name, candidate in candidates.items():
+            health_of(recipe, scorer, study, candidate, name)
+        verdicts = study.user_attrs.get(HEALTH_ATTR, {})
+        return Baselines(candidates, BaselineSearch(mode="fixed",
+                                                    **described(candidates, verdicts)))
+    tune(recipe, scorer, study)
+    return choose(recipe, scorer, study)

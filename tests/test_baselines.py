@@ -1,0 +1,236 @@
+"""The baselines a child is measured against (evolve/baselines.py, mergekit/standard.py):
+the standard recipes merged in memory are the children their mergekit YAML makes, the tuned
+ones are chosen on the search split only and keep their guards, and the reports state the
+statistics honestly (a p at the bootstrap's floor is a bound; the proxy's Spearman over
+fully scored candidates counts no racing estimate; candidates passed over by the health
+gate are listed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from darwin_merge.demo.run import results_markdown
+from darwin_merge.eval import paired
+from darwin_merge.evolve import baselines
+from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.run import run_evolve
+from darwin_merge.evolve.study import proxy_spearman
+from darwin_merge.merge.engine import ParentTensors
+from darwin_merge.mergekit import merge_from_config
+from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe
+from darwin_merge.records import SummaryRecord
+from darwin_merge.report_tables import difference_cell
+from darwin_merge.scan import run_scan
+
+
+@pytest.fixture(scope="module")
+def trio(tiny_trio) -> tuple[Path, Path, Path]:
+    """(base, father, mother): a tiny Llama and two fine-tunes of it (tests/conftest.py)."""
+    return tiny_trio
+
+
+def through_yaml(point: StandardRecipe, trio, folder: Path) -> dict[str, torch.Tensor]:
+    """The child `darwin merge --mergekit-config` makes of the point's YAML."""
+    base, father, mother = trio
+    folder.mkdir()
+    config = folder / "config.yml"
+    config.write_text(yaml.safe_dump(point.mergekit_dict(str(father), str(mother), str(base))))
+    merge_from_config(config, folder / "child", progress=False)
+    return load_file(folder / "child" / "model.safetensors")
+
+
+@pytest.mark.parametrize("point", [StandardRecipe(method="task_arithmetic", scale=1.3),
+                                   StandardRecipe(method="task_arithmetic", scale=0.7),
+                                   StandardRecipe(method="ties", scale=1.0, density=0.5),
+                                   StandardRecipe(method="ties", scale=1.25, density=1.0)])
+def test_a_standard_recipe_in_memory_is_the_child_of_its_mergekit_yaml(trio, tmp_path, point):
+    """Bit for bit, also when the merger's memo was filled by another scale of the same
+    method and density (the tuning grid's shortcut)."""
+    base, father, mother = trio
+    merger = StandardMerger(ParentTensors.load(father, mother, base))
+    warm = merger.state(point.model_copy(update={"scale": point.scale + 0.5}))  # fills the memo
+    in_memory = merger.state(point)
+    written = through_yaml(point, trio, tmp_path / "yaml")
+    assert set(in_memory) == set(written)
+    for name, tensor in written.items():
+        assert torch.equal(in_memory[name], tensor), name
+    moved = [n for n in written if not torch.equal(warm[n], written[n])]
+    assert moved  # the scale changes the child: the memo did not freeze it
+
+
+def test_a_dare_ties_point_draws_one_mask_for_every_scale(trio):
+    """DARE-TIES's masks are seeded by method and density: two scales of one density give
+    task vectors in the ratio of their scales, entry for entry; another density drops
+    other entries."""
+    base, father, mother = trio
+    parents = ParentTensors.load(father, mother, base)
+    merger = StandardMerger(parents)
+    name = "model.layers.0.mlp.up_proj.weight"
+    one = merger.state(StandardRecipe(method="dare_ties", scale=1.0, density=0.5))[name]
+    two = merger.state(StandardRecipe(method="dare_ties", scale=0.5, density=0.5))[name]
+    other = merger.state(StandardRecipe(method="dare_ties", scale=1.0, density=0.7))[name]
+    w = parents.base[name]
+    torch.testing.assert_close(two - w, (one - w) * 0.5, atol=1e-6, rtol=1e-5)
+    assert not torch.equal((one - w) == 0, (other - w) == 0)
+
+
+class SplitScorer:
+    """A stand-in for CandidateScorer: a standard recipe's items are scored by a planted
+    rule that depends on the split. On the search split TIES at density 0.3 and lambda 0.5
+    is the best point and task arithmetic at 1.5 the best of its recipe but it breaks the
+    guard; on the holdout another point would win. Records every split it is asked for."""
+
+    weights = {"simple_arithmetic": 1.0}
+    tasks = ["simple_arithmetic", "arc_easy"]
+    limit, split, model, tokenizer = 20, "search", None, None
+
+    def __init__(self):
+        self.splits: list[str] = []
+        self.loaded: StandardRecipe | None = None
+
+    def state_of(self, candidate):
+        return candidate
+
+    def load(self, state):
+        self.loaded = state
+
+    def accuracy(self, split: str) -> float:
+        p = self.loaded
+        planted = {("search", "ties", 0.3, 0.5): 0.95, ("search", "task_arithmetic", 1.0, 1.5): 0.9,
+                   ("holdout", "dare_ties", 1.0, 1.25): 0.99}
+        return planted.get((split, p.method, p.density, p.scale), 0.5 - 0.1 * abs(p.scale - 1))
+
+    def result(self, task: str, n: int) -> dict:
+        if task == "arc_easy":  # the guard: task arithmetic 1.5 loses it
+            share = 0.1 if (self.loaded.method, self.loaded.scale) == ("task_arithmetic", 1.5) \
+                else 0.5
+        else:
+            share = self.accuracy(self.split)
+        scores = [float(i < round(share * n)) for i in range(n)]
+        return {"kind": "loglik", "split": self.split, "n": n, "metric": "acc",
+                "higher_is_better": True, "acc": sum(scores) / n, "acc_stderr": 0.01,
+                "item_ids": list(range(n)), "item_scores": scores}
+
+    def evaluate_loaded(self, task, limit, skip=0):
+        self.splits.append(self.split)
+        return {**self.result(task, limit), "item_ids": list(range(skip, limit)),
+                "item_scores": self.result(task, limit)["item_scores"][skip:],
+                "n": limit - skip}
+
+    def evaluate_loaded_all(self, tasks):
+        self.splits.append(self.split)
+        return {t: self.result(t, self.limit) for t in tasks}
+
+
+def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, tmp_path,
+                                                                            monkeypatch):
+    import darwin_merge.health as health
+
+    monkeypatch.setattr(health, "check_health", lambda *a, **k: {
+        "verdict": "healthy", "reasons": [], "flagged_layers": []})
+    base, father, mother = trio
+    recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
+                          fitness={"simple_arithmetic": 1.0}, guard={"arc_easy": 0.05})
+    study = optuna.create_study(direction="maximize")
+    full = {"n": 20, "metric": "acc", "higher_is_better": True, "acc": 0.5}
+    study.set_user_attr("parent_search_scores", {"base": {"arc_easy": full}})
+    scorer = SplitScorer()
+    chosen = baselines.run_baselines(recipe, scorer, study)
+    assert set(scorer.splits) == {"search"}  # the holdout is never read to choose
+    record = chosen.record
+    assert record.chosen["ties"] == "ties_d0.3_l0.5"
+    assert record.chosen["dare_ties"] != "dare_ties_d1_l1.25"  # the holdout's optimum
+    # task arithmetic at 1.5 scores best on the items but breaks the guard
+    assert record.chosen["task_arithmetic"] == "task_arithmetic_l1"
+    point = {p.name: p for p in record.points}["task_arithmetic_l1.5"]
+    assert point.guards_kept is False and point.search_fitness < 0
+    assert record.best_tuned == record.best_healthy_tuned == "ties_d0.3_l0.5"
+    assert len(record.points) == 8 + 16 + 16
+    assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1", "ties_d0.3_l0.5"} <= set(
+        chosen.candidates)
+    # continued from the study: nothing is scored again
+    scorer.splits.clear()
+    again = baselines.run_baselines(recipe, scorer, study)
+    assert scorer.splits == [] and again.record == record
+
+
+def test_the_proxy_spearman_over_fully_scored_candidates_counts_no_racing_estimate():
+    study = optuna.create_study(direction="maximize")
+
+    def add(value: float, proxy: float, outcome: str) -> None:
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
+                        user_attrs={"phase": 2, "proxy_fitness": proxy,
+                                    "race": {"outcome": outcome}}))
+
+    for i in range(5):  # fully scored: ranked exactly as the proxy ranks them
+        add(0.1 * i, float(i), "full")
+    for i in range(5):  # stopped: racing's estimates ranked the other way
+        add(0.5 - 0.1 * i, 10.0 + i, "stopped")
+    assert proxy_spearman(study, fully_scored_only=True) == (pytest.approx(1.0), 5)
+    rho, pairs = proxy_spearman(study)
+    assert pairs == 10 and rho < 0.9
+
+
+def test_a_p_value_at_the_bootstraps_floor_is_printed_as_a_bound():
+    better = ([1.0] * 40 + [0.5] * 10, [0.0] * 40 + [0.5] * 10)
+    at_floor = paired.compare_weighted({"a": better}, {"a": 1.0})
+    assert at_floor["p"] == pytest.approx(1 / (paired.RESAMPLES + 1))
+    assert difference_cell(at_floor).endswith("(p < 1e-4 (10,000 resamples))")
+    close = paired.compare_weighted({"a": ([1.0, 0.0] * 10, [0.0, 1.0] * 9 + [0.0, 0.0])},
+                                    {"a": 1.0})
+    assert close["p"] > 0.01 and f"(p {close['p']:.3g})" in difference_cell(close)
+
+
+@pytest.fixture(scope="module")
+def scanned(trio, tmp_path_factory):
+    base, father, mother = trio
+    root = tmp_path_factory.mktemp("gate")
+    run_scan(father, mother, root / "scan", max_tokens=16, max_prompts=2, progress=False)
+    return root / "scan" / "scan.json"
+
+
+def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanned, tmp_path,
+                                                                     monkeypatch):
+    """The best seed's child fails the health check (before CMA-ES would start there): the
+    child is another genome, and RESULTS.md lists the rejected candidate with its search
+    fitness, verdict, reason and probe losses. With --baselines fixed, the fixed baselines
+    are in the holdout table."""
+    import darwin_merge.health as health
+
+    checked = []
+
+    def check(child, *args, **kw):
+        checked.append(child)
+        first = len(checked) == 1
+        return {"verdict": "unhealthy" if first else "healthy",
+                "reasons": ["planted: function loss on CODE"] if first else [],
+                "flagged_layers": [],
+                "probe_sets": {"CODE": {"loss": {"child": 3.25, "father": 1.5,
+                                                 "mother": 1.75}}}}
+
+    monkeypatch.setattr(health, "check_health", check)
+    base, father, mother = trio
+    run = build_recipe(father=father, mother=mother, fitness={"arc_easy": 0.5,
+                       "simple_arithmetic": 0.5}, out=tmp_path / "run", scan=scanned,
+                       trials=4, limit=3, phase1_steps=10, top_k=2, popsize=4,
+                       holdout_limit=3, baselines="fixed")
+    summary = SummaryRecord.model_validate(run_evolve(run))
+    assert checked.count(run.out / "child") == 1  # the seed was checked in memory first
+    [rejected] = summary.rejected_by_health
+    assert rejected.search_fitness > summary.best.search_fitness
+    text = results_markdown(summary, run.out)
+    assert (f"- trial {rejected.trial}: search fitness {rejected.search_fitness:.4f}, "
+            "unhealthy (planted: function loss on CODE); probe losses (nats per token): "
+            "CODE child 3.250, father 1.500, mother 1.750") in text
+    assert summary.baseline_search.mode == "fixed"
+    assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1"} <= set(summary.holdout.models)
+    assert "| task_arithmetic_l1 | task arithmetic, lambda 1 | fixed |" in text
+    written = json.loads((run.out / "summary.json").read_text())
+    assert written["baseline_search"]["recipes"]["task_arithmetic_l1"]["scale"] == 1.0
