@@ -43,6 +43,7 @@ from ..io.loading import load_model, load_tokenizer, resolve_device
 from ..io.writer import copy_side_files, write_config
 from ..merge.engine import cpu_threads
 from ..progress import progress_bar
+from ..resources import cpu_has_fast_bfloat16
 
 IGNORE = -100  # the label cross_entropy skips: context and padding tokens
 RECORD_FILE = "darwin_mother.json"
@@ -65,7 +66,12 @@ class MotherRecipe:
     last_trained_layer: int | None = None
     train_embeddings: bool = True  # also train the token embeddings (tied: the output head)
     max_operands: int = 2  # the problems a 135M model can learn in the budget (see DEMO.md)
-    autocast_bf16: bool = True  # bfloat16 matmuls, float32 weights and optimizer state
+    # bfloat16 matmuls (float32 weights and optimizer state) on a CPU that runs them natively
+    # (AMX, AVX512-BF16); elsewhere torch emulates them, 16x slower than float32 on an AVX2
+    # EPYC (162 s against 10 s a step of batch 32), so there the recipe trains in float32: in
+    # the hash, so each kind of CPU caches its own fine-tune (docs/DEMO.md)
+    autocast_bf16: bool = dataclasses.field(default_factory=lambda: bool(
+        cpu_has_fast_bfloat16()))
     # CPU threads for training (0: torch's default); not in the hash. One by default: the
     # trajectory depends on the thread count (sums in another order), and on this recipe that
     # decides how soon the loss leaves its early plateau (2 threads: loss 1.04 at step 368,

@@ -25,6 +25,7 @@ from ..realmodels import ensure_real_model
 from ..records import Phase1Summary, SummaryRecord, parse_record, read_record
 from ..records.search import SOURCE_COUNTS
 from ..report_tables import BASELINE_HEADERS, baseline_rows, grid_rows, headline
+from ..resources import cpu_has_fast_bfloat16
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -84,10 +85,13 @@ FAMILIES = (TINY, *PRESETS)
 # 486 reversal items; father-mother: 512 arithmetic, 1,174 ARC-Easy); 200 of the others.
 # The scan's attribution measures the fitness tasks only (the probe sets' rows would only
 # be drawn; docs/EVOLVE.md).
+# On a CPU without native bfloat16 (AMX or AVX512-BF16) the forward passes are float32:
+# there torch emulates bfloat16 and it runs several times slower (docs/EVOLVE.md).
+FAST_EVAL_DTYPE = "bfloat16" if cpu_has_fast_bfloat16() else "float32"
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
                   "scan_probe_sets": False, "fitness_holdout_limit": 1200,
-                  "eval_dtype": "bfloat16", "batch_size": 32}
+                  "eval_dtype": FAST_EVAL_DTYPE, "batch_size": 32}
 # Gemma 3's specialists pair keeps the budget it was measured with: 24 candidates on 50
 # items per task (its Phase 2 took 11 minutes; at 64 on 100 it would take about 50).
 GEMMA3_SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50}
