@@ -2,7 +2,9 @@
 
 Each MIX is `component=share,...` over attn, mlp, norm, embed (embed covers the tied output
 head); `all=share` sets every one. A tensor becomes father + share * (mother - father). The
-mixes are scored in memory on the holdout split, as in docs/DEMO.md's probe tables:
+mixes are scored in memory on the `search` split (`--split holdout` for the final tables
+only: choosing a recipe on the holdout makes it a development set; docs/DEMO.md's probe
+tables of 2026-11 were on the holdout):
 
     .venv/bin/python scripts/probe-mix.py FATHER MOTHER all=0.5 all=0.8 all=1,embed=0 \
         --tasks two_digit_arithmetic,arc_easy,lambada_openai --limit 150
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("mixes", nargs="+")
     parser.add_argument("--tasks", default="two_digit_arithmetic,arc_easy")
     parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--split", choices=("search", "holdout"), default="search")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +59,7 @@ def main() -> None:
         shares = parse_mix(text)
         model.load_state_dict({k: v + shares.get(component(k), 0.0) * (mother[k] - v)
                                for k, v in father.items()})
-        scores = evaluate(model, tokenizer, args.tasks.split(","), split="holdout",
+        scores = evaluate(model, tokenizer, args.tasks.split(","), split=args.split,
                           limit=args.limit)
         print(text, " ".join(f"{t}={r['acc']:.3f}" for t, r in scores.items()), flush=True)
 

@@ -3,8 +3,9 @@
 The scan-only child is the genome with every ratio 0.5, `mri_trust` 1 and
 `merge_method_weight` 1 (pure DARE-TIES, default densities): every tensor's ratio is the
 scan's `mri_ratio`, no search at all. It is scored beside the father, the mother and the two
-uniform baselines (DARE-TIES 0.5 and linear 0.5) on the same `holdout` items, and each
-comparison is paired per item (docs/SCAN.md, "Measured on the demo pair"):
+uniform baselines (DARE-TIES 0.5 and linear 0.5) on the same items of `--split` (default
+`search`: develop there; the holdout is for final tables), and each comparison is paired per
+item (docs/SCAN.md, "Measured on the demo pair"):
 
     .venv/bin/python scripts/scan-only-check.py FATHER MOTHER SCAN_DIR \
         --fitness two_digit_arithmetic=0.5,arc_easy=0.5 [--limit N] [--out check.json]
@@ -73,7 +74,8 @@ def main() -> None:
     parser.add_argument("mother")
     parser.add_argument("scan")
     parser.add_argument("--fitness", default="two_digit_arithmetic=0.5,arc_easy=0.5")
-    parser.add_argument("--limit", type=int, default=None, help="holdout items per task (all)")
+    parser.add_argument("--limit", type=int, default=None, help="items per task (all)")
+    parser.add_argument("--split", choices=("search", "holdout"), default="search")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -81,7 +83,7 @@ def main() -> None:
     fitness = parse_fitness(args.fitness)
     weights = {k: v / sum(fitness.values()) for k, v in fitness.items()}
     tasks = resolve_tasks(list(weights))
-    items = {t.name: select_items(t, "holdout", args.limit) for t in tasks}
+    items = {t.name: select_items(t, args.split, args.limit) for t in tasks}
     scan = load_scan(args.scan)
     ratios = mri_ratios(scan)
     parents = ParentTensors.load(args.father, args.mother)
@@ -103,7 +105,7 @@ def main() -> None:
         print(f"{name:16s} " + " ".join(f"{t}={a:.3f}" for t, a in accs.items())
               + f" fitness={fit:.4f}", flush=True)
     child = results["scan-only child"]
-    report = {"n": {t: len(v) for t, v in items.items()}, "weights": weights,
+    report = {"split": args.split, "n": {t: len(v) for t, v in items.items()}, "weights": weights,
               "accuracy": {m: {t: sum(v) / len(v) for t, v in r.items()}
                            for m, r in results.items()},
               "child_vs": {}}
