@@ -552,6 +552,26 @@ def demo_run_cmd(
     _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
 
 
+@demo_app.command("test-items")
+def demo_test_items_cmd(
+    skill: str = typer.Argument(..., help="two_digit_arithmetic, simple_arithmetic or "
+                                "letter_reversal"),
+    out_file: Path = typer.Option(..., "--out", help="the task file to write (JSONL)"),
+    test_seed: int = typer.Option(2026, help="seed of the items (2026: the published "
+                                  "tables'; develop with another)"),
+    count: int = typer.Option(500, help="how many items"),
+) -> None:
+    """Fresh test items of a synthetic skill: none in its shipped task file or in any demo
+    fine-tune's training problems; the same for one seed (score them with `darwin eval
+    MODEL --tasks FILE`)."""
+    from .demo.run import demo_recipes
+    from .demo.test_items import fresh_items, write_items
+
+    items = fresh_items(skill, test_seed, count, demo_recipes())
+    out.print(f"{len(items)} items of {skill} (test seed {test_seed}) in "
+              f"{write_items(items, out_file)}")
+
+
 @demo_app.command("prepare-mother")
 def prepare_mother_cmd(
     father: FatherOrNone = None,

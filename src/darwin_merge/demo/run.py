@@ -204,6 +204,13 @@ def budget_of(family: str, pair: str) -> dict:
     return DEFAULT_BUDGET
 
 
+def demo_recipes() -> list:
+    """Every fine-tune recipe of the real demos (both families, both pairs): the training
+    problems fresh test items leave out (demo/test_items.py)."""
+    recipes = [r for family in SPECIALIST_RECIPES.values() for r in family.values()]
+    return recipes + list(FAMILY_MOTHERS.values())
+
+
 def default_out(family: str, pair: str = DEFAULT_PAIR) -> Path:
     """runs/demo-FAMILY, or runs/demo-FAMILY-PAIR for a pair other than the default."""
     return Path(f"runs/demo-{family}" + ("" if pair == DEFAULT_PAIR else f"-{pair}"))
