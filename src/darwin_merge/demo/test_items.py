@@ -23,7 +23,6 @@ from ..io.files import write_text_atomic
 from .mother import MotherRecipe, evaluation_contexts, skill_of, training_problems
 
 
-
 def training_contexts(recipe: MotherRecipe) -> set[str]:
     """Every context a fine-tune of `recipe` trained on (as `train` draws them)."""
     skill = skill_of(recipe.skill)
