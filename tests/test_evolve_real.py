@@ -30,7 +30,8 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     summary = run_demo("smollm2", cache=cache, out=run, fine_tunes=TINY_FINE_TUNES,
                        trials=3, limit=4, holdout_limit=6, fitness_holdout_limit=6,
                        phase1_steps=5, top_k=2, popsize=2, probe_max_tokens=16,
-                       probe_max_prompts=2, batch_size=8, scan_items=4)
+                       probe_max_prompts=2, batch_size=8, scan_items=4,
+                       baselines="fixed")  # tuned: 5 more minutes here (tiny demo tests it)
     for role, tag in (("father", "arith"), ("mother", "rev")):
         recipe = TINY_FINE_TUNES[role]
         folder = cache / "models" / f"{smollm2.name}-{tag}-{recipe.hash8(smollm2)}"
@@ -38,12 +39,9 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
         assert json.loads((folder / "darwin_mother.json").read_text())["recipe"]["steps"] == 2
     assert Path(summary["base"]).name == smollm2.name
     models = summary["holdout"]["models"]
-    # the tuned baselines: each recipe's best point (and best healthy one) beside the fixed
-    search = summary["baseline_search"]
-    assert search["mode"] == "tuned" and len(search["points"]) == 40
-    chosen = set(search["chosen"].values()) | {n for n in search["healthy"].values() if n}
+    assert summary["baseline_search"]["mode"] == "fixed"
     assert set(models) == {"child", "father", "mother", "base", "dare_ties_0.5", "linear_0.5",
-                           "task_arithmetic_l1", *chosen}
+                           "task_arithmetic_l1"}
     tasks = summary["holdout"]["tasks"]
     roles = {role: {t for t, v in tasks.items() if v["role"] == role}
              for role in ("fitness", "guard", "extra")}

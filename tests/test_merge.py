@@ -167,16 +167,23 @@ def test_bfloat16_child_and_parents(pair, tmp_path):
 
 
 def test_two_skill_merge_keeps_both_skills(two_skill_pair, tmp_path):
-    """A sound merge of the two fine-tunes (with their base) keeps much of both skills."""
+    """A per-layer merge of the two fine-tunes (the mother's layer 0, the father's layer 1,
+    with their base) keeps much of both skills; a uniform 0.5 merge halves each one-layer
+    change and keeps neither (the trio's design, demo/tiny.py)."""
+    from darwin_merge.evolve.phase2 import anchor_genomes
+
     base, father, mother = two_skill_pair
     child = merge_models(father, mother, tmp_path / "child", base=base,
-                         genome=Genome.uniform(0.5, density=0.9), progress=False)
+                         genome=anchor_genomes()["mother_below_father_above"], progress=False)
+    uniform = merge_models(father, mother, tmp_path / "uniform", base=base,
+                           genome=Genome.uniform(0.5, density=0.9), progress=False)
     scores = {name: skill_scores(p) for name, p in
-              (("father", father), ("mother", mother), ("child", child))}
+              (("father", father), ("mother", mother), ("child", child),
+               ("uniform", uniform))}
     assert scores["father"]["skill_a"] > 0.9 and scores["mother"]["skill_b"] > 0.9
     worst = {name: min(s.values()) for name, s in scores.items()}
     assert worst["child"] > 0.3
-    assert worst["child"] > 3 * max(worst["father"], worst["mother"])
+    assert worst["child"] > 3 * max(worst["father"], worst["mother"], worst["uniform"])
 
 
 # -- bad input ---------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_no_healthy_child_is_a_search_error_unless_warnings_are_allowed(pair, sc
     with pytest.raises(SearchError, match="no healthy child .*--allow-warning"):
         pick_healthy(strict, study, MergeSettings(), scan)
     lenient = strict.model_copy(update={"allow_warning": True})
-    trial, _, child, report = pick_healthy(lenient, study, MergeSettings(), scan)
+    trial, _, child, report, _ = pick_healthy(lenient, study, MergeSettings(), scan)
     assert report["verdict"] == "warning" and (child / "config.json").is_file()
 
 
