@@ -14,6 +14,8 @@ from darwin_merge.merge.ops import (
     dare,
     dare_ties,
     linear,
+    magnitude_trim,
+    magnitude_trim_fast,
     merge_pair,
     ties_elect,
     ties_merge,
@@ -147,6 +149,21 @@ def test_fused_merge_equals_the_reference_composition(with_base, ratio, density_
                        disjoint)
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
     assert torch.equal(a, copies[0]) and torch.equal(b, copies[1])  # inputs untouched
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.5, 0.77, 1.0])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_fast_magnitude_trim_keeps_the_entries_the_sorted_reference_keeps(density, rescale):
+    """The selection (kthvalue) and the stable sort keep the same entries, also where many
+    magnitudes tie at the threshold (values drawn from a few levels, both signs)."""
+    generator = torch.Generator().manual_seed(3)
+    tied = torch.randint(-4, 5, (37, 53), generator=generator).float() * 0.25
+    smooth = torch.randn(64, 48, generator=generator)
+    for delta in (tied, smooth):
+        fast = magnitude_trim_fast(delta, density, rescale)
+        assert torch.equal(fast, magnitude_trim(delta, density, rescale))
+        assert int((fast != 0).sum()) <= int(density * delta.numel())
+    assert torch.equal(magnitude_trim_fast(tied, 1e-4), torch.zeros_like(tied))  # keeps 0
 
 
 def test_transplant_modes_and_thresholds():

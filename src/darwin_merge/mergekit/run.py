@@ -30,7 +30,14 @@ from ..merge.engine import (
     cpu_threads,
     dare_generator,
 )
-from ..merge.ops import clip_bound, dare, linear, magnitude_trim, ties_merge, weighted_sum
+from ..merge.ops import (
+    clip_bound,
+    dare,
+    linear,
+    magnitude_trim_fast,
+    ties_merge,
+    weighted_sum,
+)
 from ..progress import track
 from ..resources import require_disk
 from .config import (
@@ -334,7 +341,7 @@ class TensorMerger:
             delta = tensor - base
             density = float(self._per_model("density", ref, name, t))
             if method == "ties":
-                delta = magnitude_trim(delta, density, rescale)
+                delta = magnitude_trim_fast(delta, density, rescale)
             elif method == "dare_ties":
                 delta = dare(delta, density, dare_generator(self.key, name, ref), rescale)
             deltas.append(delta)
