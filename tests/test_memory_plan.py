@@ -51,6 +51,10 @@ def test_plans_count_every_model_copy_at_the_requested_dtype(pair):
     assert parts["parents (2 models)"] == 2 * model
     assert parts["the scorer's model"] == model
     assert parts["health check or child and baselines (3 models)"] == 3 * model
+    # the tuned baselines (the default) keep one float32 model of merged task vectors
+    assert parts["the tuned baselines' task vectors (float32)"] == model
+    fixed = dict(evolve_plan(recipe.model_copy(update={"baselines": "fixed"})).parts)
+    assert "the tuned baselines' task vectors (float32)" not in fixed
     plan = health_plan(father, father, mother)
     assert dict(plan.parts)["child, father and mother"] == 3 * model
     assert plan.total == 3 * model + dict(plan.parts)["traced forward passes"] + RUNTIME_BYTES

@@ -114,7 +114,9 @@ def health_plan(child, father, mother, *, device: str = "cpu", dtype: str = "flo
 def evolve_plan(recipe) -> MemoryPlan:
     """`darwin evolve`: the parents (and base) held for the whole run and the scorer's
     model; at the end, on top, either the health check's three models or the child's and
-    both baselines' merged states (the larger), and one evaluation batch's logits."""
+    two baselines' merged states (the larger; the holdout merges a baseline when it loads
+    it), with the tuned baselines' kept task vectors (one model in float32, mergekit/
+    standard.py), and one evaluation batch's logits."""
     father = model_shape(recipe.father, recipe.dtype)
     held = [model_shape(p, recipe.dtype).nbytes
             for p in (recipe.father, recipe.mother, recipe.base) if p is not None]
@@ -122,5 +124,8 @@ def evolve_plan(recipe) -> MemoryPlan:
                       logits_bytes(father, recipe.batch_size, EVAL_TOKENS))
     parts = ((f"parents ({len(held)} models)", sum(held)), ("the scorer's model", father.nbytes),
              ("health check or child and baselines (3 models)", 3 * father.nbytes),
+             *([("the tuned baselines' task vectors (float32)",
+                 model_shape(recipe.father, "float32").nbytes)]
+               if recipe.baselines == "tuned" else []),
              ("activations", activations))
     return MemoryPlan("evolve", parts, recipe.device)
