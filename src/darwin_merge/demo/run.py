@@ -17,14 +17,14 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import UsageError
-from ..evolve.finish import comparison_cell, score_cell, search_split_line, task_labels
+from ..evolve.finish import score_cell, search_split_line, task_labels
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from ..records import Phase1Summary, SummaryRecord, parse_record, read_record
 from ..records.search import SOURCE_COUNTS
-from ..report_tables import BASELINE_HEADERS, baseline_rows, grid_rows, headline
+from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, grid_rows, headline
 from ..resources import cpu_has_fast_bfloat16
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
@@ -357,7 +357,7 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
               "", "| against | " + " | ".join(labels[t] for t in tasks) + " | fitness |",
               "|---" * (len(tasks) + 2) + "|"]
     for name, comparison in holdout.comparisons.items():
-        cells = [comparison_cell(comparison[t]) for t in (*tasks, "fitness")]
+        cells = [difference_cell(comparison[t]) for t in (*tasks, "fitness")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if summary.search_split:
         lines += ["", search_split_line(summary.search_split, summary.limit)]

@@ -175,13 +175,6 @@ def task_labels(tasks) -> dict[str, str]:
             for t, name in zip(tasks, names, strict=True)}
 
 
-def comparison_cell(comparison: dict) -> str:
-    """The child's paired difference with a model: `+0.033 ± 0.012 (p 0.008)`."""
-    stderr = comparison["stderr"]
-    return (f"{comparison['diff']:+.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
-            + f" (p {paired.p_text(comparison['p'], comparison.get('test'))})")
-
-
 def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
     """The search split's fitness of each model and the child's lead over it, in a line."""
     child = fitness["child"]

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.table import Table
 
 from ..records import SummaryRecord
-from ..report_tables import BASELINE_HEADERS, baseline_rows, headline
-from .finish import comparison_cell, score_cell, search_split_line, task_labels
+from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, headline
+from .finish import score_cell, search_split_line, task_labels
 
 
 def summary_tables(summary: dict, run_dir: Path) -> list:
@@ -34,7 +34,7 @@ def summary_tables(summary: dict, run_dir: Path) -> list:
         for column in ("against", *[labels[t] for t in tasks], "fitness"):
             paired.add_column(column, no_wrap=column == "against")
         for name, comparison in holdout["comparisons"].items():
-            paired.add_row(name, *[comparison_cell(comparison[t]) for t in (*tasks, "fitness")])
+            paired.add_row(name, *[difference_cell(comparison[t]) for t in (*tasks, "fitness")])
         items.append(paired)
     if summary.get("search_split"):  # absent in summaries written before it was
         items.append(search_split_line(summary["search_split"], summary.get("limit")))
