@@ -81,6 +81,19 @@ def test_ties_elect_sign_of_weighted_sum_with_ties_electing_zero():
     assert torch.equal(elected, t(1.0, -1.0, 0.0, 0.0))
 
 
+def test_a_tie_in_the_sign_election_elects_plus_the_mergekit_way():
+    """Task vectors summing to exactly 0: darwin's own rule keeps neither, mergekit's rule
+    (`sum >= 0` elects +) keeps the positive one, with the disjoint mean its full value; an
+    all-zero entry keeps nothing under either."""
+    a = torch.tensor([0.5, 0.0, 0.25])
+    b = torch.tensor([-0.5, 0.0, 0.5])
+    assert torch.equal(ties_merge([a, b], [1.0, 1.0], disjoint_mean=True),
+                       torch.tensor([0.0, 0.0, 0.375]))
+    assert torch.equal(ties_merge([a, b], [1.0, 1.0], disjoint_mean=True, tie_sign=1.0),
+                       torch.tensor([0.5, 0.0, 0.375]))
+    assert torch.equal(ties_elect([a, b], tie_sign=1.0), torch.tensor([1.0, 1.0, 1.0]))
+
+
 def test_ties_merge_weighted_sum_of_agreeing_entries():
     d_a, d_b = t(1.0, -2.0, 3.0, 0.0, 2.0), t(2.0, 1.0, -3.0, 0.0, 0.0)
     # weighted: a = [.5, -1, 1.5, 0, 1], b = [1, .5, -1.5, 0, 0]; sum = [1.5, -.5, 0, 0, 1]

@@ -88,26 +88,32 @@ def dare_mask(shape: torch.Size | tuple[int, ...], density: float,
     return torch.rand(shape, generator=generator, dtype=torch.float32) < density
 
 
-def ties_elect(weighted: list[torch.Tensor]) -> torch.Tensor:
+def ties_elect(weighted: list[torch.Tensor], tie_sign: float = 0.0) -> torch.Tensor:
     """TIES sign election: the sign (+1, 0, -1) of the sum of the weighted task vectors.
 
-    A sum of exactly zero (a tie, or all-zero entries) elects 0, which nothing agrees with.
+    A sum of exactly zero (a tie, or all-zero entries) elects `tie_sign`: 0 in darwin's own
+    merges (nothing agrees with it), +1 in mergekit's (`sum >= 0` elects +), which the
+    mergekit path follows (docs/MERGE.md, "mergekit interop"). An all-zero entry keeps
+    nothing either way.
     """
-    return torch.sign(torch.stack(weighted).sum(dim=0))
+    total = torch.stack(weighted).sum(dim=0)
+    elected = torch.sign(total)
+    return elected if tie_sign == 0.0 else torch.where(total == 0, tie_sign, elected)
 
 
 def ties_merge(deltas: list[torch.Tensor], weights: list[float],
-               disjoint_mean: bool = False) -> torch.Tensor:
+               disjoint_mean: bool = False, tie_sign: float = 0.0) -> torch.Tensor:
     """Weighted TIES merge of task vectors (DESIGN.md section 2, steps 2-3).
 
     Each delta is weighted, the sign is elected on the weighted sum, and only entries
     whose sign agrees with the elected one are kept (zero agrees with nothing). The
     result is the weighted sum of the kept entries; with `disjoint_mean`, that sum is
     divided by the total weight of the kept entries (TIES's disjoint mean), so an
-    entry kept from one parent alone gets that parent's full delta.
+    entry kept from one parent alone gets that parent's full delta. `tie_sign`: what a
+    zero sum elects (`ties_elect`).
     """
     weighted = [d * w for d, w in zip(deltas, weights, strict=True)]
-    elected = ties_elect(weighted)
+    elected = ties_elect(weighted, tie_sign)
     kept = [(torch.sign(wd) == elected) & (elected != 0) for wd in weighted]
     total = sum(torch.where(k, wd, torch.zeros_like(wd)) for k, wd in zip(kept, weighted,
                                                                             strict=True))

@@ -52,6 +52,9 @@ from .config import (
 CONFIG_COPY = "mergekit_config.yml"  # mergekit's own name for the config in its output
 SUM_OF_ONE = 1e-12  # two weights summing to 1 within this are used as they are
 TINY_DIVISOR = 1e-8  # mergekit's task-arithmetic normalize skips divisors this small
+# mergekit's sign election elects + where the weighted task vectors sum to exactly 0
+# (`sum >= 0`); darwin's own merges elect 0 there (merge/ops.py, ties_elect)
+MERGEKIT_TIE_SIGN = 1.0
 
 
 @dataclass(frozen=True)
@@ -350,7 +353,8 @@ class TensorMerger:
             if any(w < 0 for w in weights.values()):
                 raise UsageError(f"{method}: negative weights are not supported (tensor "
                                  f"{name!r})")
-            return ties_merge(deltas, list(weights.values()), disjoint_mean=normalize)
+            return ties_merge(deltas, list(weights.values()), disjoint_mean=normalize,
+                              tie_sign=MERGEKIT_TIE_SIGN)
         merged = weighted_sum(deltas, list(weights.values()))
         divisor = sum(weights.values())
         if normalize and abs(divisor) >= TINY_DIVISOR:
