@@ -12,12 +12,11 @@ and report (card/sections.py), so that they cannot disagree.
 from __future__ import annotations
 
 from .eval.paired import p_text
-from .records import SummaryRecord
+from .records import METHOD_WORDS, SummaryRecord
 
 BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health",
                     "guards (holdout)", "holdout fitness", "child minus it (fitness)"]
 REFERENCES = ("child", "father", "mother", "base")
-FAMILY_WORDS = {"task_arithmetic": "task arithmetic", "ties": "TIES", "dare_ties": "DARE-TIES"}
 
 
 def baseline_names(summary: SummaryRecord) -> list[str]:
@@ -30,9 +29,7 @@ def recipe_words(summary: SummaryRecord, name: str) -> str:
     """'TIES, density 0.5, lambda 1.25'; a genome baseline: 'darwin genome: every ratio 0.5'."""
     search = summary.baseline_search
     if search is not None and name in search.recipes:
-        r = search.recipes[name]
-        density = "" if r.method == "task_arithmetic" else f", density {r.density:g}"
-        return f"{FAMILY_WORDS.get(r.method, r.method)}{density}, lambda {r.scale:g}"
+        return search.recipes[name].words()
     genome = (summary.baselines or {}).get(name)
     if not genome:
         return "as named by the run"
@@ -52,10 +49,10 @@ def roles(summary: SummaryRecord, name: str) -> str:
     words = []
     for family, chosen in search.chosen.items():
         if chosen == name:
-            words.append(f"best {FAMILY_WORDS[family]}")
+            words.append(f"best {METHOD_WORDS[family]}")
     for family, healthy in search.healthy.items():
         if healthy == name and search.chosen.get(family) != name:
-            words.append(f"best healthy {FAMILY_WORDS[family]}")
+            words.append(f"best healthy {METHOD_WORDS[family]}")
     if name == search.best_tuned:
         words.append("BEST TUNED")
     if name == search.best_healthy_tuned:
@@ -138,7 +135,7 @@ def grid_rows(summary: SummaryRecord) -> tuple[list[str], list[list[str]]]:
         cells.setdefault((p.family, p.density), {})[p.scale] = \
             f"{mark}{p.search_fitness:.3f}{broken}"
     headers = ["recipe", "density"] + [f"lambda {s:g}" for s in scales]
-    rows = [[FAMILY_WORDS.get(family, family), "-" if family == "task_arithmetic" else f"{d:g}"]
+    rows = [[METHOD_WORDS.get(family, family), "-" if family == "task_arithmetic" else f"{d:g}"]
             + [row.get(s, "") for s in scales]
             for (family, d), row in cells.items()]
     return headers, rows

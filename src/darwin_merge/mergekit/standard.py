@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..arch import Taxonomy
 from ..merge.engine import ParentTensors
+from ..records import StandardValues
 from .config import MergekitConfig, config_from_dict
 from .run import merge_config_state
 
@@ -43,11 +44,8 @@ class StandardRecipe(BaseModel):
         return f"{self.method}{density}_l{self.scale:g}"
 
     def words(self) -> str:
-        """'TIES, density 0.5, lambda 1.25' for the reports."""
-        label = {"task_arithmetic": "task arithmetic", "ties": "TIES",
-                 "dare_ties": "DARE-TIES"}[self.method]
-        density = "" if self.method == "task_arithmetic" else f", density {self.density:g}"
-        return f"{label}{density}, lambda {self.scale:g}"
+        """'TIES, density 0.5, lambda 1.25' for the reports (records.StandardValues)."""
+        return StandardValues(**self.model_dump()).words()
 
     def mergekit_dict(self, father: str, mother: str, base: str | None) -> dict:
         """The mergekit YAML's content for these parents (the father is the base when there

@@ -19,6 +19,7 @@ from .health import HealthRecord, HealthVerdict
 from .merge import MergeOptions, MergeParents, MergeRecord, TensorRow, VocabularyRecord
 from .scan import SCAN_VERSION, ScanRecord
 from .search import (
+    METHOD_WORDS,
     BaselinePoint,
     BaselineSearch,
     Best,
@@ -38,7 +39,8 @@ from .search import (
 
 __all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "BaselinePoint", "BaselineSearch", "Best",
            "EvalResults", "HealthRecord", "HealthRejected", "HealthVerdict", "Holdout",
-           "HoldoutTask", "MergeOptions", "MergeParents", "MergeRecord", "Phase1Record",
+           "HoldoutTask", "METHOD_WORDS", "MergeOptions", "MergeParents", "MergeRecord",
+           "Phase1Record",
            "Phase1Summary", "Phase2Summary", "Record", "ScanRecord", "Stake", "StandardValues",
            "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials", "VocabularyRecord",
            "parse_record", "read_optional", "read_record", "record_json", "record_text"]

@@ -126,12 +126,21 @@ class BaselinePoint(Part):
     health: str | None = None  # checked for each recipe's best points only
 
 
+# The standard recipes' methods in words (mergekit/standard.py), for every report.
+METHOD_WORDS = {"task_arithmetic": "task arithmetic", "ties": "TIES", "dare_ties": "DARE-TIES"}
+
+
 class StandardValues(Part):
     """A standard recipe (mergekit/standard.py): method, lambda and density."""
 
     method: str
     scale: Number
     density: Number
+
+    def words(self) -> str:
+        """'TIES, density 0.5, lambda 1.25' (task arithmetic has no density)."""
+        density = "" if self.method == "task_arithmetic" else f", density {self.density:g}"
+        return f"{METHOD_WORDS.get(self.method, self.method)}{density}, lambda {self.scale:g}"
 
 
 class BaselineSearch(Part):
