@@ -64,3 +64,13 @@ class SearchError(DarwinError):
     """The search ended without a child to keep: no candidate scored, or none healthy."""
 
     exit_code = 9
+
+
+def validation_line(exc, what: str) -> str:
+    """`field.sub: message` of a pydantic ValidationError's first error, in one line (`what`
+    names the value when the error has no field; a key with a newline is quoted)."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or what
+    if not where.isprintable():  # a YAML key with a newline must not break the line
+        where = repr(where)
+    return f"{where}: {error['msg']}"

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import UsageError
+from ..errors import UsageError, validation_line
 from ..genome import Genome
 from ..io.dtypes import DTYPE_NAMES
 from . import say
@@ -163,11 +163,7 @@ def build_recipe(**values) -> Recipe:
     try:
         return Recipe(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "recipe"
-        if not where.isprintable():  # a YAML key with a newline must not break the line
-            where = repr(where)
-        raise UsageError(f"{where}: {err['msg']}") from exc
+        raise UsageError(validation_line(exc, "recipe")) from exc
 
 
 def load_recipe(path: Path, **overrides) -> Recipe:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
+from ..errors import IncompatibleModelsError, ModelFormatError, UsageError, validation_line
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import dash, require_mergeable
 from ..io import ModelSource
@@ -175,9 +175,7 @@ def make_settings(**options) -> MergeSettings:
     try:
         return MergeSettings(**options)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "settings"
-        raise UsageError(f"merge option {where}: {error['msg']}") from exc
+        raise UsageError(f"merge option {validation_line(exc, 'settings')}") from exc
 
 
 def parse_size(text: str) -> int:
