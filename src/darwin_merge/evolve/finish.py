@@ -82,8 +82,11 @@ class HoldoutJobs:
     that they are not all held at once)."""
 
     def __init__(self, models: dict[str, dict | Callable[[], dict]],
-                 limits: dict[str, int | None]):
+                 limits: dict[str, int | None], splits: dict[str, str] | None = None,
+                 label: str = "holdout"):
         self.models, self.limits = models, limits  # limits: each task's number of items
+        self.splits = splits or {}  # a task's split when not the holdout (benchmark/)
+        self.label = label  # what the progress lines call the evaluation
         self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
 
     def jobs(self) -> dict[tuple[str, str], ScoringJob]:
@@ -93,13 +96,13 @@ class HoldoutJobs:
     def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
         """One model's holdout score on one task, with its per-item records."""
         if task == next(iter(self.limits)):  # each model's first job says it starts
-            say(f"holdout evaluation: {name}")
+            say(f"{self.label} evaluation: {name}")
         if self.loaded.get(id(worker)) != name:
             model = self.models[name]
             worker.load(model() if callable(model) else model)
             self.loaded[id(worker)] = name
-        return worker.evaluate_loaded_tasks([task], "holdout", self.limits[task],
-                                            log_samples=True)[task]
+        return worker.evaluate_loaded_tasks([task], self.splits.get(task, "holdout"),
+                                            self.limits[task], log_samples=True)[task]
 
 
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,

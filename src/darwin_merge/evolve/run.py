@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -33,8 +36,23 @@ def _single_worker_lock(out: Path) -> FileLock:
     return lock
 
 
-def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
-    """Run (or continue) the search described by `recipe`; returns summary.json's content."""
+@dataclass
+class Search:
+    """A search run to the end of Phase 2: what its finish (or a benchmark) works from."""
+
+    recipe: Recipe
+    study: optuna.Study
+    scorer: CandidateScorer
+    settings: MergeSettings
+    scan_path: Path
+    phase1: dict
+    seconds: float  # Phase 2's
+
+
+@contextmanager
+def searched(recipe: Recipe) -> Iterator[Search]:
+    """Run (or continue) the search described by `recipe` up to the end of Phase 2, holding
+    the run folder's lock until the caller is done with it."""
     check_recipe(recipe)
     evolve_plan(recipe).check()  # before anything is created or read
     out = Path(recipe.out)
@@ -66,15 +84,22 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
         enqueue_seeds(study, phase1, stale, recipe.trials)
         seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
         write_records(recipe, study, phase1)
-        if not finish_run:
-            return {}
-        summary = finish(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)
-        write_records(recipe, study, phase1)
-        _write_card(recipe)
-        return summary
+        yield Search(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)
     finally:
         if lock is not None:
             lock.release()
+
+
+def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
+    """Run (or continue) the search described by `recipe`; returns summary.json's content."""
+    with searched(recipe) as search:
+        if not finish_run:
+            return {}
+        summary = finish(recipe, search.study, search.scorer, search.settings,
+                         search.scan_path, search.phase1, search.seconds)
+        write_records(recipe, search.study, search.phase1)
+        _write_card(recipe)
+        return summary
 
 
 def _write_card(recipe: Recipe) -> None:
