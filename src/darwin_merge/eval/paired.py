@@ -21,8 +21,9 @@ def p_text(p: float, test: str | None) -> str:
     """A p-value for a report: a bootstrap's p at its floor (1 / (resamples + 1), no
     resample as extreme as the observed difference) is a bound, not a value:
     `< 1e-4 (10,000 resamples)`."""
-    if test == "paired_bootstrap" and p <= (1 + 1e-9) / (RESAMPLES + 1):
-        bound = 10.0 ** math.ceil(math.log10((1 + 1e-9) / (RESAMPLES + 1)))
+    floor = {"paired_bootstrap": 1, "hierarchical_bootstrap": 2}.get(test or "", 0)
+    if floor and p <= (floor + 1e-9) / (RESAMPLES + 1):
+        bound = 10.0 ** math.ceil(math.log10((floor + 1e-9) / (RESAMPLES + 1)))
         return f"< {bound:.0e} ({RESAMPLES:,} resamples)".replace("e-0", "e-")
     return f"{p:.3g}"
 
@@ -103,3 +104,44 @@ def compare_weighted(pairs: dict[str, tuple[list[float], list[float]]],
     return {"diff": diff, "stderr": stderr,
             "p": bootstrap_p(diffs, [weights[t] for t in names]),
             "test": "paired_bootstrap", "n": sum(len(d) for d in diffs)}
+
+
+def hierarchical_bootstrap(diffs_by_task: dict[str, np.ndarray], weights: dict[str, float],
+                           resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """The mean over search seeds of a weighted paired difference, with a confidence
+    interval that resamples seeds and items together (issue 34's benchmark).
+
+    `diffs_by_task[t]` is a (seeds, items) array: row s holds, item by item, the difference
+    between seed s's child and the other model (every seed scored on the same items). Each
+    resample draws the seeds with replacement and, independently, each task's items with
+    replacement; its statistic is sum_t w_t * mean over the drawn seeds and items. Returns
+    the observed mean, the resamples' standard deviation, the 2.5 and 97.5 percentiles, and
+    the two-sided p read off the same resamples (twice the share on the far side of zero,
+    +1 corrected; its floor is 2 / (resamples + 1)), so that the interval leaves out zero
+    exactly when p < 0.05.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {t: np.asarray(d, dtype=float) for t, d in diffs_by_task.items()}
+    n_seeds = {a.shape[0] for a in arrays.values()}
+    if len(n_seeds) != 1 or any(a.ndim != 2 or a.shape[1] == 0 for a in arrays.values()):
+        raise ValueError("every task needs a (seeds, items) array with the same seeds")
+    seeds = n_seeds.pop()
+    seed_counts = np.zeros((resamples, seeds))
+    np.add.at(seed_counts, (np.arange(resamples)[:, None],
+                            rng.integers(0, seeds, size=(resamples, seeds))), 1.0)
+    observed, resampled = 0.0, np.zeros(resamples)
+    for task, values in arrays.items():
+        items = values.shape[1]
+        item_counts = np.zeros((resamples, items))
+        np.add.at(item_counts, (np.arange(resamples)[:, None],
+                                rng.integers(0, items, size=(resamples, items))), 1.0)
+        observed += weights[task] * float(values.mean())
+        resampled += weights[task] * np.einsum("bs,si,bi->b", seed_counts, values,
+                                               item_counts) / (seeds * items)
+    far_side = int(min(np.sum(resampled <= 0.0), np.sum(resampled >= 0.0)))
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return {"diff": observed, "stderr": float(np.std(resampled, ddof=1)),
+            "ci_low": float(low), "ci_high": float(high),
+            "p": min(1.0, 2 * (far_side + 1) / (resamples + 1)),
+            "test": "hierarchical_bootstrap",
+            "seeds": seeds, "n": sum(a.shape[1] for a in arrays.values())}
