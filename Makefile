@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut 
 SMOLLM2 := $(CACHE)/models/smollm2-135m-instruct/config.json
 GEMMA3 := $(CACHE)/models/gemma3-270m/config.json
 
-.PHONY: setup models test test-fast demo lint clean
+.PHONY: setup models test test-fast demo bench-quality lint clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,13 @@ test-fast: setup
 DEMO_MODEL := $(if $(filter smollm2,$(FAMILY)),$(SMOLLM2),$(if $(filter gemma3,$(FAMILY)),$(GEMMA3)))
 demo: setup $(DEMO_MODEL)
 	$(DARWIN) demo run --family $(FAMILY) --pair $(PAIR) --cache $(CACHE) $(DEMO_ARGS)
+
+# The merge-quality benchmark (docs/BENCHMARKS.md, "Merge quality"): the three SmolLM2
+# problems, 3 search seeds each, the tuned standard recipes, fresh test items; in
+# runs/bench-quality (continued when killed). The fine-tunes are trained on the first run
+# and cached (their time is reported apart). BENCH_ARGS="--mode full", other problems, ...
+bench-quality: setup $(SMOLLM2)
+	$(DARWIN) bench quality --cache $(CACHE) $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

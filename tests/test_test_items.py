@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from darwin_merge.benchmark.run import excluded_recipes
 from darwin_merge.cli import main
 from darwin_merge.demo.mother import evaluation_contexts, recipe_with, skill_of
-from darwin_merge.demo.run import demo_recipes
 from darwin_merge.demo.test_items import fresh_items, training_contexts
 from darwin_merge.errors import UsageError
 
@@ -41,10 +41,10 @@ def test_the_command_writes_a_task_file_of_items_nobody_trained_on(tmp_path, cap
     assert main(["demo", "test-items", "letter_reversal", "--out", str(out), "--count", "50",
                  "--test-seed", "3"]) == 0
     items = [json.loads(line) for line in out.read_text().splitlines()]
-    trained = set().union(*(training_contexts(r) for r in demo_recipes()
+    trained = set().union(*(training_contexts(r) for r in excluded_recipes()
                             if r.skill == "letter_reversal"))
     assert len(items) == 50 and not {i["context"] for i in items} & trained
-    assert items == fresh_items("letter_reversal", 3, 50, demo_recipes())
+    assert items == fresh_items("letter_reversal", 3, 50, excluded_recipes())
     assert "50 items of letter_reversal (test seed 3)" in capsys.readouterr().out
 
 

@@ -518,6 +518,49 @@ def scan_cmd(
     out.print(f"scan written to {out_dir} (scan.json, {pictures})")
 
 
+bench_app = typer.Typer(no_args_is_help=True,
+                        help="Benchmarks of merge quality (docs/BENCHMARKS.md).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+def bench_quality_cmd(
+    problems: list[str] = typer.Argument(
+        None, help="problem names (benchmark/problems/) or .yaml files", show_default=
+        "the three SmolLM2 problems"),
+    run_dir: Path = typer.Option(Path("runs/bench-quality"), "--out",
+                                 help="the benchmark's folder (continued when killed)"),
+    cache: Cache = Path(".cache"),
+    device: Device = "cpu",
+    mode: str = typer.Option("quick", help="quick (24 candidates on 50 items) or full "
+                             "(make demo's budget)"),
+    seeds: str = typer.Option("0,1,2", help="search seeds, comma-separated"),
+    test_seed: int = typer.Option(2026, help="seed of the fresh test items (2026: the "
+                                  "published table's; develop with another)"),
+    trials: int | None = typer.Option(None, help="Phase 2 candidates per seed",
+                                      show_default="the mode's"),
+    limit: int | None = typer.Option(None, help="search items per fitness task",
+                                     show_default="the mode's"),
+) -> None:
+    """Merge quality: each problem searched with several seeds, the children scored with
+    the tuned standard recipes on test items nobody has looked at."""
+    import shlex
+    import sys
+
+    from .benchmark.report import summary_table
+    from .benchmark.run import QUICK_PROBLEMS, run_benchmark
+
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError as exc:
+        raise UsageError(f"--seeds: not a list of integers: {seeds!r}") from exc
+    results = run_benchmark(list(problems or QUICK_PROBLEMS), run_dir, cache, mode, seed_list,
+                            test_seed, device,
+                            command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                            trials=trials, limit=limit)
+    out.print("\n".join(summary_table(results)), markup=False, highlight=False, soft_wrap=True)
+
+
 demo_app = typer.Typer(no_args_is_help=True,
                        help="The demo: a tiny trio in two minutes, or the real SmolLM2 one.")
 app.add_typer(demo_app, name="demo")
@@ -561,13 +604,13 @@ def demo_test_items_cmd(
                                   "tables'; develop with another)"),
     count: int = typer.Option(500, help="how many items"),
 ) -> None:
-    """Fresh test items of a synthetic skill: none in its shipped task file or in any demo
-    fine-tune's training problems; the same for one seed (score them with `darwin eval
-    MODEL --tasks FILE`)."""
-    from .demo.run import demo_recipes
+    """Fresh test items of a synthetic skill: none in its shipped task file or in any
+    benchmark or demo fine-tune's training problems; the same for one seed (score them with
+    `darwin eval MODEL --tasks FILE`)."""
+    from .benchmark.run import excluded_recipes
     from .demo.test_items import fresh_items, write_items
 
-    items = fresh_items(skill, test_seed, count, demo_recipes())
+    items = fresh_items(skill, test_seed, count, excluded_recipes())
     out.print(f"{len(items)} items of {skill} (test seed {test_seed}) in "
               f"{write_items(items, out_file)}")
 

@@ -37,6 +37,33 @@ def cpu_has_fast_bfloat16(cpuinfo: Path = CPUINFO) -> bool | None:
     return any(flag in flags for flag in FAST_BFLOAT16_FLAGS)
 
 
+# The forward passes' dtype where speed matters more than the last digit (the demo's and the
+# benchmark's budgets): bfloat16 where the CPU multiplies it natively (about twice as fast as
+# float32 with AMX); elsewhere torch emulates it, several times slower (docs/EVOLVE.md).
+FAST_EVAL_DTYPE = "bfloat16" if cpu_has_fast_bfloat16() else "float32"
+# The machine's speed, in one number: seconds for 200 float32 matmuls of 1024x1024 on one
+# thread (RESULTS.md and the benchmark's tables report it beside their wall times).
+YARDSTICK_MATMULS, YARDSTICK_SIZE = 200, 1024
+
+
+def matmul_yardstick() -> float:
+    """Seconds this machine takes for the yardstick's matmuls on one thread, now."""
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(YARDSTICK_SIZE, YARDSTICK_SIZE, generator=generator)
+        b = torch.randn(YARDSTICK_SIZE, YARDSTICK_SIZE, generator=generator)
+        started = time.perf_counter()
+        for _ in range(YARDSTICK_MATMULS):
+            a @ b
+        return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes free on `device` now (None where it cannot be known, e.g. MPS)."""
     if device.type == "cuda":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..benchmark.problem import load_problem
 from ..errors import UsageError
 from ..evolve.finish import score_cell, search_split_line, task_labels
 from ..evolve.recipe import build_recipe
@@ -25,7 +26,7 @@ from ..realmodels import ensure_real_model
 from ..records import Phase1Summary, SummaryRecord, parse_record, read_record
 from ..records.search import SOURCE_COUNTS
 from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, grid_rows, headline
-from ..resources import cpu_has_fast_bfloat16
+from ..resources import FAST_EVAL_DTYPE
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -48,33 +49,29 @@ PRESETS = {
 SPECIALISTS, FATHER_MOTHER = "specialists", "father-mother"
 DEFAULT_PAIR = SPECIALISTS
 PAIRS = (SPECIALISTS, FATHER_MOTHER)
-# Each specialist trains its own half of the blocks (embeddings frozen): arithmetic the lower
-# half, reversal the upper half (SmolLM2: blocks 0-14 and 15-29, Gemma 3: 0-8 and 9-17; the
-# genome's blocks 0-2 and 3-5). Trained on the same blocks, or the other way round, the two
-# SmolLM2 skills do not survive together in any merge measured (docs/DEMO.md, RESULTS.md).
-# Gemma 3 needs lower learning rates: at SmolLM2's it loses LAMBADA and ARC-Easy, and
-# learns less arithmetic (docs/DEMO.md has the measurements).
-SPECIALIST_RECIPES = {
-    "smollm2": {"father": recipe_with(lr=4e-4, train_embeddings=False, last_trained_layer=14),
-                "mother": recipe_with(skill="letter_reversal", steps=100, lr=3e-4,
-                                      train_embeddings=False, first_trained_layer=15)},
-    "gemma3": {"father": recipe_with(lr=1e-4, train_embeddings=False, last_trained_layer=8),
-               "mother": recipe_with(skill="letter_reversal", steps=100, lr=5e-5,
-                                     train_embeddings=False, first_trained_layer=9)},
-}
+# The specialists pairs are the benchmark's disjoint problems (benchmark/problems/*.yaml: one
+# schema for both): each specialist trains its own half of the blocks (embeddings frozen),
+# arithmetic the lower half, reversal the upper half (SmolLM2: blocks 0-14 and 15-29, Gemma 3:
+# 0-8 and 9-17; the genome's blocks 0-2 and 3-5). Trained on the same blocks, or the other
+# way round, the two SmolLM2 skills did not survive together in any merge measured before
+# the tuned baselines (docs/DEMO.md, RESULTS.md; the benchmark's overlap problem measures it).
+SPECIALIST_PROBLEMS = {"smollm2": "smollm2-specialists-disjoint",
+                       "gemma3": "gemma3-specialists-disjoint"}
+SPECIALIST_RECIPES = {family: load_problem(name).recipes()
+                      for family, name in SPECIALIST_PROBLEMS.items()}
 # The father-mother pair's mother, per family. Gemma 3's is its arithmetic specialist (one
 # cached fine-tune for both pairs): the default recipe trains the embeddings, 168M of
 # Gemma 3's 270M parameters, and its learning rate is too high for Gemma (docs/DEMO.md).
 FAMILY_MOTHERS = {"smollm2": recipe_with(), "gemma3": SPECIALIST_RECIPES["gemma3"]["father"]}
-# Guards against the base: the arithmetic fine-tune itself costs about 0.07 of ARC-Easy
-# (docs/DEMO.md), so a child that keeps arithmetic is allowed 0.10 there.
-SPECIALISTS_PRESET = {"fitness": {"two_digit_arithmetic": 0.5, "letter_reversal": 0.5},
-                      "guard": {"arc_easy": 0.10, "lambada_openai": 0.05},
-                      "extra_tasks": ["arc_challenge", "piqa"]}
+# The specialists pair's tasks (the same for both families; the problem file says why its
+# guards are what they are).
+PRESET_FIELDS = {"fitness", "guard", "extra_tasks"}
+SPECIALISTS_PRESET = load_problem(SPECIALIST_PROBLEMS["smollm2"]).model_dump(
+    include=PRESET_FIELDS)
 # The tiny demo: each parent's skill in the fitness, the skill both learnt from their
 # common base (copying) reported beside them. Keys: task file stems (demo/tiny.py).
 TINY = "tiny"
-TINY_PRESET = {"fitness": {"shift": 0.5, "mirror": 0.5}, "extra_tasks": ["copy"]}
+TINY_PRESET = load_problem("tiny-specialists").model_dump(include={"fitness", "extra_tasks"})
 FAMILIES = (TINY, *PRESETS)
 # The real pairs' budget: the whole `make demo` within 35 minutes from a fresh clone on 2
 # CPU cores (docs/DEMO.md has the measured times). 64 candidates: twice the 32 that took
@@ -87,7 +84,6 @@ FAMILIES = (TINY, *PRESETS)
 # be drawn; docs/EVOLVE.md).
 # On a CPU without native bfloat16 (AMX or AVX512-BF16) the forward passes are float32:
 # there torch emulates bfloat16 and it runs several times slower (docs/EVOLVE.md).
-FAST_EVAL_DTYPE = "bfloat16" if cpu_has_fast_bfloat16() else "float32"
 DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
                   "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
                   "scan_probe_sets": False, "fitness_holdout_limit": 1200,
@@ -191,8 +187,11 @@ def check_same_pair(finished: SummaryRecord, family: str, pair: str, out: Path) 
 
 
 def preset_of(family: str, pair: str) -> dict:
-    """A real pair's tasks: the recipe's fitness, guard and extra-task fields."""
-    return SPECIALISTS_PRESET if pair == SPECIALISTS else PRESETS[family]
+    """A real pair's tasks: the recipe's fitness, guard and extra-task fields (the
+    specialists pair's from its problem file)."""
+    if pair == SPECIALISTS:
+        return load_problem(SPECIALIST_PROBLEMS[family]).model_dump(include=PRESET_FIELDS)
+    return PRESETS[family]
 
 
 def budget_of(family: str, pair: str) -> dict:

@@ -22,6 +22,9 @@ from ..errors import UsageError
 from ..io.files import write_text_atomic
 from .mother import MotherRecipe, evaluation_contexts, skill_of, training_problems
 
+# The published tables' test seed; develop with any other.
+PUBLISHED_TEST_SEED = 2026
+
 
 def training_contexts(recipe: MotherRecipe) -> set[str]:
     """Every context a fine-tune of `recipe` trained on (as `train` draws them)."""

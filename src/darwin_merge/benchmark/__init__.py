@@ -1,0 +1,3 @@
+"""The merge-quality benchmark: merge problems as data, each searched with several seeds and
+scored with the tuned standard recipes on test items nobody has looked at (docs/BENCHMARKS.md,
+"Merge quality")."""
