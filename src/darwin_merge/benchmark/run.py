@@ -4,7 +4,7 @@ the tuned standard recipes on test items nobody has looked at.
 Per problem, in RUN_DIR/<problem>/: the parents (fine-tunes trained once, cached like the
 demo's), one scan shared by every seed (scan/), one search per seed (seed-<s>/, resumed when
 killed), the baselines tuned once on the search split (in the first seed's study), and every
-model scored once on the test items (test/<model>.json, kept as soon as scored). The test
+model scored once on the test items (test/test-seed-<n>/<model>.json). The test
 items: fresh ones for the synthetic skills, drawn from --test-seed (demo/test_items.py), and
 the holdout split for the shipped tasks. result.json holds the scores and the comparisons.
 """
@@ -25,7 +25,6 @@ from .. import __version__
 from ..demo.test_items import PUBLISHED_TEST_SEED
 from ..errors import UsageError
 from ..eval.paired import hierarchical_bootstrap
-from ..evolve import say
 from ..evolve.baselines import run_baselines
 from ..evolve.finish import HoldoutJobs, pick_healthy
 from ..evolve.recipe import Recipe, build_recipe, ensure_scan
@@ -35,6 +34,7 @@ from ..io.files import dump_json
 from ..records import read_record, record_json
 from ..records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
 from ..resources import FAST_EVAL_DTYPE, matmul_yardstick
+from . import say
 from .problem import BASE, TINY, Problem, load_problem
 
 # The quick mode: 24 candidates on 50 items per task (the budget the specialists pair was
@@ -283,8 +283,8 @@ def reference_and_baselines(recipe: Recipe, search: Search) -> tuple[dict, dict]
 
 def score_on_test(search: Search, folder: Path, todo: dict, test_tasks: dict,
                   weights: dict[str, float]) -> dict[str, ModelTest]:
-    """Each model's test scores: read back when kept by an earlier run, else scored now and
-    kept at once (test/<model>.json)."""
+    """Each model's test scores: read back when kept by an earlier run, else scored now (the
+    models of one call together) and kept (test/test-seed-<n>/<model>.json)."""
     found, missing = {}, {}
     for name, model in todo.items():
         path = folder / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.json"
