@@ -6,14 +6,17 @@ from __future__ import annotations
 import statistics
 
 from ..eval.paired import p_text
+from ..evolve.baselines import FIXED_GENOMES, FIXED_RECIPES
+from ..records import METHOD_WORDS
 from ..records.benchmark import ProblemResult, SeedComparison
 
 # The picture's methods, in its order: the child, each tuned recipe's point chosen on the
 # search split, the fixed baselines and the parents.
-TUNED = {"task_arithmetic": "task arithmetic (tuned)", "ties": "TIES (tuned)",
-         "dare_ties": "DARE-TIES (tuned)"}
-FIXED = {"task_arithmetic_l1": "task arithmetic 1.0", "dare_ties_0.5": "DARE-TIES 0.5",
-         "linear_0.5": "linear 0.5"}
+TUNED = {method: f"{words} (tuned)" for method, words in METHOD_WORDS.items()}
+# the fixed baselines by their names in the run (evolve/baselines.py), as the picture says them
+FIXED = {**{name: name.replace("dare_ties", "DARE-TIES").replace("_", " ")
+            for name in FIXED_GENOMES},
+         **{r.name: f"{METHOD_WORDS[r.method]} {r.scale:.1f}" for r in FIXED_RECIPES}}
 REFERENCES = ("father", "mother", "base")
 
 
