@@ -103,6 +103,28 @@ def test_sabotaged_layer_is_flagged(parents, sabotage):
     assert any("layer(s) 2" in reason for reason in report["reasons"])
 
 
+def test_parents_measured_once_give_the_same_report(parents, tmp_path):
+    """A check against the parents' reference (measured once, as the search keeps it) is
+    the check that runs all three models: the same report, to the bit, for a sabotaged
+    child and a healthy one; a reference of other settings is refused."""
+    from darwin_merge.health import parent_reference
+
+    father, mother = parents
+    reference = parent_reference(father, mother, **FEW)
+    tokenizer = load_tokenizer(father)
+    for edit in (lambda m: m.model.layers[2].mlp.down_proj.weight.normal_(0.0, 0.2),
+                 lambda m: None):
+        child = _sabotaged(father, edit)
+        alone = check_health(child, father, mother, tokenizer=tokenizer, **FEW)
+        kept = check_health(child, father, mother, tokenizer=tokenizer, parents=reference,
+                            **FEW)
+        assert kept == alone
+    assert alone["verdict"] == "healthy" and kept["flagged_layers"] == []
+    with pytest.raises(UsageError, match="other parents or settings"):
+        check_health(child, father, mother, tokenizer=tokenizer, parents=reference,
+                     max_prompts=2, max_tokens=24)
+
+
 def test_nan_weight_is_unhealthy(parents, tmp_path, capsys):
     father, mother = parents
 

@@ -60,6 +60,27 @@ def test_plans_count_every_model_copy_at_the_requested_dtype(pair):
     assert plan.total == 3 * model + dict(plan.parts)["traced forward passes"] + RUNTIME_BYTES
 
 
+def test_the_parents_probe_states_kept_for_health_checks_are_planned(pair, monkeypatch):
+    """The search's health checks keep both parents' probe states (evolve/gate.py): the plan
+    counts what a real reference holds (every prompt at most max_tokens long), and above
+    PARENT_STATES_MAX_BYTES nothing is kept (each check runs the parents again)."""
+    from darwin_merge import memory_plan
+    from darwin_merge.evolve.gate import measured_parents
+
+    father, mother = pair
+    recipe = build_recipe(father=father, mother=mother, fitness={"arc_easy": 1.0},
+                          out=father.parent / "run", probe_max_prompts=3, probe_max_tokens=24)
+    planned = dict(evolve_plan(recipe).parts)["the parents' probe states (health checks)"]
+    reference = measured_parents(recipe)
+    held = sum(state.numel() * state.element_size() for batches in reference.batches.values()
+               for batch in batches for states in batch.states.values() for state in states)
+    assert planned / 2 < held <= planned
+    assert measured_parents(recipe) is reference  # measured once
+    monkeypatch.setattr(memory_plan, "PARENT_STATES_MAX_BYTES", held - 1)
+    assert measured_parents(recipe) is None
+    assert "the parents' probe states (health checks)" not in dict(evolve_plan(recipe).parts)
+
+
 def test_evolve_refused_before_anything_is_created_when_the_plan_does_not_fit(
         pair, tmp_path, capsys, monkeypatch):
     father, mother = pair

@@ -30,6 +30,9 @@ RUNTIME_BYTES = 550_000_000
 EVAL_TOKENS = 128
 LOGIT_COPIES = 2
 HEALTH_BATCH = 8  # the search's health check runs at check_health's default batch size
+# A search's health checks keep both parents' layer outputs on the probes (measured once)
+# when they take at most this; above it each check runs the parents again.
+PARENT_STATES_MAX_BYTES = 2 * 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,13 @@ def trace_bytes(shape: ModelShape, batch_size: int, tokens: int) -> int:
         + logits_bytes(shape, batch_size, tokens)
 
 
+def parent_states_bytes(father, dtype: str | None, prompts: int, max_tokens: int) -> int:
+    """Both parents' output at every decoder layer for `prompts` probes of at most
+    `max_tokens` tokens (health/check.py's ParentReference)."""
+    shape = model_shape(father, dtype)
+    return 2 * shape.layers * prompts * max_tokens * shape.hidden * 4
+
+
 def health_plan(child, father, mother, *, device: str = "cpu", dtype: str = "float32",
                 batch_size: int = 8, max_tokens: int = 64) -> MemoryPlan:
     """`darwin health`: the three models at once, and one traced batch of each."""
@@ -116,8 +126,12 @@ def evolve_plan(recipe) -> MemoryPlan:
     model; at the end, on top, either the health check's three models or the child's and
     two baselines' merged states (the larger; the holdout merges a baseline when it loads
     it), with the tuned baselines' kept task vectors (one model in float32, mergekit/
-    standard.py), and one evaluation batch's logits."""
+    standard.py), the parents' probe states the health checks keep (when kept), and one
+    evaluation batch's logits."""
+    from .evolve.gate import kept_parent_states_bytes
+
     father = model_shape(recipe.father, recipe.dtype)
+    kept = kept_parent_states_bytes(recipe)
     held = [model_shape(p, recipe.dtype).nbytes
             for p in (recipe.father, recipe.mother, recipe.base) if p is not None]
     activations = max(3 * trace_bytes(father, HEALTH_BATCH, recipe.probe_max_tokens),
@@ -127,5 +141,6 @@ def evolve_plan(recipe) -> MemoryPlan:
              *([("the tuned baselines' task vectors (float32)",
                  model_shape(recipe.father, "float32").nbytes)]
                if recipe.baselines == "tuned" else []),
+             *([("the parents' probe states (health checks)", kept)] if kept else []),
              ("activations", activations))
     return MemoryPlan("evolve", parts, recipe.device)

@@ -9,8 +9,12 @@ best points (evolve/baselines.py).
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import optuna
 
+from . import say
 from .recipe import Recipe
 
 MAX_HEALTH_TRIES = 3
@@ -21,12 +25,55 @@ SEED_FINDINGS = "seed_health_findings"
 
 def child_health(recipe: Recipe, child, **options) -> dict:
     """The health report of a child (a folder or an in-memory model) against both parents,
-    with the recipe's device, forward dtype and probe budget."""
+    with the recipe's device, forward dtype and probe budget. The parents' side is
+    measured once per process and parents (when it fits, `kept_parent_states_bytes`): a
+    run checks many children, the benchmark's seeds the same parents."""
     from ..health import check_health
 
-    return check_health(child, recipe.father, recipe.mother, device=recipe.device,
-                        dtype=recipe.forward_dtype, max_tokens=recipe.probe_max_tokens,
-                        max_prompts=recipe.probe_max_prompts, **options)
+    return check_health(child, recipe.father, recipe.mother, **probe_settings(recipe),
+                        parents=measured_parents(recipe), **options)
+
+
+def probe_settings(recipe: Recipe) -> dict:
+    return {"device": recipe.device, "dtype": recipe.forward_dtype,
+            "max_tokens": recipe.probe_max_tokens, "max_prompts": recipe.probe_max_prompts}
+
+
+def kept_parent_states_bytes(recipe: Recipe) -> int:
+    """What the health checks keep of the parents (their probe states), 0 when over
+    memory_plan.PARENT_STATES_MAX_BYTES (each check then runs the parents again)."""
+    from ..memory_plan import PARENT_STATES_MAX_BYTES, parent_states_bytes
+    from ..scan.probes import load_probes
+
+    prompts = sum(len(texts[:recipe.probe_max_prompts]) for texts in load_probes().values())
+    size = parent_states_bytes(recipe.father, recipe.forward_dtype, prompts,
+                               recipe.probe_max_tokens)
+    return size if size <= PARENT_STATES_MAX_BYTES else 0
+
+
+def measured_parents(recipe: Recipe):
+    """The parents' `ParentReference` for the recipe's health checks, or None when it would
+    not fit."""
+    if not kept_parent_states_bytes(recipe):
+        return None
+    return _parent_reference(str(recipe.father), str(recipe.mother),
+                             tuple(probe_settings(recipe).items()),
+                             _weights_stamp(recipe.father), _weights_stamp(recipe.mother))
+
+
+def _weights_stamp(folder) -> tuple:
+    """The weight files' names, sizes and modification times: a folder written again under
+    the same path is measured again."""
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                 for f in sorted(Path(folder).glob("*.safetensors")))
+
+
+@lru_cache(maxsize=1)  # one pair of parents at a time: a new pair frees the last one's states
+def _parent_reference(father: str, mother: str, settings: tuple, *stamps):
+    from ..health import parent_reference
+
+    say("health checks: both parents measured on the probes once, for every check")
+    return parent_reference(father, mother, **dict(settings))
 
 
 def health_accepted(verdict: str, allow_warning: bool) -> bool:

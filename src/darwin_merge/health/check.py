@@ -22,6 +22,7 @@ only; `healthy` otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,6 +113,57 @@ PAIRS = {"father": ("child", "father"), "mother": ("child", "mother"),
 PARENTS = ("father", "mother")
 
 
+@dataclass
+class ParentBatch:
+    """One probe batch as both parents see it: its tokens, each parent's layer outputs, and
+    what the check sums over the parents alone (their similarity, angle and spreads per
+    layer, their losses), so that a child is compared with them without running them."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    states: dict[str, list[torch.Tensor]]  # parent -> its output at each decoder layer
+    sums: dict[str, torch.Tensor]  # "similarity", "angle", "spread <parent>": per layer
+    loss: dict[str, float]  # parent -> summed next-token loss
+    tokens: int  # predicted tokens in the batch
+    nonfinite: list[str]  # where a parent's activations stop being finite
+
+
+def nonfinite_in(role: str, trace) -> str | None:
+    """Where a model's activations stop being finite, or None. NaN/Inf in a layer reaches
+    the final state (the residual stream carries it), so only a non-finite final state or
+    logits makes us look for the first bad layer."""
+    if all_finite(trace.final) and all_finite(trace.logits):
+        return None
+    bad = next((layer for layer in range(trace.num_layers)
+                if not all_finite(trace.layer_output(layer))), None)
+    return f"{role} " + (f"from layer {bad}" if bad is not None else "logits")
+
+
+def measure_parents(parents: dict, ids: torch.Tensor, mask: torch.Tensor) -> ParentBatch:
+    """Both parents' traced forward pass on one batch, kept as a `ParentBatch`."""
+    traces = {role: trace_decoder(m, ids.to(_device(m)), mask.to(_device(m)),
+                                  with_logits=True) for role, m in parents.items()}
+    layers = traces["father"].num_layers
+    states = {role: [traces[role].layer_output(layer) for layer in range(layers)]
+              for role in PARENTS}
+    sums = {key: torch.zeros(layers, dtype=torch.float64)
+            for key in ("similarity", "angle", *(f"spread {p}" for p in PARENTS))}
+    for layer in range(layers):
+        sim, angle = token_similarity(states["father"][layer], states["mother"][layer], mask)
+        sums["similarity"][layer] += sim.sum().cpu()
+        sums["angle"][layer] += angle.sum().cpu()
+        for parent in PARENTS:  # how far apart the parent's own token states lie
+            sums[f"spread {parent}"][layer] += spread_angle(states[parent][layer],
+                                                            mask).sum().cpu()
+    loss, tokens = {}, 0
+    for role in PARENTS:
+        logits = traces[role].logits
+        loss[role], tokens = token_loss_sum(logits, ids.to(logits.device),
+                                            mask.to(logits.device))
+    nonfinite = [where for role in PARENTS if (where := nonfinite_in(role, traces[role]))]
+    return ParentBatch(ids, mask, states, sums, loss, tokens, nonfinite)
+
+
 class _Totals:
     """Running sums for one probe set: per-layer similarities (per prompt) and losses."""
 
@@ -125,32 +177,27 @@ class _Totals:
         self.tokens = 0
         self.nonfinite = set()
 
-    def add(self, traces: dict, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        for role in ROLES:
-            self._locate_nonfinite(role, traces[role])
+    def add(self, child, parents: ParentBatch) -> None:
+        """One batch: the child's trace against the parents' measurements of it."""
+        where = nonfinite_in("child", child)
+        self.nonfinite.update([where] if where else [], parents.nonfinite)
         for layer in range(len(self.sims["father"])):
-            states = {r: traces[r].layer_output(layer) for r in ROLES}
-            for pair, (x, y) in PAIRS.items():
-                sim, angle = token_similarity(states[x], states[y], mask)
-                self.sims[pair][layer] += sim.sum().cpu()
-                self.angles[pair][layer] += angle.sum().cpu()
-            for parent in PARENTS:  # how far apart the parent's own token states lie
-                self.spreads[parent][layer] += spread_angle(states[parent], mask).sum().cpu()
-        self.prompts += ids.shape[0]
-        for role in ROLES:
-            logits = traces[role].logits
-            total, count = token_loss_sum(logits, ids.to(logits.device), mask.to(logits.device))
-            self.loss[role] += total
-        self.tokens += count
-
-    def _locate_nonfinite(self, role: str, trace) -> None:
-        """NaN/Inf in a layer reaches the final state (the residual stream carries it), so
-        only a non-finite final state or logits makes us look for the first bad layer."""
-        if all_finite(trace.final) and all_finite(trace.logits):
-            return
-        bad = next((layer for layer in range(trace.num_layers)
-                    if not all_finite(trace.layer_output(layer))), None)
-        self.nonfinite.add(f"{role} " + (f"from layer {bad}" if bad is not None else "logits"))
+            state = child.layer_output(layer)
+            for parent in PARENTS:
+                sim, angle = token_similarity(state, parents.states[parent][layer], parents.mask)
+                self.sims[parent][layer] += sim.sum().cpu()
+                self.angles[parent][layer] += angle.sum().cpu()
+        self.sims["parents"] += parents.sums["similarity"]
+        self.angles["parents"] += parents.sums["angle"]
+        for parent in PARENTS:
+            self.spreads[parent] += parents.sums[f"spread {parent}"]
+            self.loss[parent] += parents.loss[parent]
+        self.prompts += parents.ids.shape[0]
+        logits = child.logits
+        total, _ = token_loss_sum(logits, parents.ids.to(logits.device),
+                                  parents.mask.to(logits.device))
+        self.loss["child"] += total
+        self.tokens += parents.tokens
 
     def result(self) -> dict:
         return {
@@ -269,7 +316,7 @@ def _tokenizer_for(tokenizer, models: dict):
     if tokenizer is not None:
         return tokenizer
     for role in ("father", "child", "mother"):
-        if not isinstance(models[role], torch.nn.Module):
+        if role in models and not isinstance(models[role], torch.nn.Module):
             return load_tokenizer(models[role])
     raise UsageError("check_health: pass `tokenizer` when every model is given in memory")
 
@@ -286,16 +333,81 @@ def _check_shapes(models: dict) -> None:
                         require_mergeable(a, b, role_b=role)
 
 
+def _probe_texts(probes, max_prompts: int | None, max_tokens: int,
+                 batch_size: int) -> dict[str, list[str]]:
+    if max_tokens < 2 or batch_size < 1:
+        raise UsageError("--max-tokens must be at least 2 (for a loss), --batch-size at least 1")
+    return {n: t[:max_prompts] for n, t in P.load_probes(probes).items()}
+
+
+def _settings(texts: dict, device: str, dtype: str, max_tokens: int, max_prompts: int | None,
+              batch_size: int) -> dict:
+    """The report's `settings`: what a check measured with (a reference must match them)."""
+    return {"device": device, "dtype": dtype, "max_tokens": max_tokens,
+            "max_prompts": max_prompts, "batch_size": batch_size,
+            "probes_sha256": P.probes_sha256(texts)}
+
+
+def _parent_batches(parents: dict, tokenizer, texts: dict, max_tokens: int,
+                    batch_size: int) -> tuple[dict[str, Iterator[ParentBatch]], int]:
+    """Per probe set, its batches as both parents see them (measured as they are read),
+    and the number of batches."""
+    context = P.context_length(parents["father"])
+    pad_id = P.pad_id_of(tokenizer)
+    token_rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
+                  for name, prompts in texts.items()}
+    batches = {name: (measure_parents(parents, ids, mask)
+                      for ids, mask in P.batches(rows, batch_size, pad_id))
+               for name, rows in token_rows.items()}
+    return batches, sum(-(-len(rows) // batch_size) for rows in token_rows.values())
+
+
+@dataclass
+class ParentReference:
+    """Both parents measured once on every probe batch (`parent_reference`): a search checks
+    many children against the same parents, and each check then runs the child alone. It
+    holds every parent layer output on the probes (memory_plan.parent_states_bytes)."""
+
+    father: str
+    mother: str
+    settings: dict  # the health report's settings it was measured with
+    num_layers: int
+    nonfinite_weights: list[str]  # "father: <tensor>", "mother: <tensor>"
+    batches: dict[str, list[ParentBatch]]
+
+
+def parent_reference(father, mother, probes: str | Path | None = None, device: str = "cpu",
+                     dtype: str = "float32", max_tokens: int = 64,
+                     max_prompts: int | None = None, batch_size: int = 8,
+                     tokenizer=None) -> ParentReference:
+    """Measure both parents (model folders) on the probes, for `check_health(parents=...)`."""
+    texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
+    given = {"father": father, "mother": mother}
+    _check_shapes(given)
+    weights = [f"{role}: {name}" for role in PARENTS for name in nonfinite_weights(given[role])]
+    models = {role: _as_model(given[role], device, dtype) for role in PARENTS}
+    depths = {role: len(decoder_of(m).layers) for role, m in models.items()}
+    if len(set(depths.values())) != 1:
+        raise IncompatibleModelsError(f"different decoder depths: {depths}")
+    batches, _ = _parent_batches(models, _tokenizer_for(tokenizer, given), texts, max_tokens,
+                                 batch_size)
+    settings = _settings(texts, device, dtype, max_tokens, max_prompts, batch_size)
+    return ParentReference(str(father), str(mother), settings, depths["father"], weights,
+                           {name: list(measured) for name, measured in batches.items()})
+
+
 def check_health(child, father, mother, probes: str | Path | None = None,
                  device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
                  max_prompts: int | None = None, batch_size: int = 8,
                  thresholds: HealthThresholds | None = None, tokenizer=None,
                  out: str | Path | None = None, overwrite: bool = False,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, parents: ParentReference | None = None) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
     Each of child, father, mother is a model folder or an in-memory causal LM (the
-    search passes its candidate without writing it). All three are held at once.
+    search passes its candidate without writing it). All three are held at once, unless
+    `parents` (`parent_reference` of the same parents and settings) gives the parents'
+    side, measured before: then only the child runs, and the report is the same.
     With `out`, health.json and health.png are written there (atomically).
     """
     if out is not None:
@@ -304,27 +416,38 @@ def check_health(child, father, mother, probes: str | Path | None = None,
         return run_health(child, father, mother, out, overwrite, probes=probes, device=device,
                           dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
                           batch_size=batch_size, thresholds=thresholds, tokenizer=tokenizer,
-                          progress=progress)
+                          progress=progress, parents=parents)
     thresholds = thresholds or HealthThresholds()
-    if max_tokens < 2 or batch_size < 1:
-        raise UsageError("--max-tokens must be at least 2 (for a loss), --batch-size at least 1")
-    texts = {n: t[:max_prompts] for n, t in P.load_probes(probes).items()}
+    texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
     given = {"child": child, "father": father, "mother": mother}
+    settings = _settings(texts, device, dtype, max_tokens, max_prompts, batch_size)
     _check_shapes(given)
-    nonfinite = {"weights": [f"{role}: {name}" for role in ROLES
-                             for name in nonfinite_weights(given[role])], "activations": []}
-    report = {"thresholds": asdict(thresholds), "nonfinite": nonfinite,
-              "settings": {"device": device, "dtype": dtype, "max_tokens": max_tokens,
-                           "max_prompts": max_prompts, "batch_size": batch_size,
-                           "probes_sha256": P.probes_sha256(texts)},
+    if parents is not None:
+        _require_reference(parents, father, mother, settings)
+    parent_weights = parents.nonfinite_weights if parents is not None else [
+        f"{role}: {name}" for role in PARENTS for name in nonfinite_weights(given[role])]
+    nonfinite = {"weights": [f"child: {name}" for name in nonfinite_weights(child)]
+                 + parent_weights, "activations": []}
+    report = {"thresholds": asdict(thresholds), "nonfinite": nonfinite, "settings": settings,
               "flagged_layers": [], "function_loss": [], "layers": [], "probe_sets": {}}
     if nonfinite["weights"]:  # NaN propagates everywhere: comparing activations means nothing
         report["verdict"], report["reasons"] = verdict_of(nonfinite, [], [], {})
         return report
-    tokenizer = _tokenizer_for(tokenizer, given)
-    models = {role: _as_model(given[role], device, dtype) for role in ROLES}
+    child_model = _as_model(child, device, dtype)
+    if parents is None:
+        models = {role: _as_model(given[role], device, dtype) for role in PARENTS}
+        depths = {role: len(decoder_of(m).layers) for role, m in
+                  {"child": child_model, **models}.items()}
+        batches, total = _parent_batches(models, _tokenizer_for(tokenizer, given), texts,
+                                         max_tokens, batch_size)
+    else:
+        depths = {"child": len(decoder_of(child_model).layers), "parents": parents.num_layers}
+        batches = parents.batches
+        total = sum(len(measured) for measured in batches.values())
+    if len(set(depths.values())) != 1:
+        raise IncompatibleModelsError(f"different decoder depths: {depths}")
     with progress_bar(progress) as bar:
-        per_probe = _measure(models, tokenizer, texts, max_tokens, batch_size, nonfinite, bar)
+        per_probe = _measure(child_model, batches, total, depths["child"], nonfinite, bar)
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)
@@ -334,23 +457,24 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     return report
 
 
-def _measure(models: dict, tokenizer, texts: dict, max_tokens: int, batch_size: int,
-             nonfinite: dict, bar: Progress) -> dict[str, dict]:
-    depths = {role: len(decoder_of(m).layers) for role, m in models.items()}
-    if len(set(depths.values())) != 1:
-        raise IncompatibleModelsError(f"different decoder depths: {depths}")
-    context = P.context_length(models["father"])
-    token_rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
-                  for name, prompts in texts.items()}
-    total = sum(-(-len(rows) // batch_size) for rows in token_rows.values())
+def _require_reference(parents: ParentReference, father, mother, settings: dict) -> None:
+    if (parents.father, parents.mother, parents.settings) != (str(father), str(mother),
+                                                              settings):
+        raise UsageError("check_health: the parents' reference was measured for other parents "
+                         "or settings")
+
+
+def _measure(child, batches: dict, total: int, num_layers: int, nonfinite: dict,
+             bar: Progress) -> dict[str, dict]:
+    """Per probe set, the child traced on each batch and summed against the parents."""
     task = bar.add_task("health check (child, father, mother)", total=total)
     per_probe = {}
-    for name, rows in token_rows.items():
-        totals = _Totals(depths["father"])
-        for ids, mask in P.batches(rows, batch_size, P.pad_id_of(tokenizer)):
-            traces = {role: trace_decoder(m, ids.to(_device(m)), mask.to(_device(m)),
-                                          with_logits=True) for role, m in models.items()}
-            totals.add(traces, ids, mask)
+    for name, measured in batches.items():
+        totals = _Totals(num_layers)
+        for parents in measured:
+            trace = trace_decoder(child, parents.ids.to(_device(child)),
+                                  parents.mask.to(_device(child)), with_logits=True)
+            totals.add(trace, parents)
             bar.advance(task)
         per_probe[name] = totals.result()
         nonfinite["activations"] += sorted(f"{name}: {where}" for where in totals.nonfinite)
