@@ -96,10 +96,15 @@ class SplitScorer:
         self.loaded: StandardRecipe | None = None
 
     def state_of(self, candidate):
-        return candidate
+        self.merged = candidate
+        return {"merge": torch.tensor(list(self.merge_of(candidate).encode()))}
+
+    def merge_of(self, candidate) -> str:
+        """Which merge a point makes (each point its own here; a genome: the fixed ones)."""
+        return getattr(candidate, "name", repr(candidate))
 
     def load(self, state):
-        self.loaded = state
+        self.loaded = self.merged
 
     def accuracy(self, split: str) -> float:
         p = self.loaded
@@ -159,6 +164,67 @@ def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, 
     scorer.splits.clear()
     again = baselines.run_baselines(recipe, scorer, study)
     assert scorer.splits == [] and again.record == record
+
+
+class TwinScorer(SplitScorer):
+    """DARE-TIES at density 1 makes TIES's merge at density 1 (planted: as when both drop
+    nothing and sum alike)."""
+
+    def merge_of(self, candidate) -> str:
+        return super().merge_of(candidate).replace("dare_ties_d1_", "ties_d1_")
+
+
+def test_points_that_make_the_same_merge_are_scored_and_checked_once(trio, tmp_path,
+                                                                      monkeypatch):
+    import darwin_merge.health as health
+
+    checked = []
+    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+        child) or {"verdict": "unhealthy", "reasons": ["planted"], "flagged_layers": []})
+    base, father, mother = trio
+    recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
+                          fitness={"simple_arithmetic": 1.0})
+    study = optuna.create_study(direction="maximize")
+    alone, twins = SplitScorer(), TwinScorer()
+    separate = baselines.run_baselines(recipe, alone, optuna.create_study(direction="maximize"))
+    checks_alone, checked[:] = len(checked), []
+    shared = baselines.run_baselines(recipe, twins, study)
+    points = {p.name: p for p in shared.record.points}
+    assert {n for n, p in points.items() if p.same_merge_as} == {
+        f"dare_ties_d1_l{s:g}" for s in baselines.TRIM_SCALES}
+    assert points["dare_ties_d1_l1"].same_merge_as == "ties_d1_l1"
+    assert points["dare_ties_d1_l1"].search_fitness == points["ties_d1_l1"].search_fitness
+    assert len(twins.splits) < len(alone.splits)  # four points fewer scored
+    assert {p.name: p.search_fitness for p in separate.record.points} == {
+        n: p.search_fitness for n, p in points.items()}  # and every value the same
+    # every point unhealthy: each recipe's three best checked, a twin's verdict taken over
+    assert len(checked) < checks_alone
+    assert shared.record.health["dare_ties_d1_l1"] == "unhealthy"
+
+
+def test_a_merge_digest_tells_twin_recipes_from_different_ones(trio, tmp_path):
+    """On task vectors that never share a tensor, TIES and DARE-TIES at density 1 make task
+    arithmetic's merge, to the bit; a trim of density 0.5 does not."""
+    from safetensors.torch import save_file
+
+    base, father, mother = trio
+    folders = {}
+    for role, source, layer in (("father", father, "layers.1."), ("mother", mother, "layers.0.")):
+        tensors = load_file(base / "model.safetensors")
+        tensors.update({n: t for n, t in load_file(source / "model.safetensors").items()
+                        if layer in n})
+        folders[role] = tmp_path / role
+        folders[role].mkdir()
+        save_file(tensors, folders[role] / "model.safetensors")
+        (folders[role] / "config.json").write_text((base / "config.json").read_text())
+    merger = StandardMerger(ParentTensors.load(folders["father"], folders["mother"], base))
+
+    def digest(method, density=1.0):
+        return baselines.state_digest(merger.state(StandardRecipe(method=method, scale=1.0,
+                                                                  density=density)))
+
+    assert digest("task_arithmetic") == digest("ties") == digest("dare_ties")
+    assert digest("ties", 0.5) != digest("ties")
 
 
 def test_the_proxy_spearman_over_fully_scored_candidates_counts_no_racing_estimate():

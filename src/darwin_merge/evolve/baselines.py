@@ -11,15 +11,20 @@ fixed and tuned on the search split by the search's own objective (docs/EVOLVE.m
   MAX_HEALTH_TRIES) gives the recipe's best *healthy* point.
 
 Every scored point is kept in the study (`baseline_points`), so a killed run continues
-without scoring a point twice. Only search items are read here: the holdout (and the
+without scoring a point twice. Two points that make the same merge, to the bit (DARE-TIES
+and TIES at density 1 drop nothing; with task vectors that never overlap, TIES at density
+1 is task arithmetic), are scored once: the later one takes the earlier one's scores. Only search items are read here: the holdout (and the
 benchmark's test items) judge the points chosen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 
 import optuna
+import torch
 
 from ..genome import Genome
 from ..mergekit.standard import StandardRecipe
@@ -77,13 +82,41 @@ def guards_kept(point: dict) -> bool | None:
     return None if not verdicts else all(v["within"] for v in verdicts.values())
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A merged state's fingerprint: every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def same_merge(points: dict[str, dict], digest: str) -> str | None:
+    """A fully scored point whose merge is this one, to the bit."""
+    return next((name for name, p in points.items() if p.get("merge_digest") == digest
+                 and p["race"]["outcome"] == "full"), None)
+
+
 def score_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
-                point: StandardRecipe, family: str, rival: dict | None) -> dict:
+                point: StandardRecipe, family: str, rival: dict | None,
+                points: dict[str, dict]) -> dict:
     """One point raced on the search split: its value (guarded, as a Phase 2 candidate's),
-    scores, race record and, when fully scored, its per-item scores and guard verdicts."""
-    value, scores, timings, record = racing.race(scorer, point, rival)
+    scores, race record and, when fully scored, its per-item scores and guard verdicts; a
+    point whose merge was fully scored already takes that point's record (`same_merge_as`)."""
+    started = time.perf_counter()
+    state = scorer.state_of(point)
+    digest = state_digest(state)
+    merge_seconds = time.perf_counter() - started
+    twin = same_merge(points, digest)
+    if twin is not None:
+        return {**points[twin], "family": family, "recipe": point.model_dump(),
+                "same_merge_as": twin,
+                "seconds": {"merge_seconds": merge_seconds, "eval_seconds": 0.0}}
+    value, scores, timings, record = racing.race(scorer, point, rival, state=state)
+    timings["merge_seconds"] += merge_seconds
     entry = {"family": family, "recipe": point.model_dump(), "value": value, "race": record,
-             "scores": scores_summary(scores), "seconds": timings}
+             "scores": scores_summary(scores), "seconds": timings, "merge_digest": digest}
     if record["outcome"] == "full":
         entry["item_scores"] = {t: scores[t]["item_scores"] for t in scorer.weights}
         if recipe.guard:
@@ -107,7 +140,7 @@ def tune(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> None:
         task = bar.add_task("tuned baselines", total=len(todo))
         for family, point in todo:
             points[point.name] = score_point(recipe, scorer, study, point, family,
-                                             family_incumbent(points, family))
+                                             family_incumbent(points, family), points)
             study.set_user_attr(POINTS_ATTR, points)  # kept as soon as scored
             bar.advance(task)
 
@@ -121,9 +154,13 @@ def ranked_points(points: dict[str, dict], family: str) -> list[str]:
 
 
 def health_of(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
-              candidate: Genome | StandardRecipe, name: str) -> str:
-    """A baseline's health verdict (checked once, kept in the study)."""
+              candidate: Genome | StandardRecipe, name: str, same_as: str | None = None) -> str:
+    """A baseline's health verdict (checked once, kept in the study; a point that makes
+    the same merge as a checked one, `same_as`, takes its verdict)."""
     verdicts = dict(study.user_attrs.get(HEALTH_ATTR, {}))
+    if name not in verdicts and same_as in verdicts:
+        verdicts[name] = verdicts[same_as]
+        study.set_user_attr(HEALTH_ATTR, verdicts)
     if name not in verdicts:
         scorer.load(scorer.state_of(candidate))
         report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
@@ -157,8 +194,9 @@ def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Base
         healthy[family] = None
         for name in ranked[:MAX_HEALTH_TRIES]:
             point = StandardRecipe(**points[name]["recipe"])
-            if health_accepted(health_of(recipe, scorer, study, point, name),
-                               recipe.allow_warning):
+            verdict = health_of(recipe, scorer, study, point, name,
+                                same_as=points[name].get("same_merge_as"))
+            if health_accepted(verdict, recipe.allow_warning):
                 healthy[family] = name
                 break
         for name in {chosen[family], healthy[family]} - {None}:
@@ -190,7 +228,8 @@ def point_row(name: str, point: dict, verdict: str | None) -> BaselinePoint:
                          search_fitness=point["value"],
                          fully_scored=point["race"]["outcome"] == "full",
                          items_scored=sum(point["race"]["items_scored"].values()),
-                         guards_kept=guards_kept(point), health=verdict)
+                         guards_kept=guards_kept(point), health=verdict,
+                         same_merge_as=point.get("same_merge_as"))
 
 
 def run_baselines(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:

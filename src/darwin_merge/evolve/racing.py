@@ -60,14 +60,14 @@ def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
     return result_scores if higher_is_better else [-s for s in result_scores]
 
 
-def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent: dict | None
-         ) -> tuple[float, dict, dict, dict]:
+def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent: dict | None,
+         state: dict | None = None) -> tuple[float, dict, dict, dict]:
     """(value, scores, timings, race record) of one candidate (a genome, or a standard
     recipe: the tuned baselines) raced against `incumbent` ({"number", "value",
     "item_scores"} of the best full candidate, or None: then the candidate is scored in
-    full)."""
+    full). `state`: the candidate's merged state when the caller has merged it already."""
     started = time.perf_counter()
-    scorer.load(scorer.state_of(candidate))
+    scorer.load(scorer.state_of(candidate) if state is None else state)
     merged = time.perf_counter()
     tasks = list(scorer.weights)
     parts: dict[str, list[dict]] = {t: [] for t in tasks}

@@ -124,6 +124,7 @@ class BaselinePoint(Part):
     items_scored: int
     guards_kept: bool | None = None  # None: no guard, or stopped by racing first
     health: str | None = None  # checked for each recipe's best points only
+    same_merge_as: str | None = None  # a point making this merge, to the bit, scored first
 
 
 # The standard recipes' methods in words (mergekit/standard.py), for every report.
