@@ -11,10 +11,10 @@ fixed and tuned on the search split by the search's own objective (docs/EVOLVE.m
   MAX_HEALTH_TRIES) gives the recipe's best *healthy* point.
 
 Every scored point is kept in the study (`baseline_points`), so a killed run continues
-without scoring a point twice. Two points that make the same merge, to the bit (DARE-TIES
-and TIES at density 1 drop nothing; with task vectors that never overlap, TIES at density
-1 is task arithmetic), are scored once: the later one takes the earlier one's scores. Only search items are read here: the holdout (and the
-benchmark's test items) judge the points chosen.
+without scoring a point twice. Two points that make the same merge, to the bit (with task
+vectors that never share a tensor, TIES and DARE-TIES at density 1 are task arithmetic), are
+scored once: the later one takes the earlier one's scores. Only search items are read here:
+the holdout (and the benchmark's test items) judge the points chosen.
 """
 
 from __future__ import annotations
