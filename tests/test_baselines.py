@@ -118,19 +118,20 @@ class SplitScorer:
                 else 0.5
         else:
             share = self.accuracy(self.split)
-        scores = [float(i < round(share * n)) for i in range(n)]
+        scores = [float(int((i + 1) * share) > int(i * share)) for i in range(n)]  # spread
         return {"kind": "loglik", "split": self.split, "n": n, "metric": "acc",
                 "higher_is_better": True, "acc": sum(scores) / n, "acc_stderr": 0.01,
                 "item_ids": list(range(n)), "item_scores": scores}
 
     def evaluate_loaded(self, task, limit, skip=0):
         self.splits.append(self.split)
-        return {**self.result(task, limit), "item_ids": list(range(skip, limit)),
-                "item_scores": self.result(task, limit)["item_scores"][skip:],
-                "n": limit - skip}
+        whole = self.result(task, self.limit)
+        return {**whole, "item_ids": list(range(skip, limit)),
+                "item_scores": whole["item_scores"][skip:limit], "n": limit - skip}
 
     def evaluate_loaded_all(self, tasks):
         self.splits.append(self.split)
+        self.guard_calls = getattr(self, "guard_calls", 0) + 1
         return {t: self.result(t, self.limit) for t in tasks}
 
 
@@ -164,6 +165,37 @@ def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, 
     scorer.splits.clear()
     again = baselines.run_baselines(recipe, scorer, study)
     assert scorer.splits == [] and again.record == record
+
+
+def test_guards_are_scored_only_where_they_can_change_the_choice(trio, tmp_path, monkeypatch):
+    """The guard tasks (most of a full point's cost) are scored best fitness first, only
+    until no point left can reach a recipe's three best: some points are never guarded, and
+    scoring their guards afterwards changes no recipe's three best points."""
+    import darwin_merge.health as health
+
+    monkeypatch.setattr(health, "check_health", lambda *a, **k: {
+        "verdict": "healthy", "reasons": [], "flagged_layers": []})
+    base, father, mother = trio
+    recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
+                          fitness={"simple_arithmetic": 1.0}, guard={"arc_easy": 0.05})
+    study = optuna.create_study(direction="maximize")
+    full = {"n": 20, "metric": "acc", "higher_is_better": True, "acc": 0.5}
+    study.set_user_attr("parent_search_scores", {"base": {"arc_easy": full}})
+    scorer = SplitScorer()
+    record = baselines.run_baselines(recipe, scorer, study).record
+    scored = [p for p in record.points if p.fully_scored]
+    unguarded = [p for p in scored if p.guards_scored is False]
+    assert unguarded and scorer.guard_calls == len(scored) - len(unguarded)
+    points = dict(study.user_attrs[baselines.POINTS_ATTR])
+    lazy = {f: baselines.ranked_points(recipe, scorer, study, points, f, 3)
+            for f in baselines.tuning_grid()}
+    for name in points:  # every guard scored, as before this change
+        if points[name]["race"]["outcome"] == "full":
+            baselines.with_guards(recipe, scorer, study, points, name)
+    assert scorer.guard_calls == len(scored)
+    assert lazy == {f: baselines.ranked_points(recipe, scorer, study, points, f, 3)
+                    for f in baselines.tuning_grid()}
+    assert {f: names[0] for f, names in lazy.items()} == record.chosen
 
 
 class TwinScorer(SplitScorer):

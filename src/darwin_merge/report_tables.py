@@ -123,7 +123,8 @@ def headline(summary: SummaryRecord) -> list[str]:
 
 def grid_rows(summary: SummaryRecord) -> tuple[list[str], list[list[str]]]:
     """The tuned points' search fitness: one row per recipe and density, one column per
-    lambda; a value racing stopped early is its estimate, marked `~` (headers, rows)."""
+    lambda; a value racing stopped early is its estimate, marked `~`; a fully scored point
+    whose guards were not scored (it could not be chosen) is marked `*` (headers, rows)."""
     search = summary.baseline_search
     if search is None or not search.points:
         return [], []
@@ -131,7 +132,8 @@ def grid_rows(summary: SummaryRecord) -> tuple[list[str], list[list[str]]]:
     cells: dict[tuple[str, float], dict[float, str]] = {}
     for p in search.points:
         mark = "" if p.fully_scored else "~"
-        broken = " (guard)" if p.guards_kept is False else ""
+        broken = " (guard)" if p.guards_kept is False else \
+            "*" if p.fully_scored and p.guards_scored is False else ""
         cells.setdefault((p.family, p.density), {})[p.scale] = \
             f"{mark}{p.search_fitness:.3f}{broken}"
     headers = ["recipe", "density"] + [f"lambda {s:g}" for s in scales]

@@ -307,7 +307,8 @@ def baselines_markdown(summary: SummaryRecord) -> list[str]:
     if grid:
         lines += ["", f"Tuned points on the search split ({len(search.points)} points in "
                   f"{search.seconds:.0f} s; the fitness less the guard penalty; `~`: racing's "
-                  "estimate for a point stopped early; (guard): a guard broken):", "",
+                  "estimate for a point stopped early; (guard): a guard broken; `*`: guards not "
+                  "scored, the point being below its recipe's best ones):", "",
                   *markdown_table(headers, grid)]
     return lines
 

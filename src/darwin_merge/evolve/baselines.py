@@ -10,6 +10,11 @@ fixed and tuned on the search split by the search's own objective (docs/EVOLVE.m
   recipe's best point is health-checked; when it fails, the next best (at most
   MAX_HEALTH_TRIES) gives the recipe's best *healthy* point.
 
+The guard tasks (on SmolLM2, about six times the fitness tasks' cost of a point) are scored
+only where they can change a choice: best fitness first, for racing's rival and each
+recipe's MAX_HEALTH_TRIES best points; a point below those is never guarded (its guarded
+value is at most its fitness), so the choices are those of guarding every point (a test).
+
 Every scored point is kept in the study (`baseline_points`), so a killed run continues
 without scoring a point twice. Two points that make the same merge, to the bit (with task
 vectors that never share a tensor, TIES and DARE-TIES at density 1 are task arithmetic), are
@@ -64,20 +69,60 @@ def tuning_grid() -> dict[str, list[StandardRecipe]]:
     return grid
 
 
-def family_incumbent(points: dict[str, dict], family: str) -> dict | None:
+def fitness_of_point(point: dict) -> float:
+    """A point's search fitness before any guard penalty (a racing estimate when stopped)."""
+    return point.get("fitness", point["value"])
+
+
+def by_fitness(points: dict[str, dict], family: str) -> list[str]:
+    """A recipe's fully scored points, highest fitness first (grid order between equals)."""
+    order = [p.name for p in tuning_grid()[family]]
+    full = [n for n, p in points.items() if p["family"] == family
+            and p["race"]["outcome"] == "full"]
+    return sorted(full, key=lambda n: (-fitness_of_point(points[n]), order.index(n)))
+
+
+def family_incumbent(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                     points: dict[str, dict], family: str) -> dict | None:
     """Racing's rival within a recipe: its best fully scored point that keeps every guard
     (a point that broke one carries the guard penalty, and racing a point that keeps them
-    against it would stop it on the penalty's account)."""
-    full = [(name, p) for name, p in points.items() if p["family"] == family
-            and p["race"]["outcome"] == "full" and guards_kept(p) is not False]
-    if not full:
-        return None
-    name, best = max(full, key=lambda item: item[1]["value"])
-    return {"number": name, "value": best["value"], "item_scores": best["item_scores"]}
+    against it would stop it on the penalty's account). Guards are scored here, best
+    fitness first, until a point keeps them."""
+    for name in by_fitness(points, family):
+        point = with_guards(recipe, scorer, study, points, name)
+        if guards_kept(point) is not False:
+            return {"number": name, "value": point["value"],
+                    "item_scores": point["item_scores"]}
+    return None
+
+
+def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                points: dict[str, dict], name: str) -> dict:
+    """A fully scored point with its guards scored (once; kept in the study, and given to
+    every point that makes the same merge): its value is then guarded."""
+    point = points[name]
+    if not recipe.guard or "guard" in point:
+        return point
+    started = time.perf_counter()
+    scorer.load(scorer.state_of(StandardRecipe(**point["recipe"])))
+    scores = scorer.evaluate_loaded_all([t for t in scorer.tasks if t not in scorer.weights])
+    verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
+    seconds = time.perf_counter() - started
+    for twin, other in points.items():
+        if twin == name or (point.get("merge_digest") is not None
+                            and other.get("merge_digest") == point["merge_digest"]):
+            points[twin] = {**other, "guard": verdicts,
+                            "value": guarded(fitness_of_point(other), verdicts),
+                            "scores": {**other["scores"], **scores_summary(scores)},
+                            "seconds": {**other["seconds"],
+                                        "guard_seconds": seconds if twin == name else 0.0}}
+    study.set_user_attr(POINTS_ATTR, points)
+    return points[name]
 
 
 def guards_kept(point: dict) -> bool | None:
-    """Whether a fully scored point kept every guard (None: no guard, or not fully scored)."""
+    """Whether a fully scored point kept every guard (None: no guard, not fully scored, or
+    its guards not scored: it could not be chosen)."""
     verdicts = point.get("guard")
     return None if not verdicts else all(v["within"] for v in verdicts.values())
 
@@ -113,17 +158,14 @@ def score_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
         return {**points[twin], "family": family, "recipe": point.model_dump(),
                 "same_merge_as": twin,
                 "seconds": {"merge_seconds": merge_seconds, "eval_seconds": 0.0}}
-    value, scores, timings, record = racing.race(scorer, point, rival, state=state)
+    value, scores, timings, record = racing.race(scorer, point, rival, state=state,
+                                                 with_guards=False)
     timings["merge_seconds"] += merge_seconds
-    entry = {"family": family, "recipe": point.model_dump(), "value": value, "race": record,
-             "scores": scores_summary(scores), "seconds": timings, "merge_digest": digest}
+    entry = {"family": family, "recipe": point.model_dump(), "value": value, "fitness": value,
+             "race": record, "scores": scores_summary(scores), "seconds": timings,
+             "merge_digest": digest}
     if record["outcome"] == "full":
         entry["item_scores"] = {t: scores[t]["item_scores"] for t in scorer.weights}
-        if recipe.guard:
-            verdicts = guard_verdicts(scores, recipe.guard,
-                                      study.user_attrs["parent_search_scores"])
-            entry["guard"] = verdicts
-            entry["value"] = guarded(value, verdicts)
     return entry
 
 
@@ -139,18 +181,31 @@ def tune(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> None:
     with progress_bar(True) as bar:
         task = bar.add_task("tuned baselines", total=len(todo))
         for family, point in todo:
-            points[point.name] = score_point(recipe, scorer, study, point, family,
-                                             family_incumbent(points, family), points)
+            rival = family_incumbent(recipe, scorer, study, points, family)
+            points[point.name] = score_point(recipe, scorer, study, point, family, rival,
+                                             points)
             study.set_user_attr(POINTS_ATTR, points)  # kept as soon as scored
             bar.advance(task)
 
 
-def ranked_points(points: dict[str, dict], family: str) -> list[str]:
-    """A recipe's fully scored points, best first (grid order between equals)."""
+def ranked_points(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                  points: dict[str, dict], family: str, wanted: int) -> list[str]:
+    """A recipe's `wanted` best fully scored points by guarded fitness, best first (grid
+    order between equals). Guards are scored best fitness first, only until no point left
+    unscored can reach the `wanted`-th (its guarded value is at most its fitness)."""
     order = [p.name for p in tuning_grid()[family]]
-    full = [n for n, p in points.items() if p["family"] == family
-            and p["race"]["outcome"] == "full"]
-    return sorted(full, key=lambda n: (-points[n]["value"], order.index(n)))
+
+    def rank(names):
+        return sorted(names, key=lambda n: (-points[n]["value"], order.index(n)))
+
+    known: list[str] = []
+    for name in by_fitness(points, family):
+        if len(known) >= wanted and \
+                fitness_of_point(points[name]) < points[rank(known)[wanted - 1]]["value"]:
+            break
+        with_guards(recipe, scorer, study, points, name)
+        known.append(name)
+    return rank(known)[:wanted]
 
 
 def health_of(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
@@ -182,12 +237,12 @@ class Baselines:
 def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:
     """Each tuned recipe's best point and best healthy point (health-checked in rank order,
     at most MAX_HEALTH_TRIES), the best of them overall, and the fixed baselines."""
-    points = study.user_attrs.get(POINTS_ATTR, {})
+    points = dict(study.user_attrs.get(POINTS_ATTR, {}))
     candidates: dict[str, Genome | StandardRecipe] = {**FIXED_GENOMES}
     candidates.update({r.name: r for r in FIXED_RECIPES})
     chosen, healthy = {}, {}
     for family in tuning_grid():
-        ranked = ranked_points(points, family)
+        ranked = ranked_points(recipe, scorer, study, points, family, MAX_HEALTH_TRIES)
         if not ranked:
             continue
         chosen[family] = ranked[0]
@@ -207,7 +262,8 @@ def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Base
     best = max(chosen.values(), key=lambda n: points[n]["value"], default=None)
     kept = [n for n in healthy.values() if n is not None]
     best_healthy = max(kept, key=lambda n: points[n]["value"], default=None)
-    rows = [point_row(name, p, verdicts.get(name)) for name, p in points.items()]
+    rows = [point_row(name, p, verdicts.get(name), bool(recipe.guard))
+            for name, p in points.items()]
     seconds = sum(sum(p["seconds"].values()) for p in points.values())
     return Baselines(candidates, BaselineSearch(
         mode="tuned", seconds=seconds, points=rows, chosen=chosen, healthy=healthy,
@@ -222,14 +278,15 @@ def described(candidates: dict[str, Genome | StandardRecipe], verdicts: dict) ->
                         if isinstance(c, StandardRecipe)}}
 
 
-def point_row(name: str, point: dict, verdict: str | None) -> BaselinePoint:
-    """A scored point as summary.json's row."""
+def point_row(name: str, point: dict, verdict: str | None, guard: bool) -> BaselinePoint:
+    """A scored point as summary.json's row (`guard`: the run has guards)."""
     return BaselinePoint(name=name, family=point["family"], **point["recipe"],
                          search_fitness=point["value"],
                          fully_scored=point["race"]["outcome"] == "full",
                          items_scored=sum(point["race"]["items_scored"].values()),
                          guards_kept=guards_kept(point), health=verdict,
-                         same_merge_as=point.get("same_merge_as"))
+                         same_merge_as=point.get("same_merge_as"),
+                         guards_scored=("guard" in point) if guard else None)
 
 
 def run_baselines(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:

@@ -61,11 +61,13 @@ def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
 
 
 def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent: dict | None,
-         state: dict | None = None) -> tuple[float, dict, dict, dict]:
+         state: dict | None = None, with_guards: bool = True) -> tuple[float, dict, dict, dict]:
     """(value, scores, timings, race record) of one candidate (a genome, or a standard
     recipe: the tuned baselines) raced against `incumbent` ({"number", "value",
     "item_scores"} of the best full candidate, or None: then the candidate is scored in
-    full). `state`: the candidate's merged state when the caller has merged it already."""
+    full). `state`: the candidate's merged state when the caller has merged it already;
+    `with_guards` False leaves a fully scored candidate's guard tasks to the caller (the
+    tuned baselines score them only where they can change the choice)."""
     started = time.perf_counter()
     scorer.load(scorer.state_of(candidate) if state is None else state)
     merged = time.perf_counter()
@@ -94,7 +96,7 @@ def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent:
             return value, scores, _timings(started, merged), _record(
                 "stopped", incumbent, decisions, ends)
     full = {t: combine(p) for t, p in parts.items()}
-    if len(scorer.tasks) > len(tasks):  # guard tasks: scored once the candidate is through
+    if with_guards and len(scorer.tasks) > len(tasks):  # guards: once the candidate is through
         full.update(scorer.evaluate_loaded_all([t for t in scorer.tasks if t not in tasks]))
     return (fitness_of(full, scorer.weights), full, _timings(started, merged),
             _record("full", incumbent, decisions, done))

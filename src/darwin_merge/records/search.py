@@ -122,7 +122,8 @@ class BaselinePoint(Part):
     search_fitness: Number  # guarded; a racing estimate when not fully scored
     fully_scored: bool
     items_scored: int
-    guards_kept: bool | None = None  # None: no guard, or stopped by racing first
+    guards_kept: bool | None = None  # None: no guard, stopped by racing, or guards not scored
+    guards_scored: bool | None = None  # None: no guard; False: below its recipe's best points
     health: str | None = None  # checked for each recipe's best points only
     same_merge_as: str | None = None  # a point making this merge, to the bit, scored first
 
