@@ -135,18 +135,25 @@ class SplitScorer:
         return {t: self.result(t, self.limit) for t in tasks}
 
 
-def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, tmp_path,
-                                                                            monkeypatch):
+def guarded_tuning(trio, folder: Path, monkeypatch) -> tuple:
+    """(recipe, study) of a tuning with an ARC-Easy guard against a base at 0.5, every
+    health check planted healthy."""
     import darwin_merge.health as health
 
     monkeypatch.setattr(health, "check_health", lambda *a, **k: {
         "verdict": "healthy", "reasons": [], "flagged_layers": []})
     base, father, mother = trio
-    recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
+    recipe = build_recipe(father=father, mother=mother, base=base, out=folder,
                           fitness={"simple_arithmetic": 1.0}, guard={"arc_easy": 0.05})
     study = optuna.create_study(direction="maximize")
     full = {"n": 20, "metric": "acc", "higher_is_better": True, "acc": 0.5}
     study.set_user_attr("parent_search_scores", {"base": {"arc_easy": full}})
+    return recipe, study
+
+
+def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, tmp_path,
+                                                                            monkeypatch):
+    recipe, study = guarded_tuning(trio, tmp_path, monkeypatch)
     scorer = SplitScorer()
     chosen = baselines.run_baselines(recipe, scorer, study)
     assert set(scorer.splits) == {"search"}  # the holdout is never read to choose
@@ -171,16 +178,7 @@ def test_guards_are_scored_only_where_they_can_change_the_choice(trio, tmp_path,
     """The guard tasks (most of a full point's cost) are scored best fitness first, only
     until no point left can reach a recipe's three best: some points are never guarded, and
     scoring their guards afterwards changes no recipe's three best points."""
-    import darwin_merge.health as health
-
-    monkeypatch.setattr(health, "check_health", lambda *a, **k: {
-        "verdict": "healthy", "reasons": [], "flagged_layers": []})
-    base, father, mother = trio
-    recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
-                          fitness={"simple_arithmetic": 1.0}, guard={"arc_easy": 0.05})
-    study = optuna.create_study(direction="maximize")
-    full = {"n": 20, "metric": "acc", "higher_is_better": True, "acc": 0.5}
-    study.set_user_attr("parent_search_scores", {"base": {"arc_easy": full}})
+    recipe, study = guarded_tuning(trio, tmp_path, monkeypatch)
     scorer = SplitScorer()
     record = baselines.run_baselines(recipe, scorer, study).record
     scored = [p for p in record.points if p.fully_scored]
