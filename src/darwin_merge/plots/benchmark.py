@@ -8,12 +8,20 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..benchmark.report import children, method_rows
-from ..records.benchmark import ProblemResult
+from ..records.benchmark import ModelTest, ProblemResult
+
+# A bar drawn hatched: its model broke a guard on the test items or failed the health check.
+FLAGGED_HATCH = "///"
+
+
+def flagged(model: ModelTest) -> bool:
+    return model.guards_kept is False or model.health == "unhealthy"
 
 
 def draw(results: list[ProblemResult], path: Path) -> Path:
     """methods x problems: each problem's test fitness per method (the child's bar is the
-    mean over seeds, its dots the seeds)."""
+    mean over seeds, its dots the seeds); hatched where a guard broke on the test items or
+    the health check failed (a child's bar: any seed; its dots red for those seeds)."""
     methods = ["child", *dict.fromkeys(m for r in results for m in method_rows(r))]
     fig = Figure(figsize=(max(7.0, 1.2 * len(methods) * len(results) / 2), 4.2))
     ax = fig.add_subplot()
@@ -30,17 +38,23 @@ def draw(results: list[ProblemResult], path: Path) -> Path:
             x = j + (i - (len(methods) - 1) / 2) * width
             color = f"C{i % 10}"
             if method == "child":
-                values = [r.models[n].fitness for n in children(r)]
-                ax.bar(x, statistics.mean(values), width, color=color, label=label(method))
-                ax.scatter([x] * len(values), values, s=10, color="black", zorder=3)
+                seeds = [r.models[n] for n in children(r)]
+                values = [m.fitness for m in seeds]
+                ax.bar(x, statistics.mean(values), width, color=color, label=label(method),
+                       hatch=FLAGGED_HATCH if any(map(flagged, seeds)) else None)
+                ax.scatter([x] * len(values), values, s=10, zorder=3,
+                           color=["red" if flagged(m) else "black" for m in seeds])
             elif method in method_rows(r):
-                ax.bar(x, r.models[method_rows(r)[method]].fitness, width, color=color,
-                       label=label(method))
+                model = r.models[method_rows(r)[method]]
+                ax.bar(x, model.fitness, width, color=color, label=label(method),
+                       hatch=FLAGGED_HATCH if flagged(model) else None)
     ax.set_xticks(range(len(results)), [r.problem for r in results], fontsize=8)
     ax.set_ylabel("test fitness")
-    ax.set_title("Test fitness by method (child: mean over seeds, dots: each seed)",
-                 fontsize=10)
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Test fitness by method (child: mean over seeds, dots: each seed; hatched or "
+                 "red: a guard broken on the test items, or unhealthy)", fontsize=10)
+    legend = ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for handle in legend.legend_handles:  # a method's colour, not its first bar's hatch
+        handle.set_hatch(None)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
