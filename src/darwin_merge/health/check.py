@@ -447,7 +447,9 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     if len(set(depths.values())) != 1:
         raise IncompatibleModelsError(f"different decoder depths: {depths}")
     with progress_bar(progress) as bar:
-        per_probe = _measure(child_model, batches, total, depths["child"], nonfinite, bar)
+        what = "child, father, mother" if parents is None else "child; parents measured before"
+        per_probe = _measure(child_model, batches, depths["child"], nonfinite,
+                             bar.add_task(f"health check ({what})", total=total), bar)
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)
@@ -464,10 +466,9 @@ def _require_reference(parents: ParentReference, father, mother, settings: dict)
                          "or settings")
 
 
-def _measure(child, batches: dict, total: int, num_layers: int, nonfinite: dict,
+def _measure(child, batches: dict, num_layers: int, nonfinite: dict, task,
              bar: Progress) -> dict[str, dict]:
     """Per probe set, the child traced on each batch and summed against the parents."""
-    task = bar.add_task("health check (child, father, mother)", total=total)
     per_probe = {}
     for name, measured in batches.items():
         totals = _Totals(num_layers)
