@@ -88,7 +88,7 @@ class SplitScorer:
     guard; on the holdout another point would win. Records every split it is asked for."""
 
     weights = {"simple_arithmetic": 1.0}
-    tasks = ["simple_arithmetic", "arc_easy"]
+    tasks, guard_tasks = ["simple_arithmetic", "arc_easy"], ["arc_easy"]
     limit, split, model, tokenizer = 20, "search", None, None
 
     def __init__(self):

@@ -19,6 +19,7 @@ class ScriptedScorer:
     def __init__(self, score, tasks=("copa",)):
         self.weights = {t: 1.0 / len(tasks) for t in tasks}
         self.tasks, self.limit, self.score, self.calls = list(tasks), LIMIT, score, []
+        self.guard_tasks = []
 
     def state_of(self, genome):
         return {}

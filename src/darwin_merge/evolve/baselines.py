@@ -105,7 +105,7 @@ def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
         return point
     started = time.perf_counter()
     scorer.load(scorer.state_of(StandardRecipe(**point["recipe"])))
-    scores = scorer.evaluate_loaded_all([t for t in scorer.tasks if t not in scorer.weights])
+    scores = scorer.evaluate_loaded_all(scorer.guard_tasks)
     verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
     seconds = time.perf_counter() - started
     for twin, other in points.items():

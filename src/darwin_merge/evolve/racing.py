@@ -96,8 +96,8 @@ def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent:
             return value, scores, _timings(started, merged), _record(
                 "stopped", incumbent, decisions, ends)
     full = {t: combine(p) for t, p in parts.items()}
-    if with_guards and len(scorer.tasks) > len(tasks):  # guards: once the candidate is through
-        full.update(scorer.evaluate_loaded_all([t for t in scorer.tasks if t not in tasks]))
+    if with_guards and scorer.guard_tasks:  # guards: once the candidate is through
+        full.update(scorer.evaluate_loaded_all(scorer.guard_tasks))
     return (fitness_of(full, scorer.weights), full, _timings(started, merged),
             _record("full", incumbent, decisions, done))
 

@@ -93,7 +93,8 @@ class CandidateScorer:
         self.parents = parents
         self.weights = weights
         # what each candidate is scored on: the fitness tasks, then any guard task
-        self.tasks = list(weights) + [t for t in guard_tasks if t not in weights]
+        self.guard_tasks = [t for t in guard_tasks if t not in weights]
+        self.tasks = list(weights) + self.guard_tasks
         self.mri_ratios = mri_ratios
         self.settings = settings
         self.split, self.limit, self.batch_size = split, limit, batch_size
