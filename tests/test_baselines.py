@@ -330,3 +330,47 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
     assert "| task_arithmetic_l1 | task arithmetic, lambda 1 | fixed |" in text
     written = json.loads((run.out / "summary.json").read_text())
     assert written["baseline_search"]["recipes"]["task_arithmetic_l1"]["scale"] == 1.0
+
+
+class CountingWorker:
+    """A stand-in for CandidateScorer on the holdout: records which model each evaluation
+    ran on; a model's score is its planted weight (so different models score differently)."""
+
+    device, model = "cuda", None  # one worker: score_concurrently runs the jobs in turn
+
+    def __init__(self):
+        self.evaluated: list[tuple[float, str]] = []
+        self.state: dict | None = None
+
+    def load(self, state):
+        self.state = state
+
+    def evaluate_loaded_tasks(self, tasks, split, limit, log_samples=False):
+        weight = float(self.state["w"])
+        self.evaluated.append((weight, tasks[0]))
+        return {tasks[0]: {"acc": weight, "logged_samples": [{"weight": weight}]}}
+
+
+def test_the_holdout_scores_a_merge_once_however_many_baselines_make_it():
+    from darwin_merge.evolve.finish import HoldoutJobs
+
+    worker = CountingWorker()
+    models = {"task_arithmetic_l1": {"w": 1.0}, "ties_d1_l1": {"w": 1.0},
+              "ties_d0.5_l1": {"w": 0.5}}
+    done = HoldoutJobs(models, {"a": 10, "b": 10},
+                       same_as={"ties_d1_l1": "task_arithmetic_l1"}).run(worker)
+    assert sorted(worker.evaluated) == [(0.5, "a"), (0.5, "b"), (1.0, "a"), (1.0, "b")]
+    assert done["ties_d1_l1", "a"] == done["task_arithmetic_l1", "a"]
+    assert done["ties_d0.5_l1", "b"]["acc"] == 0.5
+    done["ties_d1_l1", "a"].pop("logged_samples")  # the holdout table takes them out per row
+    assert "logged_samples" in done["task_arithmetic_l1", "a"]
+
+
+def test_twin_baselines_are_the_candidates_whose_merge_an_earlier_one_makes():
+    points = {"task_arithmetic_l1": {"merge_digest": "x"}, "ties_d1_l1": {"merge_digest": "x"},
+              "dare_ties_d1_l1": {"merge_digest": "x"}, "ties_d0.5_l1": {"merge_digest": "y"}}
+    candidates = {"dare_ties_0.5": None, "linear_0.5": None, **dict.fromkeys(points)}
+    assert baselines.twin_candidates(candidates, points) == {
+        "ties_d1_l1": "task_arithmetic_l1", "dare_ties_d1_l1": "task_arithmetic_l1"}
+    # the fixed darwin genomes carry no fingerprint: never taken for twins
+    assert baselines.twin_candidates({"dare_ties_0.5": None, "linear_0.5": None}, {}) == {}

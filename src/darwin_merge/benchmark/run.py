@@ -29,7 +29,7 @@ from ..evolve.baselines import run_baselines
 from ..evolve.finish import HoldoutJobs, pick_healthy
 from ..evolve.recipe import Recipe, build_recipe, ensure_scan
 from ..evolve.run import Search, searched
-from ..evolve.scoring import primary_score, score_concurrently
+from ..evolve.scoring import primary_score
 from ..io.files import dump_json
 from ..records import read_record, record_json
 from ..records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
@@ -66,6 +66,7 @@ class ToScore:
     seed: int | None = None
     health: str | None = None
     method: str | None = None
+    same_as: str | None = None  # another model of the table that makes the same merge
 
 
 @dataclass
@@ -275,7 +276,8 @@ def reference_and_baselines(recipe: Recipe, search: Search) -> tuple[dict, dict]
     health = baselines.record.health or {}
     for name, candidate in baselines.candidates.items():
         todo[name] = ToScore(partial(search.scorer.state_of, candidate), "baseline",
-                             health=health.get(name), method=getattr(candidate, "method", name))
+                             health=health.get(name), method=getattr(candidate, "method", name),
+                             same_as=baselines.same_merge.get(name))
     record = baselines.record
     return todo, {"best_tuned": record.best_tuned, "best_healthy_tuned": record.best_healthy_tuned,
                   "chosen": record.chosen, "healthy": record.healthy}
@@ -296,8 +298,9 @@ def score_on_test(search: Search, folder: Path, todo: dict, test_tasks: dict,
         return found
     jobs = HoldoutJobs({name: m.state for name, (m, _) in missing.items()},
                        {t.name: t.limit for t in test_tasks.values()},
-                       {t.name: t.split for t in test_tasks.values()}, label="test")
-    done = score_concurrently(search.scorer, jobs.jobs())
+                       {t.name: t.split for t in test_tasks.values()}, label="test",
+                       same_as={n: m.same_as for n, (m, _) in missing.items() if m.same_as})
+    done = jobs.run(search.scorer)
     for name, (wanted, path) in missing.items():
         results = {task: done[name, t.name] for task, t in test_tasks.items()}
         scores = {task: primary_score(r) for task, r in results.items()}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 import torch
@@ -232,6 +232,9 @@ class Baselines:
 
     candidates: dict[str, Genome | StandardRecipe]
     record: BaselineSearch
+    # a candidate -> the earlier candidate that makes the same merge, to the bit (tuned
+    # points only: theirs are the merges fingerprinted); scored once, read twice
+    same_merge: dict[str, str] = field(default_factory=dict)
 
 
 def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:
@@ -267,7 +270,24 @@ def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Base
     seconds = sum(sum(p["seconds"].values()) for p in points.values())
     return Baselines(candidates, BaselineSearch(
         mode="tuned", seconds=seconds, points=rows, chosen=chosen, healthy=healthy,
-        best_tuned=best, best_healthy_tuned=best_healthy, **described(candidates, verdicts)))
+        best_tuned=best, best_healthy_tuned=best_healthy, **described(candidates, verdicts)),
+        same_merge=twin_candidates(candidates, points))
+
+
+def twin_candidates(candidates: dict, points: dict[str, dict]) -> dict[str, str]:
+    """Each candidate whose merge an earlier candidate makes too (same fingerprint), and
+    that earlier one."""
+    first: dict[str, str] = {}
+    twins = {}
+    for name in candidates:
+        digest = points.get(name, {}).get("merge_digest")
+        if digest is None:
+            continue
+        if digest in first:
+            twins[name] = first[digest]
+        else:
+            first[digest] = name
+    return twins
 
 
 def described(candidates: dict[str, Genome | StandardRecipe], verdicts: dict) -> dict:

@@ -3,6 +3,7 @@ beside both parents and the two merges a user would otherwise pick."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import shlex
 import sys
@@ -79,19 +80,30 @@ class HoldoutJobs:
     with one job per model, the last model of an odd count would run alone on one thread.
     A worker loads a model's tensors only when its skeleton holds another model's. A model
     is a state dict, or a function that merges it (the baselines: merged when loaded, so
-    that they are not all held at once)."""
+    that they are not all held at once). A model in `same_as` makes the same merge as the
+    model it names: it is not scored again, and `run` gives it a copy of that one's scores."""
 
     def __init__(self, models: dict[str, dict | Callable[[], dict]],
                  limits: dict[str, int | None], splits: dict[str, str] | None = None,
-                 label: str = "holdout"):
+                 label: str = "holdout", same_as: dict[str, str] | None = None):
         self.models, self.limits = models, limits  # limits: each task's number of items
         self.splits = splits or {}  # a task's split when not the holdout (benchmark/)
         self.label = label  # what the progress lines call the evaluation
+        self.same_as = {n: m for n, m in (same_as or {}).items() if n in models and m in models}
         self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
 
     def jobs(self) -> dict[tuple[str, str], ScoringJob]:
         return {(name, task): partial(self.score, name, task)
-                for name in self.models for task in self.limits}
+                for name in self.models if name not in self.same_as for task in self.limits}
+
+    def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], dict]:
+        """Every (model, task)'s result, each twin's a copy of the scored model's."""
+        done = score_concurrently(scorer, self.jobs())
+        for name, twin in self.same_as.items():
+            say(f"{self.label} evaluation: {name} makes the same merge as {twin}; "
+                "its scores are copied")
+            done.update({(name, task): copy.deepcopy(done[twin, task]) for task in self.limits})
+        return done
 
     def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
         """One model's holdout score on one task, with its per-item records."""
@@ -106,14 +118,15 @@ class HoldoutJobs:
 
 
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
-                  baseline_states: dict) -> dict:
+                  baseline_states: dict, same_merge: dict[str, str] | None = None) -> dict:
     """Every model on the holdout split of the fitness, guard and extra tasks, and the
-    child's paired comparison with each of them (docs/EVOLVE.md)."""
+    child's paired comparison with each of them (docs/EVOLVE.md); a baseline that makes
+    another's merge (`same_merge`) is scored once."""
     roles = task_roles(recipe)
     references = {name: getattr(scorer.parents, name) for name in scorer.references()}
     models = {"child": child_state, **references, **baseline_states}
-    done = score_concurrently(scorer, HoldoutJobs(
-        models, {task: recipe.holdout_limit_of(task) for task in roles}).jobs())
+    done = HoldoutJobs(models, {task: recipe.holdout_limit_of(task) for task in roles},
+                       same_as=same_merge).run(scorer)
     results = {name: {task: done[name, task] for task in roles} for name in models}
     table = {"tasks": {}, "models": {}, "comparisons": {}}
     items = {}
@@ -274,7 +287,8 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     child_state = scorer.child_state(genome)
     baselines = run_baselines(recipe, scorer, study)
     holdout = holdout_table(recipe, scorer, child_state, {
-        name: partial(scorer.state_of, c) for name, c in baselines.candidates.items()})
+        name: partial(scorer.state_of, c) for name, c in baselines.candidates.items()},
+        same_merge=baselines.same_merge)
     search_split = search_split_fitness(recipe, study, trial, scorer, baselines)
     rho, pairs = proxy_spearman(study)
     rho_full, pairs_full = proxy_spearman(study, fully_scored_only=True)
