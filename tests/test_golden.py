@@ -49,12 +49,32 @@ def test_what_changes_by_nature_is_masked_and_nothing_else(tmp_path):
     assert len(found) == 2
 
 
-def test_a_changed_string_key_or_count_is_a_difference():
+def test_a_change_in_the_real_snapshot_is_found_and_rounding_is_not():
+    """Mutations of the committed snapshot (what the tiny demo really writes)."""
+    import copy
+
     golden = golden_module()
-    record = {"best": {"genome_hash": "b599"}, "n": 100, "rows": [1, 2]}
-    assert golden.differences(record, {**record, "best": {"genome_hash": "c001"}}) == [
-        "/best/genome_hash: 'b599', now 'c001'"]
-    assert golden.differences(record, {**record, "n": 100.0}) == ["/n: 100, now 100.0"]
-    assert golden.differences(record, {**record, "rows": [1, 2, 3]}) == [
-        "/rows: 2 entries, now 3"]
-    assert golden.differences(record, {**record, "extra": 1}) == ["/extra: new"]
+    real = json.loads(golden.GOLDEN.read_text(encoding="utf-8"))
+    assert golden.differences(real, copy.deepcopy(real)) == []
+
+    def changed(edit):
+        now = copy.deepcopy(real)
+        edit(now["records"])
+        return golden.differences(real, now)
+
+    row = "/records/child/darwin_merge.json/tensors[0]/final_ratio"
+    ratio = real["records"]["child/darwin_merge.json"]["tensors"][0]["final_ratio"]
+
+    def nudge(factor):
+        return lambda r: r["child/darwin_merge.json"]["tensors"][0].update(
+            final_ratio=ratio * factor)
+
+    assert changed(nudge(1 + 1e-12)) == []
+    assert [line.split(":")[0] for line in changed(nudge(1 + 1e-8))] == [row]
+    assert changed(lambda r: r["summary.json"]["best"].update(genome_hash="0" * 16)) == [
+        f"/records/summary.json/best/genome_hash: "
+        f"{real['records']['summary.json']['best']['genome_hash']!r}, now {'0' * 16!r}"]
+    assert changed(lambda r: r["child/darwin_merge.json"]["tensors"].pop()) == [
+        "/records/child/darwin_merge.json/tensors: "
+        f"{len(real['records']['child/darwin_merge.json']['tensors'])} entries, now "
+        f"{len(real['records']['child/darwin_merge.json']['tensors']) - 1}"]
