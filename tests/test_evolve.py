@@ -106,6 +106,65 @@ def test_unreachable_storage_is_one_line_error(pair, tmp_path):
     assert "cannot open study storage" in err and "Traceback" not in err
 
 
+def test_the_scan_and_the_search_read_search_items_only(pair, tmp_path, monkeypatch):
+    """Every task item the scan's attribution, Phase 1 (the parents' scores) and Phase 2
+    (racing, full scores) read is from the `search` split: a spy on `select_items`,
+    wherever darwin imported it, sees no other split. (Fails if any of them asks for the
+    holdout or for all items.)"""
+    import darwin_merge.eval.evaluator
+    import darwin_merge.evolve.racing
+    import darwin_merge.scan.attribution  # noqa: F401 (imported before the spy is set)
+    from darwin_merge.eval import tasks as task_module
+
+    original, reads = task_module.select_items, []
+
+    def spy(task, split="all", limit=None):
+        reads.append((task.name, split))
+        return original(task, split, limit)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("darwin_merge") and \
+                getattr(module, "select_items", None) is original:
+            monkeypatch.setattr(module, "select_items", spy)
+    run_evolve(recipe(pair, tmp_path / "run", scan=None, trials=6, scan_items=4),
+               finish_run=False)
+    assert {name for name, _ in reads} >= set(FITNESS)
+    assert {split for _, split in reads} == {"search"}
+
+
+def test_the_finish_keeps_a_warning_child_only_when_allowed(pair, tmp_path, monkeypatch):
+    """The best genome's child gets a warning (interference only), every later one is
+    healthy: the finish passes over the first child and keeps the next, naming the first
+    among the rejected; with --allow-warning it keeps the first. An unhealthy child is
+    passed over either way. (Fails if --allow-warning is not read, or read for an
+    unhealthy child.)"""
+    from darwin_merge.evolve import finish
+    from darwin_merge.evolve.run import searched
+
+    first_verdict = {}
+
+    def health(recipe, child, **options):
+        verdict = first_verdict.pop("verdict", "healthy")
+        return {"verdict": verdict, "reasons": [] if verdict == "healthy" else [verdict],
+                "flagged_layers": [], "probe_sets": {}}
+
+    monkeypatch.setattr(finish, "child_health", health)
+    strict = recipe(pair, tmp_path / "run", trials=6)
+    lenient = strict.model_copy(update={"allow_warning": True})
+    with searched(strict) as search:
+        def pick(recipe, verdict):
+            first_verdict["verdict"] = verdict
+            return finish.pick_healthy(recipe, search.study, search.settings,
+                                       search.scan_path)
+
+        best, *_ = pick(lenient, "healthy")
+        kept, _, _, _, passed_over = pick(strict, "warning")
+        assert kept.number != best.number
+        assert (best.number, "warning") in [(r.trial, r.verdict) for r in passed_over]
+        assert pick(lenient, "warning")[0].number == best.number
+        assert pick(lenient, "unhealthy")[0].number == kept.number
+
+
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
     # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
     run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
@@ -383,6 +442,18 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "samples_copa", "samples_gsm8k", "samples_lambada_openai"]
     assert all(len(p.read_text().splitlines()) == 3 for p in logged)
     assert "logged_samples" not in summary["holdout"]["models"]["child"]["copa"]
+    # the child's reported scores are its logged items': each GSM8K item right exactly when
+    # its extracted answer is the gold one, each task's score the mean of its items
+    from darwin_merge.eval.metrics import gsm8k_gold
+
+    child = summary["holdout"]["models"]["child"]
+    for path, metric in zip(logged, ("acc", "exact_match", "acc"), strict=True):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        task = path.name.rsplit("_", 1)[0].removeprefix("samples_")
+        if task == "gsm8k":
+            assert [r["exact_match"] for r in records] == [
+                float(r["filtered_resps"][0] == gsm8k_gold(r["target"])) for r in records]
+        assert child[task][metric] == pytest.approx(sum(r[metric] for r in records) / 3)
 
 
 def test_eval_dtype_bfloat16_scores_a_float32_merge_and_fitness_tasks_get_their_own_holdout_n(

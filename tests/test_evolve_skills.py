@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from darwin_merge.demo.tiny import task_paths
@@ -54,11 +55,26 @@ def test_child_beats_both_parents_and_baselines(skills_run):
     assert health["function_loss"] == [] and health["nonfinite"]["weights"] == []
 
 
-def test_run_folder_records(skills_run):
+def test_run_folder_records(skills_run, two_skill_pair, tmp_path):
+    """The run folder's records agree with one another, and its child is the merge of its
+    best genome: `darwin merge` of best_genome.yaml with the run's scan gives the child's
+    tensors to the bit. (Fails if the finish writes another candidate's child or records
+    another genome than it merged.)"""
+    from safetensors.torch import load_file
+
+    from darwin_merge.cli import main
+
     run, summary = skills_run
-    assert (run / "child" / "config.json").is_file()
+    base, father, mother = two_skill_pair
     genome = yaml.safe_load((run / "best_genome.yaml").read_text())
     assert genome == summary["best"]["genome"]
+    assert main(["merge", "--father", str(father), "--mother", str(mother), "--base",
+                 str(base), "--genome", str(run / "best_genome.yaml"), "--scan",
+                 str(run / "scan" / "scan.json"), "--out", str(tmp_path / "again")]) == 0
+    child, again = (load_file(folder / "model.safetensors")
+                    for folder in (run / "child", tmp_path / "again"))
+    assert child.keys() == again.keys()
+    assert all(torch.equal(child[name], again[name]) for name in child)
     trials = json.loads((run / "trials.json").read_text())
     assert len([t for t in trials if t["phase"] == 2]) == 16
     assert summary["phase1"]["pairs"] >= 3 and summary["phase1"]["steps"] == 50

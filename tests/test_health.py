@@ -185,13 +185,6 @@ def test_function_loss_is_judged_against_the_better_parent_where_the_child_sits(
     assert verdict_of({"weights": [], "activations": []}, [], [3], {})[0] == "warning"
 
 
-def test_search_keeps_a_warning_only_when_allowed():
-    assert health_accepted("healthy", allow_warning=False)
-    assert not health_accepted("warning", allow_warning=False)
-    assert health_accepted("warning", allow_warning=True)
-    assert not health_accepted("unhealthy", allow_warning=True)
-
-
 def test_arc_position_of_a_child():
     assert arc_position(0.3, 0.3, 0.6) == (0.0, 0.5)  # between: on the arc
     assert arc_position(0.0, 0.5, 0.5) == (0.0, 0.0)  # the father itself

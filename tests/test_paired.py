@@ -57,18 +57,51 @@ def test_bootstrap_p_agrees_with_the_normal_approximation_on_many_items():
     assert bootstrap_p([diffs], [1.0]) == bootstrap_p([diffs], [1.0])  # fixed seed
 
 
-def test_compare_non_binary_scores_uses_the_bootstrap():
-    result = compare([0.5, 0.7, 0.9], [0.5, 0.6, 0.8])
-    assert result["test"] == "paired_bootstrap" and result["diff"] == pytest.approx(0.2 / 3)
+def normal_p(diff: float, stderr: float) -> float:
+    """The two-sided p of a mean difference under the normal approximation."""
+    return math.erfc(abs(diff) / stderr / math.sqrt(2.0))
 
 
-def test_weighted_comparison_adds_task_differences_and_variances():
-    pairs = {"x": discordant(6, 2, both=2), "y": discordant(1, 3, both=6)}
+def differences(mean: float, sd: float, n: int, seed: int) -> np.ndarray:
+    """n normal draws moved to exactly this mean and sample standard deviation."""
+    z = np.random.default_rng(seed).normal(size=n)
+    return mean + sd * (z - z.mean()) / z.std(ddof=1)
+
+
+def scores_with_differences(diffs: np.ndarray, seed: int) -> tuple[list[float], list[float]]:
+    """Two models' non-binary scores on the same items whose differences are `diffs`."""
+    b = np.random.default_rng(seed).uniform(0.2, 0.8, len(diffs))
+    return list(b + diffs), list(b)
+
+
+def test_the_bootstrap_p_of_non_binary_scores_is_the_normal_answer_at_large_n():
+    """400 items whose differences have mean 0.05 and SD 0.5, two standard errors: the
+    paired bootstrap's p is the normal approximation's, 2 (1 - Phi(2)) = 0.0455 (the
+    central limit holds here), to 0.01, and differences around zero give a p near 1.
+    (Fails if the p is one-sided or the bootstrap is not centred on the null.)"""
+    diffs = differences(0.05, 0.5, 400, seed=1)
+    result = compare(*scores_with_differences(diffs, seed=2))
+    assert result["test"] == "paired_bootstrap"
+    assert result["diff"] == pytest.approx(0.05) and result["stderr"] == pytest.approx(0.025)
+    assert result["p"] == pytest.approx(normal_p(0.05, 0.025), abs=0.01)
+    centred = compare(*scores_with_differences(diffs - diffs.mean(), seed=2))
+    assert centred["p"] > 0.95
+
+
+def test_the_weighted_bootstrap_is_the_normal_answer_for_independent_tasks():
+    """Two tasks of 300 and 200 items weighted 0.75 / 0.25, their differences of opposite
+    signs (means 0.08 and -0.1, SD 0.6): the weighted difference 0.035, its standard error
+    sqrt(0.75^2 0.36 / 300 + 0.25^2 0.36 / 200) = 0.0281 (independent tasks) and the
+    bootstrap's p, that of the normal approximation (0.21), to 0.015. (Fails if the
+    weights are left out of the bootstrap: equal weights put the difference at -0.01 and
+    the p near 0.7.)"""
+    diffs = {"x": differences(0.08, 0.6, 300, seed=3), "y": differences(-0.1, 0.6, 200, seed=4)}
+    pairs = {t: scores_with_differences(d, seed=5) for t, d in diffs.items()}
     result = compare_weighted(pairs, {"x": 0.75, "y": 0.25})
-    assert result["diff"] == pytest.approx(0.75 * 0.4 + 0.25 * -0.2)
-    se_x, se_y = (paired_stderr([p - q for p, q in zip(*pairs[t], strict=True)]) for t in "xy")
-    assert result["stderr"] == pytest.approx(math.hypot(0.75 * se_x, 0.25 * se_y))
-    assert result["n"] == 20 and 0.0 < result["p"] < 1.0
+    stderr = math.sqrt(0.75 ** 2 * 0.36 / 300 + 0.25 ** 2 * 0.36 / 200)
+    assert result["diff"] == pytest.approx(0.035) and result["stderr"] == pytest.approx(stderr)
+    assert result["p"] == pytest.approx(normal_p(0.035, stderr), abs=0.015)
+    assert result["n"] == 500 and result["test"] == "paired_bootstrap"
 
 
 def test_unequal_item_lists_are_refused():

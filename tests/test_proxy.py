@@ -93,21 +93,29 @@ def test_a_skill_redundant_in_the_preferred_parent_is_read_in_the_other():
     assert child(block0_ffn=1.0) == pytest.approx(0.2)
 
 
-def test_the_midpoint_sets_the_bend_of_a_blend():
-    """A midpoint above the chord (blends keep the better parent's edge) raises the
-    halfway child above the parents' mean; one below it lowers the child."""
-    half = Genome.uniform(0.5, density=1.0, merge_method_weight=0.0)
+def test_the_halfway_child_is_predicted_at_the_midpoint_the_scan_measured():
+    """The scan measured the halfway blend's score (father -2, mother -1): above the chord
+    (-1.2: a blend keeps the better parent's edge), on it, or below it (-1.8). The proxy
+    passes through that point: the halfway child's predicted metric is the link's metric
+    at the measured midpoint, whichever it is; the parents stay at their own metrics.
+    (Fails if the bend is scaled wrongly or ignored.)"""
+    half, father, mother = (Genome.uniform(r, density=1.0, merge_method_weight=0.0)
+                            for r in (0.5, 0.0, 1.0))
     effects = {"block0.attn": 0.4, "block0.ffn": 0.6, "embed": 0.0}
-    kept, lost, straight = (model_for(scan_task(effects, midpoint=m)) for m in (-1.2, -1.8, -1.5))
-    straight_value = predict(half, *straight)
-    assert straight[0].tasks[0].kappa == pytest.approx(0.0)
-    assert predict(half, *kept) > straight_value > predict(half, *lost)
-    assert kept[0].tasks[0].kappa == pytest.approx(4 * 0.3 / 1.0)
+    for midpoint in (-1.2, -1.5, -1.8):
+        model, index = model_for(scan_task(effects, midpoint=midpoint))
+        link = model.tasks[0].link
+        assert predict(half, model, index) == pytest.approx(link.metric(midpoint))
+        assert predict(father, model, index) == pytest.approx(0.2)
+        assert predict(mother, model, index) == pytest.approx(0.6)
 
 
-def test_a_scan_without_midpoint_has_no_bend():
-    model, _ = model_for(scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0}))
-    assert model.tasks[0].kappa == 0.0
+def test_without_a_measured_midpoint_the_halfway_child_is_on_the_chord():
+    """A scan made before the midpoint was measured: the halfway child is predicted at the
+    link's metric of the parents' mean score (no bend either way)."""
+    model, index = model_for(scan_task({"block0.attn": 0.5, "block0.ffn": 0.5, "embed": 0.0}))
+    half = Genome.uniform(0.5, density=1.0, merge_method_weight=0.0)
+    assert predict(half, model, index) == pytest.approx(model.tasks[0].link.metric(-1.5))
 
 
 def test_the_link_is_fitted_on_the_scans_evaluations_where_it_counted_hits():

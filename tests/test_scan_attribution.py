@@ -135,19 +135,34 @@ def test_a_resumed_scan_with_changed_probe_items_is_recomputed(
     assert again["inputs_sha256"] == scan["inputs_sha256"]
 
 
-def test_card_formula_is_kept_and_selectable(two_skill_pair, small_probes, tmp_path):
+def test_card_formula_is_kept_and_selectable(two_skill_pair, small_probes, trio_scan,
+                                             tmp_path):
+    """`formula="card"` (the source card's importance ratio) is recorded and gives other
+    ratios than the attribution; it is the mother's share: the parents swapped, every
+    tensor's ratio is its complement, and a parent against itself gives one half.
+    (Fails if the card mode mixes the parents' scores or leans to one side.)"""
     _, father, mother = two_skill_pair
     scan = run_scan(father, mother, tmp_path / "card", probes=small_probes, formula="card",
                     progress=False)
+    swapped = run_scan(mother, father, tmp_path / "swapped", probes=small_probes,
+                       formula="card", progress=False)
+    itself = run_scan(father, father, tmp_path / "itself", probes=small_probes,
+                      formula="card", progress=False)
     assert scan["formula"] == "card" and "attribution" not in scan
-    entry = scan["tensors"]["model.layers.0.mlp.up_proj.weight"]
-    assert entry["mri_ratio"] == pytest.approx(
-        entry["combined_b"] / (entry["combined_a"] + entry["combined_b"]))
+    ratios = mri_ratios(scan)
+    assert mri_ratios(swapped) == pytest.approx({n: 1.0 - r for n, r in ratios.items()})
+    assert set(mri_ratios(itself).values()) == {0.5}
+    assert ratios != pytest.approx(mri_ratios(trio_scan[0]), abs=1e-3)
     assert main(["scan", "--father", str(father), "--mother", str(mother), "--out",
                  str(tmp_path / "bad"), "--mri", "magic"]) == 2
 
 
 def test_groups_and_contrast():
+    """Tensors fall in their block's component group; the contrast counts a layer for what
+    it is to each parent (a parent's scores shifted or scaled change nothing) and turns
+    sign when the parents swap; the ratio is the mother's share: one half with no evidence,
+    the complement when every piece of evidence turns round, rising with each piece.
+    (Fails if the contrast compares raw scores, or the ratio leans to one parent.)"""
     from darwin_merge.arch.taxonomy import TensorInfo
 
     infos = [TensorInfo("model.layers.0.self_attn.q_proj.weight", "attn", 0, 0, "dare_ties"),
@@ -159,7 +174,18 @@ def test_groups_and_contrast():
     assert [group_of(i) for i in infos] == ["block0.attn", "block3.norm", "block3.ffn",
                                             "lm_head", "embed", "final_norm"]
     assert list(tensor_groups(infos))[:3] == ["block0.attn", "block3.ffn", "block3.norm"]
-    assert importance_contrast([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == [0.0, 0.0, 0.0]
-    assert importance_contrast([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])[0] > 2.0
+    father, mother = [1.0, 2.0, 3.0, 6.0], [3.0, 1.0, 2.0, 2.5]
+    contrast = importance_contrast(father, mother)
+    assert importance_contrast([10 * s + 7 for s in father], [0.1 * s - 2 for s in mother]) \
+        == pytest.approx(contrast)
+    assert importance_contrast(mother, father) == pytest.approx([-c for c in contrast])
+    assert importance_contrast(father, father) == [0.0] * 4
+    assert contrast[0] > 0 > contrast[3]  # the mother's top layer, the father's top layer
     assert attribution_ratio(0.0, 0.0, 0.0) == 0.5
-    assert attribution_ratio(2.0, 0.0, 0.0) > 0.85 > 0.15 > attribution_ratio(-2.0, 0.0, 0.0)
+    for evidence in [(1.3, 0.0, 0.0), (0.0, 0.7, 0.0), (0.0, 0.0, 0.4), (0.5, -1.2, 0.3)]:
+        turned = tuple(-e for e in evidence)
+        assert attribution_ratio(*evidence) + attribution_ratio(*turned) == pytest.approx(1.0)
+    for k in range(3):  # more of any one piece of evidence for the mother: a larger share
+        more = [0.2, 0.1, 0.1]
+        more[k] += 0.5
+        assert attribution_ratio(*more) > attribution_ratio(0.2, 0.1, 0.1)
