@@ -4,7 +4,7 @@ how many answers the thread count moves.
 
 The models are the specialists demo's three (the base and its two fine-tunes, built by
 `make demo`), scored on its six holdout tasks as the finish does it (one
-job per model and task, `evolve.finish.HoldoutJobs`). The two ways alternate `--repeats`
+job per model and task, `evolve.holdout.HoldoutJobs`). The two ways alternate `--repeats`
 times, so both see the same machine load.
 
     .venv/bin/python bench/bench_holdout_concurrency.py --limit 200 --repeats 2
@@ -41,7 +41,7 @@ def specialists() -> tuple[Path, Path]:
 
 
 def main() -> None:
-    from darwin_merge.evolve.finish import HoldoutJobs
+    from darwin_merge.evolve.holdout import HoldoutJobs
     from darwin_merge.evolve.scoring import CandidateScorer, concurrency, score_concurrently
     from darwin_merge.merge.engine import ParentTensors
     from darwin_merge.merge.plan import MergeSettings

@@ -42,9 +42,9 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)
 
 def masked(value, folder: str):
     """A record with what changes from run to run replaced by a placeholder."""
-    if isinstance(value, dict):
-        return {k: ("<masked>" if MASKED_KEY.search(str(k)) else masked(v, folder))
-                for k, v in value.items()}
+    if isinstance(value, dict):  # keys too: a task file is named by its path
+        return {masked(k, folder): ("<masked>" if MASKED_KEY.search(str(k))
+                                    else masked(v, folder)) for k, v in value.items()}
     if isinstance(value, list):
         return [masked(v, folder) for v in value]
     if isinstance(value, str):

@@ -140,7 +140,7 @@ def guarded_tuning(trio, folder: Path, monkeypatch) -> tuple:
     health check planted healthy."""
     import darwin_merge.health as health
 
-    monkeypatch.setattr(health, "check_health", lambda *a, **k: {
+    monkeypatch.setattr(health, "run_health", lambda *a, **k: {
         "verdict": "healthy", "reasons": [], "flagged_layers": []})
     base, father, mother = trio
     recipe = build_recipe(father=father, mother=mother, base=base, out=folder,
@@ -209,7 +209,7 @@ def test_points_that_make_the_same_merge_are_scored_and_checked_once(trio, tmp_p
     import darwin_merge.health as health
 
     checked = []
-    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+    monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy", "reasons": ["planted"], "flagged_layers": []})
     base, father, mother = trio
     recipe = build_recipe(father=father, mother=mother, base=base, out=tmp_path,
@@ -311,7 +311,7 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
                 "probe_sets": {"CODE": {"loss": {"child": 3.25, "father": 1.5,
                                                  "mother": 1.75}}}}
 
-    monkeypatch.setattr(health, "check_health", check)
+    monkeypatch.setattr(health, "run_health", check)
     base, father, mother = trio
     run = build_recipe(father=father, mother=mother, fitness={"arc_easy": 0.5,
                        "simple_arithmetic": 0.5}, out=tmp_path / "run", scan=scanned,
@@ -352,7 +352,7 @@ class CountingWorker:
 
 
 def test_the_holdout_scores_a_merge_once_however_many_baselines_make_it():
-    from darwin_merge.evolve.finish import HoldoutJobs
+    from darwin_merge.evolve.holdout import HoldoutJobs
 
     worker = CountingWorker()
     models = {"task_arithmetic_l1": {"w": 1.0}, "ties_d1_l1": {"w": 1.0},

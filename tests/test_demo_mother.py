@@ -15,6 +15,7 @@ import torch
 from darwin_merge.demo import mother as m
 from darwin_merge.errors import UsageError
 from darwin_merge.io.loading import load_model, load_tokenizer
+from darwin_merge.records import file_names
 
 PROBLEM = re.compile(r"^(\d+)( ([-+*]) \d+)+ =$")
 # A tiny version of the recipe: two steps on the top two blocks (seconds, not minutes).
@@ -178,7 +179,7 @@ def test_the_mother_folder_is_written_once_and_loads(smollm2, tmp_path, monkeypa
     # one thread to train, the caller's for each optimizer step, then the caller's again
     assert seen == [TINY.threads] + [threads, TINY.threads] * TINY.steps + [threads]
     assert folder == tmp_path / "models" / f"{smollm2.name}-arith-{TINY.hash8(smollm2)}"
-    record = json.loads((folder / m.RECORD_FILE).read_text())
+    record = json.loads((folder / file_names.FINE_TUNE_RECORD).read_text())
     assert record["recipe"] == TINY.key() and record["tokens"] > 0
     assert (folder / "chat_template.jinja").is_file() and (folder / "tokenizer.json").is_file()
     model, father = load_model(folder), load_model(smollm2)

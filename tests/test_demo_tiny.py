@@ -12,7 +12,7 @@ import yaml
 
 from darwin_merge.cli import main
 from darwin_merge.demo.run import TINY_PRESET, run_demo
-from darwin_merge.demo.tiny import RECORD_FILE, task_paths, tiny_folder
+from darwin_merge.demo.tiny import task_paths, tiny_folder
 from darwin_merge.eval.report import evaluate_path
 from darwin_merge.eval.tasks import file_task, select_items
 from darwin_merge.evolve.baselines import FIXED_GENOMES
@@ -20,6 +20,7 @@ from darwin_merge.evolve.scoring import fitness_of
 from darwin_merge.merge.engine import merge_models
 from darwin_merge.mergekit import merge_from_config
 from darwin_merge.mergekit.standard import StandardRecipe
+from darwin_merge.records import file_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 # the trio has a base; the fixed baselines (the tuned ones' names depend on the run)
@@ -50,7 +51,7 @@ def tiny_demo(two_skill_pair, tmp_path_factory):
 def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     cache, run, summary, _ = tiny_demo
     folder = tiny_folder(cache)
-    assert json.loads((folder / RECORD_FILE).read_text())["version"] == "v2"
+    assert json.loads((folder / file_names.TINY_RECORD).read_text())["version"] == "v2"
     tasks = {stem: str(path) for stem, path in task_paths(folder).items()}
     for path in tasks.values():  # real task files: both splits, the evaluator's own kind
         task = file_task(path)

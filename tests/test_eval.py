@@ -217,6 +217,22 @@ def test_evaluate_in_memory_with_a_user_task(tmp_path):
     assert res["copa"]["n"] == 4 and "acc_norm" in res["copa"]
 
 
+def test_sampled_generations_come_from_the_seed_and_leave_the_callers_generator_alone():
+    """maj@K's samples depend on `seed` only, the same samples as when generate seeded the
+    global generator and left it so (taken from the code at 1e4db6e), whatever the caller
+    drew before; the caller's generator state is its own again after the call."""
+    from darwin_merge.eval.generate import generate
+
+    model, tok = build_model("llama"), char_tokenizer()
+    torch.manual_seed(123)
+    torch.rand(5)  # the caller's own draws before the call
+    before = torch.get_rng_state()
+    samples = generate(model, tok, ["1+1=", "say hi"], samples=3, max_new_tokens=6, seed=7)
+    assert samples == [["e T 5 M B", "( a \\ f M [", "V \\ V ? #"],
+                       ["= @ ; }", "' } Z ) 1", "u w"]]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_evaluate_generative_tiny(tmp_path):
     model, tok = build_model("llama"), char_tokenizer()
     res = evaluate(model, tok, ["gsm8k", "copa_gen"], limit=2, samples=2, batch_size=4,

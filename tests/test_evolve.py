@@ -167,7 +167,9 @@ def test_the_finish_keeps_a_warning_child_only_when_allowed(pair, tmp_path, monk
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
     # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the caller's, restored
     run_evolve(recipe(pair, tmp_path / "b", trials=16), finish_run=False)
     seq_a = genome_sequence(tmp_path / "a" / "study.db")
     assert len(seq_a) == 16 and seq_a == genome_sequence(tmp_path / "b" / "study.db")
@@ -227,7 +229,7 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
     # the best seed's child is unhealthy, the next one healthy
-    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+    monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy",
                    "reasons": [], "flagged_layers": []})
     run = recipe(pair, tmp_path / "run", trials=16)
@@ -273,7 +275,7 @@ def test_with_no_healthy_seed_cma_es_starts_from_the_best_and_the_summary_says_s
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
-    monkeypatch.setattr(health, "check_health", lambda child, *a, **k: checked.append(
+    monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) <= 3 else "healthy",
                    "reasons": [], "flagged_layers": []})
     run = recipe(pair, tmp_path / "run", trials=16)

@@ -48,7 +48,7 @@ def test_child_identical_to_father_is_healthy(parents, tmp_path):
     father's (not the mother's), so healthy; the same check flags it once sabotaged."""
     father, mother = parents
     copy = save_model(AutoModelForCausalLM.from_pretrained(father), tmp_path / "copy")
-    report = check_health(copy, father, mother, out=tmp_path / "health", **FEW)
+    report = run_health(copy, father, mother, tmp_path / "health", **FEW)
     assert report["verdict"] == "healthy" and report["flagged_layers"] == []
     assert report["reasons"] == []
     for row in report["layers"]:

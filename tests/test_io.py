@@ -52,17 +52,27 @@ def test_written_folder_loads_in_transformers(tiny_llama, tmp_path):
     assert torch.isfinite(logits).all()
 
 
-def test_load_model_draws_no_transformers_bar_and_leaves_its_switch(tiny_llama, capfd):
+def test_load_model_draws_no_transformers_bar_and_leaves_its_switches(tiny_llama, capfd):
     """darwin's progress is rich's alone: transformers' "Loading weights" tqdm bar (one
-    per load, dozens in a search's log) is off while darwin loads, and back on after."""
+    per load, dozens in a search's log) and its warnings are off while darwin loads, and
+    the caller's settings back after (its bar switch, its logger's level)."""
+    import logging
+
     from transformers.utils import logging as transformers_logging
 
     from darwin_merge.io.loading import load_model
 
+    logger = logging.getLogger("transformers")
+    level = logger.level
     transformers_logging.enable_progress_bar()
-    assert load_model(tiny_llama) is not None
-    assert "Loading weights" not in capfd.readouterr().err
-    assert transformers_logging.is_progress_bar_enabled()
+    logger.setLevel(logging.INFO)
+    try:
+        assert load_model(tiny_llama) is not None
+        assert "Loading weights" not in capfd.readouterr().err
+        assert transformers_logging.is_progress_bar_enabled()
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(level)
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -1,5 +1,6 @@
 """The layout the docs promise: every package on the architecture page, no private imports
-across modules, pictures drawn in plots/ only and without pyplot."""
+across modules, pictures drawn in plots/ only and without pyplot, every file darwin writes
+named in records/file_names.py only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 from pathlib import Path
 
 import darwin_merge
+from darwin_merge.records import file_names
 
 PACKAGE = Path(darwin_merge.__file__).parent
 ARCHITECTURE = PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md"
@@ -50,3 +52,19 @@ def test_pictures_are_drawn_in_plots_only_and_without_pyplot():
         if any(name.startswith("matplotlib") for name in names):
             drawing.add(path.parent.name)
     assert drawing == {"plots"}
+
+
+def spelled_file_names(path: Path, names: set[str]) -> list[str]:
+    """The strings of a module that spell one of `names` (alone or at a path's end)."""
+    return [node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and any(node.value == n or node.value.endswith("/" + n) for n in names)]
+
+
+def test_file_names_are_spelled_in_one_module():
+    names = {v for k, v in vars(file_names).items() if k.isupper() and "." in v}
+    home = Path(file_names.__file__)
+    assert {"summary.json", "darwin_merge.json", "report.html"} <= names
+    spelled = {path.relative_to(PACKAGE).as_posix(): found for path in modules()
+               if path != home and (found := spelled_file_names(path, names))}
+    assert spelled == {}

@@ -12,7 +12,7 @@ import pytest
 
 from darwin_merge.eval import evaluate, evaluate_path, registry, select_items
 from darwin_merge.eval.report import results_file, write_results
-from darwin_merge.evolve.finish import write_holdout_results
+from darwin_merge.evolve.holdout import write_holdout_results
 from darwin_merge.evolve.recipe import Recipe
 from tiny_models import build_model, char_tokenizer
 

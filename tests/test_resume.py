@@ -149,7 +149,7 @@ def test_no_healthy_child_is_a_search_error_unless_warnings_are_allowed(pair, sc
     run = tmp_path / "run"
     strict = recipe(pair, run, scan=scan)
     run_evolve(strict, finish_run=False)
-    monkeypatch.setattr(health, "check_health", lambda *a, **k: {
+    monkeypatch.setattr(health, "run_health", lambda *a, **k: {
         "verdict": "warning", "reasons": ["interference at layer(s) 2"]})
     study = open_study(strict, optuna.samplers.RandomSampler())
     with pytest.raises(SearchError, match="no healthy child .*--allow-warning"):

@@ -214,6 +214,7 @@ def evolve_cmd(
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
     from .evolve.run import run_evolve
     from .evolve.summary_tables import summary_tables
+    from .records import SummaryRecord
 
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
                   scan_items=scan_items, scan_probe_sets=scan_probe_sets, trials=trials,
@@ -239,7 +240,7 @@ def evolve_cmd(
     if search_only:
         out.print(f"search recorded in {built.storage or built.out / 'study.db'}")
         return
-    _print_all(summary_tables(summary, built.out))
+    _print_all(summary_tables(SummaryRecord.model_validate(summary), built.out))
 
 
 def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
@@ -362,6 +363,7 @@ def merge_cmd(
     or run a mergekit config (--mergekit-config) with darwin's engine."""
     from .merge import merge_models
     from .merge.plan import parse_size
+    from .records import file_names
 
     if mergekit_config is not None:
         _merge_mergekit(mergekit_config, out_dir, dict(father=father, mother=mother,
@@ -380,7 +382,7 @@ def merge_cmd(
                         shard_size=parse_size(shard_size), threads=threads,
                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                         tokenizer_source=tokenizer_source)
-    out.print(f"child written to {path} (recipe in {path / 'darwin_merge.json'})")
+    out.print(f"child written to {path} (recipe in {path / file_names.MERGE_RECORD})")
 
 
 def _merge_mergekit(config: Path, out_dir: Path | None, genome_options: dict, **options
@@ -465,13 +467,14 @@ def card_cmd(
     The card's `base_model` lists the parents' Hub ids; a parent known only by its local
     folder is left out of it and named in the card's text.
     """
-    from .card import REPORT_NAME, write_card
+    from .card import write_card
+    from .records import file_names
 
     given = {"father": father_id, "mother": mother_id}
     path = write_card(child_dir, run, {role: i for role, i in given.items() if i is not None})
     out.print(f"card written to {path}")
     if run is not None:
-        out.print(f"report written to {run / REPORT_NAME}")
+        out.print(f"report written to {run / file_names.REPORT}")
 
 
 @app.command("scan")
@@ -589,10 +592,12 @@ def demo_run_cmd(
     """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
     from .demo.run import default_out, run_demo
     from .evolve.summary_tables import summary_tables
+    from .records import SummaryRecord
 
     summary = run_demo(family, cache, run_dir, device, fresh, pair=pair, trials=trials,
                        limit=limit, holdout_limit=holdout_limit, eval_dtype=eval_dtype)
-    _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
+    _print_all(summary_tables(SummaryRecord.model_validate(summary),
+                              Path(run_dir or default_out(family, pair))))
 
 
 @demo_app.command("test-items")

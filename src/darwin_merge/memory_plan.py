@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .arch.model_config import text_config
 from .io import ModelSource
 from .io.dtypes import parse_dtype
 from .io.loading import resolve_device
@@ -50,7 +51,7 @@ def model_shape(folder: str | Path, dtype: str | None) -> ModelShape:
     with ModelSource(folder) as source:
         nbytes = tensor_bytes(source.specs(), cast)
         config = source.config
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text = text_config(config)
     return ModelShape(nbytes, int(text.get("vocab_size", 0)), int(text.get("hidden_size", 0)),
                       int(text.get("num_hidden_layers", 0)))
 
@@ -89,10 +90,6 @@ class MemoryPlan:
         require_memory(self.runtime + largest, torch.device("cpu"),
                        f"`darwin {self.command}` on the host (runtime and one model in transit)")
 
-    def as_dict(self) -> dict:
-        return {"command": self.command, "device": self.device, "total_bytes": self.total,
-                "parts": dict(self.parts), "runtime_bytes": self.runtime}
-
 
 def logits_bytes(shape: ModelShape, batch_size: int, tokens: int) -> int:
     return batch_size * tokens * shape.vocab * 4 * LOGIT_COPIES
@@ -121,6 +118,17 @@ def health_plan(child, father, mother, *, device: str = "cpu", dtype: str = "flo
         s.nbytes for s in shapes.values())), ("traced forward passes", traces)), device)
 
 
+def kept_parent_states_bytes(recipe) -> int:
+    """What an evolve recipe's health checks keep of the parents (their probe states), 0
+    when over PARENT_STATES_MAX_BYTES (each check then runs the parents again)."""
+    from .scan.probes import load_probes
+
+    prompts = sum(len(texts[:recipe.probe_max_prompts]) for texts in load_probes().values())
+    size = parent_states_bytes(recipe.father, recipe.forward_dtype, prompts,
+                               recipe.probe_max_tokens)
+    return size if size <= PARENT_STATES_MAX_BYTES else 0
+
+
 def evolve_plan(recipe) -> MemoryPlan:
     """`darwin evolve`: the parents (and base) held for the whole run and the scorer's
     model; at the end, on top, either the health check's three models or the child's and
@@ -128,8 +136,6 @@ def evolve_plan(recipe) -> MemoryPlan:
     it), with the tuned baselines' kept task vectors (one model in float32, mergekit/
     standard.py), the parents' probe states the health checks keep (when kept), and one
     evaluation batch's logits."""
-    from .evolve.gate import kept_parent_states_bytes
-
     father = model_shape(recipe.father, recipe.dtype)
     kept = kept_parent_states_bytes(recipe)
     held = [model_shape(p, recipe.dtype).nbytes

@@ -11,12 +11,40 @@ and report (card/sections.py), so that they cannot disagree.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .eval.paired import p_text
 from .records import METHOD_WORDS, SummaryRecord
 
 BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health",
                     "guards (holdout)", "holdout fitness", "child minus it (fitness)"]
 REFERENCES = ("child", "father", "mother", "base")
+
+
+def score_cell(result: dict) -> str:
+    """One task's primary score in a table: `0.730 ± 0.031`."""
+    metric = result["metric"]
+    stderr = result.get(f"{metric}_stderr")
+    return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+
+
+def task_labels(tasks) -> dict[str, str]:
+    """Column titles of the tables: a task file named by its path shows its file name only,
+    unless another task of the table has the same file name."""
+    tasks = list(tasks)
+    names = [Path(t).name if t.endswith(".jsonl") else t for t in tasks]
+    return {t: name if names.count(name) == 1 else t
+            for t, name in zip(tasks, names, strict=True)}
+
+
+def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
+    """The search split's fitness of each model and the child's lead over it, in a line."""
+    child = fitness["child"]
+    others = ", ".join(f"{name} {value:.4f} ({child - value:+.4f})"
+                       for name, value in fitness.items() if name != "child")
+    return (f"Search split ({limit or 'all'} items per fitness task, where the child was "
+            f"chosen: its lead there is biased upward), fitness: child {child:.4f}; "
+            f"{others}.")
 
 
 def baseline_names(summary: SummaryRecord) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .arch.model_config import declared_size
 from .errors import IncompatibleModelsError, UsageError
 from .io.vocabulary import Vocabulary
 
@@ -101,10 +102,7 @@ def _union_ids(father: Vocabulary, mother: Vocabulary) -> tuple[dict[str, int], 
 
 def vocab_size_of(config: dict) -> int | None:
     """The embedding row count a config declares (top level or its text sub-config)."""
-    for cfg in (config, config.get("text_config") or {}):
-        if isinstance(cfg.get("vocab_size"), int):
-            return cfg["vocab_size"]
-    return None
+    return declared_size(config, "vocab_size")
 
 
 def with_vocab_size(config: dict, rows: int) -> dict:

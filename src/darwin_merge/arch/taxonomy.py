@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..io.dtypes import FLOAT_CODES
+from .model_config import declared_size
 from .rules import COMPONENTS, family_for
 
 __all__ = ["COMPONENTS", "NUM_BLOCKS", "Taxonomy", "TensorInfo", "block_of", "num_layers_of"]
@@ -38,11 +39,7 @@ def block_of(layer: int, num_layers: int) -> int:
 
 def num_layers_of(config: dict) -> int | None:
     """Decoder layer count from a config (top level or the text sub-config)."""
-    for cfg in (config, config.get("text_config") or {}):
-        n = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers")
-        if isinstance(n, int) and n > 0:
-            return n
-    return None
+    return declared_size(config, "num_hidden_layers", "n_layer", "num_layers")
 
 
 def _model_type(config: dict) -> str:

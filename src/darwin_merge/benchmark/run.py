@@ -26,12 +26,13 @@ from ..demo.test_items import PUBLISHED_TEST_SEED
 from ..errors import UsageError
 from ..eval.paired import hierarchical_bootstrap
 from ..evolve.baselines import run_baselines
-from ..evolve.finish import HoldoutJobs, pick_healthy
+from ..evolve.finish import pick_healthy
+from ..evolve.holdout import HoldoutJobs
 from ..evolve.recipe import Recipe, build_recipe, ensure_scan
 from ..evolve.run import Search, searched
 from ..evolve.scoring import primary_score
 from ..io.files import dump_json
-from ..records import read_record, record_json
+from ..records import file_names, read_record, record_json
 from ..records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
 from ..resources import FAST_EVAL_DTYPE, matmul_yardstick
 from . import say
@@ -97,9 +98,10 @@ def run_benchmark(names: list[str], out: Path, cache: Path, mode: str = "quick",
     results = [run_problem(p, out, cache, mode, seeds, test_seed, device, **budget)
                for p in problems]
     checks = {p.name: specialists_line(p, results, out) for p in problems}
-    (Path(out) / "quality.md").write_text(markdown(results, command, checks), encoding="utf-8")
-    draw(results, Path(out) / "quality.png")
-    say(f"benchmark report: {Path(out) / 'quality.md'} and {Path(out) / 'quality.png'}")
+    table, picture = Path(out) / file_names.QUALITY_TABLE, Path(out) / file_names.QUALITY_PICTURE
+    table.write_text(markdown(results, command, checks), encoding="utf-8")
+    draw(results, picture)
+    say(f"benchmark report: {table} and {picture}")
     return results
 
 
@@ -112,7 +114,7 @@ def specialists_line(problem: Problem, results: list[ProblemResult], out: Path) 
         return None
     mine = next(r for r in results if r.problem == problem.name)
     reference = next((r for r in results if r.problem == problem.specialists_of), None)
-    path = Path(out) / problem.specialists_of / "result.json"
+    path = Path(out) / problem.specialists_of / file_names.PROBLEM_RESULT
     if reference is None and path.is_file():
         reference = read_result(path.parent)
     if reference is None or reference.test_seed != mine.test_seed:
@@ -133,11 +135,11 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
     folder = Path(out) / problem.name
     values = {**MODES[mode], **problem.budget,
               **{k: v for k, v in budget.items() if v is not None}}
-    if (folder / "result.json").is_file():
+    if (folder / file_names.PROBLEM_RESULT).is_file():
         done = read_result(folder)
         if (done.mode, done.seeds, done.test_seed, done.budget) == (mode, list(seeds),
                                                                     test_seed, values):
-            say(f"[bold]{problem.name}[/bold]: done before ({folder / 'result.json'})")
+            say(f"[bold]{problem.name}[/bold]: done before ({folder / file_names.PROBLEM_RESULT})")
             return done
     started = time.perf_counter()
     yardstick = matmul_yardstick()
@@ -182,7 +184,7 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
     seconds["total"] = time.perf_counter() - started
     result = problem_result(problem, mode, seeds, test_seed, values, test_tasks, models, best,
                             seconds, fine_tune_seconds, yardstick)
-    dump_json(folder / "result.json", record_json(result))
+    dump_json(folder / file_names.PROBLEM_RESULT, record_json(result))
     return result
 
 
@@ -191,13 +193,13 @@ def share_parent_scores(recipe: Recipe, scores: dict) -> None:
     models on the same items), so that each seed does not score them again."""
     import optuna
 
-    from ..evolve.study import open_study
+    from ..evolve.study import open_study, quiet_optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(recipe.out).mkdir(parents=True, exist_ok=True)
-    study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
-    if "parent_search_scores" not in study.user_attrs:
-        study.set_user_attr("parent_search_scores", scores)
+    with quiet_optuna():
+        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
+        if "parent_search_scores" not in study.user_attrs:
+            study.set_user_attr("parent_search_scores", scores)
 
 
 def problem_parents(problem: Problem, cache: Path, device: str
@@ -213,7 +215,7 @@ def problem_parents(problem: Problem, cache: Path, device: str
         parents = {"father": folder / "father", "mother": folder / "mother",
                    "base": folder / "base" if problem.merge_with_base else None}
         return parents, {t: tasks.get(t, t) for t in problem.tasks()}, {}
-    from ..demo.mother import RECORD_FILE, prepare_mother
+    from ..demo.mother import prepare_mother
     from ..realmodels import ensure_real_model
 
     base = ensure_real_model(problem.family, cache)
@@ -225,7 +227,8 @@ def problem_parents(problem: Problem, cache: Path, device: str
         say(f"{role}: {problem.family} fine-tuned on {spec['skill']} (cached after the "
             "first run)")
         parents[role] = prepare_mother(base, cache, problem.recipes()[role], device=device)
-        record = json.loads((parents[role] / RECORD_FILE).read_text(encoding="utf-8"))
+        record_path = parents[role] / file_names.FINE_TUNE_RECORD
+        record = json.loads(record_path.read_text(encoding="utf-8"))
         trained[role] = float(record.get("seconds", 0.0))
     parents["base"] = base if problem.merge_with_base else None
     return parents, {t: t for t in problem.tasks()}, trained
@@ -363,4 +366,4 @@ def seed_comparison(children: list[ModelTest], other: ModelTest,
 
 
 def read_result(folder: Path) -> ProblemResult:
-    return read_record(ProblemResult, folder / "result.json")
+    return read_record(ProblemResult, folder / file_names.PROBLEM_RESULT)

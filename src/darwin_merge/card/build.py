@@ -7,14 +7,12 @@ from pathlib import Path
 
 from ..genome import GENES
 from ..io.files import write_bytes_atomic, write_text_atomic
+from ..records import file_names
 from .blocks import Picture, Section, Table
 from .html import render_html
 from .markdown import front_matter, render_markdown
 from .records import RunRecords, read_records
 from .sections import card_sections
-
-CARD_NAME = "README.md"
-REPORT_NAME = "report.html"
 
 
 def write_card(child_dir: str | Path, run_dir: str | Path | None = None,
@@ -27,7 +25,7 @@ def write_card(child_dir: str | Path, run_dir: str | Path | None = None,
         sections = card_sections(rec, Path(scratch))
         for picture in _pictures(sections):
             write_bytes_atomic(rec.child_dir / picture.name, picture.source.read_bytes())
-        card = rec.child_dir / CARD_NAME
+        card = rec.child_dir / file_names.CARD
         write_text_atomic(card, render_markdown(front_matter(rec), sections))
         if rec.run_dir is not None:
             _write_report(rec, sections)
@@ -38,7 +36,7 @@ def write_report(run_dir: str | Path, child_dir: str | Path | None = None) -> Pa
     """Write RUN_DIR/report.html alone; the child defaults to the run's `child` folder."""
     run_dir = Path(run_dir)
     if child_dir is None:
-        child_dir = run_dir / "child"
+        child_dir = run_dir / file_names.CHILD_DIR
     rec = read_records(child_dir, run_dir)
     with tempfile.TemporaryDirectory(prefix="darwin-report-") as scratch:
         return _write_report(rec, card_sections(rec, Path(scratch)))
@@ -58,9 +56,9 @@ def _write_report(rec: RunRecords, sections: list[Section]) -> Path:
     trials = _trials(rec)
     if trials is not None:
         sections.append(trials)
-    path = rec.run_dir / REPORT_NAME
+    path = rec.run_dir / file_names.REPORT
     sections[0] = Section(sections[0].title, [f"Run folder `{rec.run_dir}`; the model card "
-                                              f"is `{rec.child_dir / CARD_NAME}`.",
+                                              f"is `{rec.child_dir / file_names.CARD}`.",
                                               *sections[0].blocks], sections[0].anchor)
     write_text_atomic(path, render_html(f"Darwin run report: {rec.name}", sections))
     return path
@@ -70,9 +68,9 @@ def _evolution_plot(rec: RunRecords) -> Section | None:
     path = rec.pictures.get("evolution")
     if path is None:
         return None
-    return Section("Evolution plot", [Picture(path, "evolution.png", "Fitness over the search "
-                                              "(Phase 1 proxy, Phase 2 real) and the best "
-                                              "genome")], anchor="evolution-plot")
+    caption = "Fitness over the search (Phase 1 proxy, Phase 2 real) and the best genome"
+    return Section("Evolution plot", [Picture(path, file_names.EVOLUTION_PICTURE, caption)],
+                   anchor="evolution-plot")
 
 
 def _trials(rec: RunRecords) -> Section | None:
@@ -136,4 +134,4 @@ def _pictures(sections: list[Section]) -> list[Picture]:
     return [b for s in sections for b in s.blocks if isinstance(b, Picture)]
 
 
-__all__ = ["write_card", "write_report", "CARD_NAME", "REPORT_NAME"]
+__all__ = ["write_card", "write_report"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..arch.model_config import text_config
 from ..errors import UsageError
 from ..records import (
     Best,
@@ -26,16 +27,17 @@ from ..records import (
     SummaryRecord,
     TrialRow,
     Trials,
+    file_names,
     read_optional,
 )
 
-MERGE_REPORT = "darwin_merge.json"
 # Pictures a run may hold, by role: (path inside the run folder, name next to the card).
 RUN_PICTURES = {
-    "mds": ("scan/mds_father_mother.png", "mds_father_mother.png"),
-    "mri_ratio": ("scan/mri_ratio.png", "mri_ratio.png"),
-    "health": ("health/health.png", "health.png"),
-    "evolution": ("evolution.png", "evolution.png"),
+    "mds": (f"{file_names.SCAN_DIR}/{file_names.MDS_PICTURE}", file_names.MDS_PICTURE),
+    "mri_ratio": (f"{file_names.SCAN_DIR}/{file_names.MRI_PICTURE}", file_names.MRI_PICTURE),
+    "health": (f"{file_names.HEALTH_DIR}/{file_names.HEALTH_PICTURE}",
+               file_names.HEALTH_PICTURE),
+    "evolution": (file_names.EVOLUTION_PICTURE, file_names.EVOLUTION_PICTURE),
 }
 
 
@@ -108,8 +110,7 @@ class RunRecords:
 
     @property
     def num_layers(self) -> int | None:
-        config = self.child_config.get("text_config") or self.child_config
-        return config.get("num_hidden_layers")
+        return text_config(self.child_config).get("num_hidden_layers")
 
 
 def read_json(path: Path) -> dict | list | None:
@@ -141,10 +142,10 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
     run = Path(run_dir) if run_dir is not None else None
     if run is not None and not run.is_dir():
         raise UsageError(f"{run}: the run folder does not exist")
-    merge = read_optional(MergeRecord, child_dir / MERGE_REPORT)
-    summary = (read_optional(SummaryRecord, run / "summary.json") if run else None) or \
+    merge = read_optional(MergeRecord, child_dir / file_names.MERGE_RECORD)
+    summary = (read_optional(SummaryRecord, run / file_names.SUMMARY) if run else None) or \
         SummaryRecord()
-    trials = read_optional(Trials, run / "trials.json") if run else None
+    trials = read_optional(Trials, run / file_names.TRIALS) if run else None
     return RunRecords(
         child_dir=child_dir, run_dir=run, child_config=config, merge=merge, summary=summary,
         trials=tuple(trials.root) if trials else (),
@@ -161,7 +162,8 @@ def _mapping(data) -> dict:
 
 def _health(run: Path | None, summary: SummaryRecord) -> HealthRecord | HealthVerdict | None:
     """health/health.json (the full record) over the summary's copy of it."""
-    record = read_optional(HealthRecord, run / "health" / "health.json") if run else None
+    path = run / file_names.HEALTH_DIR / file_names.HEALTH if run else None
+    record = read_optional(HealthRecord, path) if path else None
     return record or summary.health
 
 
@@ -211,7 +213,7 @@ def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
     if not folder.is_absolute() and run is not None and not folder.exists():
         folder = run / folder
     config = _mapping(read_json(folder / "config.json")) if folder.is_dir() else {}
-    text = config.get("text_config") or config
+    text = text_config(config)
     name_or_path = config.get("_name_or_path")
     return ParentInfo(
         role=role, source=source,
@@ -225,7 +227,7 @@ def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
 
 def _license(folder: Path, config: dict) -> str | None:
     """The licence a parent declares: its README front matter, else its config."""
-    front = readme_front_matter(folder / "README.md")
+    front = readme_front_matter(folder / file_names.CARD)
     value = front.get("license") or config.get("license")
     return str(value) if value else None
 

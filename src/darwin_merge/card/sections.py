@@ -19,7 +19,7 @@ from ..genome import (
     genome_from_dict,
 )
 from ..plots.ratio_profile import plot_ratio_profile
-from ..records import Phase1Summary, Phase2Summary, VocabularyRecord
+from ..records import Phase1Summary, Phase2Summary, VocabularyRecord, file_names
 from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, headline
 from .blocks import Bullets, Code, Picture, Section, Table
 from .readings import reading, share_words, strongest_pulls
@@ -132,7 +132,7 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
 def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
     tensors = [row.model_dump() for row in rec.merge.tensors] if rec.merge else []
     options = rec.options
-    path = plot_ratio_profile(tensors, scratch / "ratio_profile.png",
+    path = plot_ratio_profile(tensors, scratch / file_names.RATIO_PROFILE_PICTURE,
                               _given(options.transplant_low, TRANSPLANT_LOW),
                               _given(options.transplant_high, TRANSPLANT_HIGH)) if tensors else None
     modes = rec.merge.modes if rec.merge else {}
@@ -144,7 +144,7 @@ def _ratio_profile(rec: RunRecords, scratch: Path) -> Section | None:
             "the genome alone: the merge had no scan"
         blocks += [f"The mother's share each decoder layer really got ({source}), mean "
                    "over each component's tensors, from the child's `darwin_merge.json`.",
-                   Picture(path, "ratio_profile.png", "Ratio profile by layer")]
+                   Picture(path, file_names.RATIO_PROFILE_PICTURE, "Ratio profile by layer")]
     if modes:
         rows = [[mode, str(count), MODE_WORDS.get(mode, "")] for mode, count in
                 sorted(modes.items(), key=lambda kv: -kv[1])]
@@ -343,7 +343,7 @@ def _remake(rec: RunRecords) -> list:
     if parents.father and parents.mother and rec.merge.genome:
         values = {**options, "base": parents.base}
         cmd = ["darwin", "merge", "--father", parents.father, "--mother", parents.mother,
-               "--genome", str(rec.child_dir / "darwin_merge.json")]
+               "--genome", str(rec.child_dir / file_names.MERGE_RECORD)]
         for key, (flag, default) in MERGE_FLAGS.items():
             if values.get(key) is not None and values.get(key) != default:
                 cmd += [flag, str(values[key])]

@@ -43,10 +43,10 @@ from ..io.loading import load_model, load_tokenizer, resolve_device
 from ..io.writer import copy_side_files, write_config
 from ..merge.engine import cpu_threads
 from ..progress import progress_bar
+from ..records import file_names
 from ..resources import cpu_has_fast_bfloat16
 
 IGNORE = -100  # the label cross_entropy skips: context and padding tokens
-RECORD_FILE = "darwin_mother.json"
 
 
 @dataclass(frozen=True)
@@ -369,7 +369,7 @@ def prepare_mother(father: str | Path, cache: str | Path = ".cache",
     """Return the mother's folder, training and writing it first if it is not cached."""
     father, recipe = Path(father), recipe or MotherRecipe()
     folder = mother_folder(father, Path(cache), recipe)
-    if (folder / RECORD_FILE).is_file():
+    if (folder / file_names.FINE_TUNE_RECORD).is_file():
         return folder
     torch_device = resolve_device(device)
     tokenizer = load_tokenizer(father)
@@ -387,7 +387,7 @@ def prepare_mother(father: str | Path, cache: str | Path = ".cache",
         write_like(model, father, tmp)
         record = {"father": str(father), "recipe": recipe.key(), "data": DATA_VERSION,
                   "device": str(torch_device), **numbers}
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / file_names.FINE_TUNE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return folder
 
 

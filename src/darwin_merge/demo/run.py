@@ -18,14 +18,22 @@ from rich.console import Console
 
 from ..benchmark.problem import load_problem
 from ..errors import UsageError
-from ..evolve.finish import score_cell, search_split_line, task_labels
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
 from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
-from ..records import Phase1Summary, SummaryRecord, parse_record, read_record
+from ..records import Phase1Summary, SummaryRecord, file_names, parse_record, read_record
 from ..records.search import SOURCE_COUNTS
-from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, grid_rows, headline
+from ..report_tables import (
+    BASELINE_HEADERS,
+    baseline_rows,
+    difference_cell,
+    grid_rows,
+    headline,
+    score_cell,
+    search_split_line,
+    task_labels,
+)
 from ..resources import FAST_EVAL_DTYPE
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
@@ -121,7 +129,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     """
     check_choice(family, pair)
     out = Path(out or default_out(family, pair))
-    summary_path = out / "summary.json"
+    summary_path = out / file_names.SUMMARY
     if summary_path.is_file() and not fresh:
         finished = read_record(SummaryRecord, summary_path)  # malformed: one-line RecordError
         check_same_pair(finished, family, pair, out)
@@ -144,7 +152,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
     for role in fine_tunes:  # a fine-tune's folder names its recipe's hash
         changed[role] = Path(parents[role]).name
     record = parse_record(SummaryRecord, summary, summary_path)
-    (out / "RESULTS.md").write_text(results_markdown(record, out, *demo_command(
+    (out / file_names.RESULTS).write_text(results_markdown(record, out, *demo_command(
         family, pair, changed)), encoding="utf-8")
     return summary
 

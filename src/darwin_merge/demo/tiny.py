@@ -31,6 +31,7 @@ import torch
 
 from ..io import ModelWriter, atomic_output_dir
 from ..merge.engine import cpu_threads
+from ..records import file_names
 
 # -- the tokenizer and the model ------------------------------------------------------------
 VOCAB_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
@@ -95,7 +96,7 @@ def write_tiny_model(model, folder: Path, description: str) -> Path:
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)
-    (folder / "README.md").write_text(
+    (folder / file_names.CARD).write_text(
         f"---\nlicense: apache-2.0\n---\n# Darwin's tiny demo: {folder.name}\n\n"
         f"A 2-layer Llama with a character tokenizer, {description} "
         "(darwin_merge/demo/tiny.py).\n", encoding="utf-8")
@@ -233,7 +234,6 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 
 # -- the task files and the cached folder -----------------------------------------------------
 TASK_FILES = {"shift": "skill_a", "mirror": "skill_b", "copy": "copy"}  # file stem: skill
-RECORD_FILE = "darwin_tiny.json"
 VERSION = "v2"  # bump when the trio's training or the task files change (v2: `keep`)
 
 
@@ -264,7 +264,7 @@ def prepare_tiny_pair(cache: str | Path = ".cache", seed: int = 0) -> Path:
     """The trio and its task files under `<cache>/models/tiny-two-skill-<hash8>`, trained
     and written (atomically) on the first call, returned at once afterwards."""
     folder = tiny_folder(Path(cache), seed)
-    if (folder / RECORD_FILE).is_file():
+    if (folder / file_names.TINY_RECORD).is_file():
         return folder
     with atomic_output_dir(folder, overwrite=folder.exists()) as tmp:
         started = time.perf_counter()
@@ -272,5 +272,6 @@ def prepare_tiny_pair(cache: str | Path = ".cache", seed: int = 0) -> Path:
         write_task_files(tmp)
         record = {"seed": seed, "version": VERSION, "tasks": TASK_FILES,
                   "seconds": round(time.perf_counter() - started, 1)}
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (tmp / file_names.TINY_RECORD).write_text(json.dumps(record, indent=2) + "\n",
+                                                  encoding="utf-8")
     return folder

@@ -41,7 +41,8 @@ def generate(model, tokenizer, prompts: list[str], *, samples: int = 1,
              progress=None) -> list[list[str]]:
     """`samples` generations per prompt (greedy when 1, sampled otherwise), in prompt order.
 
-    Sampling is seeded with `seed` through torch's global generator (what `generate` uses).
+    Sampling is seeded with `seed` through torch's global generator (what `generate` uses),
+    whose state is the caller's again when this returns.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     encoded = [render_prompt(tokenizer, p, thinking) for p in prompts]
@@ -49,21 +50,25 @@ def generate(model, tokenizer, prompts: list[str], *, samples: int = 1,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
     results: list[list[str]] = [[] for _ in prompts]
-    if samples > 1:
-        torch.manual_seed(seed)
-    for start in range(0, len(order), max(1, batch_size)):
-        batch = order[start: start + batch_size]
-        ids, mask = left_pad([encoded[i] for i in batch], pad, device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) \
-            if samples > 1 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             num_return_sequences=samples, pad_token_id=pad, use_cache=True,
-                             eos_token_id=sorted(stops), **sampling)
-        new = out[:, ids.shape[1]:].tolist()
-        for row, tokens in enumerate(new):
-            results[batch[row // samples]].append(_decode(tokenizer, tokens, stops | {pad}))
-        if progress is not None:
-            progress(len(batch))
+    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) \
+        if samples > 1 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    # sampling draws from torch's global generator: seeded here, the caller's state
+    # restored after (fork_rng), so a run's other random draws do not depend on this call
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                               enabled=samples > 1):
+        if samples > 1:
+            torch.manual_seed(seed)
+        for start in range(0, len(order), max(1, batch_size)):
+            batch = order[start: start + batch_size]
+            ids, mask = left_pad([encoded[i] for i in batch], pad, device)
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=samples, pad_token_id=pad, use_cache=True,
+                                 eos_token_id=sorted(stops), **sampling)
+            new = out[:, ids.shape[1]:].tolist()
+            for row, tokens in enumerate(new):
+                results[batch[row // samples]].append(_decode(tokenizer, tokens, stops | {pad}))
+            if progress is not None:
+                progress(len(batch))
     return results
 
 

@@ -1,13 +1,13 @@
-"""After the search: the best healthy genome becomes the child, scored on held-out items
-beside both parents and the two merges a user would otherwise pick."""
+"""After the search: the best healthy genome becomes the child (the health gate passes over
+an unhealthy one), is scored on held-out items beside the parents and the baselines
+(holdout.py), and the run's records are written: summary.json, recipe.yaml, trials.json,
+evolution.png."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import shlex
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -17,14 +17,8 @@ import yaml
 
 from .. import __version__
 from ..errors import SearchError
-from ..eval import paired
-from ..eval.lm_eval_layout import lm_eval_layout
-from ..eval.report import write_layout
-from ..eval.samples import date_id, task_hashes, write_samples
-from ..eval.tasks import resolve_tasks
 from ..genome import Genome
 from ..io.files import dump_json
-from ..io.writer import atomic_output_dir
 from ..merge.engine import merge_models
 from ..merge.plan import MergeSettings
 from ..records import (
@@ -33,10 +27,11 @@ from ..records import (
     Phase1Summary,
     SummaryRecord,
     Trials,
+    file_names,
     record_json,
 )
 from . import say
-from .baselines import POINTS_ATTR, Baselines, run_baselines
+from .baselines import run_baselines
 from .gate import (
     MAX_HEALTH_TRIES,
     SEED_FINDINGS,
@@ -45,14 +40,9 @@ from .gate import (
     health_findings,
     rejected_by_health,
 )
+from .holdout import holdout_table, search_split_fitness
 from .recipe import Recipe
-from .scoring import (
-    CandidateScorer,
-    ScoringJob,
-    fitness_of,
-    guard_verdicts,
-    score_concurrently,
-)
+from .scoring import CandidateScorer, guard_verdicts
 from .study import (
     phase2_summary,
     proxy_spearman,
@@ -65,169 +55,6 @@ from .study import (
 
 def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
     return [(t, Genome(**t.params)) for t in ranked_trials(scored_trials(study, 2))]
-
-
-def task_roles(recipe: Recipe) -> dict[str, str]:
-    """Every task of the holdout table and its role: fitness, guard or extra."""
-    roles = {t: "fitness" for t in recipe.fitness}
-    roles.update({t: "guard" for t in recipe.guard if t not in roles})
-    roles.update({t: "extra" for t in recipe.extra_tasks if t not in roles})
-    return roles
-
-
-class HoldoutJobs:
-    """The holdout's work as one job per model and task (`score_concurrently` runs them):
-    with one job per model, the last model of an odd count would run alone on one thread.
-    A worker loads a model's tensors only when its skeleton holds another model's. A model
-    is a state dict, or a function that merges it (the baselines: merged when loaded, so
-    that they are not all held at once). A model in `same_as` makes the same merge as the
-    model it names: it is not scored again, and `run` gives it a copy of that one's scores."""
-
-    def __init__(self, models: dict[str, dict | Callable[[], dict]],
-                 limits: dict[str, int | None], splits: dict[str, str] | None = None,
-                 label: str = "holdout", same_as: dict[str, str] | None = None):
-        self.models, self.limits = models, limits  # limits: each task's number of items
-        self.splits = splits or {}  # a task's split when not the holdout (benchmark/)
-        self.label = label  # what the progress lines call the evaluation
-        self.same_as = {n: m for n, m in (same_as or {}).items() if n in models and m in models}
-        self.loaded: dict[int, str] = {}  # id of a worker -> the model in its skeleton
-
-    def jobs(self) -> dict[tuple[str, str], ScoringJob]:
-        return {(name, task): partial(self.score, name, task)
-                for name in self.models if name not in self.same_as for task in self.limits}
-
-    def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], dict]:
-        """Every (model, task)'s result, each twin's a copy of the scored model's."""
-        done = score_concurrently(scorer, self.jobs())
-        for name, twin in self.same_as.items():
-            say(f"{self.label} evaluation: {name} makes the same merge as {twin}; "
-                "its scores are copied")
-            done.update({(name, task): copy.deepcopy(done[twin, task]) for task in self.limits})
-        return done
-
-    def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
-        """One model's holdout score on one task, with its per-item records."""
-        if task == next(iter(self.limits)):  # each model's first job says it starts
-            say(f"{self.label} evaluation: {name}")
-        if self.loaded.get(id(worker)) != name:
-            model = self.models[name]
-            worker.load(model() if callable(model) else model)
-            self.loaded[id(worker)] = name
-        return worker.evaluate_loaded_tasks([task], self.splits.get(task, "holdout"),
-                                            self.limits[task], log_samples=True)[task]
-
-
-def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
-                  baseline_states: dict, same_merge: dict[str, str] | None = None) -> dict:
-    """Every model on the holdout split of the fitness, guard and extra tasks, and the
-    child's paired comparison with each of them (docs/EVOLVE.md); a baseline that makes
-    another's merge (`same_merge`) is scored once."""
-    roles = task_roles(recipe)
-    references = {name: getattr(scorer.parents, name) for name in scorer.references()}
-    models = {"child": child_state, **references, **baseline_states}
-    done = HoldoutJobs(models, {task: recipe.holdout_limit_of(task) for task in roles},
-                       same_as=same_merge).run(scorer)
-    results = {name: {task: done[name, task] for task in roles} for name in models}
-    table = {"tasks": {}, "models": {}, "comparisons": {}}
-    items = {}
-    for name, scores in results.items():
-        logged = {t: r.pop("logged_samples") for t, r in scores.items()}
-        items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
-        row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}
-               for t, r in scores.items()}
-        row["fitness"] = fitness_of(scores, recipe.weights)
-        table["models"][name] = row
-        write_holdout_results(recipe, name, scores, logged)
-        for t, r in scores.items():
-            table["tasks"][t] = {"n": r["n"], "metric": r["metric"],
-                                 "higher_is_better": r["higher_is_better"], "shots": 0,
-                                 "role": roles[t]}
-    for name in models:
-        if name != "child":
-            table["comparisons"][name] = child_against(items["child"], items[name],
-                                                       recipe.weights)
-    return table
-
-
-def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.trial.FrozenTrial,
-                         scorer: CandidateScorer, baselines: Baselines) -> dict[str, float]:
-    """The fitness on the search split (the items every candidate was scored on) of the
-    child, the references and the baselines: the child's and the references' from the
-    search's own scores, a tuned baseline's from its tuning, the others scored now (the
-    search never merges them)."""
-    references = study.user_attrs["parent_search_scores"]
-    tuned = {name: point["scores"] for name, point in
-             study.user_attrs.get(POINTS_ATTR, {}).items()
-             if name in baselines.candidates and point["race"]["outcome"] == "full"}
-    tasks = list(recipe.weights)
-    todo = [name for name in baselines.candidates if name not in tuned]
-    if todo:
-        say(f"search split: {', '.join(todo)} on the items the candidates saw")
-    scored = score_concurrently(scorer, {
-        name: partial(_score_state, baselines.candidates[name], tasks) for name in todo})
-    scores = {"child": child.user_attrs["scores"],
-              **{name: references[name] for name in scorer.references()},
-              **{name: {**tuned, **scored}[name] for name in baselines.candidates}}
-    return {name: fitness_of(s, recipe.weights) for name, s in scores.items()}
-
-
-def _score_state(candidate, tasks: list[str], worker: CandidateScorer) -> dict:
-    return worker.score_state(worker.state_of(candidate), tasks)
-
-
-def score_cell(result: dict) -> str:
-    """One task's primary score in a table: `0.730 ± 0.031`."""
-    metric = result["metric"]
-    stderr = result.get(f"{metric}_stderr")
-    return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
-
-
-def task_labels(tasks) -> dict[str, str]:
-    """Column titles of the tables: a task file named by its path shows its file name only,
-    unless another task of the table has the same file name."""
-    tasks = list(tasks)
-    names = [Path(t).name if t.endswith(".jsonl") else t for t in tasks]
-    return {t: name if names.count(name) == 1 else t
-            for t, name in zip(tasks, names, strict=True)}
-
-
-def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
-    """The search split's fitness of each model and the child's lead over it, in a line."""
-    child = fitness["child"]
-    others = ", ".join(f"{name} {value:.4f} ({child - value:+.4f})"
-                       for name, value in fitness.items() if name != "child")
-    return (f"Search split ({limit or 'all'} items per fitness task, where the child was "
-            f"chosen: its lead there is biased upward), fitness: child {child:.4f}; "
-            f"{others}.")
-
-
-def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
-    """The child minus another model on the same holdout items, per task and on the
-    fitness (weighted primary metrics, without the tie-breaker)."""
-    pairs = {}
-    for task, (ids, scores) in child.items():
-        if other[task][0] != ids:
-            raise RuntimeError(f"holdout items of {task} differ between models")
-        pairs[task] = (scores, other[task][1])
-    result = {task: paired.compare(*pair) for task, pair in pairs.items()}
-    result["fitness"] = paired.compare_weighted({t: pairs[t] for t in weights}, weights)
-    return result
-def write_holdout_results(recipe: Recipe, name: str, scores: dict,
-                          samples: dict[str, list[dict]] | None = None) -> Path:
-    """RUN_DIR/holdout/results_<model>.json: one model's holdout scores in lm-eval's layout;
-    with `samples` (eval/samples.py), its per-item records in RUN_DIR/holdout/samples_<model>/
-    as `samples_<task>_<date>.jsonl` (the folder replaced whole)."""
-    config = {"split": "holdout", "limit": recipe.holdout_limit,
-              "fitness_limit": recipe.fitness_holdout_limit, "device": recipe.device,
-              "dtype": recipe.forward_dtype, "batch_size": recipe.batch_size}
-    layout = lm_eval_layout(scores, resolve_tasks(list(scores)), model=name, config=config,
-                            darwin={"darwin_version": __version__, "run": str(recipe.out)})
-    holdout = Path(recipe.out) / "holdout"
-    if samples:
-        with atomic_output_dir(holdout / f"samples_{name}", overwrite=True) as folder:
-            write_samples(samples, folder, date_id())
-        layout["task_hashes"] = task_hashes(samples)
-    return write_layout(layout, holdout / f"results_{name}.json")
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
@@ -259,12 +86,12 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     for trial, genome in ranked[:MAX_HEALTH_TRIES]:
         say(f"merging the best genome (trial {trial.number}, fitness {trial.value:.4f}) "
             "into child/")
-        child = merge_models(recipe.father, recipe.mother, out / "child", base=recipe.base,
-                             genome=genome, scan=scan_path,
+        child = merge_models(recipe.father, recipe.mother, out / file_names.CHILD_DIR,
+                             base=recipe.base, genome=genome, scan=scan_path,
                              settings=settings, device=recipe.device, overwrite=True,
                              progress=False)
         say("health check of the child against both parents")
-        health = child_health(recipe, child, out=out / "health", overwrite=True)
+        health = child_health(recipe, child, out=out / file_names.HEALTH_DIR, overwrite=True)
         if health_accepted(health["verdict"], recipe.allow_warning):
             above = [r for r in passed_over if r.search_fitness > trial.value]
             return trial, genome, child, health, above
@@ -273,8 +100,8 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
         say(f"[red]child of trial {trial.number} is {health['verdict']}[/red]: "
             f"{'; '.join(health['reasons'])}; trying the next best genome")
     raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
-                      f"{out / 'health' / 'health.json'}; --allow-warning keeps a child "
-                      "whose only finding is interference)")
+                      f"{out / file_names.HEALTH_DIR / file_names.HEALTH}; --allow-warning "
+                      "keeps a child whose only finding is interference)")
 
 
 def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
@@ -283,7 +110,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     out = Path(recipe.out)
     trial, genome, child, health, passed_over = pick_healthy(recipe, study, settings,
                                                              scan_path)
-    (out / "best_genome.yaml").write_text(genome.to_yaml())
+    (out / file_names.BEST_GENOME).write_text(genome.to_yaml())
     child_state = scorer.child_state(genome)
     baselines = run_baselines(recipe, scorer, study)
     holdout = holdout_table(recipe, scorer, child_state, {
@@ -322,11 +149,11 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         rejected_by_health=passed_over,
         scan=str(scan_path.relative_to(out)) if scan_path and scan_path.is_relative_to(out)
         else (str(scan_path) if scan_path else None),
-        child="child",
+        child=file_names.CHILD_DIR,
         versions=versions(),
     )
-    dump_json(out / "summary.json", record_json(summary))
-    (out / "recipe.yaml").write_text(yaml.safe_dump(
+    dump_json(out / file_names.SUMMARY, record_json(summary))
+    (out / file_names.RECIPE).write_text(yaml.safe_dump(
         json_safe(recipe.model_dump()), sort_keys=False))
     return record_json(summary)
 
@@ -346,8 +173,8 @@ def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
 
     out = Path(recipe.out)
     rows = trial_table(study)
-    dump_json(out / "trials.json", record_json(Trials.model_validate(rows)))
-    plot_evolution(rows, phase1["best_curve"], out / "evolution.png")
+    dump_json(out / file_names.TRIALS, record_json(Trials.model_validate(rows)))
+    plot_evolution(rows, phase1["best_curve"], out / file_names.EVOLUTION_PICTURE)
 
 
 def versions() -> dict:

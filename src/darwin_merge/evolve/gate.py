@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from ..memory_plan import kept_parent_states_bytes
 from . import say
 from .recipe import Recipe
 
@@ -28,27 +29,15 @@ def child_health(recipe: Recipe, child, **options) -> dict:
     with the recipe's device, forward dtype and probe budget. The parents' side is
     measured once per process and parents (when it fits, `kept_parent_states_bytes`): a
     run checks many children, the benchmark's seeds the same parents."""
-    from ..health import check_health
+    from ..health import run_health
 
-    return check_health(child, recipe.father, recipe.mother, **probe_settings(recipe),
-                        parents=measured_parents(recipe), **options)
+    return run_health(child, recipe.father, recipe.mother, **probe_settings(recipe),
+                      parents=measured_parents(recipe), **options)
 
 
 def probe_settings(recipe: Recipe) -> dict:
     return {"device": recipe.device, "dtype": recipe.forward_dtype,
             "max_tokens": recipe.probe_max_tokens, "max_prompts": recipe.probe_max_prompts}
-
-
-def kept_parent_states_bytes(recipe: Recipe) -> int:
-    """What the health checks keep of the parents (their probe states), 0 when over
-    memory_plan.PARENT_STATES_MAX_BYTES (each check then runs the parents again)."""
-    from ..memory_plan import PARENT_STATES_MAX_BYTES, parent_states_bytes
-    from ..scan.probes import load_probes
-
-    prompts = sum(len(texts[:recipe.probe_max_prompts]) for texts in load_probes().values())
-    size = parent_states_bytes(recipe.father, recipe.forward_dtype, prompts,
-                               recipe.probe_max_tokens)
-    return size if size <= PARENT_STATES_MAX_BYTES else 0
 
 
 def measured_parents(recipe: Recipe):

@@ -21,7 +21,7 @@ from ..genome import GENES, Genome, genome_hash
 from ..io.files import dump_json
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
-from ..records import Phase1Record, Stake, TopGenome, read_optional, record_json
+from ..records import Phase1Record, Stake, TopGenome, file_names, read_optional, record_json
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
 from .scoring import CandidateScorer, primary_score, scores_summary
@@ -113,7 +113,7 @@ def phase1_identity(recipe: Recipe) -> dict:
 
 
 def run_phase1_cached(recipe: Recipe, data: proxy.ProxyData) -> dict:
-    path = Path(recipe.out) / "phase1.json"
+    path = Path(recipe.out) / file_names.PHASE1
     identity = phase1_identity(recipe)
     kept = _kept(path)
     if kept is not None:

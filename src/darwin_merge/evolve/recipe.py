@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import UsageError, validation_line
 from ..genome import Genome
 from ..io.dtypes import DTYPE_NAMES
+from ..records import file_names
 from . import say
 
 
@@ -218,7 +219,7 @@ def ensure_scan(recipe: Recipe) -> Path:
         return Path(recipe.scan)
     from ..scan import run_scan
 
-    scan_dir = Path(recipe.out) / "scan"
+    scan_dir = Path(recipe.out) / file_names.SCAN_DIR
     say(f"scan of both parents into {scan_dir} (formula {recipe.mri}; reused when unchanged)")
     run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
              eval_dtype=recipe.eval_dtype, batch_size=recipe.batch_size,
@@ -226,4 +227,4 @@ def ensure_scan(recipe: Recipe) -> Path:
              formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
              attribution_items=recipe.scan_items, attribute_probe_sets=recipe.scan_probe_sets,
              reuse=True, overwrite=True)
-    return scan_dir / "scan.json"
+    return scan_dir / file_names.SCAN

@@ -15,6 +15,7 @@ from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings, load_scan_ratios
+from ..records import file_names
 from ..resources import cpu_has_fast_bfloat16
 from . import say
 from .finish import finish, write_records
@@ -22,7 +23,7 @@ from .phase1 import build_proxy_data, parent_scores, run_phase1_cached
 from .phase2 import enqueue_seeds, run_phase2
 from .recipe import Recipe, check_recipe, ensure_scan
 from .scoring import CandidateScorer
-from .study import fail_stale_trials, open_study
+from .study import fail_stale_trials, open_study, quiet_optuna
 
 
 def _single_worker_lock(out: Path) -> FileLock:
@@ -59,32 +60,32 @@ def searched(recipe: Recipe) -> Iterator[Search]:
     out.mkdir(parents=True, exist_ok=True)
     lock = _single_worker_lock(out) if recipe.storage is None else None
     try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        settings = MergeSettings()
-        # done first, so that an unreachable storage or another search's study is refused
-        # before the scan and the parents' loading; the seeds are scored with this sampler
-        study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
-        warn_slow_bfloat16(recipe)
-        scan_path = ensure_scan(recipe)
-        mri = load_scan_ratios(scan_path)  # checks the file before it is used
-        scan = json.loads(Path(scan_path).read_text())
-        say("reading both parents into memory (held once for every candidate)")
-        parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
-                                     device=recipe.device, dtype=recipe.dtype)
-        scorer = CandidateScorer(parents, recipe.weights, mri, settings, split="search",
-                                 limit=recipe.limit, batch_size=recipe.batch_size,
-                                 device=recipe.device, dtype=recipe.forward_dtype,
-                                 guard_tasks=tuple(recipe.guard))
-        scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
-        data = build_proxy_data(recipe.weights, parents, scan, mri, settings, scores)
-        phase1 = run_phase1_cached(recipe, data)
-        stale = fail_stale_trials(study) if recipe.storage is None else []
-        if stale:
-            say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
-        enqueue_seeds(study, phase1, stale, recipe.trials)
-        seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
-        write_records(recipe, study, phase1)
-        yield Search(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)
+        with quiet_optuna():
+            settings = MergeSettings()
+            # done first, so that an unreachable storage or another search's study is refused
+            # before the scan and the parents' loading; the seeds are scored with this sampler
+            study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
+            warn_slow_bfloat16(recipe)
+            scan_path = ensure_scan(recipe)
+            mri = load_scan_ratios(scan_path)  # checks the file before it is used
+            scan = json.loads(Path(scan_path).read_text())
+            say("reading both parents into memory (held once for every candidate)")
+            parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
+                                         device=recipe.device, dtype=recipe.dtype)
+            scorer = CandidateScorer(parents, recipe.weights, mri, settings, split="search",
+                                     limit=recipe.limit, batch_size=recipe.batch_size,
+                                     device=recipe.device, dtype=recipe.forward_dtype,
+                                     guard_tasks=tuple(recipe.guard))
+            scores = parent_scores(recipe, scorer, study)  # the real sampler needs Phase 1's best
+            data = build_proxy_data(recipe.weights, parents, scan, mri, settings, scores)
+            phase1 = run_phase1_cached(recipe, data)
+            stale = fail_stale_trials(study) if recipe.storage is None else []
+            if stale:
+                say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
+            enqueue_seeds(study, phase1, stale, recipe.trials)
+            seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
+            write_records(recipe, study, phase1)
+            yield Search(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)
     finally:
         if lock is not None:
             lock.release()
@@ -106,7 +107,7 @@ def _write_card(recipe: Recipe) -> None:
     from ..card import write_card, write_report  # a broken card package is a bug: no skip
 
     out = Path(recipe.out)
-    write_card(out / "child", out)
+    write_card(out / file_names.CHILD_DIR, out)
     write_report(out)
 
 

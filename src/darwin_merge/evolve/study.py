@@ -24,6 +24,8 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,18 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
     current = json.loads(json.dumps(current, default=str))
     return sorted(k for k in current.keys() | recorded.keys()
                   if current.get(k) != recorded.get(k))
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """optuna's per-trial INFO lines off while the search runs (darwin reports its own
+    progress), the caller's verbosity restored after."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def open_study(recipe: Recipe, sampler: optuna.samplers.BaseSampler) -> optuna.Study:

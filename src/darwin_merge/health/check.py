@@ -400,7 +400,6 @@ def check_health(child, father, mother, probes: str | Path | None = None,
                  device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
                  max_prompts: int | None = None, batch_size: int = 8,
                  thresholds: HealthThresholds | None = None, tokenizer=None,
-                 out: str | Path | None = None, overwrite: bool = False,
                  progress: bool = False, parents: ParentReference | None = None) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
@@ -408,15 +407,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     search passes its candidate without writing it). All three are held at once, unless
     `parents` (`parent_reference` of the same parents and settings) gives the parents'
     side, measured before: then only the child runs, and the report is the same.
-    With `out`, health.json and health.png are written there (atomically).
+    `run_health` writes the report into a folder too (health.json, health.png).
     """
-    if out is not None:
-        from .run import run_health
-
-        return run_health(child, father, mother, out, overwrite, probes=probes, device=device,
-                          dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
-                          batch_size=batch_size, thresholds=thresholds, tokenizer=tokenizer,
-                          progress=progress, parents=parents)
     thresholds = thresholds or HealthThresholds()
     texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
     given = {"child": child, "father": father, "mother": mother}

@@ -7,11 +7,8 @@ from pathlib import Path
 
 from ..io import atomic_output_dir
 from ..plots.health import plot_health
-from ..records import HealthRecord, parse_record, record_text
+from ..records import HealthRecord, file_names, parse_record, record_text
 from .check import ROLES, check_health
-
-HEALTH_FILE = "health.json"
-HEALTH_PICTURE = "health.png"
 
 
 def _finite_or_none(value):
@@ -33,9 +30,9 @@ def run_health(child, father, mother, out: str | Path | None = None, overwrite: 
     with atomic_output_dir(out, overwrite) as tmp:
         report = _finite_or_none(check_health(child, father, mother, **options))
         record = parse_record(HealthRecord, report, "the health report being written")
-        (tmp / HEALTH_FILE).write_text(record_text(record, indent=1), encoding="utf-8")
+        (tmp / file_names.HEALTH).write_text(record_text(record, indent=1), encoding="utf-8")
         if report["layers"]:
-            plot_health(report, tmp / HEALTH_PICTURE, ROLES)
+            plot_health(report, tmp / file_names.HEALTH_PICTURE, ROLES)
     return report
 
 

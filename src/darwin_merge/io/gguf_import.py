@@ -8,7 +8,6 @@ config and save that, with the tokenizer, chat template and generation config.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from ..errors import ModelFormatError
 from .dtypes import parse_dtype
-from .loading import no_transformers_bars
+from .loading import quiet_transformers
 from .writer import atomic_output_dir
 
 SOURCE_URL_KEYS = ("general.source.repo_url", "general.source.url")
@@ -41,9 +40,8 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
     _check_gguf(path)
     # transformers logs warnings per tensor and draws its own tqdm bars (de-quantising,
     # loading, writing); keep the terminal readable
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        with no_transformers_bars():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             loaded = AutoModelForCausalLM.from_pretrained(
                 path.parent, gguf_file=path.name, dtype=torch.float32
@@ -55,13 +53,14 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.name_or_path = ""
-    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     model.load_state_dict(loaded.state_dict())
     model.to(torch_dtype)
     del loaded
     generation_config = model.generation_config
     _align_special_tokens(tokenizer, model.config, generation_config)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, no_transformers_bars():
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)

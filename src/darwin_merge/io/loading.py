@@ -46,9 +46,8 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
 
     with ModelSource(path, trust_remote_code=trust_remote_code):
         pass  # the safety checks
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        with no_transformers_bars():
+        with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code,
                 use_safetensors=True,
@@ -59,43 +58,19 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
 
 
 @contextmanager
-def no_transformers_bars():
-    """transformers' own tqdm bar ("Loading weights") off while it runs: darwin's
-    progress is drawn by rich alone, and a log should not fill with a bar per load."""
+def quiet_transformers():
+    """transformers' warnings and its own tqdm bars ("Loading weights") off while it runs,
+    restored after (the caller's logging is the caller's): darwin's progress is drawn by
+    rich alone, and a log should not fill with a bar or a warning per tensor."""
     from transformers.utils import logging as transformers_logging
 
-    was_on = transformers_logging.is_progress_bar_enabled()
+    logger = logging.getLogger("transformers")
+    level, bars_on = logger.level, transformers_logging.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
     transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
-        if was_on:
+        logger.setLevel(level)
+        if bars_on:
             transformers_logging.enable_progress_bar()
-
-
-def model_from_state(config_dir: str | Path, state: dict[str, torch.Tensor],
-                     device: str = "cpu", dtype: str = "float32"):
-    """Build a model from a folder's config and an in-memory state dict (no disk write).
-
-    The search uses this to score a candidate child without writing it out.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    config = AutoConfig.from_pretrained(str(config_dir), trust_remote_code=False)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [m for m in missing if not _is_tied(model, m)]
-    if missing or unexpected:
-        raise ModelFormatError(
-            f"state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    model.tie_weights()
-    return model.to(resolve_device(device), parse_dtype(dtype)).eval()
-
-
-def _is_tied(model, name: str) -> bool:
-    tied = getattr(model, "_tied_weights_keys", None) or {}
-    keys = tied.keys() if isinstance(tied, dict) else tied
-    return name in keys or name.endswith("lm_head.weight")

@@ -25,9 +25,6 @@ class Vocabulary:
     tokens: dict[str, int]
     added: dict[str, dict] = field(default_factory=dict)
 
-    def by_id(self) -> dict[int, str]:
-        return {i: t for t, i in self.tokens.items()}
-
 
 def read_vocabulary(folder: str | Path) -> Vocabulary | None:
     """The vocabulary in FOLDER/tokenizer.json, or None when the folder has none."""

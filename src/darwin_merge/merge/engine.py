@@ -39,6 +39,7 @@ from ..records import (
     MergeRecord,
     TensorRow,
     VocabularyRecord,
+    file_names,
     record_text,
 )
 from ..resources import require_disk, require_memory, tensor_bytes
@@ -53,7 +54,6 @@ from .vocab_rows import (
     stream_vocab_tensor,
 )
 
-REPORT_NAME = "darwin_merge.json"
 CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32 per parent and temporary
 CLIP_KINDS = ("clip_min", "clip_max")
 _COMPUTE = {"float32": torch.float32, "float64": torch.float64}
@@ -274,7 +274,7 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
                 add_tokens(tmp, new_token_entries(alignment, b))
             report = merge_report(rows, genome, settings, key, (father, mother, base), scan,
                                   device, dtype, alignment)
-            (tmp / REPORT_NAME).write_text(record_text(report, indent=1))
+            (tmp / file_names.MERGE_RECORD).write_text(record_text(report, indent=1))
     finally:
         for source in (a, b, w):
             if source is not None:

@@ -24,9 +24,9 @@ from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
-from ..merge.engine import CLIP_KINDS, REPORT_NAME
+from ..merge.engine import CLIP_KINDS
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
-from ..records import MergeOptions, MergeParents, MergeRecord, parse_record
+from ..records import MergeOptions, MergeParents, MergeRecord, file_names, parse_record
 from .config import config_from_dict, first_value
 from .run import layer_position
 
@@ -82,11 +82,13 @@ def _report_file(path: Path) -> Path:
     """A folder's darwin_merge.json (RUN_DIR/child/ or the child itself); a file as is."""
     if not path.is_dir():
         return path
-    for candidate in (path / REPORT_NAME, path / "child" / REPORT_NAME):
+    for candidate in (path / file_names.MERGE_RECORD,
+                      path / file_names.CHILD_DIR / file_names.MERGE_RECORD):
         if candidate.is_file():
             return candidate
-    raise UsageError(f"{path}: no {REPORT_NAME} in it or in child/ (give a RUN_DIR, a "
-                     "child folder, a darwin_merge.json or a genome YAML)")
+    raise UsageError(f"{path}: no {file_names.MERGE_RECORD} in it or in "
+                     f"{file_names.CHILD_DIR}/ (give a RUN_DIR, a child folder, a "
+                     f"{file_names.MERGE_RECORD} or a genome YAML)")
 
 
 def _run_record(path: Path) -> MergeRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from . import file_names
 from .base import SCHEMA_VERSION, Part, Record
 
 
@@ -51,7 +52,7 @@ class SeedComparison(Part):
 class ProblemResult(Record):
     """benchmark/<problem>/result.json."""
 
-    file_name: ClassVar[str] = "benchmark result"
+    file_name: ClassVar[str] = file_names.PROBLEM_RESULT
     omitted_when_none: ClassVar[tuple[str, ...]] = ("best_tuned", "best_healthy_tuned")
 
     problem: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import file_names
 from .base import SCHEMA_VERSION, Number, Part, Record
 
 # a flagged layer: its number (older files: a mapping of the layer's readings)
@@ -41,7 +42,7 @@ class HealthVerdict(Part):
 class HealthRecord(Record):
     """The whole check. Keys a file lacks (an older or a hand-cut one) read as absent."""
 
-    file_name = "health.json"
+    file_name = file_names.HEALTH
     omitted_when_none = ("thresholds", "settings")
 
     thresholds: HealthThresholds | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import file_names
 from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 
 
@@ -55,7 +56,7 @@ class TensorRow(Part):
 
 
 class MergeRecord(Record):
-    file_name = "darwin_merge.json"
+    file_name = file_names.MERGE_RECORD
 
     darwin_version: str | None = None
     genome: GenomeValues = {}

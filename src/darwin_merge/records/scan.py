@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
+from . import file_names
 from .base import Number, Part, Record
 
 SCAN_VERSION = 1  # scan.json's own `version` key (it had one before the other records)
@@ -64,7 +65,7 @@ class TransplantCounts(Part):
 
 
 class ScanRecord(Record):
-    file_name = "scan.json"
+    file_name = file_names.SCAN
     omitted_when_none = ("attribution", "inputs", "inputs_sha256")
 
     version: int

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, RootModel
 
+from . import file_names
 from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 from .health import HealthVerdict
 
@@ -175,7 +176,7 @@ class HealthRejected(Part):
 
 
 class SummaryRecord(Record):
-    file_name = "summary.json"
+    file_name = file_names.SUMMARY
 
     darwin_version: str | None = None
     created: str | None = None
@@ -233,7 +234,7 @@ class Trials(RootModel[list[TrialRow]]):
     """trials.json: one row per scored trial."""
 
     model_config = ConfigDict(frozen=True)
-    file_name: ClassVar[str] = "trials.json"
+    file_name: ClassVar[str] = file_names.TRIALS
 
 
 class TopGenome(Part):
@@ -247,7 +248,7 @@ class TopGenome(Part):
 class Phase1Record(Record):
     """phase1.json: Phase 1's result, with the identity of the search it was made for."""
 
-    file_name = "phase1.json"
+    file_name = file_names.PHASE1
 
     identity: dict[str, Any]
     proxy_model: str

@@ -17,6 +17,7 @@ from rich.progress import Progress
 
 from .. import __version__
 from ..arch import Taxonomy
+from ..arch.model_config import declared_size
 from ..errors import UsageError
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
@@ -29,7 +30,15 @@ from ..plots.attribution import plot_attribution
 from ..plots.mds import plot_mds
 from ..plots.mri_ratio import plot_mri_ratio
 from ..progress import progress_bar
-from ..records import SCAN_VERSION, ScanRecord, parse_record, read_record, record_json, record_text
+from ..records import (
+    SCAN_VERSION,
+    ScanRecord,
+    file_names,
+    parse_record,
+    read_record,
+    record_json,
+    record_text,
+)
 from . import attribution as A
 from . import probes as P
 from .layers import decoder_of
@@ -50,10 +59,6 @@ from .static import DEFAULT_BINS, DEFAULT_MAX_ELEMENTS, sampling_info, scan_stat
 
 DEFAULT_ATTRIBUTION_ITEMS = 32
 DECIDED = 0.25  # a ratio this far from 0.5 carries a decision (docs/SCAN.md)
-SCAN_FILE = "scan.json"
-MDS_PICTURE = "mds_father_mother.png"
-MRI_PICTURE = "mri_ratio.png"
-ATTRIBUTION_PICTURE = "attribution.png"
 
 
 def _check_settings(max_tokens: int, batch_size: int, max_prompts: int | None) -> None:
@@ -67,9 +72,7 @@ def _check_settings(max_tokens: int, batch_size: int, max_prompts: int | None) -
 
 def _context_of(config: dict) -> int | None:
     """max_position_embeddings from a config (top level or its text sub-config)."""
-    for cfg in (config, config.get("text_config") or {}):
-        if isinstance(cfg.get("max_position_embeddings"), int):
-            return cfg["max_position_embeddings"]
+    return declared_size(config, "max_position_embeddings")
     return None
 
 
@@ -222,7 +225,7 @@ def scan_inputs(paths: tuple, texts: dict, tasks: list, task_weights: dict,
 
 def _reusable(out: Path, inputs: dict) -> dict | None:
     """The scan already in `out` when it was made from exactly these inputs."""
-    if not (out / SCAN_FILE).is_file():
+    if not (out / file_names.SCAN).is_file():
         return None
     try:
         scan = load_scan(out)
@@ -325,19 +328,19 @@ def layer_matrix(rows: list[dict]) -> tuple[list[str], list[list[float]]]:
 def write_scan(scan: dict, folder: Path) -> None:
     """scan.json (checked against its schema) and the two pictures into `folder`."""
     record = parse_record(ScanRecord, scan, "the scan being written")
-    (folder / SCAN_FILE).write_text(record_text(record, indent=1), encoding="utf-8")
-    plot_mds(scan["layers"], folder / MDS_PICTURE)
-    plot_mri_ratio(scan["tensors"], folder / MRI_PICTURE, scan["settings"]["transplant_low"],
-                   scan["settings"]["transplant_high"])
+    (folder / file_names.SCAN).write_text(record_text(record, indent=1), encoding="utf-8")
+    plot_mds(scan["layers"], folder / file_names.MDS_PICTURE)
+    plot_mri_ratio(scan["tensors"], folder / file_names.MRI_PICTURE,
+                   scan["settings"]["transplant_low"], scan["settings"]["transplant_high"])
     if "attribution" in scan:
-        plot_attribution(scan["attribution"], folder / ATTRIBUTION_PICTURE)
+        plot_attribution(scan["attribution"], folder / file_names.ATTRIBUTION_PICTURE)
 
 
 def load_scan(path: str | Path) -> dict:
     """Read a scan (SCAN_DIR or its scan.json), refusing a file that is not one."""
     path = Path(path)
     if path.is_dir():
-        path = path / SCAN_FILE
+        path = path / file_names.SCAN
     if not path.is_file():
         raise UsageError(f"{path}: no such scan file (run `darwin scan` first)")
     return record_json(read_record(ScanRecord, path))
