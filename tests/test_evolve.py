@@ -444,17 +444,26 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "samples_copa", "samples_gsm8k", "samples_lambada_openai"]
     assert all(len(p.read_text().splitlines()) == 3 for p in logged)
     assert "logged_samples" not in summary["holdout"]["models"]["child"]["copa"]
-    # the child's reported scores are its logged items': each GSM8K item right exactly when
-    # its extracted answer is the gold one, each task's score the mean of its items
+    # the child's reported scores are its logged items': each item right exactly when its
+    # logged answer is (COPA: the likeliest choice is the gold one; GSM8K: the extracted
+    # answer is the gold one; LAMBADA: the gold continuation is the greedy one), each
+    # task's score the mean of its items
     from darwin_merge.eval.metrics import gsm8k_gold
+
+    def right(task: str, record: dict) -> float:
+        answers = record["filtered_resps"]  # every leaf a string, as lm-eval writes them
+        if task == "copa":
+            likeliest = max(range(len(answers)), key=lambda j: float(answers[j][0]))
+            return float(likeliest == int(record["target"]))
+        if task == "gsm8k":
+            return float(answers[0] == gsm8k_gold(record["target"]))
+        return float(answers[0][1] == "True")
 
     child = summary["holdout"]["models"]["child"]
     for path, metric in zip(logged, ("acc", "exact_match", "acc"), strict=True):
         records = [json.loads(line) for line in path.read_text().splitlines()]
         task = path.name.rsplit("_", 1)[0].removeprefix("samples_")
-        if task == "gsm8k":
-            assert [r["exact_match"] for r in records] == [
-                float(r["filtered_resps"][0] == gsm8k_gold(r["target"])) for r in records]
+        assert [r[metric] for r in records] == [right(task, r) for r in records], task
         assert child[task][metric] == pytest.approx(sum(r[metric] for r in records) / 3)
 
 
