@@ -32,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "tiny-demo.json"
 RELATIVE = 1e-9
 # Keys whose values change from run to run by nature: when, how long, which versions, how
-# it was called.
+# it was called; and the scan's two hashes of its inputs, which hash the task files'
+# absolute paths (the inputs beside them, and the attribution they give, are compared).
 MASKED_KEY = re.compile(r"(^|_)(created|seconds|time|timings|duration|elapsed|wall|date|"
-                        r"versions?|darwin_version|command|hostname|threads)($|_)")
+                        r"versions?|darwin_version|command|hostname|threads|"
+                        r"inputs_sha256|attribution_items_sha256)($|_)")
 # Inside strings: durations and rates printed into sentences.
 DURATION = re.compile(r"\b\d+(\.\d+)?\s?(s|ms|min|seconds|minutes|it/s)\b")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?")
