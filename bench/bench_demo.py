@@ -107,7 +107,8 @@ def main() -> None:
         fresh_clone(commits[name], args.work / name, args.cache)
     runs = {}
     for name in order:
-        make_args = [a for a in [getattr(args, f"{name}_make_args")] if a]
+        extra = getattr(args, f"{name}_make_args")
+        make_args = [extra] if extra else []
         before = yardstick()
         seconds = timed_demo(args.work / name, args.work / f"{name}.log", make_args)
         runs[name] = {"commit": commits[name], "make_args": make_args, "seconds": seconds,

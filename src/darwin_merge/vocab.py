@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .arch.model_config import declared_size
+from .arch.model_config import declared_size, text_config
 from .errors import IncompatibleModelsError, UsageError
 from .io.vocabulary import Vocabulary
 
@@ -110,8 +110,8 @@ def with_vocab_size(config: dict, rows: int) -> dict:
     config = dict(config)
     if isinstance(config.get("vocab_size"), int):
         config["vocab_size"] = rows
-    elif isinstance(config.get("text_config"), dict):
-        config["text_config"] = {**config["text_config"], "vocab_size": rows}
+    elif text_config(config) is not config:  # a multimodal model's language sizes
+        config["text_config"] = {**text_config(config), "vocab_size": rows}
     return config
 
 
