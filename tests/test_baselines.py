@@ -174,26 +174,54 @@ def test_tuned_baselines_choose_on_the_search_split_and_keep_their_guards(trio, 
     assert scorer.splits == [] and again.record == record
 
 
+def exhaustive_choice(recipe, scorer, study, points) -> tuple[dict, dict]:
+    """Each recipe's best point and best healthy point with every fully scored point
+    guarded and health-checked: the rule written out, no walk."""
+    chosen, healthy = {}, {}
+    for family, grid in baselines.tuning_grid().items():
+        order = [p.name for p in grid]
+        full = [n for n, p in points.items() if p["family"] == family
+                and p["race"]["outcome"] == "full"]
+        for name in full:
+            baselines.with_guards(recipe, scorer, study, points, name)
+            baselines.health_of(recipe, scorer, study, StandardRecipe(**points[name]["recipe"]),
+                                name)
+        verdicts = study.user_attrs[baselines.HEALTH_ATTR]
+        tries = sorted(full, key=lambda n: (-baselines.fitness_of_point(points[n]),
+                                            order.index(n)))[:3]
+        accepted = [n for n in tries if verdicts[n] == "healthy"]
+        chosen[family] = min(full, key=lambda n: (-points[n]["value"], order.index(n)))
+        healthy[family] = min(accepted, key=lambda n: (-points[n]["value"], order.index(n)),
+                              default=None)
+    return chosen, healthy
+
+
 def test_guards_are_scored_only_where_they_can_change_the_choice(trio, tmp_path, monkeypatch):
     """The guard tasks (most of a full point's cost) are scored best fitness first, only
-    until no point left can reach a recipe's three best: some points are never guarded, and
-    scoring their guards afterwards changes no recipe's three best points."""
+    until no point left can be chosen, and on a point tried for health only when the check
+    accepts it: some points are never guarded, and guarding and checking every point
+    afterwards changes no choice. Planted: the three best points of task arithmetic by
+    fitness fail the health check (the third, lambda 1.15, was never racing's rival, so no
+    guard of it can change anything); the best (lambda 1.5) also breaks the guard."""
+    import darwin_merge.health as health
+
     recipe, study = guarded_tuning(trio, tmp_path, monkeypatch)
+    sick = {"task_arithmetic_l1.5", "task_arithmetic_l1", "task_arithmetic_l1.15"}
     scorer = SplitScorer()
+    monkeypatch.setattr(health, "run_health", lambda child, *a, **k: {
+        "verdict": "unhealthy" if getattr(scorer.loaded, "name", None) in sick else "healthy",
+        "reasons": [], "flagged_layers": []})
     record = baselines.run_baselines(recipe, scorer, study).record
     scored = [p for p in record.points if p.fully_scored]
     unguarded = [p for p in scored if p.guards_scored is False]
     assert unguarded and scorer.guard_calls == len(scored) - len(unguarded)
+    assert record.chosen["task_arithmetic"] == "task_arithmetic_l1"
+    assert record.healthy["task_arithmetic"] is None  # its three tries failed
+    third = {p.name: p for p in record.points}["task_arithmetic_l1.15"]
+    assert third.health == "unhealthy" and third.guards_scored is False
     points = dict(study.user_attrs[baselines.POINTS_ATTR])
-    lazy = {f: baselines.ranked_points(recipe, scorer, study, points, f, 3)
-            for f in baselines.tuning_grid()}
-    for name in points:  # every guard scored, as before this change
-        if points[name]["race"]["outcome"] == "full":
-            baselines.with_guards(recipe, scorer, study, points, name)
-    assert scorer.guard_calls == len(scored)
-    assert lazy == {f: baselines.ranked_points(recipe, scorer, study, points, f, 3)
-                    for f in baselines.tuning_grid()}
-    assert {f: names[0] for f, names in lazy.items()} == record.chosen
+    assert exhaustive_choice(recipe, scorer, study, points) == (record.chosen, record.healthy)
+    assert scorer.guard_calls == len(scored)  # every point guarded now, as before the walk
 
 
 class TwinScorer(SplitScorer):

@@ -9,6 +9,7 @@ from darwin_merge.arch.taxonomy import TensorInfo
 from darwin_merge.errors import UsageError
 from darwin_merge.genome import Genome, genome_from_dict, genome_hash, genome_ratio, load_genome
 from darwin_merge.merge.ops import (
+    all_finite,
     blend,
     clip_bound,
     dare,
@@ -172,11 +173,36 @@ def test_fast_magnitude_trim_keeps_the_entries_the_sorted_reference_keeps(densit
     generator = torch.Generator().manual_seed(3)
     tied = torch.randint(-4, 5, (37, 53), generator=generator).float() * 0.25
     smooth = torch.randn(64, 48, generator=generator)
-    for delta in (tied, smooth):
+    sparse = torch.where(torch.rand(64, 48, generator=generator) < 0.2, smooth, 0.0)
+    for delta in (tied, smooth, sparse, torch.zeros(8, 8)):  # sparse: a threshold of 0
         fast = magnitude_trim_fast(delta, density, rescale)
         assert torch.equal(fast, magnitude_trim(delta, density, rescale))
         assert int((fast != 0).sum()) <= int(density * delta.numel())
     assert torch.equal(magnitude_trim_fast(tied, 1e-4), torch.zeros_like(tied))  # keeps 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_all_finite_finds_any_nan_or_inf_and_lets_bounds_be_infinite(dtype):
+    clean = torch.randn(1000, generator=gen(1)).to(dtype)
+    assert all_finite(clean) and all_finite(torch.zeros(0)) and all_finite(torch.arange(3))
+    for bad, allowed_as_bound in ((float("nan"), False), (float("inf"), True),
+                                  (float("-inf"), True)):
+        tensor = clean.clone()
+        tensor[617] = bad
+        assert not all_finite(tensor)
+        assert all_finite(tensor, allow_inf=True) == allowed_as_bound
+    bounds = clean.clone()
+    bounds[1], bounds[2] = float("inf"), float("-inf")  # no bound either way, no NaN
+    assert all_finite(bounds, allow_inf=True) and not all_finite(bounds)
+    bounds[3] = float("nan")
+    assert not all_finite(bounds, allow_inf=True)
+
+
+def test_dare_leaves_an_all_zero_delta_zero_without_a_draw():
+    """A tensor the fine-tune left as it was costs no draw: the generator is where it was."""
+    generator = gen(5)
+    assert torch.equal(dare(torch.zeros(40, 30), 0.5, generator), torch.zeros(40, 30))
+    assert torch.equal(torch.rand(10, generator=generator), torch.rand(10, generator=gen(5)))
 
 
 def test_transplant_modes_and_thresholds():

@@ -7,13 +7,14 @@ fixed and tuned on the search split by the search's own objective (docs/EVOLVE.m
 * tuned: task arithmetic over 8 lambdas, TIES and DARE-TIES over 4 densities x 4 lambdas,
   each point merged in memory and raced on the `search` split against its recipe's best
   point so far (the fitness less the guard penalty, as every Phase 2 candidate). Each
-  recipe's best point is health-checked; when it fails, the next best (at most
-  MAX_HEALTH_TRIES) gives the recipe's best *healthy* point.
+  recipe's best point, and its best *healthy* point: of its MAX_HEALTH_TRIES best by
+  fitness, health-checked in that order, the best the check accepts.
 
-The guard tasks (on SmolLM2, about six times the fitness tasks' cost of a point) are scored
-only where they can change a choice: best fitness first, for racing's rival and each
-recipe's MAX_HEALTH_TRIES best points; a point below those is never guarded (its guarded
-value is at most its fitness), so the choices are those of guarding every point (a test).
+The guard tasks (on SmolLM2 about 33 s a point, six times the fitness tasks' cost and
+eight times a health check's) are scored only where they can change a choice: for racing's
+rival, and best fitness first for each choice until no point left can beat the best found
+(a point's guarded value is at most its fitness), on a healthy point only after its health
+check. The choices are those of guarding and checking every point (a test).
 
 Every scored point is kept in the study (`baseline_points`), so a killed run continues
 without scoring a point twice. Two points that make the same merge, to the bit (with task
@@ -128,8 +129,9 @@ def guards_kept(point: dict) -> bool | None:
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """A merged state's fingerprint: every tensor's name, dtype, shape and bytes."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A merged state's fingerprint: every tensor's name, dtype, shape and bytes (sha256:
+    the fastest of hashlib's on CPUs with SHA instructions, 1.3 GB/s here)."""
+    digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -143,9 +145,8 @@ def same_merge(points: dict[str, dict], digest: str) -> str | None:
                  and p["race"]["outcome"] == "full"), None)
 
 
-def score_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
-                point: StandardRecipe, family: str, rival: dict | None,
-                points: dict[str, dict]) -> dict:
+def score_point(scorer: CandidateScorer, point: StandardRecipe, family: str,
+                rival: dict | None, points: dict[str, dict]) -> dict:
     """One point raced on the search split: its value (guarded, as a Phase 2 candidate's),
     scores, race record and, when fully scored, its per-item scores and guard verdicts; a
     point whose merge was fully scored already takes that point's record (`same_merge_as`)."""
@@ -170,7 +171,9 @@ def score_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
 
 
 def tune(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> None:
-    """Score every point of the grid not yet in the study (each kept there at once)."""
+    """Score every point of the grid not yet in the study (each kept there at once). One
+    at a time: two points at once on one thread each (`score_concurrently`) took 1.2x
+    longer on SmolLM2, the merges waiting on each other and the memo."""
     points = dict(study.user_attrs.get(POINTS_ATTR, {}))
     grid = tuning_grid()
     todo = [(family, p) for family, plan in grid.items() for p in plan if p.name not in points]
@@ -182,30 +185,38 @@ def tune(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> None:
         task = bar.add_task("tuned baselines", total=len(todo))
         for family, point in todo:
             rival = family_incumbent(recipe, scorer, study, points, family)
-            points[point.name] = score_point(recipe, scorer, study, point, family, rival,
-                                             points)
+            points[point.name] = score_point(scorer, point, family, rival, points)
             study.set_user_attr(POINTS_ATTR, points)  # kept as soon as scored
             bar.advance(task)
 
 
-def ranked_points(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
-                  points: dict[str, dict], family: str, wanted: int) -> list[str]:
-    """A recipe's `wanted` best fully scored points by guarded fitness, best first (grid
-    order between equals). Guards are scored best fitness first, only until no point left
-    unscored can reach the `wanted`-th (its guarded value is at most its fitness)."""
+def best_point(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+               points: dict[str, dict], family: str, healthy: bool = False) -> str | None:
+    """A recipe's best fully scored point by guarded fitness (grid order between equals);
+    `healthy`: the best of those the health check accepts, of the MAX_HEALTH_TRIES best by
+    fitness, checked in that order. Points are walked best fitness first and only until none
+    left can beat the best found (a point's guarded value is at most its fitness), and a
+    point's guards (several health checks' cost) are scored only when it could be chosen:
+    the choice is that of guarding and checking every point (a test)."""
     order = [p.name for p in tuning_grid()[family]]
 
-    def rank(names):
-        return sorted(names, key=lambda n: (-points[n]["value"], order.index(n)))
+    def best_of(names):
+        return min(names, key=lambda n: (-points[n]["value"], order.index(n)), default=None)
 
-    known: list[str] = []
-    for name in by_fitness(points, family):
-        if len(known) >= wanted and \
-                fitness_of_point(points[name]) < points[rank(known)[wanted - 1]]["value"]:
+    walk = by_fitness(points, family)
+    found: list[str] = []
+    for name in walk[:MAX_HEALTH_TRIES] if healthy else walk:
+        best = best_of(found)
+        if best is not None and fitness_of_point(points[name]) < points[best]["value"]:
             break
+        if healthy and not health_accepted(
+                health_of(recipe, scorer, study, StandardRecipe(**points[name]["recipe"]),
+                          name, same_as=points[name].get("same_merge_as")),
+                recipe.allow_warning):
+            continue
         with_guards(recipe, scorer, study, points, name)
-        known.append(name)
-    return rank(known)[:wanted]
+        found.append(name)
+    return best_of(found)
 
 
 def health_of(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
@@ -238,25 +249,18 @@ class Baselines:
 
 
 def choose(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> Baselines:
-    """Each tuned recipe's best point and best healthy point (health-checked in rank order,
-    at most MAX_HEALTH_TRIES), the best of them overall, and the fixed baselines."""
+    """Each tuned recipe's best point and best healthy point (`best_point`), the best of
+    them overall, and the fixed baselines."""
     points = dict(study.user_attrs.get(POINTS_ATTR, {}))
     candidates: dict[str, Genome | StandardRecipe] = {**FIXED_GENOMES}
     candidates.update({r.name: r for r in FIXED_RECIPES})
     chosen, healthy = {}, {}
     for family in tuning_grid():
-        ranked = ranked_points(recipe, scorer, study, points, family, MAX_HEALTH_TRIES)
-        if not ranked:
+        best = best_point(recipe, scorer, study, points, family)
+        if best is None:
             continue
-        chosen[family] = ranked[0]
-        healthy[family] = None
-        for name in ranked[:MAX_HEALTH_TRIES]:
-            point = StandardRecipe(**points[name]["recipe"])
-            verdict = health_of(recipe, scorer, study, point, name,
-                                same_as=points[name].get("same_merge_as"))
-            if health_accepted(verdict, recipe.allow_warning):
-                healthy[family] = name
-                break
+        chosen[family] = best
+        healthy[family] = best_point(recipe, scorer, study, points, family, healthy=True)
         for name in {chosen[family], healthy[family]} - {None}:
             candidates[name] = StandardRecipe(**points[name]["recipe"])
     for name, candidate in candidates.items():

@@ -107,6 +107,8 @@ class CandidateScorer:
         """A scorer of the same parents and settings with its own skeleton and tokenizer
         (a tokenizer is not safe to share between threads): it scores another model at
         the same time (`score_concurrently`)."""
+        if self.standard is None:  # one merger (and its memo) for the scorer and its twins
+            self.standard = StandardMerger(self.parents)
         twin = copy.copy(self)
         twin.model = copy.deepcopy(self.model)
         twin.tokenizer = load_tokenizer(self.parents.father_path)

@@ -33,10 +33,10 @@ from rich.progress import Progress
 from ..errors import IncompatibleModelsError, UsageError
 from ..io import ModelSource
 from ..io.loading import load_model, load_tokenizer
+from ..merge.ops import all_finite
 from ..progress import progress_bar
 from ..scan import probes as P
 from ..scan.layers import decoder_of, trace_decoder
-from ..scan.static import all_finite
 
 ROLES = ("child", "father", "mother")
 _CLIP_SUFFIXES = ("input_min", "input_max", "output_min", "output_max")

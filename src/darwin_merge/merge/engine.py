@@ -44,7 +44,7 @@ from ..records import (
 )
 from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
-from .ops import clip_bound, linear, merge_pair, transplant
+from .ops import all_finite, clip_bound, linear, merge_pair, transplant
 from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
 from .vocab_rows import (
     RowStreams,
@@ -71,24 +71,9 @@ def dare_generators(hash_key: str, tensor_name: str) -> tuple[torch.Generator, t
             dare_generator(hash_key, tensor_name, "mother"))
 
 
-def _is_valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
-    """Finite; clipping bounds may also be +-Inf (Inf means "no bound"), never NaN.
-
-    A sum is NaN/Inf when any entry is, and costs one cheap pass; only when it is
-    not finite (or a sum of huge finite values overflowed) is each entry checked.
-    """
-    if not tensor.is_floating_point():
-        return True
-    if bool(torch.isfinite(tensor.sum())):
-        return True
-    if allow_inf:
-        return not bool(torch.isnan(tensor).any())
-    return bool(torch.isfinite(tensor).all())
-
-
 def _require_valid(parents: list[tuple[torch.Tensor, str]], row: PlanRow) -> None:
     for tensor, who in parents:
-        if not _is_valid(tensor, row.merge_kind in CLIP_KINDS):
+        if not all_finite(tensor, row.merge_kind in CLIP_KINDS):
             raise NumericalError(f"tensor {row.name!r} of the {who} contains NaN or Inf; "
                                  "the merge would spread it (fix or re-export that model)")
 
@@ -144,7 +129,7 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
 
 
 def _require_valid_output(child: torch.Tensor, row: PlanRow, target: torch.dtype) -> None:
-    if not _is_valid(child, row.merge_kind in CLIP_KINDS):
+    if not all_finite(child, row.merge_kind in CLIP_KINDS):
         raise NumericalError(f"merged tensor {row.name!r} is not finite in {target} "
                              "(overflow?); nothing was written")
 

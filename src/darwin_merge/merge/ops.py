@@ -1,14 +1,28 @@
 """Pure tensor arithmetic of the merge: DARE, TIES, linear, blend, transplant, clip.
 
-Every function takes tensors and numbers and returns a new tensor; none modifies
-its inputs or keeps state. `r` is always the mother's share (0 = father, 1 = mother).
-Random draws come from a caller-provided CPU `torch.Generator`, so the caller
-decides the seed and the result does not depend on the device.
+Every function takes tensors and numbers and returns a new tensor (`all_finite`: a
+verdict); none modifies its inputs or keeps state. `r` is always the mother's share
+(0 = father, 1 = mother). Random draws come from a caller-provided CPU
+`torch.Generator`, so the caller decides the seed and the result does not depend on the
+device.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def all_finite(tensor: torch.Tensor, allow_inf: bool = False) -> bool:
+    """No NaN and, unless `allow_inf` (clipping bounds, where Inf means "no bound"), no
+    +-Inf: one reduction (min and max propagate NaN), about 20x cheaper on CPU than
+    `isfinite(t).all()` and no tensor-sized mask. Every check of the merges, the scan and
+    the health check is this one."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor.detach())
+    if allow_inf:
+        return not bool(torch.isnan(low) | torch.isnan(high))
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def dare(delta: torch.Tensor, density: float, generator: torch.Generator | None,
@@ -17,14 +31,16 @@ def dare(delta: torch.Tensor, density: float, generator: torch.Generator | None,
 
     The mask is drawn on the CPU with `generator` (then moved to `delta`'s device), so
     the same seed drops the same entries on every device. density 1 keeps all (no
-    draw); density 0 drops all. E[dare(d)] = d for any density in (0, 1]. `rescale`
-    False keeps the kept entries as they are (a mergekit option; the drop alone).
+    draw); density 0 drops all; an all-zero delta (a tensor the fine-tune left as it
+    was) stays zero, with no draw (each tensor's generator is its own).
+    E[dare(d)] = d for any density in (0, 1]. `rescale` False keeps the kept entries as
+    they are (a mergekit option; the drop alone).
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
     if density >= 1.0:
         return delta.clone()
-    if density <= 0.0:
+    if density <= 0.0 or not bool(delta.any()):
         return torch.zeros_like(delta)
     keep = dare_mask(delta.shape, density, generator).to(delta.device)
     return torch.where(keep, delta / density if rescale else delta, torch.zeros_like(delta))
@@ -56,7 +72,8 @@ def magnitude_trim_fast(delta: torch.Tensor, density: float, rescale: bool = Fal
     The int(density * numel)-th largest magnitude is found with `kthvalue` (linear time);
     every entry above it is kept, and of those equal to it the first ones by position, as
     many as are still needed. Six times faster on SmolLM2's embedding (a test checks that
-    both agree, ties included).
+    both agree, ties included). When the threshold is 0 the entries equal to it are zeros,
+    kept or not: an all-zero delta returns at once, and no tie is broken.
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
@@ -66,10 +83,13 @@ def magnitude_trim_fast(delta: torch.Tensor, density: float, rescale: bool = Fal
     if keep_count == 0:
         return torch.zeros_like(delta)
     magnitude = delta.abs().flatten()
+    if not bool(magnitude.any()):
+        return torch.zeros_like(delta)
     threshold = torch.kthvalue(magnitude, magnitude.numel() - keep_count + 1).values
     keep = magnitude > threshold
     missing = keep_count - int(keep.sum())
-    keep[torch.nonzero(magnitude == threshold).flatten()[:missing]] = True
+    if bool(threshold > 0):
+        keep[torch.nonzero(magnitude == threshold).flatten()[:missing]] = True
     kept = torch.where(keep.view(delta.shape), delta, torch.zeros_like(delta))
     return kept / density if rescale else kept
 

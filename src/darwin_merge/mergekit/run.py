@@ -31,6 +31,7 @@ from ..merge.engine import (
     dare_generator,
 )
 from ..merge.ops import (
+    all_finite,
     clip_bound,
     dare,
     linear,
@@ -193,12 +194,6 @@ def _tokenizer_folder(tokenizer: str, inputs: Inputs) -> Path:
                      "name one of the models or `base` (no union)")
 
 
-def _valid(tensor: torch.Tensor, allow_inf: bool) -> bool:
-    if allow_inf:
-        return not bool(torch.isnan(tensor).any())
-    return bool(torch.isfinite(tensor).all())
-
-
 class FolderTensors:
     """Whole tensors of the config's model folders, read with plain file reads (a memory
     map's touched pages would stay resident until the end: docs/MERGE.md, "Streaming and
@@ -272,7 +267,7 @@ class TensorMerger:
             return first.clone()
         clip = info.merge_kind in CLIP_KINDS  # bounds may be +-Inf ("no bound"), never NaN
         for ref, tensor in inputs.items():
-            if not _valid(tensor, clip):
+            if not all_finite(tensor, clip):
                 raise NumericalError(f"tensor {name!r} of {ref} contains NaN or Inf")
         if clip:  # the looser bound, as in every darwin merge (interpolating Inf gives NaN)
             child = functools.reduce(lambda a, b: clip_bound(a, b, info.merge_kind),
@@ -280,7 +275,7 @@ class TensorMerger:
         else:
             child = self._combine(name, layer_position(info, self.num_layers), models, base)
         child = child.to(self._output_dtype(first.dtype, info))
-        if not _valid(child, clip):
+        if not all_finite(child, clip):
             raise NumericalError(f"merged tensor {name!r} is not finite in {child.dtype} "
                                  "(overflow?); nothing was written")
         return child

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import NumericalError
 from ..io import ModelSource
+from ..merge.ops import all_finite
 
 DEFAULT_BINS = 256
 DEFAULT_MAX_ELEMENTS = 1 << 22  # 4,194,304 values per histogram
@@ -41,15 +42,6 @@ def histogram_entropy(values: torch.Tensor, bins: int = DEFAULT_BINS) -> float:
     counts = torch.histc(flat, bins=bins, min=low, max=high)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * torch.log2(p)).sum().item())
-
-
-def all_finite(tensor: torch.Tensor) -> bool:
-    """No NaN and no Inf, in one reduction (min/max propagate NaN): about 10x cheaper on
-    CPU than `isfinite(t).all()`, and no tensor-sized mask."""
-    if not tensor.is_floating_point() or tensor.numel() == 0:
-        return True
-    low, high = torch.aminmax(tensor.detach())
-    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def _histogram_sample(flat: torch.Tensor, max_elements: int, seed: int) -> torch.Tensor:
