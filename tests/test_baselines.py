@@ -224,6 +224,45 @@ def test_guards_are_scored_only_where_they_can_change_the_choice(trio, tmp_path,
     assert scorer.guard_calls == len(scored)  # every point guarded now, as before the walk
 
 
+class LambadaBreaker(SplitScorer):
+    """Two guards; LAMBADA breaks on every point (as on the overlap specialists). Records
+    the guard tasks of each call."""
+
+    tasks = ["simple_arithmetic", "arc_easy", "lambada_openai"]
+
+    def __init__(self, guard_tasks):
+        super().__init__()
+        self.guard_tasks, self.guard_scored = guard_tasks, []
+
+    def result(self, task: str, n: int) -> dict:
+        if task != "lambada_openai":
+            return super().result(task, n)
+        return {**super().result("arc_easy", n), "acc": 0.0, "item_scores": [0.0] * n}
+
+    def evaluate_loaded_all(self, tasks):
+        self.guard_scored.append(tuple(tasks))
+        return super().evaluate_loaded_all(tasks)
+
+
+def test_a_points_guards_stop_at_the_first_broken_one(trio, tmp_path, monkeypatch):
+    """Any broken guard costs the same penalty: once LAMBADA has broken, later points score
+    it first and alone, and a second guard changes no value and no choice."""
+    values = {}
+    for guards in (["lambada_openai"], ["arc_easy", "lambada_openai"]):
+        recipe, study = guarded_tuning(trio, tmp_path / str(len(guards)), monkeypatch)
+        recipe = recipe.model_copy(update={"guard": {t: 0.05 for t in guards}})
+        half = {"n": 20, "metric": "acc", "higher_is_better": True, "acc": 0.5}
+        study.set_user_attr("parent_search_scores", {"base": dict.fromkeys(guards, half)})
+        scorer = LambadaBreaker(guards)
+        record = baselines.run_baselines(recipe, scorer, study).record
+        values[len(guards)] = ({p.name: p.search_fitness for p in record.points},
+                               record.chosen, record.healthy)
+        assert all(p.guards_kept is False for p in record.points if p.guards_scored)
+    assert scorer.guard_scored[:2] == [("arc_easy",), ("lambada_openai",)]
+    assert set(scorer.guard_scored[2:]) == {("lambada_openai",)}
+    assert values[1] == values[2]
+
+
 class TwinScorer(SplitScorer):
     """DARE-TIES at density 1 makes TIES's merge at density 1 (planted: as when both drop
     nothing and sum alike)."""

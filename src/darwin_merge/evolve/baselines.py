@@ -100,14 +100,22 @@ def family_incumbent(recipe: Recipe, scorer: CandidateScorer, study: optuna.Stud
 def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
                 points: dict[str, dict], name: str) -> dict:
     """A fully scored point with its guards scored (once; kept in the study, and given to
-    every point that makes the same merge): its value is then guarded."""
+    every point that makes the same merge): its value is then guarded. The guard tasks
+    are scored one at a time (`guard_order`) and stop at the first broken one: any broken
+    guard costs the same penalty, so the others cannot change the value (their verdicts
+    are then absent)."""
     point = points[name]
     if not recipe.guard or "guard" in point:
         return point
     started = time.perf_counter()
     scorer.load(scorer.state_of(StandardRecipe(**point["recipe"])))
-    scores = scorer.evaluate_loaded_all(scorer.guard_tasks)
-    verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
+    parents = study.user_attrs["parent_search_scores"]
+    scores, verdicts = {}, {}
+    for task in guard_order(points, scorer.guard_tasks):
+        scores.update(scorer.evaluate_loaded_all([task]))
+        verdicts.update(guard_verdicts(scores, {task: recipe.guard[task]}, parents))
+        if not verdicts[task]["within"]:
+            break
     seconds = time.perf_counter() - started
     for twin, other in points.items():
         if twin == name or (point.get("merge_digest") is not None
@@ -119,6 +127,17 @@ def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
                                         "guard_seconds": seconds if twin == name else 0.0}}
     study.set_user_attr(POINTS_ATTR, points)
     return points[name]
+
+
+def guard_order(points: dict[str, dict], tasks: list[str]) -> list[str]:
+    """The guard tasks in the order a point's are scored: those broken on more of the
+    points guarded so far first (given order between equals), so that a guard every point
+    breaks (the overlap specialists' LAMBADA) is scored first and alone."""
+    def broken(task):
+        return sum(1 for p in points.values()
+                   if not p.get("guard", {}).get(task, {"within": True})["within"])
+
+    return sorted(tasks, key=lambda t: (-broken(t), tasks.index(t)))
 
 
 def guards_kept(point: dict) -> bool | None:
