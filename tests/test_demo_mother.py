@@ -152,8 +152,12 @@ def _trained_state(folder, recipe, optimizer_threads=None):
 def test_training_is_deterministic_and_touches_only_what_it_trains(smollm2):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(1234)
+    caller = torch.random.get_rng_state()
     try:
         numbers, first = _trained_state(smollm2, TINY)
+        # seeded inside, the caller's random state left as it was
+        assert torch.equal(torch.random.get_rng_state(), caller)
         # the optimizer's step on two threads: the same weights, bit for bit (the embedding
         # table, 28M values, is split between the threads)
         _, second = _trained_state(smollm2, TINY, optimizer_threads=2)

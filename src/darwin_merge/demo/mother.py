@@ -317,8 +317,17 @@ def learning_rate(step: int, recipe: MotherRecipe) -> float:
 def train(model, tokenizer, recipe: MotherRecipe, exclude: set[str], device: torch.device,
           progress: bool = True, optimizer_threads: int | None = None) -> dict:
     """Fine-tune `model` in place (it is the caller's fresh copy); return the run's numbers.
-    `optimizer_threads`: torch CPU threads for the optimizer's steps (None: as the rest)."""
-    torch.manual_seed(recipe.seed)
+    `optimizer_threads`: torch CPU threads for the optimizer's steps (None: as the rest).
+    Seeded inside and the random state restored after (fork_rng): the caller's later
+    random draws do not depend on a training having run."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(recipe.seed)
+        return _seeded_train(model, tokenizer, recipe, exclude, device, progress,
+                             optimizer_threads)
+
+
+def _seeded_train(model, tokenizer, recipe: MotherRecipe, exclude: set[str],
+                  device: torch.device, progress: bool, optimizer_threads: int | None) -> dict:
     trained = select_trainable(model, recipe.first_trained_layer, recipe.train_embeddings,
                                recipe.last_trained_layer)
     params = [p for p in model.parameters() if p.requires_grad]
