@@ -107,8 +107,7 @@ class CandidateScorer:
         """A scorer of the same parents and settings with its own skeleton and tokenizer
         (a tokenizer is not safe to share between threads): it scores another model at
         the same time (`score_concurrently`)."""
-        if self.standard is None:  # one merger (and its memo) for the scorer and its twins
-            self.standard = StandardMerger(self.parents)
+        self.standard_merger()  # one merger (and its memo) for the scorer and its twins
         twin = copy.copy(self)
         twin.model = copy.deepcopy(self.model)
         twin.tokenizer = load_tokenizer(self.parents.father_path)
@@ -152,16 +151,18 @@ class CandidateScorer:
         tuned baselines, evolve/baselines.py), both in memory from the same parents."""
         if isinstance(candidate, Genome):
             return self.child_state(candidate)
+        return self.standard_merger().state(candidate)
+
+    def standard_merger(self) -> StandardMerger:
+        """The merger of the standard recipes, made when first needed."""
         if self.standard is None:
             self.standard = StandardMerger(self.parents)
-        return self.standard.state(candidate)
+        return self.standard
 
     def merge_fingerprint(self, candidate: StandardRecipe) -> str:
         """A standard recipe's merge fingerprint (`StandardMerger.fingerprint`): equal
         for two recipes that make the same child, to the bit."""
-        if self.standard is None:
-            self.standard = StandardMerger(self.parents)
-        return self.standard.fingerprint(candidate)
+        return self.standard_merger().fingerprint(candidate)
 
     def score(self, genome: Genome) -> tuple[float, dict, dict]:
         """(fitness, scores per task, timings) of one candidate."""
