@@ -137,6 +137,71 @@ def test_in_memory_merge_equals_the_written_child(pair, tmp_path):
     assert all(torch.equal(state[n], written[n]) for n in written)
 
 
+def edited_copy(source: Path, folder: Path, edit) -> Path:
+    """A copy of a model folder whose weights `edit(state)` changed in place."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    for f in source.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors", {"format": "pt"})
+    return folder
+
+
+def test_tensors_a_fine_tune_left_as_they_were_are_shared_and_merge_to_the_same_bits(
+        pair, tmp_path):
+    """ParentTensors keeps one copy of a tensor equal to the base's to the bit (the demo's
+    disjoint specialists leave half their tensors so), and the fused merge skips that zero
+    task vector's draw and election: the child is the streamed one (chunks, nothing
+    shared), to the bit, -0.0 included. `minus_zero` is -0.0 in the base and the father and
+    -0.5 in the mother (dropped entries give -0.0 + -0.0 unless the merge turns the delta's
+    -0.0 into +0.0, as the election does); `signed_zero` is 0.0 in the mother: equal to the
+    base's -0.0, not the same bits, so not shared."""
+    minus_zero, signed_zero = ("model.layers.2.mlp.up_proj.weight",
+                               "model.layers.2.mlp.down_proj.weight")
+
+    def base_edit(state):
+        for name in (minus_zero, signed_zero):
+            state[name] = -torch.zeros_like(state[name])
+
+    def layer_edit(layer, seed, mother=False):
+        def edit(state):
+            base_edit(state)
+            noise = torch.Generator().manual_seed(seed)
+            for name in [n for n in state if f".layers.{layer}." in n]:
+                state[name] = state[name] + torch.randn(state[name].shape, generator=noise)
+            if mother:
+                state[minus_zero] = torch.full_like(state[minus_zero], -0.5)
+                state[signed_zero] = torch.zeros_like(state[signed_zero])
+        return edit
+
+    base = edited_copy(pair[0], tmp_path / "base", base_edit)
+    father = edited_copy(pair[0], tmp_path / "father", layer_edit(0, seed=1))
+    mother = edited_copy(pair[0], tmp_path / "mother", layer_edit(1, seed=2, mother=True))
+    parents = ParentTensors.load(father, mother, base)
+
+    def shared(parent):
+        return {n for n, tensor in parent.items() if tensor is parents.base[n]}
+
+    assert minus_zero in shared(parents.father) and signed_zero in shared(parents.father)
+    assert minus_zero not in shared(parents.mother) and signed_zero not in shared(parents.mother)
+    assert not any(".layers.0." in n for n in shared(parents.father))
+    assert any(".layers.0." in n for n in shared(parents.mother))
+    pure = Genome(density_a=0.7, density_b=0.4, merge_method_weight=1.0)
+    blended = Genome(density_a=0.5, density_b=0.8, merge_method_weight=0.6, attn_ratio=0.3)
+    for genome in (pure, blended):
+        streamed = weights(merge_models(father, mother, tmp_path / genome_hash(genome),
+                                        base=base, genome=genome, progress=False,
+                                        chunk_elements=777))
+        in_memory = merge_state(parents, genome)
+        assert all(torch.equal(in_memory[n].view(torch.int32), streamed[n].view(torch.int32))
+                   for n in streamed)
+        if genome is pure:  # minus_zero's dropped entries are +0.0 (a blend has none)
+            assert streamed[minus_zero].view(torch.int32).eq(0).any()
+
+
 def test_every_tiny_family_merges_loads_and_runs(tiny_model, tmp_path):
     from darwin_merge.io.loading import load_model
 

@@ -165,6 +165,25 @@ def test_fused_merge_equals_the_reference_composition(with_base, ratio, density_
     assert torch.equal(a, copies[0]) and torch.equal(b, copies[1])  # inputs untouched
 
 
+@pytest.mark.parametrize("ratio", [0.0, 0.35, 1.0])
+def test_a_parent_that_is_the_base_draws_nothing_and_merges_as_a_copy_would(ratio):
+    """The tensor a fine-tune left as it was, passed as the base's own object: its zero
+    task vector's generator is not drawn from, and the child has the bits of the same
+    merge with an equal copy (the general path, election included)."""
+    base, other = torch.randn(3000, generator=gen(3)), torch.randn(3000, generator=gen(4))
+    base[:10], other[5:15] = -0.0, -other[5:15].abs()  # -0.0 where drops and base meet
+    for father_is_base in (True, False):
+        pair = (base, other) if father_is_base else (other, base)
+        copies = tuple(t.clone() if t is base else t for t in pair)
+        idle = gen(7)
+        untouched = idle.get_state()
+        generators = (idle, gen(8)) if father_is_base else (gen(8), idle)
+        shared = merge_pair(*pair, base, ratio, 0.6, 0.6, 1.0, generators)
+        assert torch.equal(idle.get_state(), untouched)
+        general = merge_pair(*copies, base, ratio, 0.6, 0.6, 1.0, (gen(8), gen(8)))
+        assert torch.equal(shared.view(torch.int32), general.view(torch.int32))
+
+
 @pytest.mark.parametrize("density", [0.05, 0.3, 0.5, 0.77, 1.0])
 @pytest.mark.parametrize("rescale", [False, True])
 def test_fast_magnitude_trim_keeps_the_entries_the_sorted_reference_keeps(density, rescale):

@@ -109,8 +109,10 @@ def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
         return child
     compute = _COMPUTE[settings.compute_dtype]
     device = father.device
-    a, b = father.to(device, compute), mother.to(device, compute)
     w = None if base is None else base.to(device, compute)
+    # a parent's tensor that is the base's (ParentTensors shares it) stays the same object:
+    # the fused merge then knows its task vector is zero (ops._merge_one_task_vector)
+    a, b = (w if t is base else t.to(device, compute) for t in (father, mother))
     r = row.final_ratio
     if row.mode in CLIP_KINDS:
         child = clip_bound(a, b, row.mode)
@@ -137,7 +139,9 @@ def _require_valid_output(child: torch.Tensor, row: PlanRow, target: torch.dtype
 # -- in memory (the search) ---------------------------------------------------------
 @dataclass(frozen=True)
 class ParentTensors:
-    """Both parents' (and the base's) tensors read once and kept on one device."""
+    """Both parents' (and the base's) tensors read once and kept on one device. A parent's
+    tensor equal to the base's, to the bit, is the base's tensor object (one copy; the
+    merge skips its zero task vector's work): treat every tensor as read-only."""
 
     father: dict[str, torch.Tensor]
     mother: dict[str, torch.Tensor]
@@ -170,6 +174,8 @@ class ParentTensors:
                 return {n: _placed(source.get(n), target, cast) for n in source.names}
 
             a, b, w = (read(s) for s in sources)
+            if w is not None:
+                a, b = _shared_with_base(a, w), _shared_with_base(b, w)
             infos = Taxonomy(sources[0].config).classify_all(sources[0].specs())
             return cls(a, b, w, infos, dict(sources[0].config), Path(father))
         finally:
@@ -179,6 +185,24 @@ class ParentTensors:
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: tuple(t.shape) for n, t in self.father.items()}
+
+
+def _shared_with_base(parent: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
+                      ) -> dict[str, torch.Tensor]:
+    """The parent's tensors, each one equal to the base's (a tensor the fine-tune left as it
+    was: half of each specialist of the demo's disjoint pair) replaced by the base's tensor
+    itself: one copy in memory, and a merge that sees `parent is base` skips its zero task
+    vector's draw (merge/ops.py)."""
+    return {name: base[name] if name in base and _same_bits(base[name], tensor) else tensor
+            for name, tensor in parent.items()}
+
+
+def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Equal to the bit (torch.equal calls -0.0 and 0.0 equal, and NaN unequal)."""
+    if x.dtype != y.dtype or x.shape != y.shape or x.device != y.device:
+        return False
+    return torch.equal(x.contiguous().flatten().view(torch.uint8),
+                       y.contiguous().flatten().view(torch.uint8))
 
 
 def _placed(tensor: torch.Tensor, device: torch.device, cast: torch.dtype | None):

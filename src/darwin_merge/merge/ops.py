@@ -261,6 +261,9 @@ def _kept(delta: torch.Tensor, density: float, generator: torch.Generator | None
 
 def _merge_with_base(father, mother, base, ratio, density_a, density_b, generators,
                      disjoint_mean):
+    if (father is base or mother is base) and not disjoint_mean and 0.0 <= ratio <= 1.0:
+        return _merge_one_task_vector(father, mother, base, ratio, density_a, density_b,
+                                      generators)
     weighted_a = _kept(father - base, density_a, generators[0]).mul_(1.0 - ratio)
     weighted_b = _kept(mother - base, density_b, generators[1]).mul_(ratio)
     elected = torch.sign(weighted_a + weighted_b)
@@ -272,3 +275,18 @@ def _merge_with_base(father, mother, base, ratio, density_a, density_b, generato
         merged = torch.where(mass > 0, merged / mass.clamp_min(torch.finfo(mass.dtype).tiny),
                              torch.zeros_like(merged))
     return merged.add_(base)
+
+
+def _merge_one_task_vector(father, mother, base, ratio, density_a, density_b, generators):
+    """_merge_with_base when one parent's tensor *is* the base's (`ParentTensors` shares a
+    tensor a fine-tune left as it was): its task vector is zero, so the other one's kept
+    entries all win the sign election and nothing else does. The same numbers to the bit,
+    without the zero task vector's draw and the election's four passes; `+ 0.0` turns the
+    dropped entries' -0.0 into the +0.0 the election gives."""
+    if father is base and mother is base:
+        return base.clone()
+    if father is base:
+        weighted = _kept(mother - base, density_b, generators[1]).mul_(ratio)
+    else:
+        weighted = _kept(father - base, density_a, generators[0]).mul_(1.0 - ratio)
+    return weighted.add_(0.0).add_(base)
