@@ -125,24 +125,29 @@ def test_evolution_section_says_who_found_the_child_and_the_best_seed(card, run_
 
 
 def test_benchmark_table_holds_every_model_with_stderr(card, run_folder):
+    """A row per model of summary.json's holdout table, in its order: each task's primary
+    score ± its standard error, the holdout fitness and the search split's."""
     _, body = split_card(card)
     text = section(body, "Benchmarks")
-    header = [line for line in text.splitlines() if line.startswith("|")][0]
-    models = [c.strip() for c in header.strip("|").split("|")][5:]
-    baselines = [m for m in run_folder["summary"]["holdout"]["models"]
-                 if m not in ("child", "father", "mother")]
-    assert models == ["child", "father", "mother", *baselines]
-    assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1"} <= set(baselines)
-    holdout = run_folder["summary"]["holdout"]
-    rows = {row[0]: row for row in table_rows(text)}
-    for task, spec in holdout["tasks"].items():
-        row = rows[task]
-        assert row[1:5] == [spec["metric"], str(spec["shots"]), str(spec["n"]), spec["role"]]
-        for model, cell in zip(models, row[5:], strict=True):
+    holdout, search = run_folder["summary"]["holdout"], run_folder["summary"]["search_split"]
+    table = next(block for block in text.split("\n\n") if block.startswith("| model |"))
+    header = table.splitlines()[0]
+    columns = [c.strip() for c in header.strip("|").split(" | ")]
+    tasks = list(holdout["tasks"])
+    assert columns[1:-2] == [f"{t} ({spec['role']}, {spec['metric']}, n={spec['n']})"
+                             for t, spec in holdout["tasks"].items()]
+    rows = table_rows(table)
+    assert [row[0] for row in rows] == list(holdout["models"])
+    assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1"} <= set(holdout["models"])
+    for model, *cells, fitness, search_fitness in rows:
+        expected = holdout["models"][model]
+        for task, cell in zip(tasks, cells, strict=True):
             value, stderr = (float(x) for x in cell.split(" ± "))
-            expected = holdout["models"][model][task]
-            assert value == pytest.approx(expected[spec["metric"]], abs=5e-5)
-            assert stderr == pytest.approx(expected[spec["metric"] + "_stderr"], abs=5e-5)
+            metric = holdout["tasks"][task]["metric"]
+            assert value == pytest.approx(expected[task][metric], abs=5e-4)
+            assert stderr == pytest.approx(expected[task][metric + "_stderr"], abs=5e-4)
+        assert float(fitness) == pytest.approx(expected["fitness"], abs=5e-5)
+        assert float(search_fitness) == pytest.approx(search[model], abs=5e-5)
 
 
 def test_benchmarks_show_every_baseline_and_the_childs_lead_over_the_best_tuned(card, run_folder):

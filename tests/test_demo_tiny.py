@@ -73,7 +73,8 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert ('Command: `make demo FAMILY=tiny DEMO_ARGS="--trials 4 --limit 24 --holdout-limit '
             '30"` with changes from Python (phase1_steps=20, top_k=2, popsize=2, '
             'probe_max_prompts=2, probe_max_tokens=16, scan_items=8)') in results
-    assert "| shift.jsonl (fitness, n=30) | mirror.jsonl (fitness, n=30) |" in results
+    assert "| model | shift.jsonl (fitness, acc, n=30) | mirror.jsonl (fitness, acc, n=30) |" \
+        in results
     assert all(f"| {name} |" in results for name in models_of(summary))
     assert "### Baselines" in results and "The best tuned baseline is " in results
     assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()
@@ -104,10 +105,10 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
                            progress=False)["results"]
     assert search["linear_0.5"] == pytest.approx(fitness_of(scores, summary["fitness"]),
                                                  abs=1e-6)
-    assert f"fitness: child {search['child']:.4f}; father " in (run / "RESULTS.md").read_text()
-    card = (run / "child" / "README.md").read_text()
-    row = next(line for line in card.splitlines() if line.startswith("| fitness, search split"))
-    assert f"{search['child']:.4f}" in row and f"{search['linear_0.5']:.4f}" in row
+    for name in ("child", "linear_0.5"):
+        row = next(line for line in holdout_table(run / "RESULTS.md") if line.startswith(
+            f"| {name} |"))
+        assert row.endswith(f"| {search[name]:.4f} |")
 
 
 def test_a_tuned_baseline_is_what_its_mergekit_yaml_makes_on_the_same_items(tiny_demo, tmp_path):
@@ -139,16 +140,31 @@ def test_a_finished_run_of_other_tasks_is_refused_not_reprinted_as_the_pair(tiny
     assert "Traceback" not in err and "already complete" not in err
 
 
-def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys):
+def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys, monkeypatch):
+    from darwin_merge import cli
+
+    monkeypatch.setattr(cli.out, "width", 250)  # a table row on one line
     cache, run, summary, _ = tiny_demo
     assert main(["demo", "run", "--family", "tiny", "--cache", str(cache),
                  "--out", str(run)]) == 0
     printed = capsys.readouterr()
     assert "already complete" in printed.err
-    assert "holdout results" in printed.out and "shift.jsonl" in printed.out
-    assert "Search split (24 items per fitness task" in printed.out
-    assert all(f"│ {name} " in printed.out for name in models_of(summary))
+    assert "Held-out items" in printed.out and "shift.jsonl" in printed.out
+    # the terminal, RESULTS.md and the card show one holdout table (report_tables.py)
+    results, card = holdout_table(run / "RESULTS.md"), holdout_table(run / "child" / "README.md")
+    assert results == card and len(results) == 2 + len(models_of(summary))
+    for line in results[2:]:
+        name, *cells = [c.strip() for c in line.strip("|").split(" | ")]
+        printed_row = next(row for row in printed.out.splitlines() if f"│ {name} " in row)
+        assert all(cell in printed_row for cell in cells), (cells, printed_row)
     assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def holdout_table(markdown_file) -> list[str]:
+    """The lines of the first Markdown table after "Held-out items" in a file."""
+    text = markdown_file.read_text().split("Held-out items", 1)[1]
+    lines = text.split("\n\n", 2)[1].splitlines()
+    return [line for line in lines if line.startswith("|")]
 
 
 def test_phase2_shows_one_bar_over_the_whole_budget(tiny_demo):

@@ -416,7 +416,7 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "probe_max_tokens": 8, "probe_max_prompts": 2, "baselines": "fixed"}))
     assert main(["evolve", "--recipe", str(recipe_file)]) == 0
     printed = capsys.readouterr().out
-    assert "holdout results" in printed and "guard lambada_openai" in printed
+    assert "Held-out items" in printed and "Guard lambada_openai" in printed
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == 3
     for trial in trials:

@@ -1,18 +1,20 @@
-"""The baselines' tables of a finished run, as rows of text from its summary record: one
-content for the terminal (evolve/summary_tables.py), RESULTS.md (demo/run.py) and the card
-and report (card/sections.py), so that they cannot disagree.
+"""A finished run's result tables, as one content (`card/blocks.py` blocks) from its summary
+record, for the terminal (evolve/summary_tables.py), RESULTS.md (demo/run.py) and the card
+and report (card/sections.py): one content, so that they cannot disagree.
 
-* `baseline_rows`: every baseline of the holdout table: what it is, why it is there (fixed,
-  or a tuned recipe's best or best healthy point), its search-split fitness, health verdict,
-  guards on the holdout, holdout fitness and the child's paired difference with it;
-* `headline`: the best tuned baseline and the best healthy one, against the child;
-* `grid_rows`: every tuned point's search fitness, per recipe, density by lambda.
+* `holdout_blocks`: every model's holdout scores and fitness (and search-split fitness),
+  the child's paired differences with each, the guards' verdicts;
+* `baseline_blocks`: the best tuned baseline and the best healthy one against the child,
+  every baseline (what it is, why it is there, its search fitness, health verdict, guards on
+  the holdout, holdout fitness and the child's paired difference with it), and the tuned
+  points' grid (search fitness per recipe, density by lambda).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .card.blocks import Block, Bullets, Table
 from .eval.paired import p_text
 from .records import METHOD_WORDS, SummaryRecord
 
@@ -21,8 +23,10 @@ BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health"
 REFERENCES = ("child", "father", "mother", "base")
 
 
-def score_cell(result: dict) -> str:
-    """One task's primary score in a table: `0.730 ± 0.031`."""
+def score_cell(result: dict | None) -> str:
+    """One task's primary score in a table: `0.730 ± 0.031` ('-' when not scored)."""
+    if not isinstance(result, dict) or result.get(result.get("metric")) is None:
+        return "-"
     metric = result["metric"]
     stderr = result.get(f"{metric}_stderr")
     return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
@@ -35,16 +39,6 @@ def task_labels(tasks) -> dict[str, str]:
     names = [Path(t).name if t.endswith(".jsonl") else t for t in tasks]
     return {t: name if names.count(name) == 1 else t
             for t, name in zip(tasks, names, strict=True)}
-
-
-def search_split_line(fitness: dict[str, float], limit: int | None) -> str:
-    """The search split's fitness of each model and the child's lead over it, in a line."""
-    child = fitness["child"]
-    others = ", ".join(f"{name} {value:.4f} ({child - value:+.4f})"
-                       for name, value in fitness.items() if name != "child")
-    return (f"Search split ({limit or 'all'} items per fitness task, where the child was "
-            f"chosen: its lead there is biased upward), fitness: child {child:.4f}; "
-            f"{others}.")
 
 
 def baseline_names(summary: SummaryRecord) -> list[str]:
@@ -169,3 +163,73 @@ def grid_rows(summary: SummaryRecord) -> tuple[list[str], list[list[str]]]:
             + [row.get(s, "") for s in scales]
             for (family, d), row in cells.items()]
     return headers, rows
+
+
+def holdout_blocks(summary: SummaryRecord) -> list[Block]:
+    """The holdout table (a row per model: each task's primary score ± its standard error,
+    the fitness on these items and on the search split), the child's paired differences
+    and the guards' verdicts (empty when no model was scored; a task nobody was scored on
+    has no column)."""
+    holdout, search = summary.holdout, summary.search_split or {}
+    models = holdout.models if holdout is not None else {}
+    tasks = [t for t in holdout.tasks if any(score_cell(row.get(t)) != "-"
+                                             for row in models.values())] if models else []
+    if not tasks and all(row.get("fitness") is None for row in models.values()):
+        return []  # nobody was scored: no table of dashes
+    labels = task_labels(tasks)
+    headers = ["model", *(f"{labels[t]} ({_task_words(holdout.tasks[t])})" for t in tasks),
+               "fitness (holdout)", f"fitness (search split, {summary.limit or 'all'} items "
+               "per task)"]
+    rows = [[name, *(score_cell(row.get(t)) for t in tasks), _fitness_cell(row.get("fitness")),
+             _fitness_cell(search.get(name))] for name, row in holdout.models.items()]
+    blocks: list[Block] = [
+        "Held-out items (never seen by the search); every model scored on the same items: "
+        "each task's primary metric ± its standard error, and the fitness (the weighted "
+        "fitness tasks). The last column is the fitness on the search split, where the "
+        "child was chosen: its lead there is biased upward.", Table(headers, rows)]
+    if holdout.comparisons:
+        blocks += ["The child minus each model on the same holdout items (paired difference "
+                   "± its standard error; p: exact McNemar per task, paired bootstrap for the "
+                   "fitness):",
+                   Table(["against", *(labels[t] for t in tasks), "fitness"],
+                         [[name, *(difference_cell(c[t]) if t in c else "-"
+                                   for t in (*tasks, "fitness"))]
+                          for name, c in holdout.comparisons.items()])]
+    if summary.guard:
+        blocks.append(Bullets([
+            f"Guard {task}: child {v.child:.3f}, floor {v.floor:.3f} "
+            f"({v.reference_model or 'best reference'} - {v.tolerance}): "
+            + ("kept." if v.within else "BROKEN.") for task, v in summary.guard.items()]))
+    return blocks
+
+
+def _task_words(spec) -> str:
+    """'fitness, acc, n=512' (and the shots when there are any)."""
+    shots = f", {spec.shots}-shot" if spec.shots else ""
+    return f"{spec.role}, {spec.metric}{shots}, n={spec.n if spec.n is not None else 'all'}"
+
+
+def _fitness_cell(value) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
+
+
+def baseline_blocks(summary: SummaryRecord) -> list[Block]:
+    """The baselines against the child: the headline sentences, every baseline's row and
+    the tuned points' grid (empty without baselines in the holdout table)."""
+    rows = baseline_rows(summary)
+    if not rows:
+        return []
+    blocks: list[Block] = [
+        "Baselines: merges of the same parents a user would otherwise pick, fixed or tuned on "
+        "the search split by the search's own objective (docs/EVOLVE.md, \"Baselines\"); the "
+        "last column is the child's paired difference on the holdout fitness.",
+        *headline(summary), Table(BASELINE_HEADERS, rows)]
+    headers, grid = grid_rows(summary)
+    if grid:
+        search = summary.baseline_search
+        blocks += [f"Tuned points on the search split ({len(search.points)} points in "
+                   f"{search.seconds:.0f} s; the fitness less the guard penalty; `~`: racing's "
+                   "estimate for a point stopped early; (guard): a guard broken; `*`: guards "
+                   "not scored, the point being below its recipe's best ones):",
+                   Table(headers, grid)]
+    return blocks

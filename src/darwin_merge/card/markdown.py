@@ -69,6 +69,11 @@ def render_markdown(meta: dict, sections: list[Section]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def markdown_blocks(blocks: list) -> str:
+    """Content blocks as Markdown (RESULTS.md renders report_tables' content with it)."""
+    return "\n".join(_block(block) for block in blocks)
+
+
 def _block(block) -> str:
     if isinstance(block, str):
         return block + "\n"

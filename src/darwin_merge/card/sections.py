@@ -20,7 +20,7 @@ from ..genome import (
 )
 from ..plots.ratio_profile import plot_ratio_profile
 from ..records import Phase1Summary, Phase2Summary, VocabularyRecord, file_names
-from ..report_tables import BASELINE_HEADERS, baseline_rows, difference_cell, headline
+from ..report_tables import baseline_blocks, holdout_blocks
 from .blocks import Bullets, Code, Picture, Section, Table
 from .readings import reading, share_words, strongest_pulls
 from .records import RUN_PICTURES, RunRecords
@@ -197,57 +197,10 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
 
 
-# The holdout table's first columns: the child, its parents and (when the merge has one)
-# the base; the other rows are baselines.
-REFERENCE_ROWS = ("child", "father", "mother", "base")
-
 def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
-    tasks, models = rec.holdout.tasks, rec.holdout.models
-    if not tasks or not models:
-        return None
-    order = [m for m in REFERENCE_ROWS if m in models]
-    order += [m for m in models if m not in order]
-    rows = []
-    for task, spec in tasks.items():
-        metric = spec.metric or "acc"
-        cells = [_score(models[m].get(task), metric) for m in order]
-        if all(cell == "-" for cell in cells):
-            continue  # nobody was scored on this task
-        given = (getattr(spec, k) for k in ("shots", "n", "role"))
-        rows.append([task, metric] + ["" if v is None else _num(v) for v in given] + cells)
-    if not rows:
-        return None
-    fitness = [models[m].get("fitness") for m in order]
-    if any(f is not None for f in fitness):
-        rows.append(["fitness", "search objective", "", "", "fitness"]
-                    + ["-" if f is None else _num(f) for f in fitness])
-    text = ("Held-out items (never seen by the search); every model scored on the same "
-            "items. Values are the metric, with its standard error after ±. The fitness row "
-            "is the search's objective on these items (the weighted fitness tasks).")
-    search = rec.summary.search_split
-    if search:  # absent in runs made before it was recorded
-        limit = rec.summary.limit
-        rows.append(["fitness, search split", "search objective", "",
-                     "" if limit is None else _num(limit), "selection"]
-                    + ["-" if search.get(m) is None else _num(search[m]) for m in order])
-        text += (" The last row is the same objective on the search split, the items the "
-                 "child was chosen on: its lead there is biased upward.")
-    headers = ["Task", "Metric", "Shots", "Items", "Role"] + order
-    blocks: list = [text, Table(headers, rows)]
-    rows = baseline_rows(rec.summary)
-    if rows:
-        blocks += ["Baselines: merges of the same parents a user would otherwise pick, fixed "
-                   "or tuned on the search split by the search's own objective (docs/EVOLVE.md, "
-                   "\"Baselines\"); the last column is the child's paired difference on the "
-                   "holdout fitness.", *headline(rec.summary), Table(BASELINE_HEADERS, rows)]
-    comparisons = rec.holdout.comparisons
-    if comparisons:
-        blocks += ["The child minus each model on the same holdout items (paired difference "
-                   "± its standard error; p: paired bootstrap of the fitness):",
-                   Table(["against", "fitness"],
-                         [[name, difference_cell(c["fitness"])] for name, c in
-                          comparisons.items() if "fitness" in c])]
-    return Section("Benchmarks", blocks, anchor="benchmarks")
+    blocks = holdout_blocks(rec.summary)
+    return Section("Benchmarks", blocks + baseline_blocks(rec.summary),
+                   anchor="benchmarks") if blocks else None
 
 
 def _score(result, metric: str) -> str:

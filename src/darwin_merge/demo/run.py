@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..benchmark.problem import load_problem
+from ..card.markdown import markdown_blocks
 from ..errors import UsageError
 from ..evolve.recipe import build_recipe
 from ..evolve.run import run_evolve
@@ -24,16 +25,7 @@ from ..merge.engine import cpu_threads
 from ..realmodels import ensure_real_model
 from ..records import Phase1Summary, SummaryRecord, file_names, parse_record, read_record
 from ..records.search import SOURCE_COUNTS
-from ..report_tables import (
-    BASELINE_HEADERS,
-    baseline_rows,
-    difference_cell,
-    grid_rows,
-    headline,
-    score_cell,
-    search_split_line,
-    task_labels,
-)
+from ..report_tables import baseline_blocks, holdout_blocks
 from ..resources import FAST_EVAL_DTYPE
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
@@ -296,31 +288,6 @@ def spearman_words(phase1: Phase1Summary) -> str:
             f"{phase1.pairs} (racing's estimates for the stopped ones).")
 
 
-def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|",
-            *["| " + " | ".join(row) + " |" for row in rows]]
-
-
-def baselines_markdown(summary: SummaryRecord) -> list[str]:
-    """RESULTS.md's baselines: the headline against the best tuned (and best healthy tuned)
-    baseline, every baseline's row, and the tuned points' grid."""
-    rows = baseline_rows(summary)
-    if not rows:
-        return []
-    search = summary.baseline_search
-    lines = ["", "### Baselines", ""]
-    lines += [*headline(summary), ""] if headline(summary) else []
-    lines += markdown_table(BASELINE_HEADERS, rows)
-    headers, grid = grid_rows(summary)
-    if grid:
-        lines += ["", f"Tuned points on the search split ({len(search.points)} points in "
-                  f"{search.seconds:.0f} s; the fitness less the guard penalty; `~`: racing's "
-                  "estimate for a point stopped early; (guard): a guard broken; `*`: guards not "
-                  "scored, the point being below its recipe's best ones):", "",
-                  *markdown_table(headers, grid)]
-    return lines
-
-
 def gate_markdown(summary: SummaryRecord) -> list[str]:
     """The health gate's effect: candidates better on the search split than the child that
     the health check rejected, with their findings."""
@@ -350,30 +317,10 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
     import os
     import platform
 
-    holdout, phase1, phase2, best = summary.holdout, summary.phase1, summary.phase2, summary.best
-    tasks = list(holdout.tasks)
-    labels = task_labels(tasks)
-    head = "| model | " + " | ".join(
-        f"{labels[t]} ({holdout.tasks[t].role}, n={holdout.tasks[t].n})" for t in tasks)
-    lines = [head + " | fitness (holdout) |",
-             "|---" * (len(tasks) + 2) + "|"]
-    for name, row in holdout.models.items():
-        cells = [score_cell(row[t]) for t in tasks]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['fitness']:.4f} |")
-    lines += ["", "Child minus each model on the same holdout items (paired difference ± its "
-              "standard error, p: exact McNemar per task, paired bootstrap for the fitness):",
-              "", "| against | " + " | ".join(labels[t] for t in tasks) + " | fitness |",
-              "|---" * (len(tasks) + 2) + "|"]
-    for name, comparison in holdout.comparisons.items():
-        cells = [difference_cell(comparison[t]) for t in (*tasks, "fitness")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if summary.search_split:
-        lines += ["", search_split_line(summary.search_split, summary.limit)]
-    lines += baselines_markdown(summary) + gate_markdown(summary)
-    for task, verdict in (summary.guard or {}).items():
-        lines.append(f"\nGuard {task}: child {verdict.child:.3f}, floor {verdict.floor:.3f} "
-                     f"({verdict.reference_model or 'best reference'} - {verdict.tolerance}): "
-                     + ("kept." if verdict.within else "broken."))
+    phase1, phase2, best = summary.phase1, summary.phase2, summary.best
+    baselines = baseline_blocks(summary)
+    tables = markdown_blocks(holdout_blocks(summary)) + (
+        "\n### Baselines\n\n" + markdown_blocks(baselines) if baselines else "")
     forward = ("" if summary.eval_dtype in (None, summary.dtype)
                else f" (forward passes in {summary.eval_dtype})")
     return "\n".join([
@@ -391,6 +338,7 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
         f"Best genome: trial {best.trial}, genome_hash `{best.genome_hash}`; health: "
         f"{summary.health.verdict if summary.health else None}.",
         "",
-        *lines,
+        tables.rstrip(),
+        *gate_markdown(summary),
         "",
     ])

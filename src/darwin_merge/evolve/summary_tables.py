@@ -1,4 +1,6 @@
-"""The finished run's summary for the terminal: the holdout tables, the guard, health, paths.
+"""The finished run's summary for the terminal: report_tables' content (the holdout and
+baselines' tables, the guards) drawn with rich, then the health verdict and where the child,
+card and report are.
 
 `darwin evolve` and `darwin demo run` print these items (rich tables and markup lines).
 """
@@ -7,58 +9,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Table as RichTable
 
+from ..card.blocks import Block, Bullets, Table
 from ..records import SummaryRecord, file_names
-from ..report_tables import (
-    BASELINE_HEADERS,
-    baseline_rows,
-    difference_cell,
-    headline,
-    score_cell,
-    search_split_line,
-    task_labels,
-)
+from ..report_tables import baseline_blocks, holdout_blocks
 
 
 def summary_tables(record: SummaryRecord, run_dir: Path) -> list:
-    """summary.json's holdout scores, the child's paired differences, the guard's verdicts,
-    the health verdict and where the child, card and report are."""
-    holdout = record.holdout
-    tasks = list(holdout.tasks)
-    labels = task_labels(tasks)
-    table = Table(title="holdout results (each task's primary metric)")
-    table.add_column("model", no_wrap=True)  # the baselines' names are long
-    for task, spec in holdout.tasks.items():
-        table.add_column(f"{labels[task]} ({spec.role}, {spec.metric}, n={spec.n})")
-    table.add_column("fitness")
-    for name, row in holdout.models.items():
-        table.add_row(name, *[score_cell(row[t]) for t in tasks], f"{row['fitness']:.4f}")
-    items: list = [table]
-    if holdout.comparisons:
-        paired = Table(title="child minus each model, same holdout items (paired SE, p-value)")
-        for column in ("against", *[labels[t] for t in tasks], "fitness"):
-            paired.add_column(column, no_wrap=column == "against")
-        for name, comparison in holdout.comparisons.items():
-            paired.add_row(name, *[difference_cell(comparison[t]) for t in (*tasks, "fitness")])
-        items.append(paired)
-    if record.search_split:
-        items.append(search_split_line(record.search_split, record.limit))
-    rows = baseline_rows(record)
-    if rows:
-        baselines = Table(title="baselines (docs/EVOLVE.md)")
-        for i, column in enumerate(BASELINE_HEADERS):
-            baselines.add_column(column, no_wrap=i == 0)
-        for row in rows:
-            baselines.add_row(*row)
-        items += [baselines, *headline(record)]
-    for task, verdict in (record.guard or {}).items():
-        reference = verdict.reference_model or "best reference"
-        items.append(f"guard {task}: child {verdict.child:.3f}, floor {verdict.floor:.3f} "
-                     f"({reference} - {verdict.tolerance}): "
-                     + ("kept" if verdict.within else "[red]BROKEN[/red]"))
+    """summary.json's holdout scores, the child's paired differences, the guards' verdicts,
+    the baselines, the health verdict and where the child, card and report are."""
+    items = [item for block in holdout_blocks(record) + baseline_blocks(record)
+             for item in terminal_items(block)]
     items.append(f"health: {record.health.verdict if record.health else None}")
     child = run_dir / file_names.CHILD_DIR
     items.append(f"child: {child}   card: {child / file_names.CARD}   "
                  f"report: {run_dir / file_names.REPORT}")
     return items
+
+
+def terminal_items(block: Block) -> list:
+    """One content block as what rich prints: a table (its first column kept whole: the
+    baselines' names are long), or lines of text (markup escaped)."""
+    if isinstance(block, Table):
+        table = RichTable()
+        for i, header in enumerate(block.headers):
+            table.add_column(escape(header), no_wrap=i == 0)
+        for row in block.rows:
+            table.add_row(*(escape(cell) for cell in row))
+        return [table]
+    if isinstance(block, Bullets):
+        return [escape(item).replace("BROKEN", "[red]BROKEN[/red]") for item in block.items]
+    if isinstance(block, str):
+        return [escape(block)]
+    raise TypeError(f"no terminal form for a {type(block).__name__} block")
