@@ -369,11 +369,15 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
                                                                      monkeypatch):
     """The best seed's child fails the health check (before CMA-ES would start there): the
     child is another genome, and RESULTS.md lists the rejected candidate with its search
-    fitness, verdict, reason and probe losses. With --baselines fixed, the fixed baselines
-    are in the holdout table."""
+    fitness, verdict, reason and probe losses; evolution.png crosses it out and its best-so-far
+    line ends at the child's fitness, not the rejected one's. With --baselines fixed, the
+    fixed baselines are in the holdout table."""
     import darwin_merge.health as health
+    import darwin_merge.plots.evolution as evolution
 
-    checked = []
+    checked, drawn = [], []
+    monkeypatch.setattr(evolution, "plot_evolution",
+                        lambda rows, *args, **kw: drawn.append((rows, kw["rejected"])))
 
     def check(child, *args, **kw):
         checked.append(child)
@@ -401,6 +405,11 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
     assert summary.baseline_search.mode == "fixed"
     assert {"dare_ties_0.5", "linear_0.5", "task_arithmetic_l1"} <= set(summary.holdout.models)
     assert "| task_arithmetic_l1 | task arithmetic, lambda 1 | fixed |" in text
+    rows, crossed = drawn[-1]  # the picture drawn last, after the finish
+    assert rejected.trial in crossed
+    best, _ = evolution.best_so_far(sorted((r for r in rows if r["phase"] == 2),
+                                           key=lambda r: r["number"]), crossed)
+    assert best[-1] == summary.best.search_fitness < rejected.search_fitness
     written = json.loads((run.out / "summary.json").read_text())
     assert written["baseline_search"]["recipes"]["task_arithmetic_l1"]["scale"] == 1.0
 

@@ -168,13 +168,18 @@ def json_safe(value):
     return value
 
 
-def write_records(recipe: Recipe, study: optuna.Study, phase1: dict) -> None:
+def write_records(recipe: Recipe, study: optuna.Study, phase1: dict,
+                  rejected: frozenset[int] = frozenset()) -> None:
+    """trials.json and evolution.png; `rejected`: the candidates the health gate rejected
+    (the finish knows them all; before it, the seeds' checks)."""
     from ..plots.evolution import plot_evolution
 
     out = Path(recipe.out)
     rows = trial_table(study)
     dump_json(out / file_names.TRIALS, record_json(Trials.model_validate(rows)))
-    plot_evolution(rows, phase1["best_curve"], out / file_names.EVOLUTION_PICTURE)
+    rejected = rejected | rejected_by_health(study, recipe.allow_warning)
+    plot_evolution(rows, phase1["best_curve"], out / file_names.EVOLUTION_PICTURE,
+                   rejected=frozenset(rejected))
 
 
 def versions() -> dict:

@@ -15,10 +15,30 @@ SOURCES = {"proxy_top_k": ("#ff7f0e", "Phase 1 top-k"), "anchor": ("#2ca02c", "a
            "cma_es": (PHASE_COLOURS[2], "CMA-ES")}
 
 
+def best_so_far(rows: list[dict], rejected: set[int]) -> tuple[list[float | None], list]:
+    """At each Phase 2 candidate (in `rows`' order): the best fitness so far among the
+    candidates the health gate did not reject, and that candidate's row (None before the
+    first one). A rejected candidate cannot become the child, so the line ends at the
+    child's fitness, not above it."""
+    best: list[float | None] = []
+    best_rows: list = []
+    for r in rows:
+        if r["number"] not in rejected and (not best or best[-1] is None
+                                            or r["fitness"] > best[-1]):
+            best.append(r["fitness"])
+            best_rows.append(r)
+        else:
+            best.append(best[-1] if best else None)
+            best_rows.append(best_rows[-1] if best_rows else None)
+    return best, best_rows
+
+
 def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
-                   title: str = "Darwin evolution") -> Path:
-    """Left: Phase 1 proxy best-so-far; middle: Phase 2 fitness per trial with best so far;
-    right: the genome values of the best Phase 2 trial at each point of the search."""
+                   title: str = "Darwin evolution", rejected: frozenset[int] = frozenset()
+                   ) -> Path:
+    """Left: Phase 1 proxy best-so-far; middle: Phase 2 fitness per trial, the candidates
+    the health gate rejected crossed out, and the best so far among the others; right: the
+    genome values of that best candidate at each point of the search."""
     fig = Figure(figsize=(16, 4.5))
     axes = fig.subplots(1, 3)
     ax = axes[0]
@@ -35,23 +55,22 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
         points = [(x, f) for x, f, k in zip(xs, fits, kinds, strict=True) if k == kind]
         if points:
             ax.scatter(*zip(*points, strict=True), color=colour, label=label, zorder=3)
-    best, best_rows = [], []
-    for r in rows:
-        if not best or r["fitness"] > best[-1]:
-            best.append(r["fitness"])
-            best_rows.append(r)
-        else:
-            best.append(best[-1])
-            best_rows.append(best_rows[-1])
-    ax.step(xs, best, where="post", color="black", label="best so far")
+    crossed = [(x, r["fitness"]) for x, r in zip(xs, rows, strict=True)
+               if r["number"] in rejected]
+    if crossed:
+        ax.scatter(*zip(*crossed, strict=True), color="#d62728", marker="x", s=90, zorder=4,
+                   label="rejected by the health check")
+    best, best_rows = best_so_far(rows, rejected)
+    ax.step(xs, [float("nan") if b is None else b for b in best], where="post",
+            color="black", label="best so far (health gate passed)")
     ax.set(title="Phase 2: real fitness (search split)", xlabel="candidate", ylabel="fitness")
     if rows:
         ax.legend(loc="lower right", fontsize=8)
     ax = axes[2]
     names = list(GENES)
     for name in names:
-        ax.plot(xs, [r["genome"].get(name, float("nan")) for r in best_rows], label=name,
-                lw=1.2)
+        ax.plot(xs, [float("nan") if r is None else r["genome"].get(name, float("nan"))
+                     for r in best_rows], label=name, lw=1.2)
     ax.set(title="Best genome over the search", xlabel="candidate", ylabel="value",
            ylim=(-0.02, 1.02))
     ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
