@@ -61,7 +61,7 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     assert (run / "report.html").stat().st_size > 10_000
     results = (run / "RESULTS.md").read_text()
     assert all(f"| {name} |" in results for name in models)
-    assert "two_digit_arithmetic (fitness, n=6)" in results
+    assert "two_digit_arithmetic (fitness, acc, n=6)" in results
     # the command line says the pair's fine-tunes were changed (by the folders they make)
     assert 'Command: `make demo DEMO_ARGS="--trials 3 --limit 4 --holdout-limit 6"`' in results
     assert all(f"{role}={Path(summary[role]).name}" in results for role in TINY_FINE_TUNES)
