@@ -29,7 +29,7 @@ import yaml
 
 from darwin_merge.evolve.baselines import FIXED_GENOMES
 from darwin_merge.genome import Genome, load_genome
-from darwin_merge.merge.engine import ParentTensors, merge_state
+from darwin_merge.merge.engine import ParentTensors, merge_state, same_bits
 from darwin_merge.merge.plan import load_scan_ratios
 from darwin_merge.records import file_names
 
@@ -50,10 +50,8 @@ def held_bytes(parents: ParentTensors) -> int:
     return sum(t.numel() * t.element_size() for t in seen.values())
 
 
-def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(
-        torch.equal(a[n].contiguous().view(torch.uint8), b[n].contiguous().view(torch.uint8))
-        for n in a)
+def same_child(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(same_bits(a[n], b[n]) for n in a)
 
 
 def main() -> None:
@@ -69,7 +67,7 @@ def main() -> None:
     genomes = [load_genome(args.run / file_names.BEST_GENOME), Genome(),
                FIXED_GENOMES["dare_ties_0.5"]]
     for genome in genomes:
-        assert same_bits(merge_state(shared, genome, ratios), merge_state(copied, genome, ratios))
+        assert same_child(merge_state(shared, genome, ratios), merge_state(copied, genome, ratios))
     seconds = {"copies": [], "shared": []}
     for _ in range(args.rounds):
         for name, parents in (("copies", copied), ("shared", shared)):

@@ -193,11 +193,11 @@ def _shared_with_base(parent: dict[str, torch.Tensor], base: dict[str, torch.Ten
     was: half of each specialist of the demo's disjoint pair) replaced by the base's tensor
     itself: one copy in memory, and a merge that sees `parent is base` skips its zero task
     vector's draw (merge/ops.py)."""
-    return {name: base[name] if name in base and _same_bits(base[name], tensor) else tensor
+    return {name: base[name] if name in base and same_bits(base[name], tensor) else tensor
             for name, tensor in parent.items()}
 
 
-def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+def same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
     """Equal to the bit (torch.equal calls -0.0 and 0.0 equal, and NaN unequal)."""
     if x.dtype != y.dtype or x.shape != y.shape or x.device != y.device:
         return False
