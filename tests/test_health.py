@@ -125,6 +125,30 @@ def test_parents_measured_once_give_the_same_report(parents, tmp_path):
                      max_prompts=2, max_tokens=24)
 
 
+def test_a_verdict_only_check_stops_at_the_first_lost_probe_set(parents):
+    """`stop_when_unhealthy` (the tuned baselines keep only the verdict): a child that loses
+    function is measured up to its first lost probe set, those sets as the whole check
+    measures them, with the same verdict; a child with no loss is checked in full."""
+    father, mother = parents
+    tokenizer = load_tokenizer(father)
+    lossy = _sabotaged(father, lambda m: m.model.norm.weight.mul_(-4.0))
+    warned = _sabotaged(father, lambda m: m.model.layers[2].mlp.down_proj.weight.normal_(0.0, 0.2))
+    for child in (lossy, warned):
+        whole = check_health(child, father, mother, tokenizer=tokenizer, **FEW)
+        quick = check_health(child, father, mother, tokenizer=tokenizer,
+                             stop_when_unhealthy=True, **FEW)
+        assert quick["verdict"] == whole["verdict"]
+        names = list(whole["probe_sets"])
+        if whole["function_loss"]:
+            first = names.index(whole["function_loss"][0])
+            assert list(quick["probe_sets"]) == names[:first + 1] and first + 1 < len(names)
+            assert quick["probe_sets"] == {n: whole["probe_sets"][n] for n in names[:first + 1]}
+        else:
+            assert quick == whole
+    assert [check_health(c, father, mother, tokenizer=tokenizer, **FEW)["verdict"]
+            for c in (lossy, warned)] == ["unhealthy", "warning"]
+
+
 def test_nan_weight_is_unhealthy(parents, tmp_path, capsys):
     father, mother = parents
 

@@ -235,7 +235,8 @@ def health_of(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
         study.set_user_attr(HEALTH_ATTR, verdicts)
     if name not in verdicts:
         scorer.load(scorer.state_of(candidate))
-        report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
+        report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer,
+                              stop_when_unhealthy=True)  # only the verdict is kept
         verdicts[name] = report["verdict"]
         study.set_user_attr(HEALTH_ATTR, verdicts)
         say(f"health check of the baseline {name}: {verdicts[name]}")

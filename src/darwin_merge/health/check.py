@@ -400,7 +400,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
                  device: str = "cpu", dtype: str = "float32", max_tokens: int = 64,
                  max_prompts: int | None = None, batch_size: int = 8,
                  thresholds: HealthThresholds | None = None, tokenizer=None,
-                 progress: bool = False, parents: ParentReference | None = None) -> dict:
+                 progress: bool = False, parents: ParentReference | None = None,
+                 stop_when_unhealthy: bool = False) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
     Each of child, father, mother is a model folder or an in-memory causal LM (the
@@ -408,6 +409,9 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     `parents` (`parent_reference` of the same parents and settings) gives the parents'
     side, measured before: then only the child runs, and the report is the same.
     `run_health` writes the report into a folder too (health.json, health.png).
+    `stop_when_unhealthy`: for a caller that needs the verdict only, stop at the first
+    probe set with a function loss or a non-finite activation (the verdict is then
+    `unhealthy` whatever the others show); the report holds the probe sets measured.
     """
     thresholds = thresholds or HealthThresholds()
     texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
@@ -441,7 +445,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     with progress_bar(progress) as bar:
         what = "child, father, mother" if parents is None else "child; parents measured before"
         per_probe = _measure(child_model, batches, depths["child"], nonfinite,
-                             bar.add_task(f"health check ({what})", total=total), bar)
+                             bar.add_task(f"health check ({what})", total=total), bar,
+                             thresholds if stop_when_unhealthy else None)
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)
@@ -458,9 +463,10 @@ def _require_reference(parents: ParentReference, father, mother, settings: dict)
                          "or settings")
 
 
-def _measure(child, batches: dict, num_layers: int, nonfinite: dict, task,
-             bar: Progress) -> dict[str, dict]:
-    """Per probe set, the child traced on each batch and summed against the parents."""
+def _measure(child, batches: dict, num_layers: int, nonfinite: dict, task, bar: Progress,
+             stop_at_loss: HealthThresholds | None = None) -> dict[str, dict]:
+    """Per probe set, the child traced on each batch and summed against the parents;
+    `stop_at_loss`: stop after the first probe set lost under these thresholds."""
     per_probe = {}
     for name, measured in batches.items():
         totals = _Totals(num_layers)
@@ -471,6 +477,10 @@ def _measure(child, batches: dict, num_layers: int, nonfinite: dict, task,
             bar.advance(task)
         per_probe[name] = totals.result()
         nonfinite["activations"] += sorted(f"{name}: {where}" for where in totals.nonfinite)
+        if stop_at_loss is not None and (
+                nonfinite["activations"] or function_losses({name: per_probe[name]},
+                                                            stop_at_loss)):
+            break
     return per_probe
 
 
