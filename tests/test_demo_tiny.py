@@ -63,10 +63,6 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert roles == {tasks["shift"]: "fitness", tasks["mirror"]: "fitness",
                      tasks["copy"]: "extra"}
     assert set(TINY_PRESET["fitness"]) | set(TINY_PRESET["extra_tasks"]) == set(tasks)
-    # the extra task: on the source card's models, not on task arithmetic 1.0 or the tuned
-    scored_extra = {name for name, row in holdout["models"].items() if tasks["copy"] in row}
-    assert scored_extra == {"child", "father", "mother", "base", *FIXED_GENOMES}
-    assert len(holdout["models"]) > len(scored_extra)
     # each parent has its own skill and lacks the other's
     father, mother = holdout["models"]["father"], holdout["models"]["mother"]
     assert father[tasks["shift"]]["acc"] > 0.9 > mother[tasks["shift"]]["acc"]
@@ -80,7 +76,6 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert "| model | shift.jsonl (fitness, acc, n=30) | mirror.jsonl (fitness, acc, n=30) |" \
         in results
     assert all(f"| {name} |" in results for name in models_of(summary))
-    assert "A dash: not scored on that task (task arithmetic 1.0 and the tuned" in results
     assert "### Baselines" in results and "The best tuned baseline is " in results
     assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()
     assert (run / "report.html").stat().st_size > 10_000

@@ -182,15 +182,11 @@ def holdout_blocks(summary: SummaryRecord) -> list[Block]:
                "per task)"]
     rows = [[name, *(score_cell(row.get(t)) for t in tasks), _fitness_cell(row.get("fitness")),
              _fitness_cell(search.get(name))] for name, row in holdout.models.items()]
-    unscored = any(cell == "-" for row in rows for cell in row[1:1 + len(tasks)])
     blocks: list[Block] = [
         "Held-out items (never seen by the search); every model scored on the same items: "
         "each task's primary metric ± its standard error, and the fitness (the weighted "
         "fitness tasks). The last column is the fitness on the search split, where the "
-        "child was chosen: its lead there is biased upward."
-        + (" A dash: not scored on that task (task arithmetic 1.0 and the tuned baselines "
-           "are scored on the fitness and guard tasks, not the extra ones)." if unscored
-           else ""), Table(headers, rows)]
+        "child was chosen: its lead there is biased upward.", Table(headers, rows)]
     if holdout.comparisons:
         blocks += ["The child minus each model on the same holdout items (paired difference "
                    "± its standard error; p: exact McNemar per task, paired bootstrap for the "

@@ -21,7 +21,7 @@ from ..eval.tasks import resolve_tasks
 from ..io.writer import atomic_output_dir
 from ..records import file_names
 from . import say
-from .baselines import FIXED_GENOMES, POINTS_ATTR, Baselines
+from .baselines import POINTS_ATTR, Baselines
 from .recipe import Recipe
 from .scoring import CandidateScorer, ScoringJob, fitness_of, score_concurrently
 
@@ -44,10 +44,8 @@ class HoldoutJobs:
 
     def __init__(self, models: dict[str, dict | Callable[[], dict]],
                  limits: dict[str, int | None], splits: dict[str, str] | None = None,
-                 label: str = "holdout", same_as: dict[str, str] | None = None,
-                 tasks_of: dict[str, list[str]] | None = None):
+                 label: str = "holdout", same_as: dict[str, str] | None = None):
         self.models, self.limits = models, limits  # limits: each task's number of items
-        self.tasks_of = tasks_of or {}  # a model's tasks when not every task of `limits`
         self.splits = splits or {}  # a task's split when not the holdout (benchmark/)
         self.label = label  # what the progress lines call the evaluation
         self.same_as = {n: m for n, m in (same_as or {}).items() if n in models and m in models}
@@ -55,11 +53,7 @@ class HoldoutJobs:
 
     def jobs(self) -> dict[tuple[str, str], ScoringJob]:
         return {(name, task): partial(self.score, name, task)
-                for name in self.models if name not in self.same_as
-                for task in self.tasks(name)}
-
-    def tasks(self, name: str) -> list[str]:
-        return self.tasks_of.get(name, list(self.limits))
+                for name in self.models if name not in self.same_as for task in self.limits}
 
     def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], dict]:
         """Every (model, task)'s result, each twin's a copy of the scored model's."""
@@ -67,13 +61,12 @@ class HoldoutJobs:
         for name, twin in self.same_as.items():
             say(f"{self.label} evaluation: {name} makes the same merge as {twin}; "
                 "its scores are copied")
-            done.update({(name, task): copy.deepcopy(done[twin, task])
-                         for task in self.tasks(name)})
+            done.update({(name, task): copy.deepcopy(done[twin, task]) for task in self.limits})
         return done
 
     def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
         """One model's holdout score on one task, with its per-item records."""
-        if task == self.tasks(name)[0]:  # each model's first job says it starts
+        if task == next(iter(self.limits)):  # each model's first job says it starts
             say(f"{self.label} evaluation: {name}")
         if self.loaded.get(id(worker)) != name:
             model = self.models[name]
@@ -85,22 +78,15 @@ class HoldoutJobs:
 
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
                   baseline_states: dict, same_merge: dict[str, str] | None = None) -> dict:
-    """Every model on the holdout split of the fitness and guard tasks, and the child's
-    paired comparison with each of them (docs/EVOLVE.md); a baseline that makes another's
-    merge (`same_merge`) is scored once. The extra tasks are scored on the models of the
-    source card's table (the child, the parents, the base, the two uniform baselines);
-    task arithmetic 1.0 and the tuned baselines are compared on what they were chosen by,
-    the fitness and the guards (two fewer models' extras: about 2 minutes of `make demo`)."""
+    """Every model on the holdout split of the fitness, guard and extra tasks, and the
+    child's paired comparison with each of them (docs/EVOLVE.md); a baseline that makes
+    another's merge (`same_merge`) is scored once."""
     roles = task_roles(recipe)
     references = {name: getattr(scorer.parents, name) for name in scorer.references()}
     models = {"child": child_state, **references, **baseline_states}
-    chosen_on_fitness = [t for t in roles if roles[t] != "extra"]
     done = HoldoutJobs(models, {task: recipe.holdout_limit_of(task) for task in roles},
-                       same_as=same_merge,
-                       tasks_of={name: chosen_on_fitness for name in baseline_states
-                                 if name not in FIXED_GENOMES}).run(scorer)
-    results = {name: {task: done[name, task] for task in roles if (name, task) in done}
-               for name in models}
+                       same_as=same_merge).run(scorer)
+    results = {name: {task: done[name, task] for task in roles} for name in models}
     table = {"tasks": {}, "models": {}, "comparisons": {}}
     items = {}
     for name, scores in results.items():
@@ -149,12 +135,10 @@ def _score_state(candidate, tasks: list[str], worker: CandidateScorer) -> dict:
 
 
 def child_against(child: dict, other: dict, weights: dict[str, float]) -> dict:
-    """The child minus another model on the same holdout items, per task both were scored
-    on and on the fitness (weighted primary metrics, without the tie-breaker)."""
+    """The child minus another model on the same holdout items, per task and on the
+    fitness (weighted primary metrics, without the tie-breaker)."""
     pairs = {}
     for task, (ids, scores) in child.items():
-        if task not in other:  # an extra task the other was not scored on
-            continue
         if other[task][0] != ids:
             raise RuntimeError(f"holdout items of {task} differ between models")
         pairs[task] = (scores, other[task][1])
