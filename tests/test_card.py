@@ -399,9 +399,10 @@ def test_merge_with_a_scan_reads_mri_trust_and_finds_the_scan_pictures(run_folde
 
 def test_unhealthy_verdict_lists_reasons_and_flagged_layers(run_folder, tmp_path):
     run = shutil.copytree(run_folder["run"], tmp_path / "run")
-    health = {"verdict": "unhealthy", "reasons": ["interference in layers 1, 3"],
-              "flagged_layers": [1, 3]}
-    (run / "health" / "health.json").write_text(json.dumps(health))
+    path = run / "health" / "health.json"  # the run's own, its verdict changed
+    health = {**json.loads(path.read_text()), "verdict": "unhealthy",
+              "reasons": ["interference in layers 1, 3"], "flagged_layers": [1, 3]}
+    path.write_text(json.dumps(health))
     _, body = split_card(write_card(run / "child", run).read_text())
     text = section(body, "Health check")
     assert "Verdict: **unhealthy**" in text and "- interference in layers 1, 3" in text

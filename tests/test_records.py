@@ -87,6 +87,21 @@ def test_unknown_key_newer_schema_and_broken_json_are_refused(run_dir, tmp_path)
         read_record(MergeRecord, path)
 
 
+@pytest.mark.parametrize("name, key", [("health.json", "verdict"), ("health.json", "settings"),
+                                       ("scan.json", "layers")])
+def test_a_record_without_a_key_its_producer_always_writes_is_refused(run_dir, tmp_path, name,
+                                                                     key):
+    """No reader guesses at a key the producer always writes (health.json's verdict was
+    optional once, for files days older than the check's settings)."""
+    model, rel, _, _ = RECORDS[name]
+    data = json.loads((run_dir / rel).read_text())
+    del data[key]
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=key):
+        read_record(model, path)
+
+
 def test_a_file_written_before_schema_version_reads_as_version_one(run_dir, tmp_path):
     data = json.loads((run_dir / "child" / "darwin_merge.json").read_text())
     assert data.pop("schema_version") == SCHEMA_VERSION

@@ -198,7 +198,7 @@ def holdout_blocks(summary: SummaryRecord) -> list[Block]:
     if summary.guard:
         blocks.append(Bullets([
             f"Guard {task}: child {v.child:.3f}, floor {v.floor:.3f} "
-            f"({v.reference_model or 'best reference'} - {v.tolerance}): "
+            f"({v.reference_model} - {v.tolerance}): "
             + ("kept." if v.within else "BROKEN.") for task, v in summary.guard.items()]))
     return blocks
 

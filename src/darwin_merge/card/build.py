@@ -109,17 +109,14 @@ def _metric(rec: RunRecords, task: str) -> str:
     return spec.metric if spec is not None and spec.metric else "acc"
 
 
-def _seconds(value):
-    """A trial's seconds: a number, or the total of its parts ({merge_seconds, eval_seconds})."""
-    if isinstance(value, dict):
-        parts = [v for v in value.values() if isinstance(v, int | float)]
-        return float(sum(parts)) if parts else None
-    return value
+def _seconds(value: dict | None) -> float | None:
+    """A trial's seconds: the total of its parts ({merge_seconds, eval_seconds})."""
+    return None if value is None else float(sum(value.values()))
 
 
-def _score(result, metric: str):
-    """A task's score in a trial: the number itself, or the metric of a result dict."""
-    return result.get(metric) if isinstance(result, dict) else result
+def _score(result: dict | None, metric: str):
+    """A task's score in a trial: the metric of its result (None when not scored)."""
+    return None if result is None else result.get(metric)
 
 
 def _cell(value) -> str:

@@ -203,16 +203,6 @@ def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
                    anchor="benchmarks") if blocks else None
 
 
-def _score(result, metric: str) -> str:
-    """'value ± stderr' from a task's result dict ('-' when the metric is absent)."""
-    if isinstance(result, int | float) and not isinstance(result, bool):
-        return _num(float(result))
-    if not isinstance(result, dict) or result.get(metric) is None:
-        return "-"
-    stderr = result.get(f"{metric}_stderr")
-    return _num(result[metric]) + (f" ± {_num(stderr)}" if stderr is not None else "")
-
-
 def _num(value) -> str:
     if isinstance(value, float):
         return f"{value + 0.0:.4f}"  # + 0.0: no "-0.0000"
@@ -235,21 +225,13 @@ def _health(rec: RunRecords, scratch: Path) -> Section | None:
     if h is not None and h.reasons:
         blocks.append(Bullets([str(r) for r in h.reasons]))
     flagged = h.flagged_layers if h is not None else None
-    if flagged and all(isinstance(f, int) for f in flagged):
+    if flagged:
         blocks.append(f"Flagged layers: {', '.join(str(f) for f in flagged)}.")
-    elif flagged:
-        blocks.append(Bullets([f"flagged: {_flag(f)}" for f in flagged]))
-    elif isinstance(flagged, list):
+    elif flagged is not None:
         blocks.append("No layer was flagged.")
     if picture is not None:
         blocks.append(picture)
     return Section("Health check", blocks, anchor="health")
-
-
-def _flag(item) -> str:
-    if isinstance(item, dict):
-        return ", ".join(f"{k} {_num(v)}" for k, v in item.items())
-    return f"layer {item}" if isinstance(item, int) else str(item)
 
 
 def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:

@@ -7,9 +7,6 @@ from typing import Any
 from . import file_names
 from .base import SCHEMA_VERSION, Number, Part, Record
 
-# a flagged layer: its number (older files: a mapping of the layer's readings)
-FlaggedLayer = int | dict[str, Number]
-
 
 class NonFinite(Part):
     weights: list[str] = []
@@ -36,22 +33,21 @@ class HealthVerdict(Part):
 
     verdict: str | None = None
     reasons: list[str] | None = None
-    flagged_layers: list[FlaggedLayer] | None = None
+    flagged_layers: list[int] | None = None
 
 
 class HealthRecord(Record):
-    """The whole check. Keys a file lacks (an older or a hand-cut one) read as absent."""
+    """The whole check (health/check.py's report, every key always written)."""
 
     file_name = file_names.HEALTH
-    omitted_when_none = ("thresholds", "settings")
 
-    thresholds: HealthThresholds | None = None
-    nonfinite: NonFinite = NonFinite()
-    settings: HealthSettings | None = None
-    flagged_layers: list[FlaggedLayer] | None = None
-    function_loss: list[str] = []
-    layers: list[dict[str, Any]] = []  # per layer: similarities, angles, interference
-    probe_sets: dict[str, dict[str, Any]] = {}  # per probe set: the measures of each model
-    verdict: str | None = None
-    reasons: list[str] | None = None
+    thresholds: HealthThresholds
+    nonfinite: NonFinite
+    settings: HealthSettings
+    flagged_layers: list[int]
+    function_loss: list[str]
+    layers: list[dict[str, Any]]  # per layer: similarities, angles, interference
+    probe_sets: dict[str, dict[str, Any]]  # per probe set: the measures of each model
+    verdict: str
+    reasons: list[str]
     schema_version: int = SCHEMA_VERSION

@@ -102,11 +102,9 @@ class Holdout(Part):
 class GuardVerdict(Part):
     """A guard task's verdict on the child (evolve/scoring.guard_verdicts)."""
 
-    omitted_when_none = ("reference_model",)
-
     child: Number
     reference: Number
-    reference_model: str | None = None  # absent in runs made before it was recorded
+    reference_model: str  # the base, or the better parent without a base
     floor: Number
     tolerance: Number
     within: bool
@@ -176,6 +174,9 @@ class HealthRejected(Part):
 
 
 class SummaryRecord(Record):
+    """summary.json (evolve/finish.py writes every field); empty for a card made from a
+    child without its run (`darwin card CHILD`), hence the defaults."""
+
     file_name = file_names.SUMMARY
 
     darwin_version: str | None = None
@@ -191,19 +192,19 @@ class SummaryRecord(Record):
     limit: int | None = None
     best: Best | None = None
     baselines: dict[str, GenomeValues] | None = None
-    baseline_search: BaselineSearch | None = None  # absent in runs made before tuned baselines
+    baseline_search: BaselineSearch | None = None
     phase1: Phase1Summary | None = None
     phase2: Phase2Summary | None = None
     holdout: Holdout | None = None
     # the fitness on the search split of the child, the references and the baselines (the
-    # child was chosen there, so its lead is biased upward); absent in older runs
+    # child was chosen there, so its lead is biased upward)
     search_split: dict[str, Number] | None = None
     holdout_limit: int | None = None
     fitness_holdout_limit: int | None = None
     guard: dict[str, GuardVerdict] | None = None
     health: HealthVerdict | None = None
     # candidates better on the search split than the child whose child the health check
-    # rejected (the gate's effect on the result, disclosed); absent in older runs
+    # rejected (the gate's effect on the result, disclosed)
     rejected_by_health: list[HealthRejected] | None = None
     scan: str | None = None
     child: str | None = None
@@ -223,7 +224,7 @@ class TrialRow(Part):
     genome_hash: str | None
     duplicate_of: int | None
     scores: dict[str, TaskScores] | None
-    seconds: dict[str, Number] | Number | None  # merge and eval seconds (older runs: a total)
+    seconds: dict[str, Number] | None  # merge and eval seconds
     race: dict[str, Any] | None
     guard: dict[str, Any] | None
     genome: dict[str, Number]
