@@ -39,12 +39,10 @@ def recorded_attributes(run: Path) -> dict:
     return {key: json.loads(value) for key, value in rows}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished run folder (recipe.yaml, study.db)")
-    args = parser.parse_args()
-    recipe = Recipe(**yaml.safe_load((args.run / file_names.RECIPE).read_text()))
-    recorded = recorded_attributes(args.run)
+def run_scorer(run: Path) -> tuple[Recipe, CandidateScorer]:
+    """A finished run's recipe and a scorer of its parents on its search items, the parents
+    measured on the health probes (as the run had them)."""
+    recipe = Recipe(**yaml.safe_load((run / file_names.RECIPE).read_text()))
     parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
                                  device=recipe.device, dtype=recipe.dtype)
     scorer = CandidateScorer(parents, recipe.weights, None, MergeSettings(), split="search",
@@ -52,6 +50,15 @@ def main() -> None:
                              device=recipe.device, dtype=recipe.forward_dtype,
                              guard_tasks=tuple(recipe.guard))
     measured_parents(recipe)
+    return recipe, scorer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run folder (recipe.yaml, study.db)")
+    args = parser.parse_args()
+    recorded = recorded_attributes(args.run)
+    recipe, scorer = run_scorer(args.run)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("parent_search_scores", recorded["parent_search_scores"])

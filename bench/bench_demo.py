@@ -35,8 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS_OF = """
 import json, sys
 from pathlib import Path
-from darwin_merge.demo.mother import mother_folder
-from darwin_merge.demo.run import SPECIALIST_RECIPES
+try:
+    from darwin_recipes.demo.mother import mother_folder
+    from darwin_recipes.demo.run import SPECIALIST_RECIPES
+except ImportError:  # a commit from before the recipes package (issue 35)
+    from darwin_merge.demo.mother import mother_folder
+    from darwin_merge.demo.run import SPECIALIST_RECIPES
 base, cache = Path(sys.argv[1]), Path(sys.argv[2])
 print(json.dumps({role: str(mother_folder(base, cache, recipe))
                   for role, recipe in SPECIALIST_RECIPES["smollm2"].items()}))

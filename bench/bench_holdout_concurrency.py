@@ -30,8 +30,8 @@ TASKS = ["two_digit_arithmetic", "letter_reversal", "arc_easy", "lambada_openai"
 
 def specialists() -> tuple[Path, Path]:
     """The specialists demo's two cached fine-tunes of the base."""
-    from darwin_merge.demo.mother import mother_folder
-    from darwin_merge.demo.run import SPECIALIST_RECIPES
+    from darwin_recipes.demo.mother import mother_folder
+    from darwin_recipes.demo.run import SPECIALIST_RECIPES
 
     found = [mother_folder(BASE, ROOT / ".cache", SPECIALIST_RECIPES[role])
              for role in ("father", "mother")]

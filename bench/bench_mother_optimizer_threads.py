@@ -28,8 +28,8 @@ FATHER = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 
 def trained(recipe, optimizer_threads: int) -> tuple[float, dict]:
     """(seconds per step, final weights) of `recipe` with the optimizer on that many threads."""
-    from darwin_merge.demo.mother import evaluation_contexts, skill_of, train
     from darwin_merge.io.loading import load_model, load_tokenizer
+    from darwin_recipes.demo.mother import evaluation_contexts, skill_of, train
 
     model, tokenizer = load_model(FATHER), load_tokenizer(FATHER)
     exclude = evaluation_contexts(None, skill_of(recipe.skill))
@@ -41,7 +41,7 @@ def trained(recipe, optimizer_threads: int) -> tuple[float, dict]:
 
 
 def main() -> None:
-    from darwin_merge.demo.mother import MotherRecipe
+    from darwin_recipes.demo.mother import MotherRecipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)

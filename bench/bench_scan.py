@@ -71,7 +71,7 @@ def scan_cost(args) -> None:
         cpu_scan, wall_scan, scan = timed(lambda: run_scan(
             args.model, args.mother, Path(tmp) / "scan", max_tokens=48, max_prompts=10,
             fitness=fitness, progress=False))
-    groups = len(scan["attribution"]["groups"])
+    groups = len(scan.attribution["groups"])
     print(f"one candidate evaluation ({', '.join(fitness)}, {args.limit} search items each): "
           f"{cpu_eval:.1f} s CPU, {wall_eval:.1f} s wall")
     print(f"whole scan (static, layer skip, attribution over {groups} groups x 2 swaps): "

@@ -1,6 +1,6 @@
 """Write a shipped task file of a demo skill (run once per skill; the files are committed).
 
-1000 distinct problems from the skill's own generator (darwin_merge.demo.mother.SKILLS) and
+1000 distinct problems from the skill's own generator (darwin_recipes.demo.mother.SKILLS) and
 a seed that no training recipe uses by default; a mother never trains on a context of the
 file, so its score there measures the skill, not memory.
 
@@ -13,7 +13,7 @@ import random
 import sys
 from pathlib import Path
 
-from darwin_merge.demo.mother import skill_of
+from darwin_recipes.demo.mother import skill_of
 
 SEEDS = {"two_digit_arithmetic": 20261129, "letter_reversal": 20261130}
 COUNT = 1000

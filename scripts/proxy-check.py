@@ -27,7 +27,8 @@ from darwin_merge.evolve.phase2 import anchor_genomes
 from darwin_merge.evolve.scoring import CandidateScorer, primary_score, scores_summary
 from darwin_merge.genome import GENES, Genome
 from darwin_merge.merge.engine import ParentTensors
-from darwin_merge.merge.plan import MergeSettings, load_scan_ratios, plan_merge
+from darwin_merge.merge.plan import MergeSettings, plan_merge
+from darwin_merge.records import ScanRecord, read_record
 
 DEMO_FITNESS = {"two_digit_arithmetic": 0.5, "arc_easy": 0.5}
 
@@ -76,12 +77,12 @@ def main() -> None:
     parser.add_argument("--trials", type=Path, default=None,
                         help="a run's trials.json: also rank its Phase 2 candidates")
     args = parser.parse_args()
-    settings, mri = MergeSettings(), load_scan_ratios(args.scan)
+    scan = read_record(ScanRecord, args.scan)
+    settings, mri = MergeSettings(), scan.mri_ratios()
     parents = ParentTensors.load(args.father, args.mother, None)
     scorer = CandidateScorer(parents, DEMO_FITNESS, mri, settings, split="search",
                              limit=args.limit)
     records = score_all(scorer, args.scores)
-    scan = json.loads(args.scan.read_text())
     data = build_proxy_data(DEMO_FITNESS, parents, scan, mri, settings,
                             {p: records[p]["scores"] for p in ("father", "mother")})
     rows = {}

@@ -28,7 +28,7 @@ from darwin_merge.evolve.recipe import parse_fitness
 from darwin_merge.genome import Genome
 from darwin_merge.io.loading import load_model, load_tokenizer
 from darwin_merge.merge.engine import ParentTensors, merge_state
-from darwin_merge.scan import load_scan, mri_ratios
+from darwin_merge.scan import load_scan
 
 MODELS = {
     "scan-only child": (Genome(mri_trust=1.0, merge_method_weight=1.0), True),
@@ -85,7 +85,7 @@ def main() -> None:
     tasks = resolve_tasks(list(weights))
     items = {t.name: select_items(t, args.split, args.limit) for t in tasks}
     scan = load_scan(args.scan)
-    ratios = mri_ratios(scan)
+    ratios = scan.mri_ratios()
     parents = ParentTensors.load(args.father, args.mother)
     model, tokenizer = load_model(args.father), load_tokenizer(args.father)
     own = model.state_dict()

@@ -75,7 +75,7 @@ def two_skill_pair(tmp_path_factory) -> tuple[Path, Path, Path]:
 
     Score any model or folder with `skills.skill_scores` (see tests/skills.py).
     """
-    from darwin_merge.demo.tiny import prepare_tiny_pair
+    from darwin_recipes.demo.tiny import prepare_tiny_pair
 
     folder = prepare_tiny_pair(tmp_path_factory.mktemp("two-skill"))
     return folder / "base", folder / "father", folder / "mother"

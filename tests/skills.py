@@ -1,4 +1,4 @@
-"""Scoring the tiny two-skill trio (built by `darwin_merge.demo.tiny.make_two_skill_pair`,
+"""Scoring the tiny two-skill trio (built by `darwin_recipes.demo.tiny.make_two_skill_pair`,
 the tiny demo's parents; the `two_skill_pair` fixture in conftest.py).
 
 `skill_scores(model_or_folder)` is greedy accuracy on held-out strings (never seen in
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from darwin_merge.demo.tiny import WORD, answer, encode, prompt_ids, split_words
+from darwin_recipes.demo.tiny import WORD, answer, encode, prompt_ids, split_words
 
 
 @torch.no_grad()

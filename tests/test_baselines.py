@@ -16,7 +16,6 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from darwin_merge.demo.run import results_markdown
 from darwin_merge.eval import paired
 from darwin_merge.evolve import baselines
 from darwin_merge.evolve.recipe import build_recipe
@@ -28,6 +27,7 @@ from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe, tenso
 from darwin_merge.records import SummaryRecord
 from darwin_merge.report_tables import difference_cell
 from darwin_merge.scan import run_scan
+from darwin_recipes.demo.run import results_markdown
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from darwin_merge.benchmark import run as bench
-from darwin_merge.benchmark.problem import load_problem, parse_problem, shipped_problems
-from darwin_merge.benchmark.report import specialist_check
-from darwin_merge.demo.test_items import training_contexts
 from darwin_merge.errors import UsageError
 from darwin_merge.eval.paired import hierarchical_bootstrap, p_text
 from darwin_merge.records import read_record
 from darwin_merge.records.benchmark import ProblemResult
+from darwin_recipes.benchmark import run as bench
+from darwin_recipes.benchmark.problem import load_problem, parse_problem, shipped_problems
+from darwin_recipes.benchmark.report import specialist_check
+from darwin_recipes.demo.test_items import training_contexts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

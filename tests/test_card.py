@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from darwin_merge.card import write_card, write_report
+from darwin_merge.card.build import write_card, write_report
 from darwin_merge.card.readings import block_layers, reading, share_words
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from darwin_merge.demo import mother as m
 from darwin_merge.errors import UsageError
 from darwin_merge.io.loading import load_model, load_tokenizer
 from darwin_merge.records import file_names
+from darwin_recipes.demo import mother as m
 
 PROBLEM = re.compile(r"^(\d+)( ([-+*]) \d+)+ =$")
 # A tiny version of the recipe: two steps on the top two blocks (seconds, not minutes).
@@ -237,7 +237,7 @@ def test_select_trainable_blocks_and_embeddings(tiny_llama):
 
 @pytest.mark.parametrize("family,layers", [("smollm2", 30), ("gemma3", 18)])
 def test_specialists_pair_is_two_fine_tunes_of_one_base(monkeypatch, tmp_path, family, layers):
-    from darwin_merge.demo import run as demo_run
+    from darwin_recipes.demo import run as demo_run
 
     base = tmp_path / "models" / "base"
     monkeypatch.setattr(demo_run, "ensure_real_model", lambda family, cache: base)

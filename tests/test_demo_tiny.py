@@ -11,8 +11,6 @@ import pytest
 import yaml
 
 from darwin_merge.cli import main
-from darwin_merge.demo.run import TINY_PRESET, run_demo
-from darwin_merge.demo.tiny import task_paths, tiny_folder
 from darwin_merge.eval.report import evaluate_path
 from darwin_merge.eval.tasks import file_task, select_items
 from darwin_merge.evolve.baselines import FIXED_GENOMES
@@ -21,6 +19,8 @@ from darwin_merge.merge.engine import merge_models
 from darwin_merge.mergekit import merge_from_config
 from darwin_merge.mergekit.standard import StandardRecipe
 from darwin_merge.records import file_names
+from darwin_recipes.demo.run import TINY_PRESET, run_demo
+from darwin_recipes.demo.tiny import task_paths, tiny_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 # the trio has a base; the fixed baselines (the tuned ones' names depend on the run)

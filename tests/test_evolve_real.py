@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from darwin_merge.demo.mother import recipe_with
-from darwin_merge.demo.run import SPECIALISTS_PRESET, run_demo
+from darwin_recipes.demo.mother import recipe_with
+from darwin_recipes.demo.run import SPECIALISTS_PRESET, run_demo
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

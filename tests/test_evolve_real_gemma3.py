@@ -8,9 +8,9 @@ import json
 import pytest
 from safetensors import safe_open
 
-from darwin_merge.demo.mother import MotherRecipe
-from darwin_merge.demo.run import run_demo
 from darwin_merge.merge.plan import plan_models
+from darwin_recipes.demo.mother import MotherRecipe
+from darwin_recipes.demo.run import run_demo
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

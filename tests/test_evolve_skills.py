@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from darwin_merge.demo.tiny import task_paths
 from darwin_merge.evolve.recipe import build_recipe
 from darwin_merge.evolve.run import run_evolve
+from darwin_recipes.demo.tiny import task_paths
 
 pytestmark = pytest.mark.slow
 

@@ -68,3 +68,76 @@ def test_file_names_are_spelled_in_one_module():
     spelled = {path.relative_to(PACKAGE).as_posix(): found for path in modules()
                if path != home and (found := spelled_file_names(path, names))}
     assert spelled == {}
+
+
+def recipe_imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, inside a function) of every import of `darwin_recipes` in a file."""
+    found = []
+
+    def visit(node, in_function: bool):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""]
+            found.extend((n, in_function) for n in names if n.split(".")[0] == "darwin_recipes")
+        inner = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return found
+
+
+def test_the_library_imports_the_recipes_only_inside_the_cli_commands():
+    """darwin_recipes (the demo, the benchmark) uses the library, never the other way: only
+    cli.py's `demo` and `bench` commands import it, when run."""
+    imports = {path.relative_to(PACKAGE).as_posix(): found for path in modules()
+               if (found := recipe_imports(path))}
+    assert set(imports) == {"cli.py"}
+    assert all(inside for _, inside in imports["cli.py"])
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at the top or inside a function; a
+    submodule's import imports its packages' __init__ too)."""
+    names = {module_name(path): path for path in modules()}
+    graph = {}
+    for name, path in names.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found = set()
+        for module, imported in imported_names(path):
+            level = len(module) - len(module.lstrip("."))
+            target = ".".join(here[:len(here) - level + 1] + [module.lstrip(".")]) \
+                if level else module
+            target = target.rstrip(".")
+            full = f"{target}.{imported}" if imported else target
+            found.add(full if full in names else target)
+        parents = {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)}
+        graph[name] = {m for m in found | parents
+                       if m in names and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_no_import_cycle():
+    """No module imports one that imports it back, directly or around a loop (card/__init__
+    once imported build -> sections -> report_tables -> card.blocks -> card)."""
+    graph = import_graph()
+    done: set[str] = set()
+
+    def loop_from(module: str, path: list[str]) -> list[str] | None:
+        """A loop of imports reached from `module` (depth first; `path` the way down)."""
+        for nxt in sorted(graph[module]):
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in done:
+                found = loop_from(nxt, path + [nxt])
+                if found:
+                    return found
+        done.add(module)
+        return None
+
+    assert [loop for m in sorted(graph) if (loop := loop_from(m, [m]))] == []

@@ -112,19 +112,37 @@ def test_report_records_every_tensor_and_says_the_genome_alone_decided(pair, tmp
 
 
 def test_scan_ratios_enter_by_trust_and_missing_tensors_are_refused(pair, tmp_path):
+    """A scan.json that `darwin scan` wrote, its ratios then edited: they enter the plan by
+    the genome's trust; a file missing a tensor, with a ratio outside [0, 1] or without the
+    per-layer table is refused, naming what is wrong."""
+    from darwin_merge.scan import run_scan
+
     father, mother = pair
-    with ModelSource(father) as source:
-        names = source.names
-    scan = tmp_path / "scan.json"
-    scan.write_text(json.dumps({"tensors": {n: {"mri_ratio": 0.9} for n in names}}))
-    rows = plan_models(father, mother, genome=Genome.uniform(0.5, mri_trust=0.5), scan=scan)
+    run_scan(father, mother, tmp_path / "scan", formula="card", max_prompts=1, max_tokens=8,
+             progress=False)
+    scan = tmp_path / "scan" / "scan.json"
+    written = json.loads(scan.read_text())
+    names = list(written["tensors"])
+
+    def edited(change) -> Path:
+        data = json.loads(json.dumps(written))
+        change(data)
+        scan.write_text(json.dumps(data))
+        return scan
+
+    def all_at(value):
+        return lambda data: [t.update(mri_ratio=value) for t in data["tensors"].values()]
+
+    rows = plan_models(father, mother, genome=Genome.uniform(0.5, mri_trust=0.5),
+                       scan=edited(all_at(0.9)))
     assert all(r.mri_ratio == 0.9 and r.final_ratio == pytest.approx(0.7) for r in rows)
-    scan.write_text(json.dumps({"tensors": {n: {"mri_ratio": 0.9} for n in names[1:]}}))
     with pytest.raises(UsageError, match=names[0]):
-        plan_models(father, mother, scan=scan)
-    scan.write_text(json.dumps({"tensors": {names[0]: {"mri_ratio": 1.5}}}))
+        plan_models(father, mother, scan=edited(lambda data: data["tensors"].pop(names[0])))
     with pytest.raises(UsageError, match="mri_ratio in"):
-        plan_models(father, mother, scan=scan)
+        plan_models(father, mother, scan=edited(
+            lambda data: data["tensors"][names[1]].update(mri_ratio=1.5)))
+    with pytest.raises(UsageError, match="per-layer table"):
+        plan_models(father, mother, scan=edited(lambda data: data["layers"].update(mother=[])))
 
 
 def test_in_memory_merge_equals_the_written_child(pair, tmp_path):

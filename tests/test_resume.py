@@ -162,7 +162,7 @@ def test_no_healthy_child_is_a_search_error_unless_warnings_are_allowed(pair, sc
 def test_a_broken_card_package_is_an_error_not_a_skipped_card(pair, tmp_path, monkeypatch):
     from darwin_merge.evolve.run import _write_card
 
-    monkeypatch.setitem(sys.modules, "darwin_merge.card", None)  # import fails
+    monkeypatch.setitem(sys.modules, "darwin_merge.card.build", None)  # import fails
     with pytest.raises(ImportError):
         _write_card(recipe(pair, tmp_path / "run"))
 

@@ -10,12 +10,12 @@ import torch
 
 from darwin_merge.cli import main
 from darwin_merge.errors import NumericalError, UsageError
+from darwin_merge.records import record_json
 from darwin_merge.scan import (
     combined_score,
     layer_skip_distances,
     load_scan,
     mri_ratio,
-    mri_ratios,
     run_scan,
     static_score,
     summary_lines,
@@ -195,8 +195,8 @@ def tiny_pair(tmp_path_factory):
 def test_identical_parents_give_half_everywhere(tiny_llama, tmp_path, small_probes):
     scan = run_scan(tiny_llama, tiny_llama, tmp_path / "scan", probes=small_probes,
                     progress=False)
-    assert set(mri_ratios(scan).values()) == {0.5}
-    assert scan["layers"]["father"] == scan["layers"]["mother"]
+    assert set(scan.mri_ratios().values()) == {0.5}
+    assert scan.layers["father"] == scan.layers["mother"]
 
 
 def assert_ratios_lean_to_the_stronger_parent(tensors: dict) -> None:
@@ -219,31 +219,31 @@ def test_scan_file_schema_and_determinism(tiny_pair, tmp_path, small_probes):
     one = (tmp_path / "one" / "scan.json").read_bytes()
     assert one == (tmp_path / "two" / "scan.json").read_bytes()
     loaded = load_scan(tmp_path / "one")
-    assert loaded == json.loads(one) == scan
-    ratios = mri_ratios(loaded)
+    assert record_json(loaded) == json.loads(one) and loaded == scan
+    ratios = loaded.mri_ratios()
     assert len(ratios) == 38
-    assert_ratios_lean_to_the_stronger_parent(loaded["tensors"])
+    assert_ratios_lean_to_the_stronger_parent(loaded.tensors)
     assert len(set(ratios.values())) > 1  # different parents: not all 0.5
-    entry = loaded["tensors"]["model.layers.2.mlp.down_proj.weight"]
+    entry = loaded.tensors["model.layers.2.mlp.down_proj.weight"]
     for key in ("entropy_a", "std_a", "norm_a", "static_a", "entropy_b", "std_b", "norm_b",
                 "static_b", "combined_a", "combined_b", "mri_ratio"):
         assert isinstance(entry[key], float)
     assert (entry["component"], entry["layer"]) == ("ffn", 2)
-    score_b = loaded["layers"]["mother"][2]["probe_score"]
+    score_b = loaded.layers["mother"][2].probe_score
     assert entry["combined_b"] == pytest.approx(entry["static_b"] * 0.4 + score_b * 0.6)
-    assert loaded["formula"] == "attribution"  # the default; the card's ratio stays beside it
+    assert loaded.formula == "attribution"  # the default; the card's ratio stays beside it
     assert entry["card_ratio"] == pytest.approx(
         entry["combined_b"] / (entry["combined_a"] + entry["combined_b"]))
-    row = loaded["layers"]["father"][1]
-    assert set(row["distances"]) == {"MATH", "CODE"}
-    assert row["probe_score"] == pytest.approx(sum(row["distances"].values()) / 2)
-    assert loaded["probe_sets"] == {"CODE": 1, "MATH": 2}
-    assert len(loaded["probes_sha256"]) == 64
+    row = loaded.layers["father"][1]
+    assert set(row.distances) == {"MATH", "CODE"}
+    assert row.probe_score == pytest.approx(sum(row.distances.values()) / 2)
+    assert loaded.probe_sets == {"CODE": 1, "MATH": 2}
+    assert len(loaded.probes_sha256) == 64
     lines = summary_lines(loaded)
     assert lines[0].startswith("father:") and "MATH" in lines[0] and "CODE" in lines[1]
-    counts = loaded["transplant"]
-    assert f"{counts['mother']} > 0.85" in lines[-1]
-    assert counts["father"] + counts["mother"] + counts["blended"] == 38
+    counts = loaded.transplant
+    assert f"{counts.mother} > 0.85" in lines[-1]
+    assert counts.father + counts.mother + counts.blended == 38
     for picture in ("mds_father_mother.png", "mri_ratio.png"):
         assert (tmp_path / "one" / picture).read_bytes()[:8] == PNG_MAGIC
 
@@ -253,8 +253,8 @@ def test_gemma4_scan_covers_towers_and_clipping_buffers(tmp_path, small_probes):
     mother = perturbed_copy(father, tmp_path / "mother", scale=0.3, seed=5)
     scan = run_scan(father, mother, tmp_path / "scan", probes=small_probes, max_tokens=8,
                     progress=False)
-    tensors = scan["tensors"]
-    assert len(tensors) == 228 and scan["num_layers"] == 4
+    tensors = scan.tensors
+    assert len(tensors) == 228 and scan.num_layers == 4
     clip = [n for n in tensors if n.endswith("input_max")]
     assert clip  # Inf bounds ("no clipping") still give finite scores and a ratio
     assert_ratios_lean_to_the_stronger_parent({n: tensors[n] for n in clip})
@@ -269,9 +269,9 @@ def test_real_smollm2_pair_end_to_end(smollm2, tmp_path, small_probes):
                  str(tmp_path / "scan"), "--probes", str(small_probes), "--max-tokens", "8"])
     assert code == 0
     scan = load_scan(tmp_path / "scan" / "scan.json")
-    assert scan["num_layers"] == 30 and len(scan["layers"]["mother"]) == 30
-    assert_ratios_lean_to_the_stronger_parent(scan["tensors"])
-    assert len(set(mri_ratios(scan).values())) > 1
+    assert scan.num_layers == 30 and len(scan.layers["mother"]) == 30
+    assert_ratios_lean_to_the_stronger_parent(scan.tensors)
+    assert len(set(scan.mri_ratios().values())) > 1
     import matplotlib.image
 
     picture = tmp_path / "scan" / "mds_father_mother.png"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from darwin_merge.cli import main
-from darwin_merge.demo.tiny import task_paths
-from darwin_merge.scan import load_scan, mri_ratios, run_scan
+from darwin_merge.scan import load_scan, run_scan
 from darwin_merge.scan.attribution import group_of, tensor_groups
 from darwin_merge.scan.ratios import attribution_ratio, importance_contrast
+from darwin_recipes.demo.tiny import task_paths
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +43,7 @@ def test_attribution_puts_each_skill_where_it_was_trained(trio_scan, skill_tasks
     """The father learnt skill A in layer 1 (block 3), the mother skill B in layer 0
     (block 0): the mother's block 0 must carry skill B, her block 3 must cost skill A."""
     scan, _, _ = trio_scan
-    tasks = scan["attribution"]["tasks"]
+    tasks = scan.attribution["tasks"]
     skill_a, skill_b = (tasks[str(skill_tasks[k])]["groups"] for k in ("skill_a", "skill_b"))
     top_b = max(skill_b, key=lambda g: skill_b[g]["effect"])
     worst_a = min(skill_a, key=lambda g: skill_a[g]["effect"])
@@ -57,15 +57,15 @@ def test_ratios_carry_decisions_on_the_side_the_attribution_justifies(trio_scan)
     """The mother's layer 0 (skill B) is taken from her, the father's layer-1 MLP (skill A)
     from him; the layer-1 attention, which helps A and costs B, is not asked to be either."""
     scan, _, _ = trio_scan
-    tensors, groups = scan["tensors"], scan["attribution"]["groups"]
+    tensors, groups = scan.tensors, scan.attribution["groups"]
     for tensor in ("self_attn.q_proj.weight", "mlp.up_proj.weight"):
         assert tensors[f"model.layers.0.{tensor}"]["mri_ratio"] > 0.85
     assert tensors["model.layers.1.mlp.up_proj.weight"]["mri_ratio"] < 0.15
     assert groups["block0.attn"]["z"] > 2 and groups["block0.ffn"]["z"] > 2
     assert groups["block3.ffn"]["z"] < -2
-    decided = [r for r in mri_ratios(scan).values() if abs(r - 0.5) >= 0.25]
+    decided = [r for r in scan.mri_ratios().values() if abs(r - 0.5) >= 0.25]
     assert len(decided) >= len(tensors) // 4
-    assert scan["formula"] == "attribution"
+    assert scan.formula == "attribution"
 
 
 def test_scan_files_picture_and_cli_summary(trio_scan, two_skill_pair, skill_tasks, tmp_path,
@@ -79,7 +79,7 @@ def test_scan_files_picture_and_cli_summary(trio_scan, two_skill_pair, skill_tas
                  "--attribution-items", "4"])
     printed = capsys.readouterr().out
     assert code == 0 and "the mother's version helps most in block0" in printed.replace("\n", " ")
-    assert load_scan(tmp_path / "cli")["settings"]["attribution_items"] == 4
+    assert load_scan(tmp_path / "cli").settings.attribution_items == 4
 
 
 def test_leaving_the_probe_sets_out_of_the_attribution_keeps_every_ratio(
@@ -90,10 +90,10 @@ def test_leaving_the_probe_sets_out_of_the_attribution_keeps_every_ratio(
     _, father, mother = two_skill_pair
     lean = run_scan(father, mother, tmp_path / "lean", probes=small_probes, fitness=fitness,
                     attribution_items=24, progress=False, attribute_probe_sets=False)
-    assert "LETTERS" in scan["attribution"]["tasks"]
-    assert set(lean["attribution"]["tasks"]) == set(fitness)
-    assert mri_ratios(lean) == mri_ratios(scan)
-    assert lean["inputs_sha256"] != scan["inputs_sha256"]
+    assert "LETTERS" in scan.attribution["tasks"]
+    assert set(lean.attribution["tasks"]) == set(fitness)
+    assert lean.mri_ratios() == scan.mri_ratios()
+    assert lean.inputs_sha256 != scan.inputs_sha256
 
 
 def test_identical_parents_give_exactly_half(two_skill_pair, skill_tasks, small_probes, tmp_path):
@@ -101,8 +101,8 @@ def test_identical_parents_give_exactly_half(two_skill_pair, skill_tasks, small_
     scan = run_scan(father, father, tmp_path / "same", probes=small_probes,
                     fitness={str(skill_tasks["skill_a"]): 1.0}, attribution_items=4,
                     progress=False)
-    assert set(mri_ratios(scan).values()) == {0.5}
-    assert all(g["z"] == 0.0 for g in scan["attribution"]["groups"].values())
+    assert set(scan.mri_ratios().values()) == {0.5}
+    assert all(g["z"] == 0.0 for g in scan.attribution["groups"].values())
 
 
 def test_same_inputs_give_the_same_bytes_and_a_resume_reuses_them(
@@ -112,7 +112,7 @@ def test_same_inputs_give_the_same_bytes_and_a_resume_reuses_them(
     again = run_scan(father, mother, tmp_path / "again", probes=small_probes, fitness=fitness,
                      attribution_items=24, progress=False)
     assert (tmp_path / "again" / "scan.json").read_bytes() == (out / "scan.json").read_bytes()
-    assert again["inputs_sha256"] == scan["inputs_sha256"]
+    assert again.inputs_sha256 == scan.inputs_sha256
     stamp = (tmp_path / "again" / "scan.json").stat().st_mtime_ns
     reused = run_scan(father, mother, tmp_path / "again", probes=small_probes, fitness=fitness,
                       attribution_items=24, progress=False, reuse=True)
@@ -129,10 +129,10 @@ def test_a_resumed_scan_with_changed_probe_items_is_recomputed(
     other = {str(skill_tasks["skill_a"]): 0.5, str(changed): 0.5}
     redone = run_scan(father, mother, out.parent / "copy", probes=small_probes, fitness=other,
                       attribution_items=24, progress=False)
-    assert redone["inputs_sha256"] != scan["inputs_sha256"]
+    assert redone.inputs_sha256 != scan.inputs_sha256
     again = run_scan(father, mother, out.parent / "copy", probes=small_probes, fitness=fitness,
                      attribution_items=24, progress=False, reuse=True, overwrite=True)
-    assert again["inputs_sha256"] == scan["inputs_sha256"]
+    assert again.inputs_sha256 == scan.inputs_sha256
 
 
 def test_card_formula_is_kept_and_selectable(two_skill_pair, small_probes, trio_scan,
@@ -148,11 +148,11 @@ def test_card_formula_is_kept_and_selectable(two_skill_pair, small_probes, trio_
                        formula="card", progress=False)
     itself = run_scan(father, father, tmp_path / "itself", probes=small_probes,
                       formula="card", progress=False)
-    assert scan["formula"] == "card" and "attribution" not in scan
-    ratios = mri_ratios(scan)
-    assert mri_ratios(swapped) == pytest.approx({n: 1.0 - r for n, r in ratios.items()})
-    assert set(mri_ratios(itself).values()) == {0.5}
-    assert ratios != pytest.approx(mri_ratios(trio_scan[0]), abs=1e-3)
+    assert scan.formula == "card" and scan.attribution is None
+    ratios = scan.mri_ratios()
+    assert swapped.mri_ratios() == pytest.approx({n: 1.0 - r for n, r in ratios.items()})
+    assert set(itself.mri_ratios().values()) == {0.5}
+    assert ratios != pytest.approx(trio_scan[0].mri_ratios(), abs=1e-3)
     assert main(["scan", "--father", str(father), "--mother", str(mother), "--out",
                  str(tmp_path / "bad"), "--mri", "magic"]) == 2
 

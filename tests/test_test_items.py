@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from darwin_merge.benchmark.run import excluded_recipes
 from darwin_merge.cli import main
-from darwin_merge.demo.mother import evaluation_contexts, recipe_with, skill_of
-from darwin_merge.demo.test_items import fresh_items, training_contexts
 from darwin_merge.errors import UsageError
+from darwin_recipes.benchmark.run import excluded_recipes
+from darwin_recipes.demo.mother import evaluation_contexts, recipe_with, skill_of
+from darwin_recipes.demo.test_items import fresh_items, training_contexts
 
 
 def test_fresh_items_leave_out_the_task_file_and_the_training_problems():

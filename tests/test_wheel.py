@@ -75,9 +75,12 @@ def _darwin(venv_dir: Path, cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
-def test_wheel_holds_every_data_file(installed):
+@pytest.mark.parametrize("name", ["darwin_merge", "darwin_recipes"])
+def test_wheel_holds_every_data_file(installed, name):
+    """Both packages of the wheel (the library and the recipes beside it): installed from
+    the wheel only, with every non-Python file of the checkout's package."""
     python = installed / "bin" / "python"
-    code = ("import darwin_merge, sys; print(darwin_merge.__file__); "
+    code = (f"import {name}, darwin_merge, sys; print({name}.__file__); "
             "print(darwin_merge.__version__); print(sys.path)")
     where, version, path = subprocess.run([str(python), "-c", code], cwd=installed,
                                           env=_env(), capture_output=True, text=True,
@@ -86,16 +89,24 @@ def test_wheel_holds_every_data_file(installed):
     assert package.is_relative_to(installed) and not package.is_relative_to(ROOT)
     # no other copy (this checkout, an editable install's source folder) is importable
     others = [e for e in ast.literal_eval(path)
-              if Path(e, "darwin_merge").is_dir() and not Path(e).is_relative_to(installed)]
+              if Path(e, name).is_dir() and not Path(e).is_relative_to(installed)]
     assert others == []
     from darwin_merge import __version__
 
     assert version == __version__
-    shipped = {p.relative_to(ROOT / "src" / "darwin_merge")
-               for p in (ROOT / "src" / "darwin_merge").rglob("*")
+    shipped = {p.relative_to(ROOT / "src" / name) for p in (ROOT / "src" / name).rglob("*")
                if p.is_file() and p.suffix not in (".py", ".pyc")}
     assert shipped and all((package / p).is_file() for p in shipped), \
         sorted(str(p) for p in shipped if not (package / p).is_file())
+
+
+def test_installed_demo_command_reads_the_recipes_problems(installed, tmp_path):
+    """`darwin demo test-items` leaves out every benchmark and demo fine-tune's training
+    problems: it reads the recipes package's problems/*.yaml and the library's task files."""
+    out = tmp_path / "items.jsonl"
+    _darwin(installed, tmp_path, "demo", "test-items", "two_digit_arithmetic", "--out", str(out),
+            "--count", "5")
+    assert len(out.read_text().splitlines()) == 5
 
 
 def test_installed_commands_merge_and_score_a_tiny_pair(installed, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from darwin_merge.demo.tiny import (  # the tiny Llama and its tokenizer are the demo's
+from darwin_recipes.demo.tiny import (  # the tiny Llama and its tokenizer are the demo's
     VOCAB_SIZE,
     char_tokenizer,
     llama_config,

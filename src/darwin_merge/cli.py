@@ -467,7 +467,7 @@ def card_cmd(
     The card's `base_model` lists the parents' Hub ids; a parent known only by its local
     folder is left out of it and named in the card's text.
     """
-    from .card import write_card
+    from .card.build import write_card
     from .records import file_names
 
     given = {"father": father_id, "mother": mother_id}
@@ -517,7 +517,7 @@ def scan_cmd(
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
     pictures = "mds_father_mother.png, mri_ratio.png" + (
-        ", attribution.png" if "attribution" in scan else "")
+        ", attribution.png" if scan.attribution is not None else "")
     out.print(f"scan written to {out_dir} (scan.json, {pictures})")
 
 
@@ -550,8 +550,8 @@ def bench_quality_cmd(
     import shlex
     import sys
 
-    from .benchmark.report import summary_table
-    from .benchmark.run import QUICK_PROBLEMS, run_benchmark
+    from darwin_recipes.benchmark.report import summary_table
+    from darwin_recipes.benchmark.run import QUICK_PROBLEMS, run_benchmark
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -590,7 +590,8 @@ def demo_run_cmd(
     fresh: bool = typer.Option(False, help="redo a completed demo (the study is continued)"),
 ) -> None:
     """The whole job on a pair: parents, scan, evolve, merge, check, eval, card, report."""
-    from .demo.run import default_out, run_demo
+    from darwin_recipes.demo.run import default_out, run_demo
+
     from .evolve.summary_tables import summary_tables
     from .records import SummaryRecord
 
@@ -612,8 +613,8 @@ def demo_test_items_cmd(
     """Fresh test items of a synthetic skill: none in its shipped task file or in any
     benchmark or demo fine-tune's training problems; the same for one seed (score them with
     `darwin eval MODEL --tasks FILE`)."""
-    from .benchmark.run import excluded_recipes
-    from .demo.test_items import fresh_items, write_items
+    from darwin_recipes.benchmark.run import excluded_recipes
+    from darwin_recipes.demo.test_items import fresh_items, write_items
 
     items = fresh_items(skill, test_seed, count, excluded_recipes())
     out.print(f"{len(items)} items of {skill} (test seed {test_seed}) in "
@@ -644,7 +645,8 @@ def prepare_mother_cmd(
 
     The father is the imported SmolLM2 unless --father is given.
     """
-    from .demo.mother import prepare_mother, recipe_with
+    from darwin_recipes.demo.mother import prepare_mother, recipe_with
+
     from .realmodels import ensure_real_model
 
     recipe = recipe_with(steps=steps, lr=lr, batch_size=batch_size, seed=seed,

@@ -21,7 +21,15 @@ from ..genome import GENES, Genome, genome_hash
 from ..io.files import dump_json
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
-from ..records import Phase1Record, Stake, TopGenome, file_names, read_optional, record_json
+from ..records import (
+    Phase1Record,
+    ScanRecord,
+    Stake,
+    TopGenome,
+    file_names,
+    read_optional,
+    record_json,
+)
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
 from .scoring import CandidateScorer, primary_score, scores_summary
@@ -53,16 +61,6 @@ def _kept(path: Path) -> Phase1Record | None:
         return None
 
 
-def _scan_layers(scan: dict) -> tuple[dict, int]:
-    """{parent: [{probe: distance}, ...]} from the scan's per-layer table."""
-    layers = scan["layers"]
-    table = {}
-    for parent in ("father", "mother"):
-        rows = layers[parent]
-        table[parent] = [row["distances"] if "distances" in row else row for row in rows]
-    return table, len(table["father"])
-
-
 def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
     """Both parents (and the base, when given) on the search split, on the fitness and guard
     tasks; once: kept in the study for re-runs and workers."""
@@ -77,12 +75,13 @@ def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) 
     return scores
 
 
-def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: dict,
+def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: ScanRecord,
                      mri: dict[str, float] | None, settings: MergeSettings,
                      scores: dict) -> proxy.ProxyData:
     """What Phase 1 needs: the attribution model when the scan has one for every fitness
     task, and the distance proxy's stakes (its fallback) always."""
-    table, num_layers = _scan_layers(scan)
+    table = scan.layer_distances()
+    num_layers = len(table["father"])
     delta_sq = {}
     for name, a in parents.father.items():
         if a.is_floating_point():
@@ -94,7 +93,7 @@ def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: di
         probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
         imp = proxy.layer_importance(table, donor, probes, num_layers)
         stakes.append(proxy.TaskStake(task, weight, donor, abs(mo - fa), imp))
-    attribution = scan.get("attribution")
+    attribution = scan.attribution
     model = index = None
     if attribution is not None and all(t in attribution["tasks"] for t in weights):
         metrics = {p: {t: primary_score(scores[p][t]) for t in weights}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import UsageError, validation_line
 from ..genome import Genome
 from ..io.dtypes import DTYPE_NAMES
-from ..records import file_names
+from ..records import ScanRecord, file_names, read_record
 from . import say
 
 
@@ -198,18 +197,12 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def check_scan_file(path: Path) -> None:
-    """A `--scan` must be a scan.json with MRI ratios and the per-layer table."""
-    from ..merge.plan import load_scan_ratios  # imports torch: not at the CLI's start-up
-
+    """A `--scan` must be a scan.json: its MRI ratios in [0, 1] and a per-layer table for
+    both parents (`ScanRecord`)."""
     if not path.is_file():
         raise UsageError(f"--scan {path}: no such file (give the scan.json that "
                          "`darwin scan` wrote, or leave --scan out to scan first)")
-    load_scan_ratios(path)  # unreadable, not JSON, ratios missing or out of range
-    layers = json.loads(path.read_text(encoding="utf-8")).get("layers")
-    if not (isinstance(layers, dict) and all(isinstance(layers.get(p), list) and layers[p]
-                                             for p in ("father", "mother"))):
-        raise UsageError(f"--scan {path}: not a scan file (no per-layer table for both "
-                         "parents)")
+    read_record(ScanRecord, path)
 
 
 def ensure_scan(recipe: Recipe) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from filelock import FileLock, Timeout
 from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
-from ..merge.plan import MergeSettings, load_scan_ratios
-from ..records import file_names
+from ..merge.plan import MergeSettings
+from ..records import ScanRecord, file_names, read_record
 from ..resources import cpu_has_fast_bfloat16
 from . import say
 from .finish import finish, write_records
@@ -67,8 +66,8 @@ def searched(recipe: Recipe) -> Iterator[Search]:
             study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
             warn_slow_bfloat16(recipe)
             scan_path = ensure_scan(recipe)
-            mri = load_scan_ratios(scan_path)  # checks the file before it is used
-            scan = json.loads(Path(scan_path).read_text())
+            scan = read_record(ScanRecord, scan_path)  # checked before it is used
+            mri = scan.mri_ratios()
             say("reading both parents into memory (held once for every candidate)")
             parents = ParentTensors.load(recipe.father, recipe.mother, recipe.base,
                                          device=recipe.device, dtype=recipe.dtype)
@@ -105,7 +104,7 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
 
 
 def _write_card(recipe: Recipe) -> None:
-    from ..card import write_card, write_report  # a broken card package is a bug: no skip
+    from ..card.build import write_card, write_report  # a broken card package: no skip
 
     out = Path(recipe.out)
     write_card(out / file_names.CHILD_DIR, out)

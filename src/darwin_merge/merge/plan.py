@@ -7,8 +7,6 @@ drive the real merge, the in-memory merge of the search and `darwin plan`.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +20,7 @@ from ..errors import IncompatibleModelsError, ModelFormatError, UsageError, vali
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import dash, require_mergeable
 from ..io import ModelSource
+from ..records import ScanRecord, read_record
 from .ops import transplant_mode
 
 
@@ -98,26 +97,10 @@ def plan_merge(infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], geno
 
 
 def load_scan_ratios(path: str | Path) -> dict[str, float]:
-    """`tensors[name]["mri_ratio"]` of a scan file, each checked to be a number in [0, 1]."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the scan file ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: the scan file is not JSON") from exc
-    tensors = data.get("tensors") if isinstance(data, dict) else None
-    if not isinstance(tensors, dict):
-        raise UsageError(f"{path}: not a scan file (no 'tensors' object)")
-    ratios = {}
-    for name, entry in tensors.items():
-        value = entry.get("mri_ratio") if isinstance(entry, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            raise UsageError(f"{path}: tensor {name!r} has no mri_ratio in [0, 1] "
-                             f"(got {value!r})")
-        ratios[name] = float(value)
-    return ratios
+    """The mother's share per tensor that a scan file prescribes; a file that is not a
+    darwin scan.json (unreadable, not JSON, a ratio missing or outside [0, 1], no per-layer
+    table) is refused with a RecordError (a UsageError) naming the file and what is wrong."""
+    return read_record(ScanRecord, path).mri_ratios()
 
 
 def open_parents(father: str | Path, mother: str | Path, base: str | Path | None = None,

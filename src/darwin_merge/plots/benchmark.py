@@ -1,4 +1,5 @@
-"""The merge-quality benchmark's picture: methods x problems (benchmark/report.py's rows)."""
+"""The merge-quality benchmark's picture: methods x problems (darwin_recipes/benchmark gives
+each problem's models by method)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..benchmark.report import children, method_rows
-from ..records.benchmark import ModelTest, ProblemResult
+from ..records.benchmark import ModelTest
+
+# One problem of the picture: its name and {method: its models} (the child: one per seed).
+ProblemBars = tuple[str, dict[str, list[ModelTest]]]
 
 # A bar drawn hatched: its model broke a guard on the test items or failed the health check.
 FLAGGED_HATCH = "///"
@@ -18,12 +21,12 @@ def flagged(model: ModelTest) -> bool:
     return model.guards_kept is False or model.health == "unhealthy"
 
 
-def draw(results: list[ProblemResult], path: Path) -> Path:
+def draw(problems: list[ProblemBars], path: Path) -> Path:
     """methods x problems: each problem's test fitness per method (the child's bar is the
     mean over seeds, its dots the seeds); hatched where a guard broke on the test items or
     the health check failed (a child's bar: any seed; its dots red for those seeds)."""
-    methods = ["child", *dict.fromkeys(m for r in results for m in method_rows(r))]
-    fig = Figure(figsize=(max(7.0, 1.2 * len(methods) * len(results) / 2), 4.2))
+    methods = ["child", *dict.fromkeys(m for _, bars in problems for m in bars if m != "child")]
+    fig = Figure(figsize=(max(7.0, 1.2 * len(methods) * len(problems) / 2), 4.2))
     ax = fig.add_subplot()
     width, labelled = 0.8 / len(methods), set()
 
@@ -34,21 +37,21 @@ def draw(results: list[ProblemResult], path: Path) -> Path:
         return method
 
     for i, method in enumerate(methods):
-        for j, r in enumerate(results):
+        for j, (_, bars) in enumerate(problems):
             x = j + (i - (len(methods) - 1) / 2) * width
             color = f"C{i % 10}"
             if method == "child":
-                seeds = [r.models[n] for n in children(r)]
+                seeds = bars["child"]
                 values = [m.fitness for m in seeds]
                 ax.bar(x, statistics.mean(values), width, color=color, label=label(method),
                        hatch=FLAGGED_HATCH if any(map(flagged, seeds)) else None)
                 ax.scatter([x] * len(values), values, s=10, zorder=3,
                            color=["red" if flagged(m) else "black" for m in seeds])
-            elif method in method_rows(r):
-                model = r.models[method_rows(r)[method]]
+            elif method in bars:
+                model = bars[method][0]
                 ax.bar(x, model.fitness, width, color=color, label=label(method),
                        hatch=FLAGGED_HATCH if flagged(model) else None)
-    ax.set_xticks(range(len(results)), [r.problem for r in results], fontsize=8)
+    ax.set_xticks(range(len(problems)), [name for name, _ in problems], fontsize=8)
     ax.set_ylabel("test fitness")
     ax.set_title("Test fitness by method (child: mean over seeds, dots: each seed; hatched or "
                  "red: a guard broken on the test items, or unhealthy)", fontsize=10)

@@ -15,6 +15,7 @@ from .base import (
     record_text,
 )
 from .eval import EvalResults
+from .fine_tune import FineTuneRecord
 from .health import HealthRecord, HealthVerdict
 from .merge import MergeOptions, MergeParents, MergeRecord, TensorRow, VocabularyRecord
 from .scan import SCAN_VERSION, ScanRecord
@@ -38,8 +39,8 @@ from .search import (
 )
 
 __all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "BaselinePoint", "BaselineSearch", "Best",
-           "EvalResults", "HealthRecord", "HealthRejected", "HealthVerdict", "Holdout",
-           "HoldoutTask", "METHOD_WORDS", "MergeOptions", "MergeParents", "MergeRecord",
+           "EvalResults", "FineTuneRecord", "HealthRecord", "HealthRejected", "HealthVerdict",
+           "Holdout", "HoldoutTask", "METHOD_WORDS", "MergeOptions", "MergeParents", "MergeRecord",
            "Phase1Record",
            "Phase1Summary", "Phase2Summary", "Record", "ScanRecord", "Stake", "StandardValues",
            "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials", "VocabularyRecord",

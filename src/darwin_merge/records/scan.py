@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import field_validator
@@ -83,8 +84,8 @@ class ScanRecord(Record):
     sampling: Sampling
     layers: dict[Literal["father", "mother"], list[LayerRow]]
     transplant: TransplantCounts
-    # per tensor: its statistics, scores and mri_ratio (docs/SCAN.md); merge.plan checks
-    # each mri_ratio when a merge reads the file
+    # per tensor: its statistics, scores and mri_ratio (docs/SCAN.md), each mri_ratio
+    # checked to be a number in [0, 1]
     tensors: dict[str, dict[str, Any]]
     attribution: dict[str, Any] | None = None
     inputs: dict[str, Any] | None = None
@@ -96,3 +97,30 @@ class ScanRecord(Record):
         if version != SCAN_VERSION:
             raise ValueError(f"scan version {version!r}, expected {SCAN_VERSION}")
         return version
+
+    @field_validator("layers")
+    @classmethod
+    def _both_parents(cls, layers: dict) -> dict:
+        if not all(layers.get(parent) for parent in ("father", "mother")):
+            raise ValueError("no per-layer table for both parents")
+        return layers
+
+    @field_validator("tensors")
+    @classmethod
+    def _ratios_in_range(cls, tensors: dict) -> dict:
+        for name, entry in tensors.items():
+            value = entry.get("mri_ratio")
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"tensor {name!r} has no mri_ratio in [0, 1] (got {value!r})")
+        return tensors
+
+    def mri_ratios(self) -> dict[str, float]:
+        """Tensor name -> the mother's share the scan prescribes (what a merge blends with
+        the genome by its `mri_trust`)."""
+        return {name: float(entry["mri_ratio"]) for name, entry in self.tensors.items()}
+
+    def layer_distances(self) -> dict[str, list[dict[str, float]]]:
+        """{parent: [{probe set: layer-skip distance} per layer]}: what the proxy weighs."""
+        return {parent: [dict(row.distances) for row in rows]
+                for parent, rows in self.layers.items()}

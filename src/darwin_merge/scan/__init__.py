@@ -11,12 +11,12 @@ from .layers import (
 )
 from .probes import load_probes, probes_sha256
 from .ratios import combined_score, mri_ratio
-from .run import load_scan, mri_ratios, run_scan, summary_lines
+from .run import load_scan, run_scan, summary_lines
 from .static import static_score, tensor_stats
 
 __all__ = [
     "DecoderTrace", "decoder_of", "layer_skip_distances", "skip_hidden", "skip_hidden_naive",
     "token_cosine_distance", "trace_decoder", "load_probes", "probes_sha256", "combined_score",
-    "mri_ratio", "load_scan", "mri_ratios", "run_scan", "summary_lines", "static_score",
+    "mri_ratio", "load_scan", "run_scan", "summary_lines", "static_score",
     "tensor_stats",
 ]

@@ -36,7 +36,6 @@ from ..records import (
     file_names,
     parse_record,
     read_record,
-    record_json,
     record_text,
 )
 from . import attribution as A
@@ -111,7 +110,7 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
              fitness: dict[str, float] | None = None, base: str | Path | None = None,
              attribution_items: int = DEFAULT_ATTRIBUTION_ITEMS,
              temperature: float = DEFAULT_TEMPERATURE, reuse: bool = False,
-             eval_dtype: str | None = None, attribute_probe_sets: bool = True) -> dict:
+             eval_dtype: str | None = None, attribute_probe_sets: bool = True) -> ScanRecord:
     """Scan both parents and write SCAN_DIR (scan.json and its pictures); return the scan.
 
     `reuse`: when SCAN_DIR already holds a scan of the very same inputs (the parents' and
@@ -172,8 +171,8 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
                              (static_a, static_b), (profile_a, profile_b), attribution)
             scan["inputs"] = inputs
             scan["inputs_sha256"] = _sha256(inputs)
-            write_scan(scan, tmp)
-    return scan
+            record = write_scan(scan, tmp)
+    return record
 
 
 def _check_formula(formula: str, attribution_items: int, temperature: float) -> None:
@@ -223,7 +222,7 @@ def scan_inputs(paths: tuple, texts: dict, tasks: list, task_weights: dict,
     }
 
 
-def _reusable(out: Path, inputs: dict) -> dict | None:
+def _reusable(out: Path, inputs: dict) -> ScanRecord | None:
     """The scan already in `out` when it was made from exactly these inputs."""
     if not (out / file_names.SCAN).is_file():
         return None
@@ -231,7 +230,7 @@ def _reusable(out: Path, inputs: dict) -> dict | None:
         scan = load_scan(out)
     except UsageError:
         return None
-    return scan if scan.get("inputs_sha256") == _sha256(inputs) else None
+    return scan if scan.inputs_sha256 == _sha256(inputs) else None
 
 
 def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int,
@@ -319,14 +318,15 @@ def layer_rows(profile: dict[str, list[float]], scores: list[float]) -> list[dic
              "probe_score": score} for layer, score in enumerate(scores)]
 
 
-def layer_matrix(rows: list[dict]) -> tuple[list[str], list[list[float]]]:
-    """(probe names, [layer][probe] distances) from a parent's layer table."""
-    names = list(rows[0]["distances"]) if rows else []
-    return names, [[row["distances"][n] for n in names] for row in rows]
+def layer_matrix(rows: list[dict[str, float]]) -> tuple[list[str], list[list[float]]]:
+    """(probe names, [layer][probe] distances) from a parent's per-layer distances."""
+    names = list(rows[0]) if rows else []
+    return names, [[row[n] for n in names] for row in rows]
 
 
-def write_scan(scan: dict, folder: Path) -> None:
-    """scan.json (checked against its schema) and the two pictures into `folder`."""
+def write_scan(scan: dict, folder: Path) -> ScanRecord:
+    """scan.json (checked against its schema) and the two pictures into `folder`; the
+    record written."""
     record = parse_record(ScanRecord, scan, "the scan being written")
     (folder / file_names.SCAN).write_text(record_text(record, indent=1), encoding="utf-8")
     plot_mds(scan["layers"], folder / file_names.MDS_PICTURE)
@@ -334,21 +334,17 @@ def write_scan(scan: dict, folder: Path) -> None:
                    scan["settings"]["transplant_low"], scan["settings"]["transplant_high"])
     if "attribution" in scan:
         plot_attribution(scan["attribution"], folder / file_names.ATTRIBUTION_PICTURE)
+    return record
 
 
-def load_scan(path: str | Path) -> dict:
+def load_scan(path: str | Path) -> ScanRecord:
     """Read a scan (SCAN_DIR or its scan.json), refusing a file that is not one."""
     path = Path(path)
     if path.is_dir():
         path = path / file_names.SCAN
     if not path.is_file():
         raise UsageError(f"{path}: no such scan file (run `darwin scan` first)")
-    return record_json(read_record(ScanRecord, path))
-
-
-def mri_ratios(scan: dict) -> dict[str, float]:
-    """Tensor name -> prescribed mother share (what the merge engine blends with the genome)."""
-    return {name: float(entry["mri_ratio"]) for name, entry in scan["tensors"].items()}
+    return read_record(ScanRecord, path)
 
 
 def attribution_lines(attribution: dict, top: int = 3) -> list[str]:
@@ -367,28 +363,27 @@ def attribution_lines(attribution: dict, top: int = 3) -> list[str]:
     return lines
 
 
-def summary_lines(scan: dict, top: int = 3) -> list[str]:
+def summary_lines(scan: ScanRecord, top: int = 3) -> list[str]:
     """The terminal summary: where each parent concentrates each probe; transplant zones."""
     lines = []
     for role in ("father", "mother"):
         parts = []
-        names, matrix = layer_matrix(scan["layers"][role])
+        names, matrix = layer_matrix(scan.layer_distances()[role])
         for column, name in enumerate(names):
             dist = [row[column] for row in matrix]
             best = sorted(range(len(dist)), key=lambda i: (-dist[i], i))[:top]
             parts.append(f"{name} {','.join(map(str, best))} (peak {dist[best[0]]:.3g})")
         lines.append(f"{role}: top layers per probe: " + "; ".join(parts))
-    if "attribution" in scan:
-        lines.extend(attribution_lines(scan["attribution"], top))
-    counts = scan["transplant"]
-    ratios = list(mri_ratios(scan).values())
-    settings = scan["settings"]
+    if scan.attribution is not None:
+        lines.extend(attribution_lines(scan.attribution, top))
+    counts, settings = scan.transplant, scan.settings
+    ratios = list(scan.mri_ratios().values())
     decided = sum(1 for r in ratios if abs(r - 0.5) >= DECIDED)
-    lines.append(f"formula {scan.get('formula', 'card')}: {decided} of {len(ratios)} tensors "
+    lines.append(f"formula {scan.formula}: {decided} of {len(ratios)} tensors "
                  f"at least {DECIDED} from 0.5")
     lines.append(
         f"mri_ratio over {len(ratios)} tensors: min {min(ratios):.3f}, "
         f"mean {sum(ratios) / len(ratios):.3f}, max {max(ratios):.3f}; transplant zones: "
-        f"{counts['father']} < {settings['transplant_low']} (father whole), "
-        f"{counts['mother']} > {settings['transplant_high']} (mother whole)")
+        f"{counts.father} < {settings.transplant_low} (father whole), "
+        f"{counts.mother} > {settings.transplant_high} (mother whole)")
     return lines

@@ -37,14 +37,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
-from ..io import ModelSource, ModelWriter, atomic_output_dir
-from ..io.loading import load_model, load_tokenizer, resolve_device
-from ..io.writer import copy_side_files, write_config
-from ..merge.engine import cpu_threads
-from ..progress import progress_bar
-from ..records import file_names
-from ..resources import cpu_has_fast_bfloat16
+from darwin_merge.errors import UsageError
+from darwin_merge.io import ModelSource, ModelWriter, atomic_output_dir
+from darwin_merge.io.loading import load_model, load_tokenizer, resolve_device
+from darwin_merge.io.writer import copy_side_files, write_config
+from darwin_merge.merge.engine import cpu_threads
+from darwin_merge.progress import progress_bar
+from darwin_merge.records import FineTuneRecord, file_names, record_text
+from darwin_merge.resources import cpu_has_fast_bfloat16
 
 IGNORE = -100  # the label cross_entropy skips: context and padding tokens
 
@@ -394,9 +394,9 @@ def prepare_mother(father: str | Path, cache: str | Path = ".cache",
         torch.set_num_threads(threads)  # the rest of the demo runs with the caller's threads
     with atomic_output_dir(folder, overwrite=folder.exists()) as tmp:
         write_like(model, father, tmp)
-        record = {"father": str(father), "recipe": recipe.key(), "data": DATA_VERSION,
-                  "device": str(torch_device), **numbers}
-        (tmp / file_names.FINE_TUNE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        record = FineTuneRecord(father=str(father), recipe=recipe.key(), data=DATA_VERSION,
+                                device=str(torch_device), **numbers)
+        (tmp / file_names.FINE_TUNE_RECORD).write_text(record_text(record, indent=2))
     return folder
 
 

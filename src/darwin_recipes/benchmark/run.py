@@ -12,7 +12,6 @@ the holdout split for the shipped tasks. result.json holds the scores and the co
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,20 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from darwin_merge import __version__
+from darwin_merge.errors import UsageError
+from darwin_merge.eval.paired import hierarchical_bootstrap
+from darwin_merge.evolve.baselines import run_baselines
+from darwin_merge.evolve.finish import pick_healthy
+from darwin_merge.evolve.holdout import HoldoutJobs
+from darwin_merge.evolve.recipe import Recipe, build_recipe, ensure_scan
+from darwin_merge.evolve.run import Search, searched
+from darwin_merge.evolve.scoring import primary_score
+from darwin_merge.io.files import dump_json
+from darwin_merge.records import FineTuneRecord, file_names, read_record, record_json
+from darwin_merge.records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
+from darwin_merge.resources import FAST_EVAL_DTYPE, matmul_yardstick
+
 from ..demo.test_items import PUBLISHED_TEST_SEED
-from ..errors import UsageError
-from ..eval.paired import hierarchical_bootstrap
-from ..evolve.baselines import run_baselines
-from ..evolve.finish import pick_healthy
-from ..evolve.holdout import HoldoutJobs
-from ..evolve.recipe import Recipe, build_recipe, ensure_scan
-from ..evolve.run import Search, searched
-from ..evolve.scoring import primary_score
-from ..io.files import dump_json
-from ..records import file_names, read_record, record_json
-from ..records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
-from ..resources import FAST_EVAL_DTYPE, matmul_yardstick
 from . import say
 from .problem import BASE, TINY, Problem, load_problem
 
@@ -91,8 +91,9 @@ def run_benchmark(names: list[str], out: Path, cache: Path, mode: str = "quick",
                   ) -> list[ProblemResult]:
     """Every problem in turn (each continued where a killed run stopped), then the report:
     RUN_DIR/quality.md and RUN_DIR/quality.png."""
-    from ..plots.benchmark import draw
-    from .report import markdown
+    from darwin_merge.plots.benchmark import draw
+
+    from .report import markdown, picture_bars
 
     problems = [load_problem(name) for name in names]  # an unknown one: before any work
     results = [run_problem(p, out, cache, mode, seeds, test_seed, device, **budget)
@@ -100,7 +101,7 @@ def run_benchmark(names: list[str], out: Path, cache: Path, mode: str = "quick",
     checks = {p.name: specialists_line(p, results, out) for p in problems}
     table, picture = Path(out) / file_names.QUALITY_TABLE, Path(out) / file_names.QUALITY_PICTURE
     table.write_text(markdown(results, command, checks), encoding="utf-8")
-    draw(results, picture)
+    draw(picture_bars(results), picture)
     say(f"benchmark report: {table} and {picture}")
     return results
 
@@ -193,7 +194,7 @@ def share_parent_scores(recipe: Recipe, scores: dict) -> None:
     models on the same items), so that each seed does not score them again."""
     import optuna
 
-    from ..evolve.study import open_study, quiet_optuna
+    from darwin_merge.evolve.study import open_study, quiet_optuna
 
     Path(recipe.out).mkdir(parents=True, exist_ok=True)
     with quiet_optuna():
@@ -215,8 +216,9 @@ def problem_parents(problem: Problem, cache: Path, device: str
         parents = {"father": folder / "father", "mother": folder / "mother",
                    "base": folder / "base" if problem.merge_with_base else None}
         return parents, {t: tasks.get(t, t) for t in problem.tasks()}, {}
+    from darwin_merge.realmodels import ensure_real_model
+
     from ..demo.mother import prepare_mother
-    from ..realmodels import ensure_real_model
 
     base = ensure_real_model(problem.family, cache)
     parents, trained = {}, {}
@@ -227,9 +229,8 @@ def problem_parents(problem: Problem, cache: Path, device: str
         say(f"{role}: {problem.family} fine-tuned on {spec['skill']} (cached after the "
             "first run)")
         parents[role] = prepare_mother(base, cache, problem.recipes()[role], device=device)
-        record_path = parents[role] / file_names.FINE_TUNE_RECORD
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        trained[role] = float(record.get("seconds", 0.0))
+        record = read_record(FineTuneRecord, parents[role] / file_names.FINE_TUNE_RECORD)
+        trained[role] = float(record.seconds)
     parents["base"] = base if problem.merge_with_base else None
     return parents, {t: t for t in problem.tasks()}, trained
 
@@ -238,8 +239,9 @@ def test_items(problem: Problem, tasks: dict[str, str], folder: Path, test_seed:
                mode: str) -> dict[str, TestSet]:
     """{problem's task: its TestSet} for the fitness and guard tasks: a synthetic skill's
     fresh items (written to `folder`), else the holdout."""
+    from darwin_merge.eval.tasks import task_metric
+
     from ..demo.test_items import fresh_items, write_items
-    from ..eval.tasks import task_metric
 
     found = {}
     roles = {t: "fitness" for t in problem.fitness}

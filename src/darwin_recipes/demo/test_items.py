@@ -18,8 +18,9 @@ import json
 import random
 from pathlib import Path
 
-from ..errors import UsageError
-from ..io.files import write_text_atomic
+from darwin_merge.errors import UsageError
+from darwin_merge.io.files import write_text_atomic
+
 from .mother import MotherRecipe, evaluation_contexts, skill_of, training_problems
 
 # The published tables' test seed; develop with any other.

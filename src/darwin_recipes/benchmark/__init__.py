@@ -2,6 +2,6 @@
 scored with the tuned standard recipes on test items nobody has looked at (docs/BENCHMARKS.md,
 "Merge quality")."""
 
-from ..progress import narrator
+from darwin_merge.progress import narrator
 
 say = narrator("bench")  # the benchmark's one-line messages on stderr

@@ -11,22 +11,29 @@ that each learnt one skill in seconds (demo/tiny.py), for a first look.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 
+from darwin_merge.card.markdown import markdown_blocks
+from darwin_merge.errors import UsageError
+from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.run import run_evolve
+from darwin_merge.merge.engine import cpu_threads
+from darwin_merge.realmodels import ensure_real_model
+from darwin_merge.records import (
+    Phase1Summary,
+    SummaryRecord,
+    file_names,
+    parse_record,
+    read_record,
+    record_json,
+)
+from darwin_merge.records.search import SOURCE_COUNTS
+from darwin_merge.report_tables import baseline_blocks, holdout_blocks
+from darwin_merge.resources import FAST_EVAL_DTYPE
+
 from ..benchmark.problem import load_problem
-from ..card.markdown import markdown_blocks
-from ..errors import UsageError
-from ..evolve.recipe import build_recipe
-from ..evolve.run import run_evolve
-from ..merge.engine import cpu_threads
-from ..realmodels import ensure_real_model
-from ..records import Phase1Summary, SummaryRecord, file_names, parse_record, read_record
-from ..records.search import SOURCE_COUNTS
-from ..report_tables import baseline_blocks, holdout_blocks
-from ..resources import FAST_EVAL_DTYPE
 from .mother import prepare_mother, recipe_with
 from .tiny import prepare_tiny_pair, task_paths
 
@@ -126,7 +133,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
         finished = read_record(SummaryRecord, summary_path)  # malformed: one-line RecordError
         check_same_pair(finished, family, pair, out)
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
-        return json.loads(summary_path.read_text())
+        return record_json(finished)
     fine_tunes = fine_tunes or {}
     parents = (tiny_parents(cache) if family == TINY
                else specialist_parents(family, cache, device, fine_tunes) if pair == SPECIALISTS

@@ -1,14 +1,15 @@
-"""The benchmark's tables (Markdown, for docs/BENCHMARKS.md's "Merge quality") and the rows
-of its picture (plots/benchmark.py draws it), read from the problems' result.json records."""
+"""The benchmark's tables (Markdown, for docs/BENCHMARKS.md's "Merge quality") and the bars
+of its picture (`picture_bars`; darwin_merge/plots/benchmark.py draws them), read from the
+problems' result.json records."""
 
 from __future__ import annotations
 
 import statistics
 
-from ..eval.paired import p_text
-from ..evolve.baselines import FIXED_GENOMES, FIXED_RECIPES
-from ..records import METHOD_WORDS
-from ..records.benchmark import ProblemResult, SeedComparison
+from darwin_merge.eval.paired import p_text
+from darwin_merge.evolve.baselines import FIXED_GENOMES, FIXED_RECIPES
+from darwin_merge.records import METHOD_WORDS
+from darwin_merge.records.benchmark import ModelTest, ProblemResult, SeedComparison
 
 # The picture's methods, in its order: the child, each tuned recipe's point chosen on the
 # search split, the fixed baselines and the parents.
@@ -36,6 +37,14 @@ def method_rows(result: ProblemResult) -> dict[str, str]:
     rows.update({label: name for name, label in FIXED.items() if name in result.models})
     rows.update({name: name for name in REFERENCES if name in result.models})
     return rows
+
+
+def picture_bars(results: list[ProblemResult]) -> list[tuple[str, dict[str, list[ModelTest]]]]:
+    """What the picture draws (plots/benchmark.py): per problem, {method: its models}, the
+    child's one per seed first."""
+    return [(r.problem, {"child": [r.models[n] for n in children(r)],
+                         **{method: [r.models[name]] for method, name in method_rows(r).items()}})
+            for r in results]
 
 
 def comparison_cell(c: SeedComparison) -> str:

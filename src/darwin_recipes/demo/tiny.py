@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ..io import ModelWriter, atomic_output_dir
-from ..merge.engine import cpu_threads
-from ..records import file_names
+from darwin_merge.io import ModelWriter, atomic_output_dir
+from darwin_merge.merge.engine import cpu_threads
+from darwin_merge.records import file_names
 
 # -- the tokenizer and the model ------------------------------------------------------------
 VOCAB_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
@@ -99,7 +99,7 @@ def write_tiny_model(model, folder: Path, description: str) -> Path:
     (folder / file_names.CARD).write_text(
         f"---\nlicense: apache-2.0\n---\n# Darwin's tiny demo: {folder.name}\n\n"
         f"A 2-layer Llama with a character tokenizer, {description} "
-        "(darwin_merge/demo/tiny.py).\n", encoding="utf-8")
+        "(darwin_recipes/demo/tiny.py).\n", encoding="utf-8")
     return folder
 
 

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import UsageError, validation_line
+from darwin_merge.errors import UsageError, validation_line
 
 BASE = "base"  # a parent that is the real model itself (the father-mother problem's father)
 TINY = "tiny"  # the tiny trio's family (demo/tiny.py): its parents and task files are its own
@@ -111,7 +111,7 @@ def fine_tune_recipe(spec: dict[str, Any]):
 
 
 def problems_dir():
-    return resources.files("darwin_merge.benchmark") / "problems"
+    return resources.files("darwin_recipes.benchmark") / "problems"
 
 
 @cache
