@@ -135,7 +135,7 @@ def config_from_dict(data, source: str = "mergekit config") -> MergekitConfig:
 def _first_error(exc: ValidationError) -> str:
     """`where: what` for the first error, in the config's own terms."""
     error = exc.errors()[0]
-    loc = [str(p) for p in error["loc"]]
+    loc = [shown(str(p)) for p in error["loc"]]
     if "parameters" in loc[:-1]:  # inside a setting: pydantic would name a union branch
         loc = loc[:loc.index("parameters") + 2]
         return (f"{'.'.join(loc)}: must be a number, a list of numbers (a gradient) or a "
@@ -143,6 +143,12 @@ def _first_error(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         return f"{'.'.join(loc)}: unknown key"
     return f"{'.'.join(loc) or 'config'}: {error['msg']}"
+
+
+def shown(key: str) -> str:
+    """A key as an error line shows it: as written, or quoted with escapes when it holds a
+    line break or another unprintable character (an error stays one line)."""
+    return key if key.isprintable() and key.strip() else repr(key)
 
 
 def _check_shape(config: MergekitConfig, source: str) -> None:
@@ -157,9 +163,9 @@ def _check_shape(config: MergekitConfig, source: str) -> None:
     for where, parameters in _parameter_blocks(config):
         for name, setting in parameters.items():
             if name not in known:
-                raise UsageError(f"{source}: {where}.{name}: not a parameter of {method} "
+                raise UsageError(f"{source}: {where}.{shown(name)}: not a parameter of {method} "
                                  f"(known: {', '.join(sorted(known))})")
-            _check_kind(name, setting, f"{source}: {where}.{name}")
+            _check_kind(name, setting, f"{source}: {where}.{shown(name)}")
     if method in TASK_VECTOR_METHODS and config.base_model is None and (
             config.slices is None or config.slices[0].base_model is None):
         raise UsageError(f"{source}: {method} needs a base_model (the task vectors are "
