@@ -141,3 +141,21 @@ def test_no_import_cycle():
         return None
 
     assert [loop for m in sorted(graph) if (loop := loop_from(m, [m]))] == []
+
+
+MERGE_KERNELS = {"dare", "magnitude_trim", "magnitude_trim_fast", "ties_merge", "merge_pair",
+                 "dare_ties", "linear", "weighted_sum", "clip_bound", "blend"}
+
+
+def test_one_executor_writes_children_and_runs_the_merge_arithmetic():
+    """Every merge (a genome's, a mergekit YAML's, a standard recipe's) is compiled to the
+    merge description and run by merge/execute.py: no other module builds the streaming
+    writer of a child or imports the merge's arithmetic (merge/ops.py)."""
+    writers = [path.relative_to(PACKAGE).as_posix() for path in modules()
+               if "StreamingWriter(" in path.read_text(encoding="utf-8")]
+    kernels = {path.relative_to(PACKAGE).as_posix(): sorted(n for m, n in imported_names(path)
+                                                              if n in MERGE_KERNELS)
+               for path in modules() if path.name != "ops.py"}
+    assert writers == ["merge/execute.py"]
+    assert {where: names for where, names in kernels.items() if names} == {
+        "merge/execute.py": sorted(MERGE_KERNELS - {"dare_ties", "magnitude_trim"})}

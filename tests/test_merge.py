@@ -27,7 +27,7 @@ from darwin_merge.merge import (
     merge_state,
     plan_models,
 )
-from darwin_merge.merge.engine import dare_generator
+from darwin_merge.merge.execute import dare_generator
 from darwin_merge.merge.ops import dare
 from skills import skill_scores
 from tiny_models import build_model, make_tiny, perturbed_copy, save_model

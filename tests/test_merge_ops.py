@@ -20,7 +20,6 @@ from darwin_merge.merge.ops import (
     merge_pair,
     ties_elect,
     ties_merge,
-    transplant,
     transplant_mode,
 )
 from darwin_merge.merge.plan import MergeSettings, final_ratio, mode_of
@@ -229,9 +228,6 @@ def test_transplant_modes_and_thresholds():
     assert transplant_mode(0.9, 0.15, 0.85) == "transplant_mother"
     assert transplant_mode(0.15, 0.15, 0.85) is None
     assert transplant_mode(0.85, 0.15, 0.85) is None
-    a, b = t(1.0), t(2.0)
-    assert transplant(a, b, "transplant_father") is a
-    assert transplant(a, b, "transplant_mother") is b
 
 
 def test_clip_bounds_take_the_looser_bound_and_keep_infinity():

@@ -18,24 +18,10 @@ from darwin_merge.cli import main
 from darwin_merge.errors import IncompatibleModelsError
 from darwin_merge.genome import Genome
 from darwin_merge.merge import merge_models
-from tiny_models import char_tokenizer, make_tiny, perturbed_copy
+from tiny_models import make_tiny, perturbed_copy, with_tokens
 
 EMBED = "model.embed_tokens.weight"
 LINEAR = Genome.uniform(0.5, density=1.0, merge_method_weight=0.0)
-
-
-def _with_tokens(folder, tokens, rows=None):
-    """Give a saved tiny model added tokens (and optionally `rows` embedding rows)."""
-    from transformers import AutoModelForCausalLM
-
-    tok = char_tokenizer()
-    tok.add_tokens(tokens)
-    tok.save_pretrained(folder)
-    if rows is not None:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        model.resize_token_embeddings(rows, mean_resizing=False)
-        model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +29,7 @@ def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("vocab")
     father = make_tiny("llama", root / "father", seed=0)
     mother = perturbed_copy(father, root / "mother", scale=0.05)
-    return _with_tokens(father, ["<f1>"]), _with_tokens(mother, ["<m1>", "<m2>"], rows=130)
+    return with_tokens(father, ["<f1>"]), with_tokens(mother, ["<m1>", "<m2>"], rows=130)
 
 
 def _vocab(folder):

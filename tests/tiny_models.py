@@ -99,6 +99,21 @@ def perturbed_copy(source: Path, folder: Path, scale: float = 0.01, seed: int = 
     return Path(folder)
 
 
+def with_tokens(folder: Path, tokens: list[str], rows: int | None = None) -> Path:
+    """Give a saved tiny model added tokens (and optionally `rows` embedding rows): parents
+    whose vocabularies differ."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = char_tokenizer()
+    tokenizer.add_tokens(tokens)
+    tokenizer.save_pretrained(folder)
+    if rows is not None:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        model.resize_token_embeddings(rows, mean_resizing=False)
+        model.save_pretrained(folder)
+    return Path(folder)
+
+
 def make_tiny_pair(folder: Path, seed: int = 0, scale: float = 0.01, mother_seed: int = 1
                    ) -> tuple[Path, Path]:
     """(father, mother): a tiny Llama and a seeded perturbed copy of it, in `folder`."""

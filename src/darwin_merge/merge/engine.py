@@ -1,17 +1,15 @@
-"""The merge itself: streaming to disk (`merge_models`) or in memory (`merge_state`).
+"""A genome's merge of two parent folders: streamed to disk (`merge_models`, `darwin
+merge`) or in memory (`merge_state`, the search).
 
-Both paths call `merge_tensor` for every tensor, so the search's in-memory child
-and the written child are the same numbers. Every random draw is seeded from
-(genome_hash, tensor name) on the CPU, so the child does not depend on the device,
+Both plan the merge (merge/plan.py), compile the plan to the merge description
+(`spec_of_plan`) and run it with the one executor (merge/execute.py), so the search's
+in-memory child and the written child are the same numbers. DARE's masks are seeded from
+(genome_hash, tensor name, parent) on the CPU, so the child does not depend on the device,
 the thread count or the order in which tensors are merged.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +18,11 @@ import torch
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import IncompatibleModelsError, NumericalError, UsageError
+from ..errors import UsageError
 from ..genome import Genome, genome_hash
 from ..io.dtypes import main_dtype, parse_dtype
 from ..io.loading import resolve_device
-from ..io.stream import OutputTensor, StreamingWriter, TensorReader
+from ..io.stream import TensorReader
 from ..io.vocabulary import add_tokens
 from ..io.writer import (
     DEFAULT_SHARD_BYTES,
@@ -32,7 +30,6 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
-from ..progress import track
 from ..records import (
     MergeOptions,
     MergeParents,
@@ -44,96 +41,21 @@ from ..records import (
 )
 from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
-from .ops import all_finite, clip_bound, linear, merge_pair, transplant
-from .plan import MergeSettings, PlanRow, load_scan_ratios, open_parents, plan_merge
+from .execute import CHUNK_ELEMENTS, cpu_threads, merge_in_memory, write_child_tensors
+from .plan import (
+    MergeSettings,
+    PlanRow,
+    load_scan_ratios,
+    open_parents,
+    plan_merge,
+    spec_of_plan,
+)
 from .vocab_rows import (
     RowStreams,
     child_files_source,
     new_token_entries,
     parents_vocab_alignment,
-    stream_vocab_tensor,
 )
-
-CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32 per parent and temporary
-CLIP_KINDS = ("clip_min", "clip_max")
-_COMPUTE = {"float32": torch.float32, "float64": torch.float64}
-
-
-def dare_generator(hash_key: str, tensor_name: str, parent: str) -> torch.Generator:
-    """A CPU generator seeded from sha256(genome_hash, tensor name, parent)."""
-    digest = hashlib.sha256(f"{hash_key}\0{tensor_name}\0{parent}".encode()).digest()
-    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-def dare_generators(hash_key: str, tensor_name: str) -> tuple[torch.Generator, torch.Generator]:
-    """The father's and the mother's DARE generators for one tensor."""
-    return (dare_generator(hash_key, tensor_name, "father"),
-            dare_generator(hash_key, tensor_name, "mother"))
-
-
-def _require_valid(parents: list[tuple[torch.Tensor, str]], row: PlanRow) -> None:
-    for tensor, who in parents:
-        if not all_finite(tensor, row.merge_kind in CLIP_KINDS):
-            raise NumericalError(f"tensor {row.name!r} of the {who} contains NaN or Inf; "
-                                 "the merge would spread it (fix or re-export that model)")
-
-
-def merge_tensor(row: PlanRow, father: torch.Tensor, mother: torch.Tensor,
-                 base: torch.Tensor | None, genome: Genome, settings: MergeSettings,
-                 hash_key: str, out_dtype: torch.dtype | None = None,
-                 generators: tuple[torch.Generator, torch.Generator] | None = None
-                 ) -> torch.Tensor:
-    """The child's tensor for one plan row (computed on the father's tensor's device).
-
-    The tensors may be whole or one flat chunk of a tensor: every operation is
-    elementwise, and `generators` (father's, mother's), passed from chunk to chunk,
-    continue the same random stream, so chunks give the same child as the whole.
-
-    Parents with NaN/Inf and non-finite results raise NumericalError; the result has
-    `out_dtype` (default: the father's dtype) for float tensors. Each check is one
-    `sum` (NaN/Inf anywhere makes it non-finite), cheap next to the merge itself;
-    every parent is checked, since a dropped entry (density 0) would hide a NaN.
-    """
-    parents = [(father, "father"), (mother, "mother")] + ([(base, "base")] if base is not None
-                                                          else [])
-    if row.mode == "exact":
-        if any(not torch.equal(father, t) for t, _ in parents[1:]):
-            raise IncompatibleModelsError(f"non-float tensor {row.name!r} differs between the "
-                                          "parents; Darwin only merges float weights")
-        return father.clone()
-    _require_valid(parents, row)
-    target = out_dtype or father.dtype
-    if row.mode.startswith("transplant_"):
-        child = transplant(father, mother, row.mode).to(target)
-        _require_valid_output(child, row, target)
-        return child
-    compute = _COMPUTE[settings.compute_dtype]
-    device = father.device
-    w = None if base is None else base.to(device, compute)
-    # a parent's tensor that is the base's (ParentTensors shares it) stays the same object:
-    # the fused merge then knows its task vector is zero (ops._merge_one_task_vector)
-    a, b = (w if t is base else t.to(device, compute) for t in (father, mother))
-    r = row.final_ratio
-    if row.mode in CLIP_KINDS:
-        child = clip_bound(a, b, row.mode)
-    elif row.mode == "linear":
-        child = linear(a, b, r)
-    elif row.mode == "dare_ties":
-        child = merge_pair(a, b, w, r, genome.density_a, genome.density_b,
-                           genome.merge_method_weight,
-                           generators or dare_generators(hash_key, row.name),
-                           settings.disjoint_mean)
-    else:
-        raise ValueError(f"unknown merge mode {row.mode!r}")
-    child = child.to(target)
-    _require_valid_output(child, row, target)
-    return child
-
-
-def _require_valid_output(child: torch.Tensor, row: PlanRow, target: torch.dtype) -> None:
-    if not all_finite(child, row.merge_kind in CLIP_KINDS):
-        raise NumericalError(f"merged tensor {row.name!r} is not finite in {target} "
-                             "(overflow?); nothing was written")
 
 
 # -- in memory (the search) ---------------------------------------------------------
@@ -222,12 +144,10 @@ def merge_state(parents: ParentTensors, genome: Genome,
     """
     settings = settings or MergeSettings()
     rows = plan_merge(parents.infos, parents.shapes(), genome, settings, mri_ratios)
-    key = genome_hash(genome, settings)
-    base = parents.base
-    return {row.name: merge_tensor(row, parents.father[row.name], parents.mother[row.name],
-                                   None if base is None else base[row.name], genome, settings,
-                                   key, out_dtype)
-            for row in rows}
+    spec = spec_of_plan(rows, genome, settings, genome_hash(genome, settings),
+                        with_base=parents.base is not None)
+    held = {"father": parents.father, "mother": parents.mother, "base": parents.base}
+    return merge_in_memory(spec, lambda model, name: held[model][name], out_dtype)
 
 
 # -- streaming to disk (the CLI) ----------------------------------------------------
@@ -271,10 +191,17 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
         key = genome_hash(genome, settings)
         require_disk(out, a.total_bytes if out_dtype is None else
                       a.num_params * torch.finfo(out_dtype).bits // 8)
+        spec = spec_of_plan(rows, genome, settings, key, with_base=w is not None)
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
-            _stream_tensors(rows, (a, b, w), tmp, genome, settings, key, out_dtype,
-                            target_device, shard_size, chunk_elements, progress,
-                            RowStreams(alignment, frozenset(vocab_names)))
+            readers = {m: TensorReader(s) for m, s in zip(spec.models, (a, b, w)[:len(spec.models)],
+                                                           strict=True)}
+            try:
+                write_child_tensors(spec, readers, tmp, out_dtype, target_device, shard_size,
+                                    chunk_elements, progress,
+                                    RowStreams(alignment, frozenset(vocab_names)))
+            finally:
+                for reader in readers.values():
+                    reader.close()
             config = a.config if alignment is None else with_vocab_size(a.config,
                                                                         alignment.rows)
             write_config(config, tmp, out_dtype or main_dtype(a))
@@ -289,65 +216,6 @@ def merge_models(father: str | Path, mother: str | Path, out: str | Path, *,
             if source is not None:
                 source.close()
     return out
-
-
-def _stream_tensors(rows: list[PlanRow], sources: tuple, folder: Path, genome: Genome,
-                    settings: MergeSettings, key: str, out_dtype: torch.dtype | None,
-                    device: torch.device, shard_size: int, chunk_elements: int,
-                    progress: bool, vocab: RowStreams | None = None) -> None:
-    """Merge every planned tensor chunk by chunk, straight into the output shards.
-
-    Token-row tensors of parents with different vocabularies go row by row instead
-    (`vocab`), each child row from the parents' rows for its token.
-    """
-    readers = [None if s is None else TensorReader(s) for s in sources]
-    father = readers[0]
-    planned = [OutputTensor(r.name, r.shape, _output_dtype(r, father.dtype(r.name), out_dtype))
-               for r in rows]
-    writer = StreamingWriter(folder, planned, shard_size)
-    merge = functools.partial(merge_tensor, genome=genome, settings=settings, hash_key=key,
-                              out_dtype=out_dtype)
-    try:
-        for row in track(rows, len(rows), "merging tensors", progress):
-            if vocab is not None and row.name in vocab.names:
-                stream_vocab_tensor(row, readers, vocab.alignment, writer, merge,
-                                    dare_generators(key, row.name),
-                                    _output_dtype(row, father.dtype(row.name), out_dtype),
-                                    chunk_elements)
-                continue
-            numel = father.source.spec(row.name).numel
-            generators = dare_generators(key, row.name)
-            for start in range(0, max(numel, 1), chunk_elements):
-                count = min(chunk_elements, numel - start)
-                parts = [None if r is None else r.read(row.name, start, count).to(device)
-                         for r in readers]
-                writer.write(row.name, merge_tensor(row, *parts, genome, settings, key,
-                                                    out_dtype, generators))
-        writer.finish()
-    finally:
-        writer.close()
-        for reader in readers:
-            if reader is not None:
-                reader.close()
-
-
-@contextlib.contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """Run a block with `count` torch CPU threads, restoring the previous count after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _output_dtype(row: PlanRow, father_dtype: torch.dtype, out_dtype: torch.dtype | None
-                  ) -> torch.dtype:
-    if row.mode == "exact" or not father_dtype.is_floating_point:
-        return father_dtype
-    return out_dtype or father_dtype
 
 
 def _refuse_parent_as_output(out: Path, parents: list) -> None:

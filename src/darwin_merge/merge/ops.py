@@ -1,4 +1,5 @@
-"""Pure tensor arithmetic of the merge: DARE, TIES, linear, blend, transplant, clip.
+"""Pure tensor arithmetic of the merge: DARE, TIES, linear, blend, clip (merge/execute.py
+runs them).
 
 Every function takes tensors and numbers and returns a new tensor (`all_finite`: a
 verdict); none modifies its inputs or keeps state. `r` is always the mother's share
@@ -181,15 +182,6 @@ def transplant_mode(ratio: float, low: float, high: float) -> str | None:
     if ratio > high:
         return "transplant_mother"
     return None
-
-
-def transplant(father: torch.Tensor, mother: torch.Tensor, mode: str) -> torch.Tensor:
-    """One parent's tensor, bit for bit (same dtype, no arithmetic)."""
-    if mode == "transplant_father":
-        return father
-    if mode == "transplant_mother":
-        return mother
-    raise ValueError(f"not a transplant mode: {mode!r}")
 
 
 def clip_bound(father: torch.Tensor, mother: torch.Tensor, kind: str) -> torch.Tensor:

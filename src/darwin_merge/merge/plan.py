@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.table import Table
 
@@ -22,6 +23,10 @@ from ..inspection import dash, require_mergeable
 from ..io import ModelSource
 from ..records import ScanRecord, read_record
 from .ops import transplant_mode
+from .spec import CLIP_KINDS, Contribution, MergeSpec, StepKind, TensorStep, Trim
+
+COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PARENT_LABELS = {"father": "the father", "mother": "the mother", "base": "the base"}
 
 
 class MergeSettings(BaseModel):
@@ -94,6 +99,45 @@ def plan_merge(infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], geno
                             tuple(shapes.get(info.name, ())), share, mri, ratio,
                             mode_of(info.merge_kind, ratio, settings)))
     return rows
+
+
+def spec_of_plan(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,
+                 with_base: bool) -> MergeSpec:
+    """The plan as the merge description the executor runs (merge/spec.py): models
+    father, mother (and base), the father the reference, DARE seeded by the genome hash."""
+    models = ("father", "mother") + (("base",) if with_base else ())
+    return MergeSpec(models=models, reference="father", seed=key,
+                     steps=tuple(step_of_row(r, genome, settings, with_base) for r in rows),
+                     compute_dtype=COMPUTE_DTYPES[settings.compute_dtype],
+                     labels=PARENT_LABELS)
+
+
+def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base: bool
+                ) -> TensorStep:
+    """One row's step: copied, transplanted, the looser clipping bound, interpolated at
+    the mother's share, or DARE-TIES (blended with the interpolation by
+    merge_method_weight); the base, when there is one, only as the task vectors' anchor."""
+    bounds = row.merge_kind in CLIP_KINDS
+    common = dict(name=row.name, shape=row.shape, bounds=bounds)
+    r = row.final_ratio
+    if row.mode == "exact":
+        return TensorStep(kind=StepKind.EXACT, **common)
+    if row.mode in ("transplant_father", "transplant_mother"):
+        parent = row.mode.removeprefix("transplant_")
+        return TensorStep(kind=StepKind.TAKE, contributions=(Contribution(parent),), **common)
+    pair = (Contribution("father", 1.0 - r), Contribution("mother", r))
+    if row.mode in CLIP_KINDS:
+        return TensorStep(kind=StepKind(row.mode), contributions=pair, **common)
+    if row.mode == "linear":
+        return TensorStep(kind=StepKind.INTERPOLATE, contributions=pair, mean=True, **common)
+    if row.mode == "dare_ties":
+        return TensorStep(
+            kind=StepKind.TASK_VECTORS, base="base" if with_base else None,
+            contributions=(Contribution("father", 1.0 - r, genome.density_a, Trim.DARE),
+                           Contribution("mother", r, genome.density_b, Trim.DARE)),
+            sign_election=True, mean=settings.disjoint_mean,
+            task_vector_share=genome.merge_method_weight, **common)
+    raise ValueError(f"unknown merge mode {row.mode!r}")
 
 
 def load_scan_ratios(path: str | Path) -> dict[str, float]:

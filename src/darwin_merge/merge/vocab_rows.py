@@ -18,7 +18,6 @@ from ..io import ModelSource
 from ..io.stream import StreamingWriter, TensorReader
 from ..io.vocabulary import added_token_entry, read_vocabulary
 from ..vocab import VocabAlignment, align_vocabularies, vocab_size_of
-from .plan import PlanRow
 
 
 @dataclass(frozen=True)
@@ -80,24 +79,26 @@ def _block(reader: TensorReader, name: str, rows: tuple[int | None, ...], width:
     return values, present
 
 
-def stream_vocab_tensor(row: PlanRow, readers: list, alignment: VocabAlignment,
-                        writer: StreamingWriter, merge: Callable, generators: tuple,
-                        target: torch.dtype, chunk_elements: int) -> None:
-    """Write one token-row tensor of the child, a block of rows at a time.
+def stream_vocab_tensor(name: str, shape: tuple[int, ...], readers: list,
+                        alignment: VocabAlignment, writer: StreamingWriter,
+                        merge: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        chunk_elements: int) -> None:
+    """Write one token-row tensor of the child, a block of rows at a time; `merge` makes
+    the child's rows from the father's and the mother's (flat, float32; the executor's
+    step, its DARE stream carried from block to block).
 
     A row one parent lacks is filled with the other's row, so the merge sees the same
     row twice there; the child's row is then set to that parent's row exactly.
     """
     width = 1
-    for dim in row.shape[1:]:
+    for dim in shape[1:]:
         width *= dim
     step = max(1, chunk_elements // max(width, 1))
     for first in range(0, alignment.rows, step):
-        a, has_a = _block(readers[0], row.name, alignment.father_rows[first:first + step], width)
-        b, has_b = _block(readers[1], row.name, alignment.mother_rows[first:first + step], width)
+        a, has_a = _block(readers[0], name, alignment.father_rows[first:first + step], width)
+        b, has_b = _block(readers[1], name, alignment.mother_rows[first:first + step], width)
         a[~has_a], b[~has_b] = b[~has_a], a[~has_b]
-        child = merge(row, a.flatten(), b.flatten(), None, out_dtype=target,
-                      generators=generators).view(-1, width)
-        child[~has_b] = a[~has_b].to(target)
-        child[~has_a] = b[~has_a].to(target)
-        writer.write(row.name, child.flatten())
+        child = merge(a.flatten(), b.flatten()).view(-1, width)
+        child[~has_b] = a[~has_b].to(child.dtype)
+        child[~has_a] = b[~has_a].to(child.dtype)
+        writer.write(name, child.flatten())

@@ -24,8 +24,8 @@ from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
-from ..merge.engine import CLIP_KINDS
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
+from ..merge.spec import CLIP_KINDS
 from ..records import MergeOptions, MergeParents, MergeRecord, file_names, parse_record
 from .config import config_from_dict, first_value
 from .run import layer_position

@@ -1,16 +1,14 @@
-"""Run a mergekit config with darwin's engine: its readers, checks, writer and ops.
-
-Every tensor of the reference model (the base, else the first model) is merged whole,
-one at a time: read from each model, merged in float32 with `merge/ops.py`, checked
-for NaN/Inf and streamed into the child's shards inside a temporary folder that is
-renamed into place only when complete (docs/MERGE.md, "mergekit interop").
+"""Run a mergekit config with darwin: the config compiled to the merge description
+(`ConfigSteps`: its parameters evaluated for every tensor of the reference model, the base
+else the first model) and run by the one executor (merge/execute.py), to disk or in
+memory: float32 arithmetic, NaN/Inf checks, the child streamed into its shards inside a
+temporary folder renamed into place only when complete (docs/MERGE.md, "mergekit
+interop" and "One merge description").
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,28 +16,15 @@ import torch
 
 from ..arch import Taxonomy
 from ..arch.taxonomy import TensorInfo
-from ..errors import IncompatibleModelsError, ModelFormatError, NumericalError, UsageError
+from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
 from ..inspection import require_mergeable
 from ..io import ModelSource
-from ..io.dtypes import main_dtype, parse_dtype, torch_dtype
+from ..io.dtypes import main_dtype, parse_dtype
 from ..io.loading import resolve_device
-from ..io.stream import OutputTensor, StreamingWriter, TensorReader
+from ..io.stream import TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
-from ..merge.engine import (
-    CLIP_KINDS,
-    cpu_threads,
-    dare_generator,
-)
-from ..merge.ops import (
-    all_finite,
-    clip_bound,
-    dare,
-    linear,
-    magnitude_trim_fast,
-    ties_merge,
-    weighted_sum,
-)
-from ..progress import track
+from ..merge.execute import cpu_threads, merge_in_memory, write_child_tensors
+from ..merge.spec import CLIP_KINDS, Contribution, MergeSpec, StepKind, TensorStep, Trim
 from ..resources import require_disk
 from .config import (
     GLOBAL_DEFAULTS,
@@ -51,8 +36,6 @@ from .config import (
 )
 
 CONFIG_COPY = "mergekit_config.yml"  # mergekit's own name for the config in its output
-SUM_OF_ONE = 1e-12  # two weights summing to 1 within this are used as they are
-TINY_DIVISOR = 1e-8  # mergekit's task-arithmetic normalize skips divisors this small
 # mergekit's sign election elects + where the weighted task vectors sum to exactly 0
 # (`sum >= 0`); darwin's own merges elect 0 there (merge/ops.py, ties_elect)
 MERGEKIT_TIE_SIGN = 1.0
@@ -145,15 +128,19 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
                       reference.num_params * torch.finfo(out_dtype).bits // 8)
         tokenizer = _tokenizer_folder(config.tokenizer_source or inputs.base or names[0],
                                       inputs)
-        folders = FolderTensors(sources)
-        merger = TensorMerger(config, inputs, folders.read, resolve_device(device), out_dtype,
-                              taxonomy.num_layers)
+        infos = taxonomy.classify_all(reference.specs())
+        spec = ConfigSteps(config, inputs, taxonomy.num_layers).spec(
+            infos, {s.name: s.shape for s in reference.specs()}, config_hash(config))
         with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
+            # plain file reads: a memory map's touched pages would stay resident until the
+            # end (docs/MERGE.md, "Streaming and memory")
+            readers = {m: TensorReader(sources[m]) for m in spec.models}
             try:
-                merger.write_all(taxonomy.classify_all(reference.specs()), reference, tmp,
-                                 shard_size, progress)
+                write_child_tensors(spec, readers, tmp, out_dtype, resolve_device(device),
+                                    shard_size, progress=progress)
             finally:
-                folders.close()
+                for reader in readers.values():
+                    reader.close()
             write_config(reference.config, tmp, out_dtype or main_dtype(reference))
             copy_side_files(tokenizer, tmp)
             (tmp / CONFIG_COPY).write_text(config_path.read_text(encoding="utf-8"))
@@ -194,176 +181,96 @@ def _tokenizer_folder(tokenizer: str, inputs: Inputs) -> Path:
                      "name one of the models or `base` (no union)")
 
 
-class FolderTensors:
-    """Whole tensors of the config's model folders, read with plain file reads (a memory
-    map's touched pages would stay resident until the end: docs/MERGE.md, "Streaming and
-    memory")."""
+class ConfigSteps:
+    """A config's parameters evaluated for each tensor (model, slice and global levels, a
+    gradient over the layers), as the tensor's step of the merge description
+    (merge/spec.py): the config compiled, so one executor runs it."""
 
-    def __init__(self, sources: dict[str, ModelSource]):
-        self.sources = sources
-        self.readers: dict[str, TensorReader] = {}
+    def __init__(self, config: MergekitConfig, inputs: Inputs, num_layers: int | None):
+        self.config, self.inputs, self.num_layers = config, inputs, num_layers
+        self.method = config.merge_method
 
-    def read(self, ref: str, name: str) -> torch.Tensor:
-        if ref not in self.readers:
-            self.readers[ref] = TensorReader(self.sources[ref])
-        return self.readers[ref].read(name).reshape(self.sources[ref].spec(name).shape)
-
-    def close(self) -> None:
-        for reader in self.readers.values():
-            reader.close()
-
-
-TensorLookup = Callable[[str, str], torch.Tensor]  # (model reference, tensor name) -> tensor
-
-
-class TensorMerger:
-    """Evaluates the config's parameters for each tensor and merges it.
-
-    `read` gives a model's whole tensor (from its folder, or from memory for the search's
-    baselines); `dare_key` seeds DARE's masks (default: the config's hash). With `memo`,
-    the merged task vectors before `lambda` are kept per tensor and reused: the caller
-    shares one memo only between configs that differ in `lambda` alone (the tuned
-    baselines' grid, evolve/baselines.py), and `base + merged * lambda` is computed the
-    same way either way, so the child is the same bits.
-    """
-
-    def __init__(self, config: MergekitConfig, inputs: Inputs, read: TensorLookup,
-                 device: torch.device, out_dtype: torch.dtype | None, num_layers: int | None,
-                 dare_key: str | None = None, memo: dict[str, torch.Tensor] | None = None):
-        self.config, self.inputs, self.read = config, inputs, read
-        self.device, self.out_dtype, self.num_layers = device, out_dtype, num_layers
-        self.key = dare_key or config_hash(config)
-        self.memo = memo
-
-    def write_all(self, infos: list[TensorInfo], reference: ModelSource, folder: Path,
-                  shard_size: int, progress: bool) -> None:
-        planned = [OutputTensor(i.name, reference.spec(i.name).shape,
-                                self._output_dtype(torch_dtype(reference.spec(i.name).dtype), i))
-                   for i in infos]
-        writer = StreamingWriter(folder, planned, shard_size)
-        try:
-            for info in track(infos, len(infos), "merging tensors", progress):
-                writer.write(info.name, self.merge(info))
-            writer.finish()
-        finally:
-            writer.close()
-
-    def _output_dtype(self, own: torch.dtype, info: TensorInfo) -> torch.dtype:
-        if info.merge_kind == "exact" or not own.is_floating_point:
-            return own
-        return self.out_dtype or own
-
-    def merge(self, info: TensorInfo) -> torch.Tensor:
-        """The child's tensor (whole), in the output dtype."""
+    def step(self, info: TensorInfo, shape: tuple[int, ...]) -> TensorStep:
+        """The tensor's step: copied (exact), the looser bound of every model (clipping
+        buffers, as in every darwin merge: interpolating Inf gives NaN), else the method."""
         name = info.name
-        models = {ref: self.read(ref, name) for ref, _ in self.inputs.models}
-        base = None if self.inputs.base is None else self.read(self.inputs.base, name)
-        inputs = {**models, **({} if base is None else {self.inputs.base: base})}
-        first = base if base is not None else next(iter(models.values()))
+        common = dict(name=name, shape=tuple(shape))
         if info.merge_kind == "exact":
-            if any(not torch.equal(first, t) for t in inputs.values()):
-                raise IncompatibleModelsError(f"non-float tensor {name!r} differs between "
-                                              "the models; darwin only merges float weights")
-            return first.clone()
-        clip = info.merge_kind in CLIP_KINDS  # bounds may be +-Inf ("no bound"), never NaN
-        for ref, tensor in inputs.items():
-            if not all_finite(tensor, clip):
-                raise NumericalError(f"tensor {name!r} of {ref} contains NaN or Inf")
-        if clip:  # the looser bound, as in every darwin merge (interpolating Inf gives NaN)
-            child = functools.reduce(lambda a, b: clip_bound(a, b, info.merge_kind),
-                                     inputs.values())
-        else:
-            child = self._combine(name, layer_position(info, self.num_layers), models, base)
-        child = child.to(self._output_dtype(first.dtype, info))
-        if not all_finite(child, clip):
-            raise NumericalError(f"merged tensor {name!r} is not finite in {child.dtype} "
-                                 "(overflow?); nothing was written")
-        return child
+            return TensorStep(kind=StepKind.EXACT, **common)
+        if info.merge_kind in CLIP_KINDS:
+            models = tuple(Contribution(m) for m in self.models())
+            return TensorStep(kind=StepKind(info.merge_kind), contributions=models,
+                              bounds=True, **common)
+        t = layer_position(info, self.num_layers)
+        weighted = [ref for ref, _ in self.inputs.models
+                    if ref != self.inputs.base or self.method == "linear"]
+        weights = {ref: float(self._per_model("weight", ref, name, t)) for ref in weighted}
+        normalize = bool(self._global("normalize", name, t))
+        if self.method == "linear":
+            if normalize and sum(weights.values()) == 0:
+                raise UsageError(f"linear: the weights of tensor {name!r} sum to 0 "
+                                 "(normalize)")
+            return TensorStep(kind=StepKind.INTERPOLATE, mean=normalize, contributions=tuple(
+                Contribution(ref, w) for ref, w in weights.items()), **common)
+        elect = self.method in ("ties", "dare_ties")
+        if elect and any(w < 0 for w in weights.values()):
+            raise UsageError(f"{self.method}: negative weights are not supported (tensor "
+                             f"{name!r})")
+        trim = {"ties": Trim.MAGNITUDE, "dare_ties": Trim.DARE}.get(self.method, Trim.NONE)
+        contributions = tuple(
+            Contribution(ref, w, float(self._per_model("density", ref, name, t)), trim)
+            for ref, w in weights.items())
+        return TensorStep(kind=StepKind.TASK_VECTORS, base=self.inputs.base,
+                          contributions=contributions, sign_election=elect,
+                          tie_sign=MERGEKIT_TIE_SIGN, mean=normalize,
+                          rescale=bool(self._global("rescale", name, t)),
+                          scale=float(self._global("lambda", name, t)), **common)
+
+    def models(self) -> tuple[str, ...]:
+        """Every model the config reads, in order: its models, then the base if unlisted."""
+        names = tuple(ref for ref, _ in self.inputs.models)
+        base = self.inputs.base
+        return names + ((base,) if base is not None and base not in names else ())
+
+    def spec(self, infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], seed: str
+             ) -> MergeSpec:
+        """The whole config as a merge description; the reference model (whose dtype a
+        tensor keeps) is the base, else the first model."""
+        return MergeSpec(models=self.models(), seed=seed,
+                         reference=self.inputs.base or self.inputs.models[0][0],
+                         steps=tuple(self.step(i, shapes.get(i.name, ())) for i in infos))
 
     def _global(self, name: str, tensor_name: str, t: float):
         levels = [self.inputs.slice_parameters, self.config.parameters]
         value = first_value(levels, name, tensor_name, t)
-        return GLOBAL_DEFAULTS[self.config.merge_method][name] if value is None else value
+        return GLOBAL_DEFAULTS[self.method][name] if value is None else value
 
     def _per_model(self, name: str, ref: str, tensor_name: str, t: float):
         own = dict(self.inputs.models).get(ref)
         value = first_value([own, self.inputs.slice_parameters, self.config.parameters],
                             name, tensor_name, t)
         if value is None:
-            value = TENSOR_DEFAULTS[self.config.merge_method][name]
+            value = TENSOR_DEFAULTS[self.method][name]
         if value is None:
             raise UsageError(f"model {ref!r} has no {name} for tensor {tensor_name!r} "
                              "(mergekit requires one)")
         return value
 
-    def _combine(self, name: str, t: float, models: dict, base: torch.Tensor | None
-                 ) -> torch.Tensor:
-        compute = {ref: x.to(self.device, torch.float32) for ref, x in models.items()}
-        weights = {ref: float(self._per_model("weight", ref, name, t)) for ref in compute
-                   if ref != self.inputs.base or self.config.merge_method == "linear"}
-        if self.config.merge_method == "linear":
-            return self._linear(name, t, list(compute.values()), list(weights.values()))
-        anchor = base.to(self.device, torch.float32)
-        return self._task_vectors(name, t, anchor, {r: compute[r] for r in weights}, weights)
-
-    def _linear(self, name: str, t: float, tensors: list, weights: list[float]
-                ) -> torch.Tensor:
-        if not self._global("normalize", name, t):
-            return weighted_sum(tensors, weights)
-        total = sum(weights)
-        if total == 0:
-            raise UsageError(f"linear: the weights of tensor {name!r} sum to 0 (normalize)")
-        if len(tensors) == 2:  # darwin's interpolation, (1 - r) A + r B
-            share = weights[1] if abs(total - 1.0) < SUM_OF_ONE else weights[1] / total
-            return linear(tensors[0], tensors[1], share)
-        return weighted_sum(tensors, weights) / total
-
-    def _task_vectors(self, name: str, t: float, base: torch.Tensor, models: dict,
-                      weights: dict) -> torch.Tensor:
-        if not models:
-            return base
-        if self.memo is None or name not in self.memo:
-            merged = self._merged_task_vectors(name, t, base, models, weights)
-            if self.memo is not None:
-                self.memo[name] = merged
-        merged = merged if self.memo is None else self.memo[name]
-        return base + merged * float(self._global("lambda", name, t))
-
-    def _merged_task_vectors(self, name: str, t: float, base: torch.Tensor, models: dict,
-                             weights: dict) -> torch.Tensor:
-        """The models' task vectors, trimmed and combined by the method, before lambda."""
-        method = self.config.merge_method
-        rescale = bool(self._global("rescale", name, t))
-        deltas = []
-        for ref, tensor in models.items():
-            delta = tensor - base
-            density = float(self._per_model("density", ref, name, t))
-            if method == "ties":
-                delta = magnitude_trim_fast(delta, density, rescale)
-            elif method == "dare_ties":
-                delta = dare(delta, density, dare_generator(self.key, name, ref), rescale)
-            deltas.append(delta)
-        normalize = bool(self._global("normalize", name, t))
-        if method in ("ties", "dare_ties"):
-            if any(w < 0 for w in weights.values()):
-                raise UsageError(f"{method}: negative weights are not supported (tensor "
-                                 f"{name!r})")
-            return ties_merge(deltas, list(weights.values()), disjoint_mean=normalize,
-                              tie_sign=MERGEKIT_TIE_SIGN)
-        merged = weighted_sum(deltas, list(weights.values()))
-        divisor = sum(weights.values())
-        if normalize and abs(divisor) >= TINY_DIVISOR:
-            merged = merged / divisor
-        return merged
-
 
 def merge_config_state(config: MergekitConfig, tensors: dict[str, dict[str, torch.Tensor]],
                        infos: list[TensorInfo], num_layers: int | None, *,
-                       device: torch.device, dare_key: str | None = None,
+                       dare_key: str | None = None,
                        memo: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """A config's child in memory (the search's baselines, evolve/baselines.py): the config
     names its models by the keys of `tensors` (e.g. father, mother, base), each a whole
-    state dict; every tensor of `infos` is merged as `merge_from_config` merges it."""
-    merger = TensorMerger(config, resolve_inputs(config), lambda ref, name: tensors[ref][name],
-                          device, None, num_layers, dare_key, memo)
-    return {info.name: merger.merge(info) for info in infos}
+    state dict on one device; every tensor of `infos` is merged as `merge_from_config`
+    merges it. DARE's masks are seeded by `dare_key` (default: the config's hash). With
+    `memo`, each tensor's merged task vectors before `lambda` are kept and reused: share
+    one memo only between configs that differ in `lambda` alone (the tuned baselines'
+    grid); `base + merged * lambda` is computed the same way either way, so the child is
+    the same bits."""
+    steps = ConfigSteps(config, resolve_inputs(config), num_layers)
+    reference = tensors[steps.models()[0]]
+    shapes = {i.name: tuple(reference[i.name].shape) for i in infos}
+    spec = steps.spec(infos, shapes, dare_key or config_hash(config))
+    return merge_in_memory(spec, lambda model, name: tensors[model][name], memo=memo)

@@ -90,7 +90,6 @@ class StandardMerger:
             self.tensors["base"] = parents.base
         self.infos = parents.infos
         self.num_layers = Taxonomy(parents.config).num_layers
-        self.device = next(iter(parents.father.values())).device
         self.memo_key: tuple[str, float] | None = None
         self.memo: dict[str, torch.Tensor] = {}
         self.memo_digest: str | None = None
@@ -102,8 +101,8 @@ class StandardMerger:
                 self.memo_key, self.memo, self.memo_digest = recipe.without_scale(), {}, None
             key = f"{recipe.method}:density={recipe.density!r}"
             return merge_config_state(recipe.config("base" in self.tensors), self.tensors,
-                                      self.infos, self.num_layers, device=self.device,
-                                      dare_key=key, memo=self.memo)
+                                      self.infos, self.num_layers, dare_key=key,
+                                      memo=self.memo)
 
     def fingerprint(self, recipe: StandardRecipe) -> str:
         """What the recipe's child depends on, hashed: the merged task vectors before the

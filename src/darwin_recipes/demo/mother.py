@@ -41,7 +41,7 @@ from darwin_merge.errors import UsageError
 from darwin_merge.io import ModelSource, ModelWriter, atomic_output_dir
 from darwin_merge.io.loading import load_model, load_tokenizer, resolve_device
 from darwin_merge.io.writer import copy_side_files, write_config
-from darwin_merge.merge.engine import cpu_threads
+from darwin_merge.merge.execute import cpu_threads
 from darwin_merge.progress import progress_bar
 from darwin_merge.records import FineTuneRecord, file_names, record_text
 from darwin_merge.resources import cpu_has_fast_bfloat16

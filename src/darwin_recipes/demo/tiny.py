@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from darwin_merge.io import ModelWriter, atomic_output_dir
-from darwin_merge.merge.engine import cpu_threads
+from darwin_merge.merge.execute import cpu_threads
 from darwin_merge.records import file_names
 
 # -- the tokenizer and the model ------------------------------------------------------------
