@@ -159,3 +159,35 @@ def test_one_executor_writes_children_and_runs_the_merge_arithmetic():
     assert writers == ["merge/execute.py"]
     assert {where: names for where, names in kernels.items() if names} == {
         "merge/execute.py": sorted(MERGE_KERNELS - {"dare_ties", "magnitude_trim"})}
+
+
+def test_merge_modes_are_spelled_in_their_enum_only():
+    """A tensor's merge mode is arch.rules.MergeMode everywhere: no module but arch/rules.py
+    spells a mode that is darwin's alone (transplants, clipping bounds, exact), and none
+    compares a `.mode` or `.merge_kind` with a string (`linear` and `dare_ties` are also
+    mergekit's method names, which mergekit/ spells as mergekit does)."""
+    from darwin_merge.arch.rules import MergeMode
+
+    values = {m.value for m in MergeMode}
+    darwin_only = values - {"linear", "dare_ties"}
+    home = PACKAGE / "arch" / "rules.py"
+
+    def strings(node):
+        items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+        return [n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+    found = []
+    for path in modules():
+        if path == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(PACKAGE).as_posix()}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Constant) and node.value in darwin_only:
+                found.append(f"{where} {node.value!r}")
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(isinstance(o, ast.Attribute) and o.attr in ("mode", "merge_kind")
+                       for o in operands):
+                    found += [f"{where} {s!r}" for o in operands for s in strings(o)
+                              if s in values]
+    assert found == []

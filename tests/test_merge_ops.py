@@ -20,9 +20,8 @@ from darwin_merge.merge.ops import (
     merge_pair,
     ties_elect,
     ties_merge,
-    transplant_mode,
 )
-from darwin_merge.merge.plan import MergeSettings, final_ratio, mode_of
+from darwin_merge.merge.plan import MergeSettings, final_ratio, mode_of, transplant_mode
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from enum import Enum
 from importlib import resources
 from typing import Literal
 
@@ -15,7 +16,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 COMPONENTS = ("embed", "attn", "ffn", "norm", "moe", "vision", "audio", "per_layer_embed", "other")
-MERGE_KINDS = ("dare_ties", "linear", "clip_min", "clip_max", "exact")
+
+
+class MergeMode(str, Enum):
+    """How a genome's merge treats a tensor (darwin_merge.json's `mode`, spelled here only):
+    the tensor's kind by the taxonomy (the first five), or a transplant its ratio chose."""
+
+    DARE_TIES = "dare_ties"  # matrices: DARE-TIES blended with linear by merge_method_weight
+    LINEAR = "linear"  # vectors (norms, biases): interpolated
+    CLIP_MIN = "clip_min"  # clipping bounds: the looser bound
+    CLIP_MAX = "clip_max"
+    EXACT = "exact"  # non-float tensors: copied (the parents must agree)
+    TRANSPLANT_FATHER = "transplant_father"  # a ratio below transplant_low: the father's
+    TRANSPLANT_MOTHER = "transplant_mother"  # a ratio above transplant_high: the mother's
+
+    def __str__(self) -> str:  # tables and messages show the value
+        return self.value
+
+
+MERGE_KINDS = tuple(m.value for m in MergeMode)[:5]  # what families.yaml may name
+CLIP_KINDS = (MergeMode.CLIP_MIN, MergeMode.CLIP_MAX)
+TRANSPLANTS = (MergeMode.TRANSPLANT_FATHER, MergeMode.TRANSPLANT_MOTHER)
 RULES_FILE = "families.yaml"
 
 Component = Literal[COMPONENTS]

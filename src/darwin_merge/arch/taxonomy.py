@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from ..io.dtypes import FLOAT_CODES
 from .model_config import declared_size
-from .rules import COMPONENTS, family_for
+from .rules import COMPONENTS, MergeMode, family_for
 
 __all__ = ["COMPONENTS", "NUM_BLOCKS", "Taxonomy", "TensorInfo", "block_of", "num_layers_of"]
 
@@ -64,13 +64,13 @@ class Taxonomy:
         match = self._rules.decoder_layer.search(name)
         return int(match.group(1)) if match else None
 
-    def merge_kind_of(self, name: str, shape: tuple[int, ...], dtype: str) -> str:
+    def merge_kind_of(self, name: str, shape: tuple[int, ...], dtype: str) -> MergeMode:
         if dtype not in FLOAT_CODES:
-            return "exact"
+            return MergeMode.EXACT
         kind = next((k for rx, k in self._rules.merge_kinds if rx.search(name)), None)
         if kind:
-            return kind
-        return "dare_ties" if len(shape) >= 2 else "linear"
+            return MergeMode(kind)
+        return MergeMode.DARE_TIES if len(shape) >= 2 else MergeMode.LINEAR
 
     def classify(self, name: str, shape: tuple[int, ...] = (), dtype: str = "F32") -> TensorInfo:
         component = self.component_of(name)

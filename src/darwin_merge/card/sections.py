@@ -10,6 +10,7 @@ import json
 import shlex
 from pathlib import Path
 
+from ..arch.rules import MergeMode
 from ..genome import (
     GENES,
     RULE_OF_OLD_FILES,
@@ -26,13 +27,13 @@ from .readings import reading, share_words, strongest_pulls
 from .records import RUN_PICTURES, RunRecords
 
 MODE_WORDS = {
-    "transplant_father": "copied from the father (ratio below the transplant threshold)",
-    "transplant_mother": "copied from the mother (ratio above the transplant threshold)",
-    "dare_ties": "DARE-TIES blended with linear by merge_method_weight",
-    "linear": "linear interpolation only",
-    "clip_min": "clipping bound (lower), merged by its own rule",
-    "clip_max": "clipping bound (upper), merged by its own rule",
-    "exact": "copied unchanged (integers and buffers)",
+    MergeMode.TRANSPLANT_FATHER: "copied from the father (ratio below the transplant threshold)",
+    MergeMode.TRANSPLANT_MOTHER: "copied from the mother (ratio above the transplant threshold)",
+    MergeMode.DARE_TIES: "DARE-TIES blended with linear by merge_method_weight",
+    MergeMode.LINEAR: "linear interpolation only",
+    MergeMode.CLIP_MIN: "clipping bound (lower), merged by its own rule",
+    MergeMode.CLIP_MAX: "clipping bound (upper), merged by its own rule",
+    MergeMode.EXACT: "copied unchanged (integers and buffers)",
 }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arch.rules import MergeMode
 from ..genome import Genome
 from ..merge.plan import MergeSettings, PlanRow, plan_merge
 from . import proxy_attribution
@@ -85,12 +86,12 @@ def _distances(rows: list[PlanRow], genome: Genome) -> tuple[np.ndarray, np.ndar
                                                                                  1e-3)
     for i, row in enumerate(rows):
         r = row.final_ratio
-        if row.mode == "transplant_father" or row.mode == "exact":
+        if row.mode in (MergeMode.TRANSPLANT_FATHER, MergeMode.EXACT):
             d_f[i], d_m[i] = 0.0, 1.0
-        elif row.mode == "transplant_mother":
+        elif row.mode == MergeMode.TRANSPLANT_MOTHER:
             d_f[i], d_m[i] = 1.0, 0.0
         else:
-            noise = noise_scale * r * r if row.mode == "dare_ties" else 0.0
+            noise = noise_scale * r * r if row.mode == MergeMode.DARE_TIES else 0.0
             d_f[i], d_m[i] = r * r + noise, (1 - r) ** 2 + noise
     return d_f, d_m
 

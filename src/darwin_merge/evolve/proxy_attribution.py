@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arch.rules import MergeMode
 from ..merge.plan import PlanRow
 from ..scan.attribution import group_of
 
@@ -195,9 +196,9 @@ def build_model(attribution: dict, weights: dict[str, float],
 
 def mother_share(row: PlanRow) -> float:
     """How much of the mother a tensor of the plan takes (in expectation)."""
-    if row.mode in ("transplant_father", "exact"):
+    if row.mode in (MergeMode.TRANSPLANT_FATHER, MergeMode.EXACT):
         return 0.0
-    if row.mode == "transplant_mother":
+    if row.mode == MergeMode.TRANSPLANT_MOTHER:
         return 1.0
     return row.final_ratio
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..arch.rules import MergeMode
 from ..errors import IncompatibleModelsError, NumericalError
 from ..io.stream import OutputTensor, StreamingWriter, TensorReader
 from ..progress import track
@@ -81,7 +82,7 @@ def merge_step(spec: MergeSpec, step: TensorStep, tensors: Tensors,
     if step.kind is StepKind.TAKE:
         child = tensors[step.models[0]].to(target)
     elif step.kind in (StepKind.CLIP_MIN, StepKind.CLIP_MAX):
-        child = functools.reduce(lambda a, b: clip_bound(a, b, step.kind.value),
+        child = functools.reduce(lambda a, b: clip_bound(a, b, MergeMode(step.kind.value)),
                                  [tensors[m] for m in step.models]).to(target)
     else:
         child = _arithmetic(spec, step, tensors, generators, memo).to(target)

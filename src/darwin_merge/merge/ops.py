@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..arch.rules import MergeMode
+
 
 def all_finite(tensor: torch.Tensor, allow_inf: bool = False) -> bool:
     """No NaN and, unless `allow_inf` (clipping bounds, where Inf means "no bound"), no
@@ -175,24 +177,15 @@ def blend(dare_ties_child: torch.Tensor, linear_child: torch.Tensor,
     return dare_ties_child * method_weight + linear_child * (1.0 - method_weight)
 
 
-def transplant_mode(ratio: float, low: float, high: float) -> str | None:
-    """`transplant_father` below `low`, `transplant_mother` above `high`, else None."""
-    if ratio < low:
-        return "transplant_father"
-    if ratio > high:
-        return "transplant_mother"
-    return None
-
-
 def clip_bound(father: torch.Tensor, mother: torch.Tensor, kind: str) -> torch.Tensor:
     """Clipping buffers: the looser bound (min of minima, max of maxima).
 
     Interpolating two clip ranges could cut off activations that either parent lets
     through; the union of both ranges clips nothing that a parent would keep.
     """
-    if kind == "clip_min":
+    if kind == MergeMode.CLIP_MIN:
         return torch.minimum(father, mother)
-    if kind == "clip_max":
+    if kind == MergeMode.CLIP_MAX:
         return torch.maximum(father, mother)
     raise ValueError(f"not a clip kind: {kind!r}")
 

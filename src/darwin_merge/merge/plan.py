@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.table import Table
 
 from ..arch import Taxonomy
+from ..arch.rules import CLIP_KINDS, TRANSPLANTS, MergeMode
 from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, UsageError, validation_line
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import dash, require_mergeable
 from ..io import ModelSource
 from ..records import ScanRecord, read_record
-from .ops import transplant_mode
-from .spec import CLIP_KINDS, Contribution, MergeSpec, StepKind, TensorStep, Trim
+from .spec import Contribution, MergeSpec, StepKind, TensorStep, Trim
 
 COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PARENT_LABELS = {"father": "the father", "mother": "the mother", "base": "the base"}
@@ -59,7 +59,7 @@ class PlanRow:
     genome_ratio: float
     mri_ratio: float | None
     final_ratio: float
-    mode: str  # transplant_father, transplant_mother, dare_ties, linear, clip_*, exact
+    mode: MergeMode
 
     def to_dict(self) -> dict:
         row = asdict(self)
@@ -74,11 +74,21 @@ def final_ratio(genome_share: float, mri_ratio: float | None, mri_trust: float) 
     return mri_ratio * mri_trust + genome_share * (1.0 - mri_trust)
 
 
-def mode_of(merge_kind: str, ratio: float, settings: MergeSettings) -> str:
+def mode_of(merge_kind: MergeMode, ratio: float, settings: MergeSettings) -> MergeMode:
     """How a tensor is merged: exact tensors are copied, extremes transplanted."""
-    if merge_kind == "exact":
-        return "exact"
-    return transplant_mode(ratio, settings.transplant_low, settings.transplant_high) or merge_kind
+    if merge_kind == MergeMode.EXACT:
+        return MergeMode.EXACT
+    return transplant_mode(ratio, settings.transplant_low, settings.transplant_high) or \
+        MergeMode(merge_kind)
+
+
+def transplant_mode(ratio: float, low: float, high: float) -> MergeMode | None:
+    """The father's tensor below `low`, the mother's above `high`, else None."""
+    if ratio < low:
+        return MergeMode.TRANSPLANT_FATHER
+    if ratio > high:
+        return MergeMode.TRANSPLANT_MOTHER
+    return None
 
 
 def plan_merge(infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], genome: Genome,
@@ -120,17 +130,17 @@ def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base
     bounds = row.merge_kind in CLIP_KINDS
     common = dict(name=row.name, shape=row.shape, bounds=bounds)
     r = row.final_ratio
-    if row.mode == "exact":
+    if row.mode == MergeMode.EXACT:
         return TensorStep(kind=StepKind.EXACT, **common)
-    if row.mode in ("transplant_father", "transplant_mother"):
-        parent = row.mode.removeprefix("transplant_")
+    if row.mode in TRANSPLANTS:
+        parent = "father" if row.mode == MergeMode.TRANSPLANT_FATHER else "mother"
         return TensorStep(kind=StepKind.TAKE, contributions=(Contribution(parent),), **common)
     pair = (Contribution("father", 1.0 - r), Contribution("mother", r))
     if row.mode in CLIP_KINDS:
         return TensorStep(kind=StepKind(row.mode), contributions=pair, **common)
-    if row.mode == "linear":
+    if row.mode == MergeMode.LINEAR:
         return TensorStep(kind=StepKind.INTERPOLATE, contributions=pair, mean=True, **common)
-    if row.mode == "dare_ties":
+    if row.mode == MergeMode.DARE_TIES:
         return TensorStep(
             kind=StepKind.TASK_VECTORS, base="base" if with_base else None,
             contributions=(Contribution("father", 1.0 - r, genome.density_a, Trim.DARE),

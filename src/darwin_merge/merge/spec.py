@@ -33,17 +33,19 @@ from enum import Enum
 
 import torch
 
+from ..arch.rules import MergeMode
+
 
 class StepKind(str, Enum):
-    EXACT = "exact"
+    EXACT = MergeMode.EXACT.value
     TAKE = "take"
-    CLIP_MIN = "clip_min"
-    CLIP_MAX = "clip_max"
+    CLIP_MIN = MergeMode.CLIP_MIN.value
+    CLIP_MAX = MergeMode.CLIP_MAX.value
     INTERPOLATE = "interpolate"
     TASK_VECTORS = "task_vectors"
 
-
-CLIP_KINDS = (StepKind.CLIP_MIN.value, StepKind.CLIP_MAX.value)  # tensors holding bounds
+    def __str__(self) -> str:
+        return self.value
 
 
 class Trim(str, Enum):

@@ -19,13 +19,13 @@ import yaml
 
 from .. import __version__
 from ..arch import Taxonomy
+from ..arch.rules import CLIP_KINDS, MergeMode
 from ..arch.taxonomy import TensorInfo
 from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
-from ..merge.spec import CLIP_KINDS
 from ..records import MergeOptions, MergeParents, MergeRecord, file_names, parse_record
 from .config import config_from_dict, first_value
 from .run import layer_position
@@ -119,7 +119,7 @@ def export_mergekit(source: ExportSource) -> str:
     with ModelSource(source.father) as father:
         num_layers = Taxonomy(father.config).num_layers
         dtype = source.dtype or str(main_dtype(father)).removeprefix("torch.")
-    merged = [r for r in rows if r.mode != "exact"]
+    merged = [r for r in rows if r.mode != MergeMode.EXACT]
     shares = {r.name: mother_share(r) for r in merged}
     mother_weight = weight_setting(merged, shares, num_layers)
     method = "dare_ties" if source.genome.merge_method_weight >= 0.5 else "linear"
@@ -133,7 +133,8 @@ def export_mergekit(source: ExportSource) -> str:
 
 def mother_share(row: PlanRow) -> float:
     """The mother's share of a planned tensor: 0 or 1 where darwin transplants a parent."""
-    share = {"transplant_father": 0.0, "transplant_mother": 1.0}.get(row.mode, row.final_ratio)
+    share = {MergeMode.TRANSPLANT_FATHER: 0.0,
+             MergeMode.TRANSPLANT_MOTHER: 1.0}.get(row.mode, row.final_ratio)
     return round(share, WRITTEN_DECIMALS)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..arch import Taxonomy
+from ..arch.rules import CLIP_KINDS, MergeMode
 from ..arch.taxonomy import TensorInfo
 from ..errors import IncompatibleModelsError, ModelFormatError, UsageError
 from ..inspection import require_mergeable
@@ -24,7 +25,7 @@ from ..io.loading import resolve_device
 from ..io.stream import TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.execute import cpu_threads, merge_in_memory, write_child_tensors
-from ..merge.spec import CLIP_KINDS, Contribution, MergeSpec, StepKind, TensorStep, Trim
+from ..merge.spec import Contribution, MergeSpec, StepKind, TensorStep, Trim
 from ..resources import require_disk
 from .config import (
     GLOBAL_DEFAULTS,
@@ -195,7 +196,7 @@ class ConfigSteps:
         buffers, as in every darwin merge: interpolating Inf gives NaN), else the method."""
         name = info.name
         common = dict(name=name, shape=tuple(shape))
-        if info.merge_kind == "exact":
+        if info.merge_kind == MergeMode.EXACT:
             return TensorStep(kind=StepKind.EXACT, **common)
         if info.merge_kind in CLIP_KINDS:
             models = tuple(Contribution(m) for m in self.models())

@@ -12,6 +12,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..arch.rules import MergeMode
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 
 COMPONENT_ORDER = ("attn", "ffn", "moe", "norm", "per_layer_embed", "other")
@@ -22,7 +23,7 @@ def layer_profile(tensors: list[dict], key: str = "final_ratio") -> dict[str, li
     sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in tensors:
         value = row.get(key)
-        if row.get("layer") is None or value is None or row.get("mode") == "exact":
+        if row.get("layer") is None or value is None or row.get("mode") == MergeMode.EXACT:
             continue
         sums[row.get("component", "other")][int(row["layer"])].append(float(value))
     return {comp: sorted((layer, sum(v) / len(v)) for layer, v in by_layer.items())

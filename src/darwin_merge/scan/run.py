@@ -18,6 +18,7 @@ from rich.progress import Progress
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.model_config import declared_size
+from ..arch.rules import CLIP_KINDS
 from ..errors import UsageError
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
@@ -95,7 +96,7 @@ def _probe_pass(path: Path, role: str, rows: dict[str, list[list[int]]], pad_id:
 
 def _static_pass(source: ModelSource, role: str, settings: dict, progress: Progress) -> dict:
     infos = Taxonomy(source.config).classify_all(source.specs())
-    clipping = {i.name for i in infos if i.merge_kind in ("clip_min", "clip_max")}
+    clipping = {i.name for i in infos if i.merge_kind in CLIP_KINDS}
     task = progress.add_task(f"static pass ({role})", total=len(source))
     return scan_static(source, settings["bins"], settings["max_elements"], settings["seed"],
                        allow_inf=clipping, on_tensor=lambda _: progress.advance(task))
