@@ -103,6 +103,7 @@ def evolved_run(tmp_path_factory) -> dict:
 
     from darwin_merge.evolve.recipe import build_recipe
     from darwin_merge.evolve.run import run_evolve
+    from darwin_merge.records import record_json
     from tiny_models import perturbed_copy
 
     root = tmp_path_factory.mktemp("evolved")
@@ -118,7 +119,7 @@ def evolved_run(tmp_path_factory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = run_evolve(recipe)
+        summary = record_json(run_evolve(recipe))  # summary.json's content
     finally:
         torch.set_num_threads(threads)
     run = root / "run"

@@ -24,7 +24,6 @@ from darwin_merge.evolve.study import proxy_spearman
 from darwin_merge.merge.engine import ParentTensors
 from darwin_merge.mergekit import merge_from_config
 from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe, tensors_digest
-from darwin_merge.records import SummaryRecord
 from darwin_merge.report_tables import difference_cell
 from darwin_merge.scan import run_scan
 from darwin_recipes.demo.run import results_markdown
@@ -394,7 +393,7 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
                        "simple_arithmetic": 0.5}, out=tmp_path / "run", scan=scanned,
                        trials=4, limit=3, phase1_steps=10, top_k=2, popsize=4,
                        holdout_limit=3, baselines="fixed")
-    summary = SummaryRecord.model_validate(run_evolve(run))
+    summary = run_evolve(run)
     assert checked.count(run.out / "child") == 1  # the seed was checked in memory first
     [rejected] = summary.rejected_by_health
     assert rejected.search_fitness > summary.best.search_fitness

@@ -18,7 +18,7 @@ from darwin_merge.evolve.scoring import fitness_of
 from darwin_merge.merge.engine import merge_models
 from darwin_merge.mergekit import merge_from_config
 from darwin_merge.mergekit.standard import StandardRecipe
-from darwin_merge.records import file_names
+from darwin_merge.records import file_names, record_json
 from darwin_recipes.demo.run import TINY_PRESET, run_demo
 from darwin_recipes.demo.tiny import task_paths, tiny_folder
 
@@ -42,9 +42,10 @@ def tiny_demo(two_skill_pair, tmp_path_factory):
     assert tiny_folder(cache) == two_skill_pair[0].parent
     run = tmp_path_factory.mktemp("tiny-demo") / "run"
     with contextlib.redirect_stderr(io.StringIO()) as log:
-        summary = run_demo("tiny", cache=cache, out=run, trials=4, limit=24,
-                           holdout_limit=30, phase1_steps=20, top_k=2, popsize=2,
-                           probe_max_prompts=2, probe_max_tokens=16, scan_items=8)
+        summary = record_json(run_demo(  # summary.json's content
+            "tiny", cache=cache, out=run, trials=4, limit=24, holdout_limit=30,
+            phase1_steps=20, top_k=2, popsize=2, probe_max_prompts=2, probe_max_tokens=16,
+            scan_items=8))
     return cache, run, summary, log.getvalue()
 
 

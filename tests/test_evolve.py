@@ -27,6 +27,7 @@ from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
 from darwin_merge.evolve.study import phase2_summary, ranked_trials, was_stopped
 from darwin_merge.genome import Genome
+from darwin_merge.records import record_json
 from darwin_merge.resources import cpu_has_fast_bfloat16
 from darwin_merge.scan import run_scan
 from tiny_models import make_tiny, perturbed_copy
@@ -252,7 +253,7 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     assert phase2.best_kept_fitness(study, run) == best_kept
     assert f"best {best_kept:.4f})" in capsys.readouterr().err.split("CMA-ES candidates")[1]
     # the finish leaves the rejected seed out without merging and checking it again
-    summary = run_evolve(run)
+    summary = record_json(run_evolve(run))
     assert len(checked) == 3 and checked[2] == run.out / "child"
     assert summary["best"]["search_fitness"] == best_kept
     assert f"trial {seeds[0].number} (fitness" in capsys.readouterr().err
@@ -279,7 +280,7 @@ def test_with_no_healthy_seed_cma_es_starts_from_the_best_and_the_summary_says_s
         child) or {"verdict": "unhealthy" if len(checked) <= 3 else "healthy",
                    "reasons": [], "flagged_layers": []})
     run = recipe(pair, tmp_path / "run", trials=16)
-    summary = run_evolve(run)
+    summary = record_json(run_evolve(run))
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     best_seed = ranked_trials(study.get_trials(states=(TrialState.COMPLETE,))[:14])[0]
     assert starts == [pytest.approx(best_seed.params)]
@@ -480,7 +481,7 @@ def test_eval_dtype_bfloat16_scores_a_float32_merge_and_fitness_tasks_get_their_
     run = recipe(pair, out, scan=None, eval_dtype="bfloat16", trials=3, limit=2,
                  holdout_limit=2, fitness_holdout_limit=3, extra_tasks=["piqa"], phase1_steps=5,
                  top_k=1, popsize=2, probe_max_tokens=8, probe_max_prompts=2, scan_items=2)
-    summary = run_evolve(run)
+    summary = record_json(run_evolve(run))
     scan = json.loads((out / "scan" / "scan.json").read_text())
     assert (scan["settings"]["dtype"], scan["settings"]["eval_dtype"]) == ("float32", "bfloat16")
     assert (summary["dtype"], summary["eval_dtype"]) == ("float32", "bfloat16")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from darwin_merge.records import record_json
 from darwin_recipes.demo.mother import recipe_with
 from darwin_recipes.demo.run import SPECIALISTS_PRESET, run_demo
 
@@ -27,11 +28,11 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     (cache / "models").mkdir(parents=True)
     (cache / "models" / smollm2.name).symlink_to(smollm2.resolve())  # the base, reused
     run = tmp_path / "run"
-    summary = run_demo("smollm2", cache=cache, out=run, fine_tunes=TINY_FINE_TUNES,
-                       trials=3, limit=4, holdout_limit=6, fitness_holdout_limit=6,
-                       phase1_steps=5, top_k=2, popsize=2, probe_max_tokens=16,
-                       probe_max_prompts=2, batch_size=8, scan_items=4,
-                       baselines="fixed")  # tuned: 5 more minutes here (tiny demo tests it)
+    summary = record_json(run_demo(  # summary.json's content
+        "smollm2", cache=cache, out=run, fine_tunes=TINY_FINE_TUNES, trials=3, limit=4,
+        holdout_limit=6, fitness_holdout_limit=6, phase1_steps=5, top_k=2, popsize=2,
+        probe_max_tokens=16, probe_max_prompts=2, batch_size=8, scan_items=4,
+        baselines="fixed"))  # tuned: 5 more minutes here (tiny demo tests it)
     for role, tag in (("father", "arith"), ("mother", "rev")):
         recipe = TINY_FINE_TUNES[role]
         folder = cache / "models" / f"{smollm2.name}-{tag}-{recipe.hash8(smollm2)}"
@@ -66,7 +67,8 @@ def test_shortened_demo_on_smollm2(smollm2, tmp_path):
     assert 'Command: `make demo DEMO_ARGS="--trials 3 --limit 4 --holdout-limit 6"`' in results
     assert all(f"{role}={Path(summary[role]).name}" in results for role in TINY_FINE_TUNES)
     # a second call finds the finished run and returns its summary without work
-    assert run_demo("smollm2", cache=cache, out=run, fine_tunes=TINY_FINE_TUNES) == summary
+    assert record_json(run_demo("smollm2", cache=cache, out=run,
+                                fine_tunes=TINY_FINE_TUNES)) == summary
     from transformers import AutoModelForCausalLM
 
     child = AutoModelForCausalLM.from_pretrained(run / "child")

@@ -9,6 +9,7 @@ import pytest
 from safetensors import safe_open
 
 from darwin_merge.merge.plan import plan_models
+from darwin_merge.records import record_json
 from darwin_recipes.demo.mother import MotherRecipe
 from darwin_recipes.demo.run import run_demo
 
@@ -23,12 +24,12 @@ def test_shortened_demo_on_gemma3(gemma3_real, tmp_path):
     (cache / "models" / gemma3_real.name).symlink_to(gemma3_real.resolve())
     mother_recipe = MotherRecipe(seed=3, steps=1, batch_size=2, warmup_steps=1, lr=1e-3,
                                  first_trained_layer=17, train_embeddings=False)
-    summary = run_demo("gemma3", cache=cache, out=tmp_path / "run", pair="father-mother",
-                       fine_tunes={"mother": mother_recipe},
-                       trials=2, limit=3, holdout_limit=4, fitness_holdout_limit=4,
-                       phase1_steps=3, top_k=1, popsize=2, probe_max_tokens=12,
-                       probe_max_prompts=1, batch_size=8, baselines="fixed",
-                       mri="card")  # the attribution runs on Gemma in test_scan (tiny)
+    summary = record_json(run_demo(  # summary.json's content
+        "gemma3", cache=cache, out=tmp_path / "run", pair="father-mother",
+        fine_tunes={"mother": mother_recipe}, trials=2, limit=3, holdout_limit=4,
+        fitness_holdout_limit=4, phase1_steps=3, top_k=1, popsize=2, probe_max_tokens=12,
+        probe_max_prompts=1, batch_size=8, baselines="fixed",
+        mri="card"))  # the attribution runs on Gemma in test_scan (tiny)
     models = summary["holdout"]["models"]
     assert set(models) == {"child", "father", "mother", "dare_ties_0.5", "linear_0.5",
                            "task_arithmetic_l1"}

@@ -16,6 +16,7 @@ import yaml
 
 from darwin_merge.evolve.recipe import build_recipe
 from darwin_merge.evolve.run import run_evolve
+from darwin_merge.records import record_json
 from darwin_recipes.demo.tiny import task_paths
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def skills_run(two_skill_pair, tmp_path_factory) -> tuple[Path, dict]:
                           fitness=fitness, out=root / "run", trials=16,
                           limit=40, phase1_steps=50, top_k=4, popsize=4, probe_max_tokens=16,
                           baselines="fixed", allow_warning=True)  # as the tiny demo
-    return root / "run", run_evolve(recipe)
+    return root / "run", record_json(run_evolve(recipe))  # summary.json's content
 
 
 def test_child_beats_both_parents_and_baselines(skills_run):

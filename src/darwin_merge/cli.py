@@ -214,7 +214,6 @@ def evolve_cmd(
     from .evolve.recipe import build_recipe, load_recipe, parse_fitness
     from .evolve.run import run_evolve
     from .evolve.summary_tables import summary_tables
-    from .records import SummaryRecord
 
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
                   scan_items=scan_items, scan_probe_sets=scan_probe_sets, trials=trials,
@@ -240,7 +239,7 @@ def evolve_cmd(
     if search_only:
         out.print(f"search recorded in {built.storage or built.out / 'study.db'}")
         return
-    _print_all(summary_tables(SummaryRecord.model_validate(summary), built.out))
+    _print_all(summary_tables(summary, built.out))
 
 
 def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
@@ -593,12 +592,10 @@ def demo_run_cmd(
     from darwin_recipes.demo.run import default_out, run_demo
 
     from .evolve.summary_tables import summary_tables
-    from .records import SummaryRecord
 
     summary = run_demo(family, cache, run_dir, device, fresh, pair=pair, trials=trials,
                        limit=limit, holdout_limit=holdout_limit, eval_dtype=eval_dtype)
-    _print_all(summary_tables(SummaryRecord.model_validate(summary),
-                              Path(run_dir or default_out(family, pair))))
+    _print_all(summary_tables(summary, Path(run_dir or default_out(family, pair))))
 
 
 @demo_app.command("test-items")

@@ -106,7 +106,9 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
 
 def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
            settings: MergeSettings, scan_path: Path | None, phase1: dict,
-           phase2_seconds: float) -> dict:
+           phase2_seconds: float) -> SummaryRecord:
+    """Pick the healthy child, score it and the baselines on the holdout, and write
+    summary.json and recipe.yaml; returns the summary."""
     out = Path(recipe.out)
     trial, genome, child, health, passed_over = pick_healthy(recipe, study, settings,
                                                              scan_path)
@@ -155,7 +157,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     dump_json(out / file_names.SUMMARY, record_json(summary))
     (out / file_names.RECIPE).write_text(yaml.safe_dump(
         json_safe(recipe.model_dump()), sort_keys=False))
-    return record_json(summary)
+    return summary
 
 
 def json_safe(value):

@@ -14,7 +14,7 @@ from ..errors import OutputError
 from ..memory_plan import evolve_plan
 from ..merge.engine import ParentTensors
 from ..merge.plan import MergeSettings
-from ..records import ScanRecord, file_names, read_record
+from ..records import ScanRecord, SummaryRecord, file_names, read_record
 from ..resources import cpu_has_fast_bfloat16
 from . import say
 from .finish import finish, write_records
@@ -90,15 +90,16 @@ def searched(recipe: Recipe) -> Iterator[Search]:
             lock.release()
 
 
-def run_evolve(recipe: Recipe, finish_run: bool = True) -> dict:
-    """Run (or continue) the search described by `recipe`; returns summary.json's content."""
+def run_evolve(recipe: Recipe, finish_run: bool = True) -> SummaryRecord | None:
+    """Run (or continue) the search described by `recipe`; returns the summary it wrote to
+    summary.json (None with `finish_run` False: the search alone, recorded in the study)."""
     with searched(recipe) as search:
         if not finish_run:
-            return {}
+            return None
         summary = finish(recipe, search.study, search.scorer, search.settings,
                          search.scan_path, search.phase1, search.seconds)
         write_records(recipe, search.study, search.phase1,
-                      frozenset(r["trial"] for r in summary["rejected_by_health"]))
+                      frozenset(r.trial for r in summary.rejected_by_health or []))
         _write_card(recipe)
         return summary
 

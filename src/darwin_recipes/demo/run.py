@@ -25,9 +25,7 @@ from darwin_merge.records import (
     Phase1Summary,
     SummaryRecord,
     file_names,
-    parse_record,
     read_record,
-    record_json,
 )
 from darwin_merge.records.search import SOURCE_COUNTS
 from darwin_merge.report_tables import baseline_blocks, holdout_blocks
@@ -119,7 +117,7 @@ DEMO_FLAGS = {"trials": "--trials", "limit": "--limit", "holdout_limit": "--hold
 
 def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | None = None,
              device: str = "cpu", fresh: bool = False, fine_tunes: dict | None = None,
-             pair: str = DEFAULT_PAIR, **budget) -> dict:
+             pair: str = DEFAULT_PAIR, **budget) -> SummaryRecord:
     """Run (or continue, or just re-print) the demo; returns the run's summary.
 
     `fine_tunes` ({"father"/"mother": MotherRecipe}) replaces the pair's fine-tune recipes,
@@ -133,7 +131,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
         finished = read_record(SummaryRecord, summary_path)  # malformed: one-line RecordError
         check_same_pair(finished, family, pair, out)
         console.print(f"[bold]demo[/bold] already complete in {out} (--fresh to redo it)")
-        return record_json(finished)
+        return finished
     fine_tunes = fine_tunes or {}
     parents = (tiny_parents(cache) if family == TINY
                else specialist_parents(family, cache, device, fine_tunes) if pair == SPECIALISTS
@@ -150,8 +148,7 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
         changed["device"] = device
     for role in fine_tunes:  # a fine-tune's folder names its recipe's hash
         changed[role] = Path(parents[role]).name
-    record = parse_record(SummaryRecord, summary, summary_path)
-    (out / file_names.RESULTS).write_text(results_markdown(record, out, *demo_command(
+    (out / file_names.RESULTS).write_text(results_markdown(summary, out, *demo_command(
         family, pair, changed)), encoding="utf-8")
     return summary
 
