@@ -191,3 +191,36 @@ def test_merge_modes_are_spelled_in_their_enum_only():
                     found += [f"{where} {s!r}" for o in operands for s in strings(o)
                               if s in values]
     assert found == []
+
+
+# The modules outside records/ that parse JSON, and what they parse: none of it a file darwin
+# writes as a record (those are read with records.read_record, which validates them).
+JSON_READERS = {
+    "card/records.py": "a child's config.json and tokenizer_config.json",
+    "eval/lm_eval_backend.py": "lm-eval's results, made JSON-safe",
+    "eval/tasks.py": "a task file's first line (its fields)",
+X
+    "io/gguf_import.py": "a GGUF package's config and tokenizer files",
+    "io/reader.py": "a model folder's config, tokenizer config and shard index",
+    "io/safetensors_header.py": "a safetensors header",
+    "io/vocabulary.py": "a model folder's tokenizer files and config",
+    "jsonl.py": "JSON Lines files (tasks, probes, samples)",
+}
+
+
+def test_no_module_outside_records_parses_a_record():
+    """A record (summary.json, trials.json, scan.json, health.json, darwin_merge.json, ...)
+    is read through records/ only, so a malformed one is a one-line RecordError and every
+    reader sees the same validated type: any other module that parses JSON is listed above
+    with what it parses."""
+    readers = set()
+    for path in modules():
+        where = path.relative_to(PACKAGE).as_posix()
+        if where.startswith("records/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("loads", "load") and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "json":
+                readers.add(where)
+    assert readers == set(JSON_READERS)

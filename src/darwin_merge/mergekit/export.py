@@ -11,7 +11,6 @@ get darwin's ratio exactly and what does not carry over.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
-from ..records import MergeOptions, MergeParents, MergeRecord, file_names, parse_record
+from ..records import MergeOptions, MergeParents, MergeRecord, file_names, read_record
 from .config import config_from_dict, first_value
 from .run import layer_position
 
@@ -92,16 +91,9 @@ def _report_file(path: Path) -> Path:
 
 
 def _run_record(path: Path) -> MergeRecord | None:
-    """A darwin_merge.json's record; None for a genome file (load_genome reports errors)."""
-    if path.suffix != ".json":
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    is_report = isinstance(data, dict) and isinstance(data.get("parents"), dict) and \
-        isinstance(data.get("options"), dict)
-    return parse_record(MergeRecord, data, path) if is_report else None
+    """A darwin_merge.json's record (a broken one is a one-line RecordError); None for any
+    other file, a genome file (load_genome reports its errors)."""
+    return read_record(MergeRecord, path) if path.name == file_names.MERGE_RECORD else None
 
 
 def _folder(value, role: str) -> Path:
