@@ -199,7 +199,7 @@ JSON_READERS = {
     "card/records.py": "a child's config.json and tokenizer_config.json",
     "eval/lm_eval_backend.py": "lm-eval's results, made JSON-safe",
     "eval/tasks.py": "a task file's first line (its fields)",
-X
+    "evolve/study.py": "a study's recorded inputs, normalised through JSON for comparison",
     "io/gguf_import.py": "a GGUF package's config and tokenizer files",
     "io/reader.py": "a model folder's config, tokenizer config and shard index",
     "io/safetensors_header.py": "a safetensors header",
