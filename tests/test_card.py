@@ -202,16 +202,22 @@ def test_child_alone_has_no_run_sections_and_no_invented_numbers(run_folder, tmp
     assert not (child / "health.png").exists()
 
 
-def test_run_without_holdout_or_health_leaves_those_sections_out(run_folder, tmp_path):
+@pytest.mark.parametrize("key", ["holdout", "health", "rejected_by_health"])
+def test_a_summary_without_a_key_the_finish_writes_is_refused(run_folder, tmp_path, capsys,
+                                                              key):
+    """Every run's finish writes every key of summary.json: a file without one is not a
+    summary this Darwin wrote (one line, exit 2, the card left as it was), not a run whose
+    sections the card quietly leaves out."""
     run = shutil.copytree(run_folder["run"], tmp_path / "run")
     summary = json.loads((run / "summary.json").read_text())
-    del summary["holdout"], summary["health"]
+    del summary[key]
     (run / "summary.json").write_text(json.dumps(summary))
-    shutil.rmtree(run / "health")
-    meta, body = split_card(write_card(run / "child", run).read_text())
-    assert "model-index" not in meta
-    assert "## Benchmarks" not in body and "## Health check" not in body
-    assert "## Evolution result" in body and "## Model Diagnostic Scan (MDS)" in body
+    card_before = (run / "child" / "README.md").read_bytes()
+    capsys.readouterr()
+    assert main(["card", str(run / "child"), "--run", str(run)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("darwin")]
+    assert len(err) == 1 and key in err[0] and "summary.json" in err[0]
+    assert (run / "child" / "README.md").read_bytes() == card_before
 
 
 def test_licence_is_other_when_parents_disagree_and_absent_when_unknown(run_folder, tmp_path):
@@ -407,25 +413,6 @@ def test_unhealthy_verdict_lists_reasons_and_flagged_layers(run_folder, tmp_path
     text = section(body, "Health check")
     assert "Verdict: **unhealthy**" in text and "- interference in layers 1, 3" in text
     assert "Flagged layers: 1, 3." in text and "No layer was flagged" not in text
-
-
-def test_summary_with_null_values_gives_absent_sections(run_folder, tmp_path):
-    """Every summary key is optional and may be null (an interrupted or partial run)."""
-    run = shutil.copytree(run_folder["run"], tmp_path / "run",
-                          ignore=shutil.ignore_patterns("*.png", "health", "trials.json"))
-    summary = {key: None for key in run_folder["summary"] if key != "schema_version"}
-    summary["phase1"] = {"spearman": None, "steps": None}
-    summary["holdout"] = {"tasks": {"arc_easy": {"metric": "acc"}}, "models": {"father": {}}}
-    (run / "summary.json").write_text(json.dumps(summary))
-    meta, body = split_card(write_card(run / "child", run).read_text())
-    assert "model-index" not in meta
-    titles = re.findall(r"^## (.+)$", body, re.M)
-    assert titles == ["Parent models", "Model Diagnostic Scan (MDS)", "Genome",
-                      "Ratio profile", "Reproducibility", "Usage with transformers"]
-    # no scores at all: no benchmark table (the scan is named by the child's own record)
-    assert not re.search(r"\b(nan|None)\b", body.split("```json")[0])
-    html = (run / "report.html").read_text()
-    assert "Trials" not in html and "Evolution plot" not in html
 
 
 def test_remake_command_in_the_card_gives_a_byte_identical_child(run_folder, card, tmp_path,

@@ -43,16 +43,15 @@ def task_labels(tasks) -> dict[str, str]:
 
 def baseline_names(summary: SummaryRecord) -> list[str]:
     """The baselines of the holdout table, in its order."""
-    models = summary.holdout.models if summary.holdout else {}
-    return [name for name in models if name not in REFERENCES]
+    return [name for name in summary.holdout.models if name not in REFERENCES]
 
 
 def recipe_words(summary: SummaryRecord, name: str) -> str:
     """'TIES, density 0.5, lambda 1.25'; a genome baseline: 'darwin genome: every ratio 0.5'."""
     search = summary.baseline_search
-    if search is not None and name in search.recipes:
+    if name in search.recipes:
         return search.recipes[name].words()
-    genome = (summary.baselines or {}).get(name)
+    genome = summary.baselines.get(name)
     if not genome:
         return "as named by the run"
     ratios = {v for k, v in genome.items() if k.endswith("_ratio")}
@@ -66,8 +65,6 @@ def recipe_words(summary: SummaryRecord, name: str) -> str:
 def roles(summary: SummaryRecord, name: str) -> str:
     """Why a baseline is in the table: fixed, or which tuned recipe's best point it is."""
     search = summary.baseline_search
-    if search is None:
-        return "fixed"
     words = []
     for family, chosen in search.chosen.items():
         if chosen == name:
@@ -110,8 +107,8 @@ def baseline_rows(summary: SummaryRecord) -> list[list[str]]:
     holdout, search = summary.holdout, summary.baseline_search
     rows = []
     for name in baseline_names(summary):
-        split = (summary.search_split or {}).get(name)
-        health = None if search is None else search.health.get(name)
+        split = summary.search_split.get(name)
+        health = search.health.get(name)
         comparison = holdout.comparisons.get(name, {}).get("fitness")
         rows.append([name, recipe_words(summary, name), roles(summary, name),
                      "-" if split is None else f"{split:.4f}", health or "-",
@@ -125,7 +122,7 @@ def headline(summary: SummaryRecord) -> list[str]:
     """The child against the best tuned baseline and the best healthy one, in sentences
     (empty without tuned baselines)."""
     search = summary.baseline_search
-    if search is None or search.mode != "tuned":
+    if search.mode != "tuned":
         return []
     lines = []
     for label, name in (("best tuned baseline", search.best_tuned),
@@ -148,7 +145,7 @@ def grid_rows(summary: SummaryRecord) -> tuple[list[str], list[list[str]]]:
     lambda; a value racing stopped early is its estimate, marked `~`; a fully scored point
     whose guards were not scored (it could not be chosen) is marked `*` (headers, rows)."""
     search = summary.baseline_search
-    if search is None or not search.points:
+    if not search.points:
         return [], []
     scales = sorted({p.scale for p in search.points})
     cells: dict[tuple[str, float], dict[float, str]] = {}
@@ -170,8 +167,8 @@ def holdout_blocks(summary: SummaryRecord) -> list[Block]:
     the fitness on these items and on the search split), the child's paired differences
     and the guards' verdicts (empty when no model was scored; a task nobody was scored on
     has no column)."""
-    holdout, search = summary.holdout, summary.search_split or {}
-    models = holdout.models if holdout is not None else {}
+    holdout, search = summary.holdout, summary.search_split
+    models = holdout.models
     tasks = [t for t in holdout.tasks if any(score_cell(row.get(t)) != "-"
                                              for row in models.values())] if models else []
     if not tasks and all(row.get("fitness") is None for row in models.values()):

@@ -62,7 +62,7 @@ class RunRecords:
     run_dir: Path | None
     child_config: dict
     merge: MergeRecord | None = None
-    summary: SummaryRecord = field(default_factory=SummaryRecord)
+    summary: SummaryRecord | None = None  # None without a run folder
     trials: tuple[TrialRow, ...] = ()
     health: HealthRecord | HealthVerdict | None = None
     parents: tuple[ParentInfo, ...] = ()
@@ -83,12 +83,12 @@ class RunRecords:
     @property
     def best(self) -> Best:
         """The summary's best trial (empty without a run)."""
-        return self.summary.best or Best()
+        return self.summary.best if self.summary else Best()
 
     @property
     def holdout(self) -> Holdout:
         """The summary's holdout table (empty without one)."""
-        return self.summary.holdout or Holdout()
+        return self.summary.holdout if self.summary else Holdout()
 
     @property
     def options(self) -> MergeOptions:
@@ -143,8 +143,7 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
     if run is not None and not run.is_dir():
         raise UsageError(f"{run}: the run folder does not exist")
     merge = read_optional(MergeRecord, child_dir / file_names.MERGE_RECORD)
-    summary = (read_optional(SummaryRecord, run / file_names.SUMMARY) if run else None) or \
-        SummaryRecord()
+    summary = read_optional(SummaryRecord, run / file_names.SUMMARY) if run else None
     trials = read_optional(Trials, run / file_names.TRIALS) if run else None
     return RunRecords(
         child_dir=child_dir, run_dir=run, child_config=config, merge=merge, summary=summary,
@@ -160,18 +159,19 @@ def _mapping(data) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _health(run: Path | None, summary: SummaryRecord) -> HealthRecord | HealthVerdict | None:
+def _health(run: Path | None, summary: SummaryRecord | None
+            ) -> HealthRecord | HealthVerdict | None:
     """health/health.json (the full record) over the summary's copy of it."""
     path = run / file_names.HEALTH_DIR / file_names.HEALTH if run else None
     record = read_optional(HealthRecord, path) if path else None
-    return record or summary.health
+    return record or (summary.health if summary else None)
 
 
-def _pictures(run: Path | None, summary: SummaryRecord) -> dict[str, Path]:
+def _pictures(run: Path | None, summary: SummaryRecord | None) -> dict[str, Path]:
     if run is None:
         return {}
     found = {role: run / rel for role, (rel, _) in RUN_PICTURES.items() if (run / rel).is_file()}
-    if summary.scan is not None:  # the scan may live elsewhere than scan/
+    if summary is not None and summary.scan is not None:  # it may live elsewhere than scan/
         scan_dir = (run / summary.scan).parent
         for role, (rel, _) in RUN_PICTURES.items():
             candidate = scan_dir / Path(rel).name
@@ -195,11 +195,12 @@ def _scan_pictures(merge: MergeRecord | None) -> dict[str, Path]:
     return found
 
 
-def _parents(merge: MergeRecord | None, summary: SummaryRecord, run: Path | None,
+def _parents(merge: MergeRecord | None, summary: SummaryRecord | None, run: Path | None,
              hub_ids: dict[str, str]) -> tuple[ParentInfo, ...]:
     parents = []
     for role in ("father", "mother", "base"):
-        source = (getattr(merge.parents, role) if merge else None) or getattr(summary, role)
+        source = (getattr(merge.parents, role) if merge else None) or (
+            getattr(summary, role) if summary else None)
         if source:
             info = _parent_info(role, str(source), run)
             given = hub_ids.get(role)

@@ -20,7 +20,7 @@ from ..genome import (
     genome_from_dict,
 )
 from ..plots.ratio_profile import plot_ratio_profile
-from ..records import Phase1Summary, Phase2Summary, VocabularyRecord, file_names
+from ..records import VocabularyRecord, file_names
 from ..report_tables import baseline_blocks, holdout_blocks
 from .blocks import Bullets, Code, Picture, Section, Table
 from .readings import reading, share_words, strongest_pulls
@@ -61,7 +61,7 @@ def _overview(rec: RunRecords, scratch: Path) -> Section:
     else:
         text = f"`{rec.name}` is a model folder without Darwin merge records."
     blocks: list = [text]
-    trials = rec.summary.phase2.trials if rec.summary.phase2 else None
+    trials = rec.summary.phase2.trials if rec.summary else None
     if trials is not None:
         blocks.append(f"Its 14-value genome was searched with CMA-ES: a cheap proxy in Phase 1, "
                       f"then {trials} real merges scored in Phase 2.")
@@ -160,7 +160,9 @@ def _given(value, default):
 
 def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     s, best = rec.summary, rec.best
-    p1, p2 = s.phase1 or Phase1Summary(), s.phase2 or Phase2Summary()
+    if s is None:
+        return None
+    p1, p2 = s.phase1, s.phase2
     rows = []
     if best.search_fitness is not None:
         rows.append(["Best search fitness", _num(best.search_fitness)])
@@ -189,16 +191,17 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
                                   f"search fitness {_num(seed.search_fitness)}"])
     if p2.cma_es_gain is not None:
         rows.append(["CMA-ES gain over the best seed", f"{p2.cma_es_gain:+.4f}"])
-    if s.rejected_by_health is not None:
-        rows.append(["Better on the search split, rejected by the health check",
-                     ", ".join(f"trial {r.trial} ({_num(r.search_fitness)}, {r.verdict})"
-                               for r in s.rejected_by_health) or "none"])
+    rows.append(["Better on the search split, rejected by the health check",
+                 ", ".join(f"trial {r.trial} ({_num(r.search_fitness)}, {r.verdict})"
+                           for r in s.rejected_by_health) or "none"])
     if not rows:
         return None
     return Section("Evolution result", [Table(["", "Value"], rows)], anchor="evolution")
 
 
 def _benchmarks(rec: RunRecords, scratch: Path) -> Section | None:
+    if rec.summary is None:
+        return None
     blocks = holdout_blocks(rec.summary)
     return Section("Benchmarks", blocks + baseline_blocks(rec.summary),
                    anchor="benchmarks") if blocks else None
@@ -239,18 +242,19 @@ def _reproducibility(rec: RunRecords, scratch: Path) -> Section | None:
     rows = []
     if rec.genome_hash:
         rows.append(["genome_hash", f"`{rec.genome_hash}`"])
+    s = rec.summary
     for key in ("created", "device", "dtype", "eval_dtype"):
-        if getattr(rec.summary, key):
-            rows.append([key, str(getattr(rec.summary, key))])
-    versions = {lib: v for lib, v in (rec.summary.versions or {}).items() if v is not None}
-    version = rec.summary.darwin_version or (rec.merge.darwin_version if rec.merge else None)
+        if s is not None and getattr(s, key):
+            rows.append([key, str(getattr(s, key))])
+    versions = {lib: v for lib, v in s.versions.items() if v is not None} if s else {}
+    version = s.darwin_version if s else (rec.merge.darwin_version if rec.merge else None)
     if version and not any(lib.startswith("darwin") for lib in versions):
         rows.append(["darwin", str(version)])
     rows += [[lib, str(v)] for lib, v in versions.items()]
     blocks: list = []
     if rows:
         blocks.append(Table(["", "Value"], rows))
-    command = (rec.summary.command or "").strip()
+    command = s.command.strip() if s else ""
     if len(command.split()) > 1:  # a bare "darwin" (a run started from Python) says nothing
         blocks += ["The run's command:", Code("bash", command)]
     blocks += _remake(rec)

@@ -179,36 +179,38 @@ class SummaryRecord(Record):
 
     file_name = file_names.SUMMARY
 
-    darwin_version: str | None = None
-    created: str | None = None
-    command: str | None = None
-    father: str | None = None
-    mother: str | None = None
-    base: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    eval_dtype: str | None = None  # the forward passes' dtype (scoring, health)
-    fitness: dict[str, Number] | None = None
-    limit: int | None = None
-    best: Best | None = None
-    baselines: dict[str, GenomeValues] | None = None
-    baseline_search: BaselineSearch | None = None
-    phase1: Phase1Summary | None = None
-    phase2: Phase2Summary | None = None
-    holdout: Holdout | None = None
+    # Every key is written by the finish (evolve/finish.py) of every run, so every key is
+    # required; None is a value where it means something (no base, every item, no scan).
+    darwin_version: str
+    created: str
+    command: str
+    father: str
+    mother: str
+    base: str | None  # merged without a base
+    device: str
+    dtype: str
+    eval_dtype: str | None  # the forward passes' dtype (scoring, health)
+    fitness: dict[str, Number]
+    limit: int | None  # every search item
+    best: Best
+    baselines: dict[str, GenomeValues]
+    baseline_search: BaselineSearch
+    phase1: Phase1Summary
+    phase2: Phase2Summary
+    holdout: Holdout
     # the fitness on the search split of the child, the references and the baselines (the
     # child was chosen there, so its lead is biased upward)
-    search_split: dict[str, Number] | None = None
-    holdout_limit: int | None = None
-    fitness_holdout_limit: int | None = None
-    guard: dict[str, GuardVerdict] | None = None
-    health: HealthVerdict | None = None
+    search_split: dict[str, Number]
+    holdout_limit: int | None
+    fitness_holdout_limit: int | None
+    guard: dict[str, GuardVerdict]
+    health: HealthVerdict
     # candidates better on the search split than the child whose child the health check
     # rejected (the gate's effect on the result, disclosed)
-    rejected_by_health: list[HealthRejected] | None = None
-    scan: str | None = None
-    child: str | None = None
-    versions: dict[str, str | None] | None = None
+    rejected_by_health: list[HealthRejected]
+    scan: str | None  # searched without a scan
+    child: str
+    versions: dict[str, str | None]
     schema_version: int = SCHEMA_VERSION
 
 

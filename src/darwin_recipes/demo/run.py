@@ -295,8 +295,6 @@ def spearman_words(phase1: Phase1Summary) -> str:
 def gate_markdown(summary: SummaryRecord) -> list[str]:
     """The health gate's effect: candidates better on the search split than the child that
     the health check rejected, with their findings."""
-    if summary.rejected_by_health is None:
-        return []
     if not summary.rejected_by_health:
         return ["", "Health gate: no candidate that scored above the child on the search "
                 "split was rejected by the health check."]
@@ -330,7 +328,7 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
     return "\n".join([
         f"Command: `{command}`"
         + (f" with changes from Python ({python_changes})" if python_changes else "")
-        + f" (run folder `{run_dir}`), {summary.created or ''}.",
+        + f" (run folder `{run_dir}`), {summary.created}.",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.machine()}), device "
         f"{summary.device}, {summary.dtype}{forward}.",
         f"Fitness: {summary.fitness} on the `search` split "
@@ -340,7 +338,7 @@ def results_markdown(summary: SummaryRecord, run_dir: Path, command: str = "make
         f"Phase 2 {phase2.trials} candidates in {phase2.seconds:.0f} s; {spearman_words(phase1)}",
         *search_story(summary),
         f"Best genome: trial {best.trial}, genome_hash `{best.genome_hash}`; health: "
-        f"{summary.health.verdict if summary.health else None}.",
+        f"{summary.health.verdict}.",
         "",
         tables.rstrip(),
         *gate_markdown(summary),
