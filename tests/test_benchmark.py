@@ -69,6 +69,16 @@ def test_the_shipped_problems_are_the_benchmarks_and_the_demo_pairs():
         assert overlap[role].last_trained_layer is None and overlap[role].first_trained_layer == 0
     assert disjoint["father"].last_trained_layer == 14
     assert disjoint["mother"].first_trained_layer == 15
+    # every demo pair is a problem file with the budget `make demo` runs it with; Gemma 3's
+    # father-mother mother is its arithmetic specialist (one cached fine-tune for both pairs)
+    from darwin_recipes.demo import run as demo
+
+    assert {problems[name].demo is not None for name in demo.DEMO_PROBLEMS.values()} == {True}
+    assert {n for n, p in problems.items() if p.demo is not None} == set(
+        demo.DEMO_PROBLEMS.values())
+    assert demo.FAMILY_MOTHERS["gemma3"] == demo.SPECIALIST_RECIPES["gemma3"]["father"]
+    assert demo.budget_of("smollm2", "specialists")["trials"] == 64
+    assert demo.budget_of("gemma3", "specialists")["limit"] == 50
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -60,6 +60,9 @@ class Problem(BaseModel):
         "(at least SPECIALIST_SHARE of their test score, else this problem is invalid)")
     budget: dict[str, Any] = Field(default_factory=dict,
                                    description="Recipe fields for this problem (both modes)")
+    demo: dict[str, Any] | None = Field(
+        None, description="the budget `make demo` runs this pair with (Recipe fields, over "
+        "`budget`); None: not a demo pair")
 
     @field_validator("father", "mother")
     @classmethod

@@ -32,19 +32,11 @@ from darwin_merge.report_tables import baseline_blocks, holdout_blocks
 from darwin_merge.resources import FAST_EVAL_DTYPE
 
 from ..benchmark.problem import load_problem
-from .mother import prepare_mother, recipe_with
+from .mother import prepare_mother
 from .tiny import prepare_tiny_pair, task_paths
 
 console = Console(stderr=True)
 
-# Fitness: the mother's new skill and the father's general knowledge; reported beside
-# them on holdout: two general-knowledge tasks outside the fitness (must not be lost).
-PRESETS = {
-    "smollm2": {"fitness": {"two_digit_arithmetic": 0.5, "arc_easy": 0.5},
-                "extra_tasks": ["arc_challenge", "piqa", "lambada_openai"]},
-    "gemma3": {"fitness": {"two_digit_arithmetic": 0.5, "arc_easy": 0.5},
-               "extra_tasks": ["arc_challenge", "piqa", "lambada_openai"]},
-}
 # The specialists pair, the default (`make demo`): the merge people make most. Two
 # fine-tunes of one base, each with a skill the other lacks, merged with their base; the
 # base's general skills are guarded (docs/DEMO.md has the measurements). The tiny demo's trio
@@ -54,58 +46,42 @@ PRESETS = {
 SPECIALISTS, FATHER_MOTHER = "specialists", "father-mother"
 DEFAULT_PAIR = SPECIALISTS
 PAIRS = (SPECIALISTS, FATHER_MOTHER)
-# The specialists pairs are the benchmark's disjoint problems (benchmark/problems/*.yaml: one
-# schema for both): each specialist trains its own half of the blocks (embeddings frozen),
-# arithmetic the lower half, reversal the upper half (SmolLM2: blocks 0-14 and 15-29, Gemma 3:
-# 0-8 and 9-17; the genome's blocks 0-2 and 3-5). Trained on the same blocks, or the other
-# way round, the two SmolLM2 skills did not survive together in any merge measured before
-# the tuned baselines (docs/DEMO.md, RESULTS.md; the benchmark's overlap problem measures it).
-SPECIALIST_PROBLEMS = {"smollm2": "smollm2-specialists-disjoint",
-                       "gemma3": "gemma3-specialists-disjoint"}
+TINY = "tiny"
+# Each demo pair is a problem file of the benchmark's schema (benchmark/problems/*.yaml):
+# its parents' recipes, tasks, and under `demo` the budget `make demo` runs it with. The
+# specialists pairs are the benchmark's disjoint problems: each specialist trains its own half
+# of the blocks (embeddings frozen), arithmetic the lower half, reversal the upper half
+# (SmolLM2: blocks 0-14 and 15-29, Gemma 3: 0-8 and 9-17; the genome's blocks 0-2 and 3-5).
+# Trained on the same blocks, or the other way round, the two SmolLM2 skills did not survive
+# together in any merge measured before the tuned baselines (docs/DEMO.md, RESULTS.md; the
+# benchmark's overlap problem measures it).
+DEMO_PROBLEMS = {(TINY, SPECIALISTS): "tiny-specialists",
+                 ("smollm2", SPECIALISTS): "smollm2-specialists-disjoint",
+                 ("gemma3", SPECIALISTS): "gemma3-specialists-disjoint",
+                 ("smollm2", FATHER_MOTHER): "smollm2-father-mother-demo",
+                 ("gemma3", FATHER_MOTHER): "gemma3-father-mother-demo"}
+FAMILIES = tuple(dict.fromkeys(family for family, _ in DEMO_PROBLEMS))
 SPECIALIST_RECIPES = {family: load_problem(name).recipes()
-                      for family, name in SPECIALIST_PROBLEMS.items()}
-# The father-mother pair's mother, per family. Gemma 3's is its arithmetic specialist (one
-# cached fine-tune for both pairs): the default recipe trains the embeddings, 168M of
-# Gemma 3's 270M parameters, and its learning rate is too high for Gemma (docs/DEMO.md).
-FAMILY_MOTHERS = {"smollm2": recipe_with(), "gemma3": SPECIALIST_RECIPES["gemma3"]["father"]}
-# The specialists pair's tasks (the same for both families; the problem file says why its
-# guards are what they are).
+                      for (family, pair), name in DEMO_PROBLEMS.items()
+                      if pair == SPECIALISTS and family != TINY}
+# The father-mother pair's mother, per family (Gemma 3's is its arithmetic specialist: one
+# cached fine-tune for both pairs).
+FAMILY_MOTHERS = {family: load_problem(name).recipes()["mother"]
+                  for (family, pair), name in DEMO_PROBLEMS.items() if pair == FATHER_MOTHER}
+# A pair's tasks: the recipe's fitness, guard and extra-task fields.
 PRESET_FIELDS = {"fitness", "guard", "extra_tasks"}
-SPECIALISTS_PRESET = load_problem(SPECIALIST_PROBLEMS["smollm2"]).model_dump(
+SPECIALISTS_PRESET = load_problem(DEMO_PROBLEMS["smollm2", SPECIALISTS]).model_dump(
     include=PRESET_FIELDS)
 # The tiny demo: each parent's skill in the fitness, the skill both learnt from their
 # common base (copying) reported beside them. Keys: task file stems (demo/tiny.py).
-TINY = "tiny"
-TINY_PRESET = load_problem("tiny-specialists").model_dump(include={"fitness", "extra_tasks"})
-FAMILIES = (TINY, *PRESETS)
-# The real pairs' budget: the whole `make demo` within 35 minutes from a fresh clone on 2
-# CPU cores (docs/DEMO.md has the measured times). 64 candidates: twice the 32 that took
-# 383 s before racing; 4 proxy seeds and 12 anchors leave 48 to CMA-ES, 8 generations of 6.
-# Forward passes in bfloat16 (about twice as fast as float32 on a CPU with AMX; docs/EVOLVE.md
-# compares the two dtypes' scores), 32 prompts per pass (the parents and every merge stay
-# float32). The fitness tasks' whole holdout split is scored (specialists: 512 arithmetic and
-# 486 reversal items; father-mother: 512 arithmetic, 1,174 ARC-Easy); 200 of the others.
-# The scan's attribution measures the fitness tasks only (the probe sets' rows would only
-# be drawn; docs/EVOLVE.md).
-# On a CPU without native bfloat16 (AMX or AVX512-BF16) the forward passes are float32:
-# there torch emulates bfloat16 and it runs several times slower (docs/EVOLVE.md).
-DEFAULT_BUDGET = {"trials": 64, "limit": 100, "holdout_limit": 200, "phase1_steps": 200,
-                  "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
-                  "scan_probe_sets": False, "fitness_holdout_limit": 1200,
-                  "eval_dtype": FAST_EVAL_DTYPE, "batch_size": 32}
-# Gemma 3's specialists pair keeps the budget it was measured with: 24 candidates on 50
-# items per task (its Phase 2 took 11 minutes; at 64 on 100 it would take about 50).
-GEMMA3_SPECIALISTS_BUDGET = {**DEFAULT_BUDGET, "trials": 24, "limit": 50}
-# The tiny demo's budget: every search and holdout item of its task files (about 100 each),
-# under 3 minutes on 2 loaded CPU cores (docs/DEMO.md).
-# The trio's child that keeps both skills (the father's layer 1 over the mother's layer 0)
-# is flagged for interference at layer 1 by the health check, which compares a child with its
-# parents only: with both one-layer changes its states lie off the arc between two parents that
-# each made one of them. Such a child is kept (--allow-warning; an unhealthy one never is)
-# until the health check measures a merge with a base against the base (docs/HEALTH.md).
-TINY_BUDGET = {"trials": 32, "limit": None, "holdout_limit": None, "phase1_steps": 200,
-               "top_k": 4, "popsize": 6, "probe_max_prompts": 10, "probe_max_tokens": 48,
-               "batch_size": 64, "allow_warning": True}
+TINY_PRESET = load_problem(DEMO_PROBLEMS[TINY, SPECIALISTS]).model_dump(
+    include={"fitness", "extra_tasks"})
+# The tiny trio's child that keeps both skills (the father's layer 1 over the mother's
+# layer 0) is flagged for interference at layer 1 by the health check, which compares a
+# child with its parents only: with both one-layer changes its states lie off the arc
+# between two parents that each made one of them. Such a child is kept (its problem's
+# allow_warning; an unhealthy one never is) until the health check measures a merge with a
+# base against the base (docs/HEALTH.md).
 # Torch CPU threads for the tiny demo: its matrices are too small for a second thread to
 # help, and on a loaded 2-core machine the threads' waits made the run 2.5x slower (80 s
 # against 200 s with the trio cached, docs/DEMO.md).
@@ -191,20 +167,20 @@ def check_same_pair(finished: SummaryRecord, family: str, pair: str, out: Path) 
 
 
 def preset_of(family: str, pair: str) -> dict:
-    """A real pair's tasks: the recipe's fitness, guard and extra-task fields (the
-    specialists pair's from its problem file)."""
-    if pair == SPECIALISTS:
-        return load_problem(SPECIALIST_PROBLEMS[family]).model_dump(include=PRESET_FIELDS)
-    return PRESETS[family]
+    """A real pair's tasks: the recipe's fitness, guard and extra-task fields, from its
+    problem file."""
+    return load_problem(DEMO_PROBLEMS[family, pair]).model_dump(include=PRESET_FIELDS)
 
 
 def budget_of(family: str, pair: str) -> dict:
-    """The pair's budget: the tiny one, Gemma 3's specialists', or the real pairs' main one."""
-    if family == TINY:
-        return TINY_BUDGET
-    if (family, pair) == ("gemma3", SPECIALISTS):
-        return GEMMA3_SPECIALISTS_BUDGET
-    return DEFAULT_BUDGET
+    """The pair's budget: its problem file's `budget` and `demo` fields; the real models'
+    forward passes in bfloat16 where the CPU multiplies it natively (about twice as fast as
+    float32 with AMX), float32 elsewhere, where torch emulates bfloat16 several times slower
+    (docs/EVOLVE.md compares the two dtypes' scores; the parents and every merge stay
+    float32)."""
+    problem = load_problem(DEMO_PROBLEMS[family, pair])
+    budget = {**problem.budget, **problem.demo}
+    return budget if family == TINY else {**budget, "eval_dtype": FAST_EVAL_DTYPE}
 
 
 def demo_recipes() -> list:
