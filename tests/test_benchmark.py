@@ -79,6 +79,10 @@ def test_the_shipped_problems_are_the_benchmarks_and_the_demo_pairs():
     assert demo.FAMILY_MOTHERS["gemma3"] == demo.SPECIALIST_RECIPES["gemma3"]["father"]
     assert demo.budget_of("smollm2", "specialists")["trials"] == 64
     assert demo.budget_of("gemma3", "specialists")["limit"] == 50
+    # the real pairs share one budget but Gemma 3's specialists (measured with a smaller one)
+    shared = [problems[demo.DEMO_PROBLEMS[key]].demo for key in (
+        ("smollm2", "specialists"), ("smollm2", "father-mother"), ("gemma3", "father-mother"))]
+    assert shared[0] == shared[1] == shared[2]
 
 
 @pytest.mark.parametrize(("text", "message"), [
