@@ -25,7 +25,6 @@ from ..io import ModelSource
 from ..records import ScanRecord, read_record
 from .spec import Contribution, MergeSpec, StepKind, TensorStep, Trim
 
-COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PARENT_LABELS = {"father": "the father", "mother": "the mother", "base": "the base"}
 
 
@@ -118,7 +117,7 @@ def spec_of_plan(rows: list[PlanRow], genome: Genome, settings: MergeSettings, k
     models = ("father", "mother") + (("base",) if with_base else ())
     return MergeSpec(models=models, reference="father", seed=key,
                      steps=tuple(step_of_row(r, genome, settings, with_base) for r in rows),
-                     compute_dtype=COMPUTE_DTYPES[settings.compute_dtype],
+                     compute_dtype=getattr(torch, settings.compute_dtype),  # a Literal
                      labels=PARENT_LABELS)
 
 
