@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from darwin_merge.health.check import (
     token_loss_sum,
     verdict_of,
 )
+from darwin_merge.health.run import summary_lines
 from darwin_merge.io.loading import load_tokenizer
 from tiny_models import make_tiny, make_tiny_pair, save_model
 
@@ -69,13 +71,18 @@ def test_child_identical_to_father_is_healthy(parents, tmp_path):
 
 
 def test_real_merge_of_two_skill_pair_loses_no_function(two_skill_pair, tmp_path):
+    """The uniform merge of the trio, checked on the trio's probe sets (its skills' text):
+    between its parents on each. (On the default English sets, which no tiny model reads
+    better than chance, the verdict was noise: it changed with the CPU the trio trained on.)"""
     from darwin_merge.genome import Genome
     from darwin_merge.merge import merge_models
+    from darwin_recipes.demo.tiny import write_probe_files
 
     base, father, mother = two_skill_pair
     child = merge_models(father, mother, tmp_path / "child", base=base,
                          genome=Genome.uniform(0.5, density=0.9), progress=False)
-    report = check_health(child, father, mother)
+    report = check_health(child, father, mother, probes=write_probe_files(tmp_path))
+    assert list(report["probe_sets"]) == ["COPY", "MIRROR", "SHIFT"]  # the trio's own text
     # No function loss and nothing non-finite. Interference may be flagged: the trio's
     # specialists keep general text as the base reads it (demo/tiny.py's `keep`), so the
     # parents' own difference, the check's yardstick, is small; the blend's states then lie
@@ -184,9 +191,10 @@ def test_non_finite_activations_are_unhealthy(parents, tmp_path):
     assert "NaN" not in text and json.loads(text)["verdict"] == "unhealthy"  # strict JSON
 
 
-def _probe(angles=(0.0, 0.4, 0.4), losses=(3.0, 2.0, 2.5), spread=(1.0, 1.0)):
+def _probe(angles=(0.0, 0.4, 0.4), losses=(3.0, 2.0, 2.5), spread=(1.0, 1.0), vocabulary=128):
     """One probe set's result, one layer: angles child-father, child-mother, parents."""
     return {"loss": dict(zip(("child", "father", "mother"), losses, strict=True)),
+            "chance_loss": math.log(vocabulary),
             "similarity": {p: [0.9] for p in ("father", "mother", "parents")},
             "angle": {p: [a] for p, a in zip(("father", "mother", "parents"), angles, strict=True)},
             "spread": {"father": [spread[0]], "mother": [spread[1]]}}
@@ -207,6 +215,31 @@ def test_function_loss_is_judged_against_the_better_parent_where_the_child_sits(
                                   {"MATH": at_better})
     assert verdict == "unhealthy" and "function loss on MATH" in reasons[0]
     assert verdict_of({"weights": [], "activations": []}, [], [3], {})[0] == "warning"
+
+
+def test_function_loss_is_judged_only_where_a_parent_reads_better_than_chance():
+    """A probe set both parents read worse than a uniform guess over the vocabulary (ln 128
+    = 4.85 nats) shows no function to lose, however much worse the child reads it; once a
+    parent reads it better than chance, the same child is judged."""
+    rule = HealthThresholds(loss_margin=0.1)
+    unread = _probe(angles=(0.0, 0.4, 0.4), losses=(9.0, 7.9, 8.2))
+    read = _probe(angles=(0.0, 0.4, 0.4), losses=(9.0, 4.8, 8.2))
+    assert function_losses({"LANGUAGE": unread, "SHIFT": read}, rule) == ["SHIFT"]
+    wide = _probe(angles=(0.0, 0.4, 0.4), losses=(9.0, 7.9, 8.2), vocabulary=49152)
+    assert function_losses({"LANGUAGE": wide}, rule) == ["LANGUAGE"]  # ln V = 10.8
+
+
+def test_a_tiny_model_reading_english_worse_than_chance_leaves_function_unjudged(
+        two_skill_pair):
+    """The trio reads the English probe sets worse than a uniform guess: the report says
+    function loss was not judged there, and why, instead of a verdict decided by noise."""
+    _, father, mother = two_skill_pair
+    report = check_health(father, father, mother, max_prompts=2, max_tokens=16)
+    assert report["function_unjudged"] == list(report["probe_sets"])
+    assert report["function_loss"] == []
+    assert all(r["loss"]["mother"] > r["chance_loss"] == pytest.approx(math.log(128))
+               for r in report["probe_sets"].values())
+    assert "function loss not judged on REASONING" in summary_lines(report)[1]
 
 
 def test_arc_position_of_a_child():
@@ -264,13 +297,16 @@ def test_graded_damage_moves_a_real_merge_further_off_its_parents_arc(two_skill_
     child look healthier. (The merge itself is flagged for interference with the trio v2,
     whose specialists keep general text as the base reads it: the thresholds that placed
     detection at scale 0.08 between the v1 trio's distant parents no longer apply; the
-    base-relative check of docs/HEALTH.md is to recalibrate them.)"""
+    base-relative check of docs/HEALTH.md is to recalibrate them.) On the trio's own probe
+    sets, as the tiny demo checks its children."""
     from darwin_merge.genome import Genome
     from darwin_merge.merge import merge_models
+    from darwin_recipes.demo.tiny import write_probe_files
 
     base, father, mother = two_skill_pair
     merged = merge_models(father, mother, tmp_path / "child", base=base,
                           genome=Genome.uniform(0.5, density=0.9), progress=False)
+    probes = write_probe_files(tmp_path)
     off_arc, verdicts = [], []
     for scale in (0.0, 0.02, 0.05, 0.08, 0.2):
         child = AutoModelForCausalLM.from_pretrained(merged).eval()
@@ -278,7 +314,8 @@ def test_graded_damage_moves_a_real_merge_further_off_its_parents_arc(two_skill_
         noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             weight.add_(noise * scale)
-        report = check_health(child, father, mother, tokenizer=load_tokenizer(father))
+        report = check_health(child, father, mother, probes=probes,
+                              tokenizer=load_tokenizer(father))
         off_arc.append(report["layers"][0]["off_arc"])
         verdicts.append(report["verdict"])
     assert off_arc == sorted(off_arc) and off_arc[-1] > 2 * off_arc[0], off_arc

@@ -397,6 +397,23 @@ def test_each_class_of_user_error_has_its_exit_code_and_one_line(pair, tmp_path,
     assert not (tmp_path / "c").exists() or error is OutputError
 
 
+def test_evolve_refuses_a_bad_probe_folder_before_any_work(pair, tmp_path, capsys):
+    """`darwin evolve --probes`: a missing folder or a probe line without text is one line,
+    exit 2, and no run folder."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "mine.jsonl").write_text('{"prompt": "no text key"}\n', encoding="utf-8")
+    run = tmp_path / "run"
+    for probes, message in ((tmp_path / "none", "no such probe folder"),
+                            (bad, 'mine.jsonl:1: expected {"text"')):
+        args = ["evolve", "--father", str(pair[0]), "--mother", str(pair[1]), "--fitness",
+                "arc_easy=1", "--out", str(run), "--trials", "2", "--probes", str(probes)]
+        capsys.readouterr()
+        assert main(args) == UsageError.exit_code
+        assert message in darwin_line(capsys.readouterr().err)
+        assert not run.exists()
+
+
 def test_exit_codes_are_distinct_and_documented():
     from darwin_merge.errors import DarwinError
 

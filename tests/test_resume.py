@@ -79,6 +79,22 @@ def test_study_refuses_changed_score_settings(pair, tmp_path, change, field):
         open_study(first.model_copy(update=change), optuna.samplers.RandomSampler())
 
 
+def test_study_refuses_other_probe_sets(pair, tmp_path):
+    """The health gate's probe sets are part of what the scores depend on: the same
+    folder with an edited file, or the built-in sets, is another search."""
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    (probes / "mine.jsonl").write_text('{"text": "one probe"}\n', encoding="utf-8")
+    first = recipe(pair, tmp_path / "run", probes=probes)
+    open_study(first, optuna.samplers.RandomSampler())
+    open_study(first, optuna.samplers.RandomSampler())  # the same search continues
+    with pytest.raises(StorageError, match="different probes_sha256"):
+        open_study(first.model_copy(update={"probes": None}), optuna.samplers.RandomSampler())
+    (probes / "mine.jsonl").write_text('{"text": "another probe"}\n', encoding="utf-8")
+    with pytest.raises(StorageError, match="different probes_sha256"):
+        open_study(first, optuna.samplers.RandomSampler())
+
+
 def test_study_refuses_a_retrained_parent_in_the_same_folder(pair, scan, tmp_path):
     first = recipe(pair, tmp_path / "run", scan=scan)
     open_study(first, optuna.samplers.RandomSampler())

@@ -174,6 +174,7 @@ def evolve_cmd(
     scan_probe_sets: bool = typer.Option(
         DEFAULTS["scan_probe_sets"], help="the scan also attributes the probe sets' text "
         "(its picture only; --no-scan-probe-sets takes about a third of its time)"),
+    probes: Probes = None,
     trials: int = typer.Option(DEFAULTS["trials"], help="Phase 2 candidates"),
     timeout: float | None = typer.Option(None, help="Phase 2 budget in seconds",
                                          show_default="none"),
@@ -216,7 +217,8 @@ def evolve_cmd(
     from .evolve.summary_tables import summary_tables
 
     values = dict(father=father, mother=mother, base=base, out=run_dir, scan=scan, mri=mri,
-                  scan_items=scan_items, scan_probe_sets=scan_probe_sets, trials=trials,
+                  scan_items=scan_items, scan_probe_sets=scan_probe_sets, probes=probes,
+                  trials=trials,
                   timeout=timeout, phase1_steps=phase1_steps, top_k=top_k, limit=limit,
                   holdout_limit=holdout_limit, fitness_holdout_limit=fitness_holdout_limit,
                   storage=storage, study=study, device=device,

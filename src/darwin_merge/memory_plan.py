@@ -123,7 +123,8 @@ def kept_parent_states_bytes(recipe) -> int:
     when over PARENT_STATES_MAX_BYTES (each check then runs the parents again)."""
     from .scan.probes import load_probes
 
-    prompts = sum(len(texts[:recipe.probe_max_prompts]) for texts in load_probes().values())
+    prompts = sum(len(texts[:recipe.probe_max_prompts]) for texts in
+                  load_probes(recipe.probes).values())
     size = parent_states_bytes(recipe.father, recipe.forward_dtype, prompts,
                                recipe.probe_max_tokens)
     return size if size <= PARENT_STATES_MAX_BYTES else 0

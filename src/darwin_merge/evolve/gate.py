@@ -36,7 +36,7 @@ def child_health(recipe: Recipe, child, **options) -> dict:
 
 
 def probe_settings(recipe: Recipe) -> dict:
-    return {"device": recipe.device, "dtype": recipe.forward_dtype,
+    return {"probes": recipe.probes, "device": recipe.device, "dtype": recipe.forward_dtype,
             "max_tokens": recipe.probe_max_tokens, "max_prompts": recipe.probe_max_prompts}
 
 

@@ -72,6 +72,9 @@ class Recipe(BaseModel):
     batch_size: int = 16
     sigma0: float = 0.15
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
+    probes: Path | None = Field(
+        None, description="folder of probe sets (*.jsonl of {\"text\": ...}) the scan and the "
+        "health check read; None: the five built-in English sets (docs/HEALTH.md)")
     probe_max_tokens: int = 64
     probe_max_prompts: int | None = Field(None, description="prompts per probe set (scan, health)")
     mri: Literal["attribution", "card"] = Field(
@@ -194,6 +197,10 @@ def check_recipe(recipe: Recipe) -> None:
             raise UsageError(f"--{role} {path}: no such model folder")
     if recipe.scan is not None:
         check_scan_file(Path(recipe.scan))
+    if recipe.probes is not None:
+        from ..scan.probes import load_probes
+
+        load_probes(recipe.probes)  # a missing folder or a bad line: one-line UsageError
 
 
 def check_scan_file(path: Path) -> None:
@@ -214,8 +221,8 @@ def ensure_scan(recipe: Recipe) -> Path:
 
     scan_dir = Path(recipe.out) / file_names.SCAN_DIR
     say(f"scan of both parents into {scan_dir} (formula {recipe.mri}; reused when unchanged)")
-    run_scan(recipe.father, recipe.mother, scan_dir, device=recipe.device, dtype=recipe.dtype,
-             eval_dtype=recipe.eval_dtype, batch_size=recipe.batch_size,
+    run_scan(recipe.father, recipe.mother, scan_dir, probes=recipe.probes, device=recipe.device,
+             dtype=recipe.dtype, eval_dtype=recipe.eval_dtype, batch_size=recipe.batch_size,
              max_tokens=recipe.probe_max_tokens, max_prompts=recipe.probe_max_prompts,
              formula=recipe.mri, fitness=recipe.weights, base=recipe.base,
              attribution_items=recipe.scan_items, attribute_probe_sets=recipe.scan_probe_sets,

@@ -38,6 +38,7 @@ from ..errors import StorageError
 from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import parents_fingerprint
 from ..records import Best, Phase2Summary
+from ..scan.probes import load_probes, probes_sha256
 from .recipe import Recipe
 
 DIRECTION = "maximize"
@@ -108,7 +109,10 @@ def search_identity(recipe: Recipe) -> dict:
                   "scan_items": recipe.scan_items,
                   # absent when True, so that studies made before the option continue
                   **({} if recipe.scan_probe_sets else {"scan_probe_sets": False})})
-    return {**recipe.identity(), **scan,
+    # the health gate's probe sets (the scan's are in its own hash); absent for the built-in
+    probes = ({"probes_sha256": probes_sha256(load_probes(recipe.probes))}
+              if recipe.probes is not None else {})
+    return {**recipe.identity(), **scan, **probes,
             "parents_sha256": parents_fingerprint(recipe.father, recipe.mother, recipe.base),
             "device": recipe.device, "dtype": recipe.dtype, "batch_size": recipe.batch_size,
             **eval_dtype_entry(recipe.eval_dtype, recipe.dtype)}

@@ -13,7 +13,9 @@ probe texts. The rules (docs/HEALTH.md):
   its parents (or equal to one) is on the arc; the allowance stops growing with the
   parents' difference once it reaches how far apart a parent's own states lie.
 - function loss on a probe set: child loss > the loss its place between the parents
-  predicts (the better parent's where it sits at the better parent) + `loss_margin`.
+  predicts (the better parent's where it sits at the better parent) + `loss_margin`;
+  judged only where a parent reads the set better than a uniform guess over the vocabulary
+  (ln V nats per token): on text neither parent models there is no function to lose.
 - non-finite weights or activations anywhere.
 
 Verdict: `unhealthy` on non-finite values or function loss; `warning` on interference
@@ -22,6 +24,7 @@ only; `healthy` otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +178,7 @@ class _Totals:
         self.prompts = 0
         self.loss = dict.fromkeys(ROLES, 0.0)
         self.tokens = 0
+        self.vocabulary = 0
         self.nonfinite = set()
 
     def add(self, child, parents: ParentBatch) -> None:
@@ -194,6 +198,7 @@ class _Totals:
             self.loss[parent] += parents.loss[parent]
         self.prompts += parents.ids.shape[0]
         logits = child.logits
+        self.vocabulary = logits.shape[-1]
         total, _ = token_loss_sum(logits, parents.ids.to(logits.device),
                                   parents.mask.to(logits.device))
         self.loss["child"] += total
@@ -208,6 +213,7 @@ class _Totals:
             "spread": {parent: (s / max(self.prompts, 1)).tolist()
                        for parent, s in self.spreads.items()},
             "loss": {r: self.loss[r] / max(self.tokens, 1) for r in ROLES},
+            "chance_loss": math.log(self.vocabulary) if self.vocabulary else math.nan,
         }
 
 
@@ -270,11 +276,22 @@ def expected_loss(result: dict) -> float:
     return (1 - t) * loss["father"] + t * loss["mother"]
 
 
+def function_judged(result: dict) -> bool:
+    """Whether a probe set shows a function to lose: a parent reads it better than a
+    uniform guess over the vocabulary (`chance_loss`, ln V). A tiny model reads English
+    worse than that (about 8 nats against 4.85): its child's loss there is noise."""
+    loss = result["loss"]
+    return min(loss["father"], loss["mother"]) < result["chance_loss"]
+
+
 def function_losses(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[str]:
     """Probe sets on which the child's loss exceeds the loss its position predicts (the
-    better parent's, where it sits at the better parent) by more than the margin."""
+    better parent's, where it sits at the better parent) by more than the margin; only
+    where the function is judged (`function_judged`)."""
     lost = []
     for name, result in per_probe.items():
+        if not function_judged(result):
+            continue
         allowed = expected_loss(result) + thresholds.loss_margin
         if not result["loss"]["child"] <= allowed:  # NaN counts as lost
             lost.append(name)
@@ -425,7 +442,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     nonfinite = {"weights": [f"child: {name}" for name in nonfinite_weights(child)]
                  + parent_weights, "activations": []}
     report = {"thresholds": asdict(thresholds), "nonfinite": nonfinite, "settings": settings,
-              "flagged_layers": [], "function_loss": [], "layers": [], "probe_sets": {}}
+              "flagged_layers": [], "function_loss": [], "function_unjudged": [], "layers": [],
+              "probe_sets": {}}
     if nonfinite["weights"]:  # NaN propagates everywhere: comparing activations means nothing
         report["verdict"], report["reasons"] = verdict_of(nonfinite, [], [], {})
         return report
@@ -452,7 +470,8 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     lost = function_losses(per_probe, thresholds)
     report["verdict"], report["reasons"] = verdict_of(nonfinite, lost, interference, per_probe)
     report.update(flagged_layers=interference, function_loss=lost, layers=rows,
-                  probe_sets=per_probe)
+                  probe_sets=per_probe, function_unjudged=[
+                      name for name, result in per_probe.items() if not function_judged(result)])
     return report
 
 

@@ -39,6 +39,10 @@ def run_health(child, father, mother, out: str | Path | None = None, overwrite: 
 def summary_lines(report: dict) -> list[str]:
     lines = [f"verdict: {report['verdict']}"]
     lines += [f"  - {reason}" for reason in report["reasons"]]
+    if report["function_unjudged"]:
+        lines.append(f"  function loss not judged on {', '.join(report['function_unjudged'])}: "
+                     "neither parent reads it better than a uniform guess (give --probes "
+                     "text they read)")
     rows = [r for r in report["layers"]
             if all(isinstance(r[k], float) and math.isfinite(r[k])
                    for k in ("sim_father", "sim_mother"))]

@@ -46,6 +46,7 @@ class HealthRecord(Record):
     settings: HealthSettings
     flagged_layers: list[int]
     function_loss: list[str]
+    function_unjudged: list[str]  # probe sets no parent reads better than a uniform guess
     layers: list[dict[str, Any]]  # per layer: similarities, angles, interference
     probe_sets: dict[str, dict[str, Any]]  # per probe set: the measures of each model
     verdict: str

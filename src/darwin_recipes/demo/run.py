@@ -132,10 +132,11 @@ def run_demo(family: str = "smollm2", cache: Path = Path(".cache"), out: Path | 
 def demo_command(family: str, pair: str, changed: dict) -> tuple[str, str]:
     """(the `make demo` line that makes the run, the changes it cannot say): FAMILY and
     PAIR when not the default, DEMO_ARGS for a budget changed through `darwin demo run`'s
-    flags, and the changes a Python caller made (other budget fields, a mother recipe)."""
+    flags (in their order), and the changes a Python caller made (other budget fields, a
+    mother recipe)."""
     command = ("make demo" + ("" if family == "smollm2" else f" FAMILY={family}")
                + ("" if pair == DEFAULT_PAIR else f" PAIR={pair}"))
-    flags = " ".join(f"{DEMO_FLAGS[k]} {v}" for k, v in changed.items() if k in DEMO_FLAGS)
+    flags = " ".join(f"{flag} {changed[k]}" for k, flag in DEMO_FLAGS.items() if k in changed)
     if flags:
         command += f' DEMO_ARGS="{flags}"'
     return command, ", ".join(f"{k}={v}" for k, v in changed.items() if k not in DEMO_FLAGS)

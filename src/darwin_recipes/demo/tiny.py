@@ -9,6 +9,7 @@ share one ancestor, and the demo's task files:
 - tasks/shift.jsonl, tasks/mirror.jsonl, tasks/copy.jsonl: greedy-continuation task files
   (the format of the shipped `two_digit_arithmetic`) of 200 words per task that no model was
   trained on; the evaluator splits them into search and holdout items as any task file.
+`write_probe_files` writes probe sets of the trio's own text (`darwin health --probes`).
 The skills touch different tokens, as two fine-tunes on different domains would, and each
 specialist changed one layer only, so a merge with per-layer ratios can keep both while a
 uniform ratio dilutes both. The tests build the same trio (tests/conftest.py).
@@ -235,6 +236,7 @@ def make_two_skill_pair(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 # -- the task files and the cached folder -----------------------------------------------------
 TASK_FILES = {"shift": "skill_a", "mirror": "skill_b", "copy": "copy"}  # file stem: skill
 VERSION = "v2"  # bump when the trio's training or the task files change (v2: `keep`)
+PROBE_PROMPTS = 32  # examples per probe set
 
 
 def task_paths(folder: Path) -> dict[str, Path]:
@@ -253,6 +255,21 @@ def write_task_files(folder: Path) -> dict[str, Path]:
                              "continuation": answer(task, w)}) for w in held_out]
         paths[stem].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return paths
+
+
+def write_probe_files(folder: Path) -> Path:
+    """FOLDER/probes/<stem>.jsonl for each skill: PROBE_PROMPTS whole examples on training
+    words ({"text": "<bos>S abc=bcd<eos>"}), never a task file's word: text the trio reads,
+    where it reads the default English probe sets worse than a uniform guess. Returns
+    FOLDER/probes."""
+    probes = Path(folder) / "probes"
+    probes.mkdir(parents=True, exist_ok=True)
+    for stem, task in TASK_FILES.items():
+        trained, _ = split_words(task)
+        lines = [json.dumps({"text": f"<bos>{prompt_text(task, w)}{answer(task, w)}<eos>"})
+                 for w in trained[:PROBE_PROMPTS]]
+        (probes / f"{stem}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return probes
 
 
 def tiny_folder(cache: Path, seed: int = 0) -> Path:
