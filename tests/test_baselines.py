@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from darwin_merge.eval import paired
+from darwin_merge.eval.results import TaskResult
 from darwin_merge.evolve import baselines
 from darwin_merge.evolve.recipe import build_recipe
 from darwin_merge.evolve.run import run_evolve
@@ -121,15 +122,17 @@ class SplitScorer:
         else:
             share = self.accuracy(self.split)
         scores = [float(int((i + 1) * share) > int(i * share)) for i in range(n)]  # spread
-        return {"kind": "loglik", "split": self.split, "n": n, "metric": "acc",
-                "higher_is_better": True, "acc": sum(scores) / n, "acc_stderr": 0.01,
-                "item_ids": list(range(n)), "item_scores": scores}
+        return TaskResult(kind="loglik", split=self.split, n=n, metric="acc",
+                          higher_is_better=True,
+                          metrics={"acc": sum(scores) / n, "acc_stderr": 0.01},
+                          item_ids=list(range(n)), item_scores=scores)
 
     def evaluate_loaded(self, task, limit, skip=0):
         self.splits.append(self.split)
         whole = self.result(task, self.limit)
-        return {**whole, "item_ids": list(range(skip, limit)),
-                "item_scores": whole["item_scores"][skip:limit], "n": limit - skip}
+        return whole.model_copy(update={"item_ids": list(range(skip, limit)),
+                                        "item_scores": whole.item_scores[skip:limit],
+                                        "n": limit - skip})
 
     def evaluate_loaded_all(self, tasks):
         self.splits.append(self.split)
@@ -239,7 +242,8 @@ class LambadaBreaker(SplitScorer):
     def result(self, task: str, n: int) -> dict:
         if task != "lambada_openai":
             return super().result(task, n)
-        return {**super().result("arc_easy", n), "acc": 0.0, "item_scores": [0.0] * n}
+        return super().result("arc_easy", n).model_copy(update={
+            "metrics": {"acc": 0.0, "acc_stderr": 0.0}, "item_scores": [0.0] * n})
 
     def evaluate_loaded_all(self, tasks):
         self.guard_scored.append(tuple(tasks))
@@ -429,7 +433,10 @@ class CountingWorker:
     def evaluate_loaded_tasks(self, tasks, split, limit, log_samples=False):
         weight = float(self.state["w"])
         self.evaluated.append((weight, tasks[0]))
-        return {tasks[0]: {"acc": weight, "logged_samples": [{"weight": weight}]}}
+        return {tasks[0]: TaskResult(kind="loglik", split=split, n=1, metric="acc",
+                                     higher_is_better=True, metrics={"acc": weight},
+                                     item_ids=[0], item_scores=[weight],
+                                     logged_samples=[{"weight": weight}])}
 
 
 def test_the_holdout_scores_a_merge_once_however_many_baselines_make_it():
@@ -442,9 +449,8 @@ def test_the_holdout_scores_a_merge_once_however_many_baselines_make_it():
                        same_as={"ties_d1_l1": "task_arithmetic_l1"}).run(worker)
     assert sorted(worker.evaluated) == [(0.5, "a"), (0.5, "b"), (1.0, "a"), (1.0, "b")]
     assert done["ties_d1_l1", "a"] == done["task_arithmetic_l1", "a"]
-    assert done["ties_d0.5_l1", "b"]["acc"] == 0.5
-    done["ties_d1_l1", "a"].pop("logged_samples")  # the holdout table takes them out per row
-    assert "logged_samples" in done["task_arithmetic_l1", "a"]
+    assert done["ties_d0.5_l1", "b"].primary == 0.5
+    assert done["ties_d1_l1", "a"].logged_samples == [{"weight": 1.0}]  # the twin's records
 
 
 def test_twin_baselines_are_the_candidates_whose_merge_an_earlier_one_makes():

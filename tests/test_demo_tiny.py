@@ -14,7 +14,7 @@ from darwin_merge.cli import main
 from darwin_merge.eval.report import evaluate_path
 from darwin_merge.eval.tasks import file_task, select_items
 from darwin_merge.evolve.baselines import FIXED_GENOMES
-from darwin_merge.evolve.scoring import fitness_of
+from darwin_merge.evolve.scoring import fitness_of, read_scores
 from darwin_merge.merge.engine import merge_models
 from darwin_merge.mergekit import merge_from_config
 from darwin_merge.mergekit.standard import StandardRecipe
@@ -104,8 +104,8 @@ def test_the_search_split_has_the_child_beside_every_model_on_the_items_it_was_c
                           base=folder / "base", genome=FIXED_GENOMES["linear_0.5"], progress=False)
     scores = evaluate_path(linear, list(summary["fitness"]), split="search", limit=24,
                            progress=False)["results"]
-    assert search["linear_0.5"] == pytest.approx(fitness_of(scores, summary["fitness"]),
-                                                 abs=1e-6)
+    assert search["linear_0.5"] == pytest.approx(
+        fitness_of(read_scores(scores), summary["fitness"]), abs=1e-6)
     for name in ("child", "linear_0.5"):
         row = next(line for line in holdout_table(run / "RESULTS.md") if line.startswith(
             f"| {name} |"))
@@ -127,7 +127,7 @@ def test_a_tuned_baseline_is_what_its_mergekit_yaml_makes_on_the_same_items(tiny
     scores = evaluate_path(child, list(summary["fitness"]), split="search", limit=24,
                            progress=False)["results"]
     assert summary["search_split"][name] == pytest.approx(
-        fitness_of(scores, summary["fitness"]), abs=1e-6)
+        fitness_of(read_scores(scores), summary["fitness"]), abs=1e-6)
 
 
 def test_a_finished_run_of_other_tasks_is_refused_not_reprinted_as_the_pair(tiny_demo, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from darwin_merge.cli import main
-from darwin_merge.errors import UsageError
+from darwin_merge.errors import RecordError, UsageError
 from darwin_merge.eval import evaluate, item_split, registry, select_items
 from darwin_merge.eval.evaluator import generative_metrics, multiple_choice_metrics
 from darwin_merge.eval.loglik import Score, encode_groups, score_groups, score_unbatched
@@ -21,6 +21,7 @@ from darwin_merge.eval.metrics import (
     majority_vote,
     mean_stderr,
 )
+from darwin_merge.eval.results import TaskResult, TaskScore
 from darwin_merge.eval.tasks import resolve_tasks, task_metric
 from tiny_models import build_model, char_tokenizer
 
@@ -208,13 +209,13 @@ def test_evaluate_in_memory_with_a_user_task(tmp_path):
                    task_file=task_file, batch_size=8)
     assert model.training  # the caller's mode is restored
     assert set(res) == {"copa", "lambada_openai", "simple_arithmetic", "mine"}
-    assert res["mine"]["n"] == 4 and res["mine"]["item_ids"] == list(range(4))
+    assert res["mine"].n == 4 and res["mine"].item_ids == list(range(4))
     # pinned for this seeded tiny model: 3 of the 4 user items right; stderr
     # sqrt(p(1-p)/(n-1)) as lm-eval's; another gold answer would change both
-    assert res["mine"]["acc"] == 0.75 and res["mine"]["acc_stderr"] == pytest.approx(0.25)
-    assert math.isfinite(res["mine"]["mean_gold_logprob"]) and res["mine"]["mean_gold_logprob"] < 0
-    assert res["lambada_openai"]["perplexity"] > 1.0
-    assert res["copa"]["n"] == 4 and "acc_norm" in res["copa"]
+    assert res["mine"].primary == 0.75 and res["mine"].primary_stderr == pytest.approx(0.25)
+    assert math.isfinite(res["mine"].mean_gold_logprob) and res["mine"].mean_gold_logprob < 0
+    assert res["lambada_openai"].metrics["perplexity"] > 1.0
+    assert res["copa"].n == 4 and "acc_norm" in res["copa"].metrics
 
 
 def test_sampled_generations_come_from_the_seed_and_leave_the_callers_generator_alone():
@@ -238,25 +239,59 @@ def test_evaluate_generative_tiny(tmp_path):
     res = evaluate(model, tok, ["gsm8k", "copa_gen"], limit=2, samples=2, batch_size=4,
                    max_new_tokens=6)
     for name in ("gsm8k", "copa_gen"):
-        assert res[name]["n"] == 2 and "maj@2" in res[name]
-        assert res[name]["first_generation"] == "2 W 9 l >"  # seeded tiny model, greedy
-        assert res[name]["metric"] == "maj@2" and len(res[name]["item_scores"]) == 2
+        assert res[name].n == 2 and "maj@2" in res[name].metrics
+        assert res[name].generation["first_generation"] == "2 W 9 l >"  # seeded, greedy
+        assert res[name].metric == "maj@2" and len(res[name].item_scores) == 2
     # its digits parse as a GSM8K answer (wrong); it names no choice letter for COPA
-    assert res["gsm8k"]["unparsed"] == 0 and res["gsm8k"]["exact_match"] == 0.0
-    assert res["copa_gen"]["unparsed"] == 2
+    assert res["gsm8k"].generation["unparsed"] == 0
+    assert res["gsm8k"].metrics["exact_match"] == 0.0
+    assert res["copa_gen"].generation["unparsed"] == 2
 
 
 def test_each_result_names_its_primary_metric_and_scores_each_item():
     model, tok = build_model("llama"), char_tokenizer()
     res = evaluate(model, tok, ["copa", "lambada_openai", "gsm8k"], limit=3, batch_size=4,
                    max_new_tokens=4)
-    assert {t: r["metric"] for t, r in res.items()} == {
+    assert {t: r.metric for t, r in res.items()} == {
         "copa": "acc", "lambada_openai": "acc", "gsm8k": "exact_match"}
     for result in res.values():
-        scores = result["item_scores"]
-        assert len(scores) == len(result["item_ids"]) == 3 and set(scores) <= {0.0, 1.0}
-        assert result[result["metric"]] == pytest.approx(sum(scores) / 3)
-        assert result["higher_is_better"] is True
+        scores = result.item_scores
+        assert len(scores) == len(result.item_ids) == 3 and set(scores) <= {0.0, 1.0}
+        assert result.primary == pytest.approx(sum(scores) / 3)
+        assert result.higher_is_better is True
+
+
+def test_a_stored_result_reads_back_as_the_same_result():
+    """The flat rows a run stores (the holdout table, the study's scores) read back as the
+    evaluator's results; a row without its primary metric is a one-line RecordError."""
+    model, tok = build_model("llama"), char_tokenizer()
+    res = evaluate(model, tok, ["copa", "lambada_openai", "gsm8k"], limit=3, batch_size=4,
+                   samples=2, max_new_tokens=4)
+    for task, result in res.items():
+        assert TaskResult.from_row(result.stored()) == result
+        row = result.row()
+        assert "item_scores" not in row and row[result.metric] == result.primary
+        summary = result.summary()
+        assert set(summary.metrics) == {result.metric, f"{result.metric}_stderr"}
+        assert TaskScore.from_row(row).summary() == summary == TaskScore.from_row(summary.row())
+        broken = {k: v for k, v in row.items() if k != result.metric}
+        with pytest.raises(RecordError, match=f"primary metric '{result.metric}'"):
+            TaskScore.from_row(broken, task)
+    assert res["gsm8k"].generation["samples"] == 2 and "samples" not in res["gsm8k"].metrics
+
+
+def test_a_lower_is_better_primary_ranks_the_smaller_value_first():
+    """A task whose primary metric falls as the model improves (a perplexity): the search's
+    fitness and a guard's verdict rank the smaller value higher."""
+    from darwin_merge.evolve.scoring import fitness_of, guard_verdicts
+
+    worse = TaskScore(metric="perplexity", higher_is_better=False, n=10,
+                      metrics={"perplexity": 12.0})
+    better = worse.model_copy(update={"metrics": {"perplexity": 8.0}})
+    assert worse.primary == 12.0
+    assert fitness_of({"t": better}, {"t": 1.0}) > fitness_of({"t": worse}, {"t": 1.0})
+    verdicts = guard_verdicts({"t": worse}, {"t": 1.0}, {"base": {"t": better}})
+    assert verdicts["t"]["within"] is False  # 4 perplexity points above the base's
 
 
 def test_task_metrics_come_from_tasks_yaml():

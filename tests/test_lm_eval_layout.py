@@ -12,6 +12,7 @@ import pytest
 
 from darwin_merge.eval import evaluate, evaluate_path, registry, select_items
 from darwin_merge.eval.report import results_file, write_results
+from darwin_merge.eval.results import stored
 from darwin_merge.evolve.holdout import write_holdout_results
 from darwin_merge.evolve.recipe import Recipe
 from tiny_models import build_model, char_tokenizer
@@ -66,18 +67,18 @@ def test_holdout_results_file_per_model(tmp_path):
     model, tok = build_model("llama"), char_tokenizer()
     scores = evaluate(model, tok, ["copa"], split="holdout", limit=2, batch_size=4,
                       log_samples=True)
-    logged = {"copa": scores["copa"].pop("logged_samples")}
+    logged = {"copa": scores["copa"].logged_samples}
     recipe = Recipe(father=tmp_path, mother=tmp_path, fitness={"copa": 1.0}, out=tmp_path,
                     holdout_limit=2)
     for _ in range(2):  # a second finish replaces the samples, it does not add to them
-        path = write_holdout_results(recipe, "child", scores, logged)
+        path = write_holdout_results(recipe, "child", stored(scores), logged)
     data = json.loads(path.read_text())
     assert path == tmp_path / "holdout" / "results_child.json"
-    assert data["results"]["copa"]["acc,none"] == scores["copa"]["acc"]
+    assert data["results"]["copa"]["acc,none"] == scores["copa"].primary
     assert data["config"]["split"] == "holdout" and data["config"]["limit"] == 2
     assert "logged_samples" not in data["darwin"]["results"]["copa"]
     [samples] = (tmp_path / "holdout" / "samples_child").iterdir()
     assert samples.name.startswith("samples_copa_") and samples.suffix == ".jsonl"
     lines = [json.loads(line) for line in samples.read_text().splitlines()]
-    assert [s["doc_id"] for s in lines] == scores["copa"]["item_ids"]
+    assert [s["doc_id"] for s in lines] == scores["copa"].item_ids
     assert set(data["task_hashes"]) == {"copa"}

@@ -78,8 +78,8 @@ def test_generative_samples_hold_every_generation():
     model, tok = build_model("llama"), char_tokenizer()
     result = evaluate(model, tok, ["gsm8k"], limit=2, batch_size=2, samples=2,
                       max_new_tokens=4, log_samples=True)["gsm8k"]
-    samples = result["logged_samples"]
-    assert [s["doc_id"] for s in samples] == result["item_ids"]
+    samples = result.logged_samples
+    assert [s["doc_id"] for s in samples] == result.item_ids
     for s in samples:
         [(prompt, settings)] = s["arguments"]
         assert prompt.startswith(s["doc"]["question"]) and settings["max_gen_toks"] == 4
@@ -87,8 +87,8 @@ def test_generative_samples_hold_every_generation():
         assert len(generations) == 2 and len(s["filtered_resps"][0]) == 2
         assert s["target"] == s["doc"]["answer"] and s["filter"] == "extract"
         assert s["metrics"] == ["exact_match", "maj@2"]
-    assert samples[0]["resps"][0][0] == result["first_generation"]
-    assert sum(s["maj@2"] for s in samples) / 2 == result["maj@2"]
+    assert samples[0]["resps"][0][0] == result.generation["first_generation"]
+    assert sum(s["maj@2"] for s in samples) / 2 == result.metrics["maj@2"]
 
 
 def test_samples_validate_against_lm_eval_sample_schema(written, tmp_path):

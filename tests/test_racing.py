@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from darwin_merge.eval.evaluator import evaluate
+from darwin_merge.eval.results import TaskResult, TaskScore
 from darwin_merge.evolve import racing
 from darwin_merge.evolve.scoring import guard_verdicts, guarded
 from darwin_merge.genome import Genome
@@ -30,10 +31,10 @@ class ScriptedScorer:
     def evaluate_loaded(self, task, limit, skip=0):
         self.calls.append((task, skip, limit))
         scores = [float(self.score(i)) for i in range(skip, limit)]
-        return {"kind": "multiple_choice", "split": "search", "n": len(scores), "metric": "acc",
-                "higher_is_better": True, "acc": sum(scores) / len(scores),
-                "mean_gold_logprob": -1.0, "item_ids": list(range(skip, limit)),
-                "item_scores": scores}
+        return TaskResult(kind="multiple_choice", split="search", n=len(scores), metric="acc",
+                          higher_is_better=True, metrics={"acc": sum(scores) / len(scores)},
+                          mean_gold_logprob=-1.0, item_ids=list(range(skip, limit)),
+                          item_scores=scores)
 
 
 def rival(score, value=0.9) -> dict:
@@ -48,7 +49,7 @@ def test_a_clearly_worse_candidate_stops_after_the_first_slice():
     assert [d["decision"] for d in record["decisions"]] == ["stop"]
     assert scorer.calls == [("copa", 0, 10)]  # 10 of 40 items scored
     assert value == pytest.approx(0.9 - 1.0)  # the rival's fitness plus the paired difference
-    assert scores["copa"]["n"] == 10
+    assert scores["copa"].n == 10
 
 
 def test_a_candidate_as_good_as_the_incumbent_grows_to_every_item():
@@ -57,8 +58,8 @@ def test_a_candidate_as_good_as_the_incumbent_grows_to_every_item():
     assert record["outcome"] == "full"
     assert [d["decision"] for d in record["decisions"]] == ["grow", "grow"]
     assert [c[1:] for c in scorer.calls] == [(0, 10), (10, 20), (20, 40)]  # no item twice
-    assert scores["copa"]["n"] == 40 and scores["copa"]["acc"] == 0.5
-    assert scores["copa"]["item_ids"] == list(range(40))
+    assert scores["copa"].n == 40 and scores["copa"].metrics["acc"] == 0.5
+    assert scores["copa"].item_ids == list(range(40))
     assert value == pytest.approx(0.5 - 1e-3)  # the usual fitness with its tie-breaker
 
 
@@ -73,7 +74,7 @@ def test_without_an_incumbent_the_first_candidate_is_scored_in_full():
     scorer = ScriptedScorer(lambda i: 1)
     _, scores, _, record = racing.race(scorer, Genome(), None)
     assert record["outcome"] == "full" and not record["decisions"]
-    assert scores["copa"]["n"] == LIMIT
+    assert scores["copa"].n == LIMIT
 
 
 def test_slices_scored_apart_combine_into_the_one_evaluation_of_all_items():
@@ -82,15 +83,15 @@ def test_slices_scored_apart_combine_into_the_one_evaluation_of_all_items():
     parts = [evaluate(model, tok, ["copa"], split="search", limit=end, skip=start)["copa"]
              for start, end in ((0, 2), (2, 6))]
     combined = racing.combine(parts)
-    assert combined["item_ids"] == whole["item_ids"]
-    assert combined["item_scores"] == whole["item_scores"]
-    assert combined["acc"] == whole["acc"] and combined["acc_stderr"] == whole["acc_stderr"]
-    assert combined["mean_gold_logprob"] == pytest.approx(whole["mean_gold_logprob"])
+    assert combined.item_ids == whole.item_ids
+    assert combined.item_scores == whole.item_scores
+    assert combined.primary == whole.primary and combined.primary_stderr == whole.primary_stderr
+    assert combined.mean_gold_logprob == pytest.approx(whole.mean_gold_logprob)
 
 
 # -- guard tasks (evolve/scoring.py) --------------------------------------------------
-def task_result(acc: float) -> dict:
-    return {"metric": "acc", "higher_is_better": True, "acc": acc}
+def task_result(acc: float) -> TaskScore:
+    return TaskScore(metric="acc", higher_is_better=True, n=100, metrics={"acc": acc})
 
 
 def test_a_guard_penalises_only_children_below_the_better_parent_minus_the_tolerance():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .card.blocks import Block, Bullets, Table
 from .eval.paired import p_text
+from .eval.results import TaskScore
 from .records import METHOD_WORDS, SummaryRecord
 
 BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health",
@@ -23,13 +24,15 @@ BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health"
 REFERENCES = ("child", "father", "mother", "base")
 
 
-def score_cell(result: dict | None) -> str:
+def score_cell(row: dict | None) -> str:
     """One task's primary score in a table: `0.730 ± 0.031` ('-' when not scored)."""
-    if not isinstance(result, dict) or result.get(result.get("metric")) is None:
+    if row is None:
         return "-"
-    metric = result["metric"]
-    stderr = result.get(f"{metric}_stderr")
-    return f"{result[metric]:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+    result = TaskScore.from_row(row)
+    if result.metrics[result.metric] is None:
+        return "-"
+    stderr = result.primary_stderr
+    return f"{result.primary:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
 def task_labels(tasks) -> dict[str, str]:
@@ -87,10 +90,7 @@ def guards_on_holdout(summary: SummaryRecord, name: str) -> str:
     row = summary.holdout.models[name]
     broken = []
     for task, verdict in summary.guard.items():
-        result = row[task]
-        score = float(result[result["metric"]])
-        score = score if result["higher_is_better"] else -score
-        if score < verdict.floor:
+        if TaskScore.from_row(row[task]).signed_primary < verdict.floor:
             broken.append(task)
     return "kept" if not broken else "broken: " + ", ".join(broken)
 

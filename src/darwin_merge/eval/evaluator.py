@@ -1,7 +1,8 @@
 """Score an in-memory model on tasks: the library API the search and the CLI share.
 
-`evaluate(model, tokenizer, ["arc_easy"], split="search", limit=50)` returns, per task,
-its scores, their standard errors, n, its primary `metric` (tasks.yaml) and direction,
+`evaluate(model, tokenizer, ["arc_easy"], split="search", limit=50)` returns, per task, a
+`TaskResult` (eval/results.py): its scores, their standard errors, n, its primary `metric`
+(tasks.yaml, `.primary`) and direction,
 the item ids scored with each item's primary score (`item_scores`, for paired
 statistics and racing), and `mean_gold_logprob`: the
 mean over items of the gold continuation's log-probability divided by its length in
@@ -18,6 +19,7 @@ from ..progress import TaskCounter, progress_bar
 from . import metrics
 from .generate import generate, supports_thinking
 from .loglik import encode_groups, score_groups
+from .results import GENERATION_FIELDS, TaskResult
 from .samples import sample_records
 from .tasks import Item, Task, resolve_tasks, select_items
 
@@ -28,7 +30,7 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
              limit: int | None = None, batch_size: int = 16, device=None,
              task_file=None, samples: int = 1, thinking: bool = False, seed: int = 0,
              max_new_tokens: int | None = None, progress: bool = False,
-             skip: int = 0, log_samples: bool = False) -> dict[str, dict]:
+             skip: int = 0, log_samples: bool = False) -> dict[str, TaskResult]:
     """Scores of `model` on each task (see the module docstring), keyed by task name.
 
     `skip` leaves out the first items of the `limit` selected (racing scores a candidate
@@ -57,13 +59,14 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
                                           max_new_tokens=max_new_tokens or task.max_new_tokens)
             item_scores, responses = result.pop("item_scores"), result.pop("responses")
             primary = task.primary(samples)
-            results[task.name] = {"kind": task.kind, "split": split, "n": len(items), **result,
-                                  "metric": primary, "higher_is_better": task.higher_is_better,
-                                  "item_ids": [it.id for it in items],
-                                  "item_scores": item_scores[primary]}
-            if log_samples:
-                results[task.name]["logged_samples"] = sample_records(
-                    task, items, responses, item_scores)
+            tie = result.pop("mean_gold_logprob", None)
+            generation = {k: result.pop(k) for k in GENERATION_FIELDS if k in result}
+            results[task.name] = TaskResult(
+                kind=task.kind, split=split, n=len(items), metric=primary,
+                higher_is_better=task.higher_is_better, metrics=result, mean_gold_logprob=tie,
+                item_ids=[it.id for it in items], item_scores=item_scores[primary],
+                generation=generation, logged_samples=sample_records(
+                    task, items, responses, item_scores) if log_samples else None)
     return results
 
 

@@ -16,6 +16,7 @@ from ..io.loading import load_model, load_tokenizer
 from ..records import EvalResults, parse_record, record_json
 from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout, metric_names
+from .results import stored
 from .samples import date_id, task_hashes, write_samples
 from .tasks import SPLITS, resolve_tasks
 
@@ -48,8 +49,8 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
     scores = evaluate(model, tokenizer, tasks, split=split, limit=limit, batch_size=batch_size,
                       task_file=task_file, samples=samples, thinking=thinking, seed=seed,
                       max_new_tokens=max_new_tokens, progress=progress, log_samples=log_samples)
-    logged = {name: result.pop("logged_samples") for name, result in scores.items()
-              if "logged_samples" in result}
+    logged = {name: result.logged_samples for name, result in scores.items()
+              if result.logged_samples is not None}
     return {"model": str(Path(model_path).resolve()), "config_sha256": digest,
             "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
             "settings": {"tasks": tasks, "split": split, "limit": limit,
@@ -57,7 +58,7 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
                          "task_file": None if task_file is None else str(task_file),
                          "samples": samples, "thinking": thinking, "seed": seed,
                          "max_new_tokens": max_new_tokens},
-            "results": scores, **({"samples": logged} if log_samples else {})}
+            "results": stored(scores), **({"samples": logged} if log_samples else {})}
 
 
 def load_for_eval(model_path: str | Path, device: str, dtype: str):

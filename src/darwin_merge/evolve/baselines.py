@@ -37,7 +37,13 @@ from ..records import BaselinePoint, BaselineSearch, StandardValues
 from . import racing, say
 from .gate import MAX_HEALTH_TRIES, child_health, health_accepted
 from .recipe import Recipe
-from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
+from .scoring import (
+    CandidateScorer,
+    guard_verdicts,
+    guarded,
+    parent_search_scores,
+    scores_summary,
+)
 
 # The two darwin-genome merges every run has reported since the first demo.
 FIXED_GENOMES = {
@@ -107,7 +113,7 @@ def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
         return point
     started = time.perf_counter()
     scorer.load(scorer.state_of(StandardRecipe(**point["recipe"])))
-    parents = study.user_attrs["parent_search_scores"]
+    parents = parent_search_scores(study)
     scores, verdicts = {}, {}
     for task in guard_order(points, scorer.guard_tasks):
         scores.update(scorer.evaluate_loaded_all([task]))
@@ -172,7 +178,7 @@ def score_point(scorer: CandidateScorer, point: StandardRecipe, family: str,
              "race": record, "scores": scores_summary(scores), "seconds": timings,
              "merge_digest": digest}
     if record["outcome"] == "full":
-        entry["item_scores"] = {t: scores[t]["item_scores"] for t in scorer.weights}
+        entry["item_scores"] = {t: scores[t].item_scores for t in scorer.weights}
     return entry
 
 

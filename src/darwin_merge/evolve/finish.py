@@ -115,13 +115,13 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
     (out / file_names.BEST_GENOME).write_text(genome.to_yaml())
     child_state = scorer.child_state(genome)
     baselines = run_baselines(recipe, scorer, study)
-    holdout = holdout_table(recipe, scorer, child_state, {
+    holdout, results = holdout_table(recipe, scorer, child_state, {
         name: partial(scorer.state_of, c) for name, c in baselines.candidates.items()},
         same_merge=baselines.same_merge)
     search_split = search_split_fitness(recipe, study, trial, scorer, baselines)
     rho, pairs = proxy_spearman(study)
     rho_full, pairs_full = proxy_spearman(study, fully_scored_only=True)
-    parents_holdout = {p: holdout["models"][p] for p in scorer.references()}
+    parents_holdout = {p: results[p] for p in scorer.references()}
     summary = SummaryRecord(
         darwin_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -145,7 +145,7 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         search_split=search_split,
         holdout_limit=recipe.holdout_limit,
         fitness_holdout_limit=recipe.fitness_holdout_limit,
-        guard=guard_verdicts(holdout["models"]["child"], recipe.guard, parents_holdout),
+        guard=guard_verdicts(results["child"], recipe.guard, parents_holdout),
         health=HealthVerdict(verdict=health["verdict"], reasons=health["reasons"],
                              flagged_layers=health["flagged_layers"]),
         rejected_by_health=passed_over,

@@ -5,7 +5,6 @@ search-split fitness beside it, and each model's results in lm-eval's layout
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ from .. import __version__
 from ..eval import paired
 from ..eval.lm_eval_layout import lm_eval_layout
 from ..eval.report import write_layout
+from ..eval.results import TaskResult, rows, stored
 from ..eval.samples import date_id, task_hashes, write_samples
 from ..eval.tasks import resolve_tasks
 from ..io.writer import atomic_output_dir
@@ -23,7 +23,14 @@ from ..records import file_names
 from . import say
 from .baselines import POINTS_ATTR, Baselines
 from .recipe import Recipe
-from .scoring import CandidateScorer, ScoringJob, fitness_of, score_concurrently
+from .scoring import (
+    CandidateScorer,
+    ScoringJob,
+    fitness_of,
+    parent_search_scores,
+    read_scores,
+    score_concurrently,
+)
 
 
 def task_roles(recipe: Recipe) -> dict[str, str]:
@@ -55,16 +62,16 @@ class HoldoutJobs:
         return {(name, task): partial(self.score, name, task)
                 for name in self.models if name not in self.same_as for task in self.limits}
 
-    def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], dict]:
+    def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], TaskResult]:
         """Every (model, task)'s result, each twin's a copy of the scored model's."""
         done = score_concurrently(scorer, self.jobs())
         for name, twin in self.same_as.items():
             say(f"{self.label} evaluation: {name} makes the same merge as {twin}; "
                 "its scores are copied")
-            done.update({(name, task): copy.deepcopy(done[twin, task]) for task in self.limits})
+            done.update({(name, task): done[twin, task] for task in self.limits})  # frozen
         return done
 
-    def score(self, name: str, task: str, worker: CandidateScorer) -> dict:
+    def score(self, name: str, task: str, worker: CandidateScorer) -> TaskResult:
         """One model's holdout score on one task, with its per-item records."""
         if task == next(iter(self.limits)):  # each model's first job says it starts
             say(f"{self.label} evaluation: {name}")
@@ -77,10 +84,12 @@ class HoldoutJobs:
 
 
 def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
-                  baseline_states: dict, same_merge: dict[str, str] | None = None) -> dict:
+                  baseline_states: dict, same_merge: dict[str, str] | None = None
+                  ) -> tuple[dict, dict[str, dict[str, TaskResult]]]:
     """Every model on the holdout split of the fitness, guard and extra tasks, and the
     child's paired comparison with each of them (docs/EVOLVE.md); a baseline that makes
-    another's merge (`same_merge`) is scored once."""
+    another's merge (`same_merge`) is scored once. Returns the summary's table and each
+    model's results."""
     roles = task_roles(recipe)
     references = {name: getattr(scorer.parents, name) for name in scorer.references()}
     models = {"child": child_state, **references, **baseline_states}
@@ -90,22 +99,19 @@ def holdout_table(recipe: Recipe, scorer: CandidateScorer, child_state,
     table = {"tasks": {}, "models": {}, "comparisons": {}}
     items = {}
     for name, scores in results.items():
-        logged = {t: r.pop("logged_samples") for t, r in scores.items()}
-        items[name] = {t: (r["item_ids"], r["item_scores"]) for t, r in scores.items()}
-        row = {t: {k: v for k, v in r.items() if k not in ("item_ids", "item_scores")}
-               for t, r in scores.items()}
-        row["fitness"] = fitness_of(scores, recipe.weights)
-        table["models"][name] = row
-        write_holdout_results(recipe, name, scores, logged)
+        items[name] = {t: (r.item_ids, r.item_scores) for t, r in scores.items()}
+        table["models"][name] = {**rows(scores), "fitness": fitness_of(scores, recipe.weights)}
+        write_holdout_results(recipe, name, stored(scores),
+                              {t: r.logged_samples for t, r in scores.items()})
         for t, r in scores.items():
-            table["tasks"][t] = {"n": r["n"], "metric": r["metric"],
-                                 "higher_is_better": r["higher_is_better"], "shots": 0,
+            table["tasks"][t] = {"n": r.n, "metric": r.metric,
+                                 "higher_is_better": r.higher_is_better, "shots": 0,
                                  "role": roles[t]}
     for name in models:
         if name != "child":
             table["comparisons"][name] = child_against(items["child"], items[name],
                                                        recipe.weights)
-    return table
+    return table, results
 
 
 def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.trial.FrozenTrial,
@@ -114,8 +120,8 @@ def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.tria
     child, the references and the baselines: the child's and the references' from the
     search's own scores, a tuned baseline's from its tuning, the others scored now (the
     search never merges them)."""
-    references = study.user_attrs["parent_search_scores"]
-    tuned = {name: point["scores"] for name, point in
+    references = parent_search_scores(study)
+    tuned = {name: read_scores(point["scores"], name) for name, point in
              study.user_attrs.get(POINTS_ATTR, {}).items()
              if name in baselines.candidates and point["race"]["outcome"] == "full"}
     tasks = list(recipe.weights)
@@ -124,7 +130,7 @@ def search_split_fitness(recipe: Recipe, study: optuna.Study, child: optuna.tria
         say(f"search split: {', '.join(todo)} on the items the candidates saw")
     scored = score_concurrently(scorer, {
         name: partial(_score_state, baselines.candidates[name], tasks) for name in todo})
-    scores = {"child": child.user_attrs["scores"],
+    scores = {"child": read_scores(child.user_attrs["scores"], "the child"),
               **{name: references[name] for name in scorer.references()},
               **{name: {**tuned, **scored}[name] for name in baselines.candidates}}
     return {name: fitness_of(s, recipe.weights) for name, s in scores.items()}

@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 
 from ..errors import RecordError
+from ..eval.results import TaskScore
 from ..genome import GENES, Genome, genome_hash
 from ..io.files import dump_json
 from ..merge.engine import ParentTensors
@@ -32,7 +33,7 @@ from ..records import (
 )
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
-from .scoring import CandidateScorer, primary_score, scores_summary
+from .scoring import CandidateScorer, parent_search_scores, scores_summary
 from .study import differences, search_identity
 
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
@@ -61,23 +62,24 @@ def _kept(path: Path) -> Phase1Record | None:
         return None
 
 
-def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) -> dict:
+def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
+                  ) -> dict[str, dict[str, TaskScore]]:
     """Both parents (and the base, when given) on the search split, on the fitness and guard
     tasks; once: kept in the study for re-runs and workers."""
     cached = study.user_attrs.get("parent_search_scores")
     models = scorer.references()
     if cached and set(cached) == set(models) and all(t in cached["father"] for t in scorer.tasks):
-        return cached
+        return parent_search_scores(study)
     say(f"scoring the {' and '.join(models)} on the search split (the proxy needs to know "
         "who is better, the guards their floor)")
-    scores = {p: scores_summary(scorer.score_parent(p)) for p in models}
-    study.set_user_attr("parent_search_scores", scores)
-    return scores
+    study.set_user_attr("parent_search_scores", {
+        p: scores_summary(scorer.score_parent(p)) for p in models})
+    return parent_search_scores(study)
 
 
 def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: ScanRecord,
                      mri: dict[str, float] | None, settings: MergeSettings,
-                     scores: dict) -> proxy.ProxyData:
+                     scores: dict[str, dict[str, TaskScore]]) -> proxy.ProxyData:
     """What Phase 1 needs: the attribution model when the scan has one for every fitness
     task, and the distance proxy's stakes (its fallback) always."""
     table = scan.layer_distances()
@@ -88,7 +90,7 @@ def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: Sc
             delta_sq[name] = float(((parents.mother[name].float() - a.float()) ** 2).sum())
     stakes = []
     for task, weight in weights.items():
-        fa, mo = (primary_score(scores[parent][task]) for parent in ("father", "mother"))
+        fa, mo = (scores[parent][task].signed_primary for parent in ("father", "mother"))
         donor = "mother" if mo > fa else "father"
         probes = TASK_PROBES.get(task, {p: 1.0 for p in table["father"][0]})
         imp = proxy.layer_importance(table, donor, probes, num_layers)
@@ -96,7 +98,7 @@ def build_proxy_data(weights: dict[str, float], parents: ParentTensors, scan: Sc
     attribution = scan.attribution
     model = index = None
     if attribution is not None and all(t in attribution["tasks"] for t in weights):
-        metrics = {p: {t: primary_score(scores[p][t]) for t in weights}
+        metrics = {p: {t: scores[p][t].signed_primary for t in weights}
                    for p in ("father", "mother")}
         model = proxy_attribution.build_model(attribution, weights, metrics)
         index = proxy_attribution.group_index(parents.infos, model, delta_sq)

@@ -25,7 +25,13 @@ from .gate import (
     rejected_by_health,
 )
 from .recipe import Recipe
-from .scoring import CandidateScorer, guard_verdicts, guarded, scores_summary
+from .scoring import (
+    CandidateScorer,
+    guard_verdicts,
+    guarded,
+    parent_search_scores,
+    scores_summary,
+)
 from .study import (
     CMA_ES_START,
     find_duplicate,
@@ -161,9 +167,9 @@ def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
             return value, scores, timings
     else:
         value, scores, timings = scorer.score(genome)
-    trial.set_user_attr("item_scores", {t: scores[t]["item_scores"] for t in scorer.weights})
+    trial.set_user_attr("item_scores", {t: scores[t].item_scores for t in scorer.weights})
     if recipe.guard:
-        verdicts = guard_verdicts(scores, recipe.guard, study.user_attrs["parent_search_scores"])
+        verdicts = guard_verdicts(scores, recipe.guard, parent_search_scores(study))
         trial.set_user_attr("guard", verdicts)
         value = guarded(value, verdicts)
     return value, scores, timings

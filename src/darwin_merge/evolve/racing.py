@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from ..eval import metrics
 from ..eval.paired import weighted_difference
+from ..eval.results import TaskResult
 from ..eval.tasks import resolve_tasks, select_items
 from ..genome import Genome
 from ..mergekit.standard import StandardRecipe
@@ -41,19 +42,19 @@ def slice_ends(tasks: list[str], limit: int | None) -> list[dict[str, int]]:
             for share in RACE_SLICES]
 
 
-def combine(parts: list[dict]) -> dict:
-    """One task's results over consecutive slices, as one evaluation of all their items."""
+def combine(parts: list[TaskResult]) -> TaskResult:
+    """One task's results over consecutive slices, as one evaluation of all their items
+    (the primary metric, a mean over items, and the tie-breaker; not the other metrics)."""
     first = parts[0]
-    scores = [s for p in parts for s in p["item_scores"]]
-    result = {"kind": first["kind"], "split": first["split"], "n": len(scores),
-              "metric": first["metric"], "higher_is_better": first["higher_is_better"],
-              first["metric"]: metrics.mean(scores),
-              f"{first['metric']}_stderr": metrics.mean_stderr(scores),
-              "item_ids": [i for p in parts for i in p["item_ids"]], "item_scores": scores}
-    if "mean_gold_logprob" in first:
-        result["mean_gold_logprob"] = sum(p["mean_gold_logprob"] * p["n"] for p in parts) \
-            / len(scores)
-    return result
+    scores = [s for p in parts for s in p.item_scores]
+    tie = None if first.mean_gold_logprob is None else \
+        sum(p.mean_gold_logprob * p.n for p in parts) / len(scores)
+    return TaskResult(kind=first.kind, split=first.split, n=len(scores), metric=first.metric,
+                      higher_is_better=first.higher_is_better,
+                      metrics={first.metric: metrics.mean(scores),
+                               f"{first.metric}_stderr": metrics.mean_stderr(scores)},
+                      mean_gold_logprob=tie, item_ids=[i for p in parts for i in p.item_ids],
+                      item_scores=scores)
 
 
 def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
@@ -72,7 +73,7 @@ def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent:
     scorer.load(scorer.state_of(candidate) if state is None else state)
     merged = time.perf_counter()
     tasks = list(scorer.weights)
-    parts: dict[str, list[dict]] = {t: [] for t in tasks}
+    parts: dict[str, list[TaskResult]] = {t: [] for t in tasks}
     done = dict.fromkeys(tasks, 0)
     decisions = []
     for ends in slice_ends(tasks, scorer.limit):
@@ -83,9 +84,9 @@ def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent:
         scores = {t: combine(p) for t, p in parts.items()}
         if incumbent is None or ends == slice_ends(tasks, scorer.limit)[-1]:
             continue
-        pairs = {t: (signed(scores[t]["item_scores"], scores[t]["higher_is_better"]),
+        pairs = {t: (signed(scores[t].item_scores, scores[t].higher_is_better),
                      signed(incumbent["item_scores"][t][:ends[t]],
-                            scores[t]["higher_is_better"])) for t in tasks}
+                            scores[t].higher_is_better)) for t in tasks}
         diff, stderr = weighted_difference(pairs, scorer.weights)
         upper = None if stderr is None else diff + RACE_Z * stderr
         stop = upper is not None and upper < 0

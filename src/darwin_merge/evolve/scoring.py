@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..eval import evaluate
+from ..eval.results import TaskResult, TaskScore
 from ..genome import Genome
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors, merge_state
@@ -33,28 +34,23 @@ TIE_BREAK = 1e-3
 GUARD_PENALTY = 1.0
 
 
-def primary_score(result: dict) -> float:
-    """A task result's primary metric (tasks.yaml), signed so that higher is better."""
-    value = float(result[result["metric"]])
-    return value if result["higher_is_better"] else -value
-
-
-def fitness_of(scores: dict[str, dict], weights: dict[str, float]) -> float:
-    """Weighted primary metrics plus the small continuous tie-breaker (log-likelihood
-    tasks only; generative ones have none); -1 for a broken child."""
+def fitness_of(scores: dict[str, TaskScore], weights: dict[str, float]) -> float:
+    """Weighted primary metrics (signed: higher is better) plus the small continuous
+    tie-breaker (log-likelihood tasks only; generative ones have none); -1 for a broken
+    child."""
     total = 0.0
     for task, weight in weights.items():
         result = scores[task]
-        score = primary_score(result)
-        tie = float(result.get("mean_gold_logprob", 0.0))
+        score = result.signed_primary
+        tie = 0.0 if result.mean_gold_logprob is None else float(result.mean_gold_logprob)
         if not math.isfinite(score) or not math.isfinite(tie):
             return -1.0
         total += weight * (score + TIE_BREAK * tie)
     return total
 
 
-def guard_verdicts(scores: dict[str, dict], tolerances: dict[str, float],
-                   parent_scores: dict[str, dict[str, dict]]) -> dict[str, dict]:
+def guard_verdicts(scores: dict[str, TaskScore], tolerances: dict[str, float],
+                   parent_scores: dict[str, dict[str, TaskScore]]) -> dict[str, dict]:
     """Per guard task: the child's score, the floor (the reference's score minus the
     tolerance) and whether the child stays on or above it (`--guard lambada_openai=0.05`).
 
@@ -65,9 +61,9 @@ def guard_verdicts(scores: dict[str, dict], tolerances: dict[str, float],
                   else parent_scores)
     verdicts = {}
     for task, tolerance in tolerances.items():
-        model = max(references, key=lambda name: primary_score(references[name][task]))
-        reference = primary_score(references[model][task])
-        child = primary_score(scores[task])
+        model = max(references, key=lambda name: references[name][task].signed_primary)
+        reference = references[model][task].signed_primary
+        child = scores[task].signed_primary
         floor = reference - tolerance
         verdicts[task] = {"child": child, "reference": reference, "reference_model": model,
                           "floor": floor, "tolerance": tolerance, "within": child >= floor}
@@ -122,23 +118,23 @@ class CandidateScorer:
 
     def score_state(self, state: dict[str, torch.Tensor], tasks: list[str] | None = None,
                     split: str | None = None, limit: int | None = None,
-                    log_samples: bool = False) -> dict[str, dict]:
+                    log_samples: bool = False) -> dict[str, TaskResult]:
         self.load(state)
         return self.evaluate_loaded_tasks(tasks or self.tasks, split or self.split,
                                           limit or self.limit, log_samples)
 
     def evaluate_loaded_tasks(self, tasks: list[str], split: str, limit: int | None,
-                              log_samples: bool = False) -> dict[str, dict]:
+                              log_samples: bool = False) -> dict[str, TaskResult]:
         """The loaded model on the first `limit` items of `split` of each task."""
         return evaluate(self.model, self.tokenizer, tasks, split=split, limit=limit,
                         batch_size=self.batch_size, log_samples=log_samples)
 
-    def evaluate_loaded(self, task: str, limit: int, skip: int = 0) -> dict:
+    def evaluate_loaded(self, task: str, limit: int, skip: int = 0) -> TaskResult:
         """The loaded model on the search items [skip, limit) of one task (racing)."""
         return evaluate(self.model, self.tokenizer, [task], split=self.split, limit=limit,
                         skip=skip, batch_size=self.batch_size)[task]
 
-    def evaluate_loaded_all(self, tasks: list[str]) -> dict[str, dict]:
+    def evaluate_loaded_all(self, tasks: list[str]) -> dict[str, TaskResult]:
         """The loaded model on all search items (under the limit) of `tasks`."""
         return evaluate(self.model, self.tokenizer, tasks, split=self.split, limit=self.limit,
                         batch_size=self.batch_size)
@@ -180,20 +176,28 @@ class CandidateScorer:
         return ("father", "mother") + (("base",) if self.parents.base is not None else ())
 
     def score_parent(self, which: str, tasks: list[str] | None = None, split: str | None = None,
-                     limit: int | None = None) -> dict[str, dict]:
+                     limit: int | None = None) -> dict[str, TaskResult]:
         """A reference model (see `references`) on the tasks."""
         return self.score_state(getattr(self.parents, which), tasks, split, limit)
 
 
-def scores_summary(scores: dict) -> dict:
-    """What trials.json keeps of a candidate's scores: each task's primary metric (named
-    in `metric`), its standard error, the tie-breaker and n (not the per-item lists)."""
-    summary = {}
-    for task, result in scores.items():
-        keep = {"metric", "higher_is_better", "n", "mean_gold_logprob", result["metric"],
-                f"{result['metric']}_stderr"}
-        summary[task] = {k: v for k, v in result.items() if k in keep}
-    return summary
+def scores_summary(scores: dict[str, TaskScore]) -> dict[str, dict]:
+    """What the study and trials.json keep of a model's scores, as rows: each task's
+    primary metric (named in `metric`), its standard error, the tie-breaker and n (not the
+    per-item lists); `read_scores` reads them back."""
+    return {task: result.summary().row() for task, result in scores.items()}
+
+
+def read_scores(rows: dict[str, dict], whose: str = "a model") -> dict[str, TaskScore]:
+    """Stored score rows (`scores_summary`, the study's user attributes) as TaskScores."""
+    return {task: TaskScore.from_row(row, f"{whose}'s scores on {task}")
+            for task, row in rows.items()}
+
+
+def parent_search_scores(study) -> dict[str, dict[str, TaskScore]]:
+    """The references' search-split scores the study keeps (phase1.parent_scores)."""
+    return {name: read_scores(rows, name)
+            for name, rows in study.user_attrs["parent_search_scores"].items()}
 
 
 # Models scored at the same time on a CPU (the finish's holdout table). On this 2-core

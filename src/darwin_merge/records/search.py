@@ -14,7 +14,8 @@ from . import file_names
 from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 from .health import HealthVerdict
 
-TaskScores = dict[str, Any]  # an evaluator result of one task (eval/evaluator.py)
+# One task's scores as a flat row (eval/results.py: TaskScore.row(); read with from_row)
+TaskScores = dict[str, Any]
 
 
 class Best(Part):

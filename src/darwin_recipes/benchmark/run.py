@@ -28,7 +28,6 @@ from darwin_merge.evolve.finish import pick_healthy
 from darwin_merge.evolve.holdout import HoldoutJobs
 from darwin_merge.evolve.recipe import Recipe, build_recipe, ensure_scan
 from darwin_merge.evolve.run import Search, searched
-from darwin_merge.evolve.scoring import primary_score
 from darwin_merge.io.files import dump_json
 from darwin_merge.records import FineTuneRecord, file_names, read_record, record_json
 from darwin_merge.records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
@@ -166,7 +165,7 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
         if parent_scores:
             share_parent_scores(recipe, parent_scores)
         with searched(recipe) as search:
-            parent_scores = search.study.user_attrs["parent_search_scores"]
+            parent_scores = search.study.user_attrs["parent_search_scores"]  # stored rows
             trial, genome, _, health, _ = pick_healthy(recipe, search.study, search.settings,
                                                        search.scan_path)
             seconds[f"seed {seed}"] = time.perf_counter() - clock
@@ -308,12 +307,11 @@ def score_on_test(search: Search, folder: Path, todo: dict, test_tasks: dict,
     done = jobs.run(search.scorer)
     for name, (wanted, path) in missing.items():
         results = {task: done[name, t.name] for task, t in test_tasks.items()}
-        scores = {task: primary_score(r) for task, r in results.items()}
+        scores = {task: r.signed_primary for task, r in results.items()}
         fitness = sum(w * scores[task] for task, w in weights.items())
         model = ModelTest(kind=wanted.kind, seed=wanted.seed, method=wanted.method,
                           scores=scores, fitness=fitness, health=wanted.health,
-                          item_scores={t: list(map(float, r["item_scores"]))
-                                       for t, r in results.items()})
+                          item_scores={t: r.item_scores for t, r in results.items()})
         dump_json(path, record_json(model))
         found[name] = model
     return found
