@@ -59,8 +59,8 @@ def open_storage(url: str, distributed: bool) -> RDBStorage:
     """An RDB storage; with several workers, heartbeats let a dead worker's trial be retried."""
     kwargs = {}
     if distributed:
-        kwargs = dict(heartbeat_interval=10, grace_period=40,
-                      heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(3))
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(3)
+        kwargs = dict(heartbeat_interval=10, grace_period=40, heartbeat_stale_trial_callback=retry)
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
