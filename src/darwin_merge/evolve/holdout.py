@@ -63,12 +63,13 @@ class HoldoutJobs:
                 for name in self.models if name not in self.same_as for task in self.limits}
 
     def run(self, scorer: CandidateScorer) -> dict[tuple[str, str], TaskResult]:
-        """Every (model, task)'s result, each twin's a copy of the scored model's."""
+        """Every (model, task)'s result; a twin gets the scored model's (results are frozen,
+        so one object serves both)."""
         done = score_concurrently(scorer, self.jobs())
         for name, twin in self.same_as.items():
             say(f"{self.label} evaluation: {name} makes the same merge as {twin}; "
                 "its scores are copied")
-            done.update({(name, task): done[twin, task] for task in self.limits})  # frozen
+            done.update({(name, task): done[twin, task] for task in self.limits})
         return done
 
     def score(self, name: str, task: str, worker: CandidateScorer) -> TaskResult:
