@@ -2,12 +2,13 @@
 
 The scan-only child is the genome with every ratio 0.5, `mri_trust` 1 and
 `merge_method_weight` 1 (pure DARE-TIES, default densities): every tensor's ratio is the
-scan's `mri_ratio`, no search at all. It is scored beside the father, the mother and the two
-uniform baselines (DARE-TIES 0.5 and linear 0.5) on the same items of `--split` (default
+scan's `mri_ratio`, no search at all. It is scored beside the father, the mother, the two
+uniform baselines (DARE-TIES 0.5 and linear 0.5) and, with `--base`, task arithmetic at
+lambda 1.0 (`base + d_father + d_mother`), on the same items of `--split` (default
 `search`: develop there; the holdout is for final tables), and each comparison is paired per
 item (docs/SCAN.md, "Measured on the demo pair"):
 
-    .venv/bin/python scripts/scan-only-check.py FATHER MOTHER SCAN_DIR \
+    .venv/bin/python scripts/scan-only-check.py FATHER MOTHER SCAN_DIR [--base BASE] \
         --fitness two_digit_arithmetic=0.5,arc_easy=0.5 [--limit N] [--out check.json]
 """
 
@@ -28,10 +29,11 @@ from darwin_merge.evolve.recipe import parse_fitness
 from darwin_merge.genome import Genome
 from darwin_merge.io.loading import load_model, load_tokenizer
 from darwin_merge.merge.engine import ParentTensors, merge_state
+from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe
 from darwin_merge.scan import load_scan
 
 MODELS = {
-    "scan-only child": (Genome(mri_trust=1.0, merge_method_weight=1.0), True),
+    "scan-only child": (Genome.scan_only(), True),
     "dare_ties_0.5": (Genome.uniform(0.5, density=Genome().density_a), False),
     "linear_0.5": (Genome.uniform(0.5, density=1.0, merge_method_weight=0.0), False),
 }
@@ -73,9 +75,13 @@ def main() -> None:
     parser.add_argument("father")
     parser.add_argument("mother")
     parser.add_argument("scan")
+    parser.add_argument("--base", default=None, help="the parents' common base (the merges' "
+                        "base, and task arithmetic 1.0 beside the others)")
     parser.add_argument("--fitness", default="two_digit_arithmetic=0.5,arc_easy=0.5")
     parser.add_argument("--limit", type=int, default=None, help="items per task (all)")
-    parser.add_argument("--split", choices=("search", "holdout"), default="search")
+    parser.add_argument("--split", choices=("search", "holdout", "all"), default="search",
+                        help="all: every item of a task file, e.g. the fresh test items of "
+                        "`darwin demo test-items` given as --fitness FILE=w,...")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -86,13 +92,17 @@ def main() -> None:
     items = {t.name: select_items(t, args.split, args.limit) for t in tasks}
     scan = load_scan(args.scan)
     ratios = scan.mri_ratios()
-    parents = ParentTensors.load(args.father, args.mother)
+    parents = ParentTensors.load(args.father, args.mother, args.base)
     model, tokenizer = load_model(args.father), load_tokenizer(args.father)
     own = model.state_dict()
     results = {}
     states = {"father": parents.father, "mother": parents.mother}
     states.update({name: (genome, with_scan) for name, (genome, with_scan) in MODELS.items()})
+    if args.base:
+        states["task_arithmetic_1.0"] = StandardRecipe(method="task_arithmetic", scale=1.0)
     for name, state in states.items():
+        if isinstance(state, StandardRecipe):
+            state = StandardMerger(parents).state(state)
         if isinstance(state, tuple):
             genome, with_scan = state
             state = merge_state(parents, genome, ratios if with_scan else None)
@@ -109,10 +119,12 @@ def main() -> None:
               "accuracy": {m: {t: sum(v) / len(v) for t, v in r.items()}
                            for m, r in results.items()},
               "child_vs": {}}
-    for other in ("father", "mother", "dare_ties_0.5", "linear_0.5"):
+    for other in [m for m in results if m != "scan-only child"]:
         row = paired(child, results[other], weights)
         report["child_vs"][other] = row
-        print(f"child - {other:14s} {row['diff']:+.4f} ± {row['se']:.4f} (p = {row['p']:.2g}); "
+        low, high = row["diff"] - 1.96 * row["se"], row["diff"] + 1.96 * row["se"]
+        print(f"child - {other:19s} {row['diff']:+.4f} ± {row['se']:.4f} [95%: {low:+.4f}, "
+              f"{high:+.4f}] (p = {row['p']:.2g}); "
               + "; ".join(f"{t} {r['diff']:+.3f} (+{r['wins']}/-{r['losses']}, McNemar p = "
                           f"{r['mcnemar_p']:.2g})" for t, r in row["tasks"].items()), flush=True)
     if args.out:

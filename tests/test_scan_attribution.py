@@ -3,7 +3,10 @@ carry decisions, identical parents give 0.5, and a resumed scan notices changed 
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from darwin_merge.cli import main
 from darwin_merge.scan import load_scan, run_scan
@@ -34,8 +37,13 @@ def trio_scan(two_skill_pair, skill_tasks, small_probes, tmp_path_factory):
     _, father, mother = two_skill_pair
     fitness = {str(skill_tasks["skill_a"]): 0.5, str(skill_tasks["skill_b"]): 0.5}
     out = tmp_path_factory.mktemp("trio-scan") / "scan"
-    scan = run_scan(father, mother, out, probes=small_probes, fitness=fitness,
-                    attribution_items=24, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tests' scans (`one_thread` comes after this fixture):
+    try:  # the thread count changes the float sums, and tests compare scans to the bit
+        scan = run_scan(father, mother, out, probes=small_probes, fitness=fitness,
+                        attribution_items=24, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return scan, out, fitness
 
 
@@ -189,3 +197,104 @@ def test_groups_and_contrast():
         more = [0.2, 0.1, 0.1]
         more[k] += 0.5
         assert attribution_ratio(*more) > attribution_ratio(0.2, 0.1, 0.1)
+
+
+def _held_together_measurements(needed: int) -> tuple[dict, dict[str, list[str]]]:
+    """The swaps' per-item scores for a designed pair of three blocks (attn and ffn each).
+    `reversal`, the mother's skill, works (1.0 an item) when at least `needed` of the four
+    groups of her blocks 0 and 1 are in the model: with 1, one group grafted into the
+    father carries it and one taken back from her costs nothing (only the graft sees it);
+    with 2, no one-group swap sees it, only the span `blocks0-1`'s. `arithmetic`, the
+    father's, loses 0.05 an item to each group of the mother's, additively. Each
+    evaluation's items wobble a little on their own (a measurement's noise)."""
+    groups = [f"block{b}.{kind}" for b in range(3) for kind in ("attn", "ffn")]
+    spans = {"blocks0-1": [g for g in groups if g[5] in "01"]}
+    evaluations = iter(range(1000))
+
+    def scores(hers: set[str]) -> dict[str, list[float]]:
+        salt = next(evaluations)
+        wobble = [0.02 * math.sin(3.0 * i + 1.7 * salt) for i in range(24)]
+        skill = float(len(hers & set(spans["blocks0-1"])) >= needed)
+        return {"reversal": [skill + w for w in wobble],
+                "arithmetic": [-0.05 * len(hers) + 0.5 * w for w in wobble]}
+
+    every = set(groups)
+    raw = {"father": scores(set()), "mother": scores(every), "midpoint": scores(every),
+           "graft": {}, "revert": {}, "hits": {}}
+    for unit in groups + list(spans):
+        swapped = set(spans.get(unit, [unit]))
+        raw["graft"][unit] = scores(swapped)
+        raw["revert"][unit] = scores(every - swapped)
+    return raw, spans
+
+
+def test_a_skill_several_blocks_hold_together_is_found_by_both_swaps_and_the_spans():
+    """A skill any one of several groups carries shows in the graft only, one that needs
+    two of them in the span's swaps only; with both swaps and the span's excess, those
+    groups go to the mother against the father's small, additive cost. Read from the
+    revert alone (v2's rule), or without the span's excess, they lean to the father. The
+    spans of six blocks are halves down to two blocks."""
+    from types import SimpleNamespace
+
+    from darwin_merge.scan.attribution import block_spans, group_evidence, summarise
+
+    weights = {"reversal": 0.5, "arithmetic": 0.5}
+    tasks = [SimpleNamespace(name=t, role="fitness", groups=range(24)) for t in weights]
+
+    def ratios(needed, with_spans=True, side="attributed"):
+        raw, spans = _held_together_measurements(needed)
+        groups = {g: [g] for g in raw["graft"] if g not in spans}
+        table = summarise(raw, groups, tasks, spans if with_spans else {})
+        evidence = group_evidence(table, weights, list(groups), side)
+        return {g: attribution_ratio(e["z"], 0.0, 0.0) for g, e in evidence.items()}
+
+    held = ["block0.attn", "block0.ffn", "block1.attn", "block1.ffn"]
+    for needed in (1, 2):
+        seen = ratios(needed)
+        assert all(seen[g] > 0.85 for g in held), (needed, seen)
+        assert seen["block2.ffn"] < 0.5  # no part of the skill: the father's cost decides
+    assert all(ratios(1, with_spans=False)[g] > 0.85 for g in held)  # the graft's half
+    assert all(ratios(1, side="revert")[g] < 0.5 for g in held)
+    assert all(ratios(2, with_spans=False)[g] < 0.5 for g in held)
+    six = [f"block{b}.{k}" for b in range(6) for k in ("attn", "ffn")] + ["embed"]
+    assert {s: len(m) for s, m in block_spans(six).items()} == {
+        "blocks0-2": 6, "blocks0-1": 4, "blocks3-5": 6, "blocks3-4": 4}
+    assert block_spans(six[:4] + ["embed"]) == {}
+
+
+def test_with_a_base_the_cli_prints_which_parent_each_layer_goes_to(
+        two_skill_pair, skill_tasks, small_probes, tmp_path, capsys):
+    """With the base, the trio's layer-0 MLP (only the mother changed it, skill B) goes to
+    her and its layer-1 MLP (only the father changed it, skill A) to him, and `darwin
+    scan` says so in one line per run of layers (the scan-only child's plan)."""
+    base, father, mother = two_skill_pair
+    fitness = f"{skill_tasks['skill_a']}=1,{skill_tasks['skill_b']}=1"
+    code = main(["scan", "--father", str(father), "--mother", str(mother), "--base", str(base),
+                 "--out", str(tmp_path / "scan"), "--probes", str(small_probes),
+                 "--fitness", fitness, "--attribution-items", "16"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    plan = dict(line.strip().split(": ", 1) for line in printed.splitlines()
+                if line.startswith("  layer") or line.startswith("  outside"))
+    assert "ffn mother" in plan["layer 0"] and "ffn father" in plan["layer 1"], printed
+    ratios = load_scan(tmp_path / "scan").mri_ratios()
+    assert ratios["model.layers.0.mlp.up_proj.weight"] > 0.85
+    assert ratios["model.layers.1.mlp.up_proj.weight"] < 0.15
+
+
+def test_a_scan_of_the_earlier_measurements_loads_with_its_ratios_and_says_so(
+        trio_scan, tmp_path):
+    """A scan.json written before the spans (measurements version 2) keeps its ratios
+    (merge and search read them as they are) and its summary says which rule made them."""
+    import json
+
+    from darwin_merge.scan import summary_lines
+
+    scan, out, _ = trio_scan
+    record = json.loads((out / "scan.json").read_text())
+    record["settings"]["attribution_measurements"] = 2
+    (tmp_path / "scan.json").write_text(json.dumps(record))
+    older = load_scan(tmp_path)
+    assert older.mri_ratios() == scan.mri_ratios()
+    assert any("measurements version 2" in line for line in summary_lines(older))
+    assert not any("measurements version" in line for line in summary_lines(scan))

@@ -506,6 +506,8 @@ def scan_cmd(
 ) -> None:
     """Model Diagnostic Scan: static profiles, layer-skip probes, skill attribution, ratios."""
     from .evolve.recipe import parse_fitness
+    from .genome import Genome
+    from .merge.plan import plan_by_layer, plan_models
     from .scan import run_scan, summary_lines
     from .scan.probes import parse_weights
 
@@ -517,6 +519,10 @@ def scan_cmd(
                     eval_dtype=eval_dtype, attribute_probe_sets=attribute_probe_sets)
     for line in summary_lines(scan):
         out.print(line, highlight=False, soft_wrap=True)
+    rows = plan_models(father, mother, base=base, genome=Genome.scan_only(), scan=out_dir)
+    out.print("the scan-only child (no search: every tensor at its mri_ratio), layer by layer:")
+    for line in plan_by_layer(rows):
+        out.print(f"  {line}", highlight=False, soft_wrap=True)
     pictures = "mds_father_mother.png, mri_ratio.png" + (
         ", attribution.png" if scan.attribution is not None else "")
     out.print(f"scan written to {out_dir} (scan.json, {pictures})")

@@ -99,6 +99,12 @@ class Genome(BaseModel):
                    merge_method_weight=merge_method_weight)
 
     @classmethod
+    def scan_only(cls) -> Genome:
+        """The scan's ratios and nothing else: every ratio 0.5, `mri_trust` 1 (each tensor
+        gets its `mri_ratio`), pure DARE-TIES at the default densities (no search)."""
+        return cls(mri_trust=1.0, merge_method_weight=1.0)
+
+    @classmethod
     def from_values(cls, values, genome_rule: str = "v2") -> Genome:
         """From 14 numbers in the card's field order (what CMA-ES works with)."""
         values = [float(v) for v in values]

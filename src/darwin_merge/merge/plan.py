@@ -152,7 +152,11 @@ def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base
 def load_scan_ratios(path: str | Path) -> dict[str, float]:
     """The mother's share per tensor that a scan file prescribes; a file that is not a
     darwin scan.json (unreadable, not JSON, a ratio missing or outside [0, 1], no per-layer
-    table) is refused with a RecordError (a UsageError) naming the file and what is wrong."""
+    table) is refused with a RecordError (a UsageError) naming the file and what is wrong.
+    A SCAN_DIR stands for its scan.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ScanRecord.file_name
     return read_record(ScanRecord, path).mri_ratios()
 
 
@@ -261,3 +265,54 @@ def plan_summary(rows: list[PlanRow], with_scan: bool) -> list:
     if not with_scan:
         items.append("no scan given: the genome alone decides every ratio")
     return items
+
+
+def parent_of(rows: list[PlanRow]) -> tuple[str, float | None]:
+    """Where a set of tensors goes: (`father` or `mother` when every one is that parent's
+    transplant, `copied` when every one is an exact copy, else `blend`, with the blended
+    tensors' mean ratio)."""
+    modes = {r.mode for r in rows if r.mode != MergeMode.EXACT}
+    if not modes:
+        return "copied", None
+    if modes in ({MergeMode.TRANSPLANT_FATHER}, {MergeMode.TRANSPLANT_MOTHER}):
+        return str(modes.pop()).removeprefix("transplant_"), None
+    blended = [r.final_ratio for r in rows if r.mode != MergeMode.EXACT]
+    return "blend", sum(blended) / len(blended)
+
+
+def plan_by_layer(rows: list[PlanRow]) -> list[str]:
+    """The plan in a few lines a person reads at once: per decoder layer, where each
+    component's tensors go (`parent_of`; a blend with its mean ratio, a range over the
+    line's layers), consecutive layers that go the same way on one line, then the tensors
+    outside the layers."""
+    def verdicts(selected) -> dict[str, tuple[str, float | None]]:
+        kinds: dict[str, list[PlanRow]] = {}
+        for r in selected:
+            kinds.setdefault(r.component, []).append(r)
+        return {kind: parent_of(kinds[kind]) for kind in sorted(kinds)}
+
+    def text(run: list[dict]) -> str:
+        parts = []
+        for kind, (where, _) in run[0].items():
+            ratios = [v[kind][1] for v in run if v[kind][1] is not None]
+            low, high = min(ratios, default=0.0), max(ratios, default=0.0)
+            share = "" if where != "blend" else (
+                f" {low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f" {low:.2f}-{high:.2f}")
+            parts.append(f"{kind} {where}{share}")
+        return ", ".join(parts)
+
+    runs: list[tuple[int, int, list[dict]]] = []
+    for layer in sorted({r.layer for r in rows if r.layer is not None}):
+        found = verdicts([r for r in rows if r.layer == layer])
+        shape = {k: w for k, (w, _) in found.items()}
+        if runs and runs[-1][1] == layer - 1 and shape == {
+                k: w for k, (w, _) in runs[-1][2][0].items()}:
+            runs[-1] = (runs[-1][0], layer, runs[-1][2] + [found])
+        else:
+            runs.append((layer, layer, [found]))
+    lines = [f"{'layer' if a == b else 'layers'} {a if a == b else f'{a}-{b}'}: {text(run)}"
+             for a, b, run in runs]
+    outside = [r for r in rows if r.layer is None]
+    if outside:
+        lines.append(f"outside the layers: {text([verdicts(outside)])}")
+    return lines

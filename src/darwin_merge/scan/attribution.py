@@ -8,17 +8,24 @@ and every probe task the scan measures two swaps, on the same items:
 - revert: score(mother) - score(mother with the group taken back from the father)
 
 Both say how much the mother's version of the group is worth on that task, from either
-side; `effect = (graft + revert) / 2` per item is the picture's summary. The ratio uses
-the swap made in the parent the fitness prefers (`group_evidence`). A task's item
-score is continuous and follows accuracy: the choice-normalised log-probability of the
-gold answer for multiple choice, the gold continuation's log-probability per character
-for continuations, and a text's log-probability per character for the probe sets.
+side, and each misses a skill the other sees: a skill any one of several blocks can carry
+shows in the graft only (taking one block back from the mother costs her nothing), a
+skill that needs every one of its blocks in the revert only. So a group's evidence is
+`effect = (graft + revert) / 2` per item. A skill that needs some but not all of its
+blocks shows in neither: the same two swaps are made of *spans*, contiguous runs of
+blocks (the blocks' halves, their halves, ... down to two blocks, `block_spans`), and
+what a span's effect holds beyond the sum of its groups' effects (`excess`: the skill the
+one-group swaps could not see) is shared equally among its groups (`attributed`). The
+ratio reads the attributed effect (`group_evidence`). A task's item score is continuous
+and follows accuracy: the choice-normalised log-probability of the gold answer for
+multiple choice, the gold continuation's log-probability per character for
+continuations, and a text's log-probability per character for the probe sets.
 
 One more evaluation scores the *midpoint*, every tensor halfway between the parents: how
 much a blend keeps beyond the straight line between them (the bend Phase 1's proxy needs;
 evolve/proxy_attribution.py).
 
-Costs `2 * groups + 3` evaluations of the probe items (`evaluations` in scan.json);
+Costs `2 * (groups + spans) + 3` evaluations of the probe items (`evaluations` in scan.json);
 nothing is merged and no model is written: the father's skeleton has each group's
 tensors copied in and back.
 """
@@ -39,8 +46,10 @@ from ..eval.tasks import Item, Task, resolve_tasks, select_items
 LAYER_GROUP_KIND = {"attn": "attn", "ffn": "ffn", "moe": "ffn"}  # any other: "norm"
 MC_KINDS = ("multiple_choice", "multiple_choice_gen")
 # What the attribution measures (in the scan's settings, so its inputs hash): 2 adds the
-# parents' midpoint (and the share of items answered right) to the swaps of version 1.
-MEASUREMENTS_VERSION = 2
+# parents' midpoint (and the share of items answered right) to the swaps of version 1; 3
+# the spans' swaps, and the ratio reads both swaps (version 2's read the preferred
+# parent's only: a scan.json of version 2 keeps its ratios, `ratio_evidence`).
+MEASUREMENTS_VERSION = 3
 
 
 def group_of(info: TensorInfo) -> str:
@@ -60,6 +69,32 @@ def tensor_groups(infos: list[TensorInfo]) -> dict[str, list[str]]:
     for info in infos:
         groups.setdefault(group_of(info), []).append(info.name)
     return dict(sorted(groups.items(), key=lambda kv: (not kv[0].startswith("block"), kv[0])))
+
+
+def block_of(group: str) -> int | None:
+    """The block index of `block3.ffn`; None for a group outside the blocks."""
+    head = group.split(".", 1)[0]
+    return int(head[5:]) if head.startswith("block") and head[5:].isdigit() else None
+
+
+def block_spans(groups: list[str]) -> dict[str, list[str]]:
+    """Span name (`blocks0-2`) -> its groups: the blocks split in halves (the first half
+    the larger), each half in halves again, down to two blocks; the whole is not a span
+    (its swaps are the parents themselves). Six blocks give 0-2, 0-1, 3-5, 3-4."""
+    blocks = sorted({b for b in map(block_of, groups) if b is not None})
+    spans: dict[str, list[str]] = {}
+
+    def split(run: list[int]) -> None:
+        middle = (len(run) + 1) // 2
+        for half in (run[:middle], run[middle:]):
+            if len(half) >= 2:
+                spans[f"blocks{half[0]}-{half[-1]}"] = [g for g in groups
+                                                        if block_of(g) in half]
+                split(half)
+
+    if len(blocks) >= 3:
+        split(blocks)
+    return spans
 
 
 # -- probe items --------------------------------------------------------------------
@@ -158,11 +193,12 @@ def _blend_in(model_state: dict, father: dict, mother: dict, names: list[str]) -
 def measure(model, father: dict, mother: dict, groups: dict[str, list[str]],
             tasks: list[ProbeTask], batch_size: int, pad_id: int,
             on_step: Callable[[], None] | None = None) -> dict:
-    """Per-item scores of both parents, their midpoint and every graft and revert (raw
+    """Per-item scores of both parents, their midpoint and every graft and revert of a
+    unit (`groups`: the tensor groups, then the spans, each a list of tensors) (raw
     measurements), and per evaluation the share of items answered right (`hits`, for the
     tasks whose metric is read off the forward pass)."""
     state = model.state_dict()
-    every = [n for names in groups.values() for n in names]
+    every = list(dict.fromkeys(n for names in groups.values() for n in names))
     hits: dict[str, dict[str, float]] = {}
 
     def scored(label: str) -> dict[str, list[float]]:
@@ -218,11 +254,34 @@ def _sd(values: list[float]) -> float:
 
 
 def item_changes(raw: dict, group: str, task: str) -> dict[str, list[float]]:
-    """Per item, for one group and task: graft, revert and their mean (the effect)."""
+    """Per item, for one group (or span) and task: graft, revert and their mean (the
+    effect)."""
     graft = [g - f for g, f in zip(raw["graft"][group][task], raw["father"][task], strict=True)]
     revert = [m - r for m, r in zip(raw["mother"][task], raw["revert"][group][task], strict=True)]
     effect = [(g + r) / 2 for g, r in zip(graft, revert, strict=True)]
     return {"graft": graft, "revert": revert, "effect": effect}
+
+
+def span_excess(raw: dict, span: str, members: list[str], task: str) -> list[float]:
+    """Per item: the span's effect less the sum of its groups' effects (what the one-group
+    swaps could not see: 0 where the groups' effects add up)."""
+    total = item_changes(raw, span, task)["effect"]
+    for group in members:
+        total = [t - e for t, e in zip(total, item_changes(raw, group, task)["effect"],
+                                       strict=True)]
+    return total
+
+
+def attributed_changes(raw: dict, groups: list[str], spans: dict[str, list[str]],
+                       task: str) -> dict[str, list[float]]:
+    """Per group, per item: its effect plus an equal share of the excess of every span
+    it is in (see the module docstring)."""
+    attributed = {g: item_changes(raw, g, task)["effect"] for g in groups}
+    for span, members in spans.items():
+        share = [x / len(members) for x in span_excess(raw, span, members, task)]
+        for group in members:
+            attributed[group] = [a + x for a, x in zip(attributed[group], share, strict=True)]
+    return attributed
 
 
 def task_scale(raw: dict, task: str) -> float:
@@ -235,21 +294,32 @@ def _se(values: list[float]) -> float:
     return _sd(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
-def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask]) -> dict:
+def _means(changes: dict[str, list[float]]) -> dict[str, float]:
+    """Each change's mean over the items and its standard error (`<key>_se`)."""
+    return {**{key: _mean(values) for key, values in changes.items()},
+            **{f"{key}_se": _se(values) for key, values in changes.items()}}
+
+
+def summarise(raw: dict, groups: dict[str, list[str]], tasks: list[ProbeTask],
+              spans: dict[str, list[str]] | None = None) -> dict:
     """scan.json's `attribution.tasks`: per task the means of both parents and of their
-    midpoint, the scale, and per group the graft, revert and effect (in the task's own
-    units), each with its standard error."""
+    midpoint, the scale, per group the graft, revert, effect and attributed effect, and per
+    span (`spans`: span -> its groups) the graft, revert, effect and excess, all in the
+    task's own units, each with its standard error."""
+    spans = spans or {}
     table = {}
     for task in tasks:
         name = task.name
-        per_group = {}
-        for group in groups:
-            changes = item_changes(raw, group, name)
-            per_group[group] = {key: _mean(values) for key, values in changes.items()}
-            per_group[group].update({f"{key}_se": _se(values) for key, values in changes.items()})
+        attributed = attributed_changes(raw, list(groups), spans, name)
+        per_group = {group: _means({**item_changes(raw, group, name),
+                                    "attributed": attributed[group]}) for group in groups}
+        per_span = {span: _means({**item_changes(raw, span, name),
+                                  "excess": span_excess(raw, span, members, name)})
+                    for span, members in spans.items()}
         table[name] = {"role": task.role, "n": len(task.groups), "scale": task_scale(raw, name),
                        "father": _mean(raw["father"][name]), "mother": _mean(raw["mother"][name]),
-                       "midpoint": _mean(raw["midpoint"][name]), "groups": per_group}
+                       "midpoint": _mean(raw["midpoint"][name]), "groups": per_group,
+                       "spans": per_span}
         if name in raw["hits"]:
             table[name]["calibration"] = calibration(raw, name)
     return table
@@ -263,18 +333,13 @@ def preferred_parent(table: dict, weights: dict[str, float]) -> str:
 
 
 def group_evidence(table: dict, weights: dict[str, float], groups: list[str],
-                   context: str) -> dict[str, dict]:
-    """Per group: the weighted, standardised benefit of the mother's version, measured in
-    the preferred parent (`context`): the revert in the mother, the graft in the father.
-
-    The child starts from the preferred parent, so each group's question is "keep its
-    version or take the other's", and the swap made in that parent answers it (the graft
-    and the revert can differ: a mother's embeddings can help the father's arithmetic yet
-    cost the mother nothing to give back). benefit = sum_t w_t * change_t / scale_t;
+                   side: str = "attributed") -> dict[str, dict]:
+    """Per group: the weighted, standardised benefit of the mother's version, read from
+    `side` of the task table: the attributed effect (both swaps, and the spans' excess;
+    see the module docstring). benefit = sum_t w_t * change_t / scale_t;
     se = sqrt(sum_t (w_t * se_t / scale_t)^2); z = benefit / se (0 when nothing differs).
     Weights are normalised to sum to 1.
     """
-    side = "revert" if context == "mother" else "graft"
     total = sum(weights.values())
     evidence = {}
     for group in groups:

@@ -241,24 +241,29 @@ def _attribution_pass(paths: tuple, tasks: list, task_weights: dict, pad_id: int
                                  dtype=settings["dtype"])
     model = load_model(father, settings["device"], forward_dtype(settings))
     groups = A.tensor_groups(parents.infos)
+    spans = A.block_spans(list(groups))
+    units = {**groups, **{span: [n for g in members for n in groups[g]]
+                          for span, members in spans.items()}}
     items = sum(len(t.groups) for t in tasks)
-    task = progress.add_task(f"attribution ({len(groups)} groups x 2 swaps, {items} items)",
-                             total=2 * len(groups) + 3)
-    raw = A.measure(model, parents.father, parents.mother, groups, tasks,
+    evaluations = 2 * len(units) + 3
+    task = progress.add_task(f"attribution ({len(groups)} groups and {len(spans)} spans x 2 "
+                             f"swaps, {items} items)", total=evaluations)
+    raw = A.measure(model, parents.father, parents.mother, units, tasks,
                     settings["batch_size"], pad_id, on_step=lambda: progress.advance(task))
-    table = A.summarise(raw, groups, tasks)
-    context = A.preferred_parent(table, task_weights)
-    evidence = A.group_evidence(table, task_weights, list(groups), context)
+    table = A.summarise(raw, groups, tasks, spans)
+    evidence = A.group_evidence(table, task_weights, list(groups))
     vectors = A.task_vector_stats(parents.father, parents.mother, parents.base)
     del model, parents
     gc.collect()
     return {
         "weights": task_weights,
-        "context": context,
+        "context": A.preferred_parent(table, task_weights),
         "groups": {g: {"tensors": len(names), **evidence[g]} for g, names in groups.items()},
+        "spans": {span: {"groups": members, "tensors": len(units[span])}
+                  for span, members in spans.items()},
         "tasks": table,
         "task_vectors": vectors,
-        "evaluations": 2 * len(groups) + 3,
+        "evaluations": evaluations,
         "items_per_evaluation": items,
     }
 
@@ -380,8 +385,12 @@ def summary_lines(scan: ScanRecord, top: int = 3) -> list[str]:
     counts, settings = scan.transplant, scan.settings
     ratios = list(scan.mri_ratios().values())
     decided = sum(1 for r in ratios if abs(r - 0.5) >= DECIDED)
+    version = settings.attribution_measurements
+    older = "" if version is None or version >= A.MEASUREMENTS_VERSION else (
+        f" (attribution measurements version {version}: ratios from the preferred parent's "
+        "swaps only, kept as they were; scan again for both swaps and the spans)")
     lines.append(f"formula {scan.formula}: {decided} of {len(ratios)} tensors "
-                 f"at least {DECIDED} from 0.5")
+                 f"at least {DECIDED} from 0.5{older}")
     lines.append(
         f"mri_ratio over {len(ratios)} tensors: min {min(ratios):.3f}, "
         f"mean {sum(ratios) / len(ratios):.3f}, max {max(ratios):.3f}; transplant zones: "
