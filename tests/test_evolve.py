@@ -22,7 +22,7 @@ import yaml
 from optuna.trial import TrialState
 
 from darwin_merge.cli import main
-from darwin_merge.errors import StorageError, UsageError
+from darwin_merge.errors import SearchError, StorageError, UsageError
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
 from darwin_merge.evolve.study import phase2_summary, ranked_trials, was_stopped
@@ -164,6 +164,41 @@ def test_the_finish_keeps_a_warning_child_only_when_allowed(pair, tmp_path, monk
         assert (best.number, "warning") in [(r.trial, r.verdict) for r in passed_over]
         assert pick(lenient, "warning")[0].number == best.number
         assert pick(lenient, "unhealthy")[0].number == kept.number
+
+
+def test_when_the_best_children_lose_function_the_finish_keeps_a_seed_found_healthy(
+        pair, tmp_path, monkeypatch):
+    """The three best genomes' children are unhealthy; a lower one was found healthy
+    before CMA-ES: the finish checks it last and keeps it, listing the three as passed
+    over. With no such seed the run has no child (SearchError). (Fails without the last
+    try, or if it takes a seed whose verdict was not healthy.)"""
+    from darwin_merge.evolve import finish
+    from darwin_merge.evolve.run import searched
+
+    checked = []
+
+    def health(recipe, child, **options):
+        verdict = "unhealthy" if len(checked) < 3 else "healthy"
+        checked.append(verdict)
+        return {"verdict": verdict, "reasons": [] if verdict == "healthy" else ["loss"],
+                "flagged_layers": [], "probe_sets": {}}
+
+    monkeypatch.setattr(finish, "child_health", health)
+    strict = recipe(pair, tmp_path / "run", trials=8)
+    with searched(strict) as search:
+        ranked = [t.number for t, _ in finish.ranked_genomes(search.study)]
+        seed = ranked[5]
+        search.study.set_user_attr("seed_health", {str(ranked[4]): "unhealthy",
+                                                   str(seed): "healthy"})
+        kept, _, _, _, passed_over = finish.pick_healthy(strict, search.study,
+                                                         search.settings, search.scan_path)
+        assert kept.number == seed and checked == ["unhealthy"] * 3 + ["healthy"]
+        # the three, and the seed left out before CMA-ES: every one ranked above the child
+        assert sorted(r.trial for r in passed_over) == sorted(ranked[:3] + [ranked[4]])
+        checked.clear()
+        search.study.set_user_attr("seed_health", {str(seed): "unhealthy"})
+        with pytest.raises(SearchError, match="no healthy child among the 3 genomes"):
+            finish.pick_healthy(strict, search.study, search.settings, search.scan_path)
 
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):

@@ -83,7 +83,8 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     ranked = [(trial, genome) for trial, genome in ranked if trial.number not in rejected]
     out = Path(recipe.out)
     health = {}
-    for trial, genome in ranked[:MAX_HEALTH_TRIES]:
+    tries = ranked[:MAX_HEALTH_TRIES] + known_healthy(ranked, verdicts, recipe)
+    for trial, genome in tries:
         say(f"merging the best genome (trial {trial.number}, fitness {trial.value:.4f}) "
             "into child/")
         child = merge_models(recipe.father, recipe.mother, out / file_names.CHILD_DIR,
@@ -99,9 +100,19 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                                           **health_findings(health)))
         say(f"[red]child of trial {trial.number} is {health['verdict']}[/red]: "
             f"{'; '.join(health['reasons'])}; trying the next best genome")
-    raise SearchError(f"no healthy child among the {MAX_HEALTH_TRIES} best genomes (see "
+    raise SearchError(f"no healthy child among the {len(tries)} genomes tried (see "
                       f"{out / file_names.HEALTH_DIR / file_names.HEALTH}; --allow-warning "
                       "keeps a child whose only finding is interference)")
+
+
+def known_healthy(ranked: list, verdicts: dict[str, str], recipe: Recipe) -> list:
+    """After the MAX_HEALTH_TRIES best: the best genome whose child Phase 2 already found
+    healthy before CMA-ES started (`seed_health`), as a last try, so a search whose best
+    candidates all lose function still ends with the healthy child it knows of (the ones
+    passed over are listed in the reports)."""
+    later = [(trial, genome) for trial, genome in ranked[MAX_HEALTH_TRIES:]
+             if health_accepted(verdicts.get(str(trial.number)), recipe.allow_warning)]
+    return later[:1]
 
 
 def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
