@@ -201,6 +201,27 @@ def test_when_the_best_children_lose_function_the_finish_keeps_a_seed_found_heal
             finish.pick_healthy(strict, search.study, search.settings, search.scan_path)
 
 
+def test_a_resumed_search_starts_cma_es_where_it_started_without_new_checks(
+        pair, tmp_path, monkeypatch):
+    """The CMA-ES start is chosen once: a finished Phase 2 run again (a resumed run)
+    checks no child's health and records the same start. (It used to health-check the
+    best CMA-ES candidates as new seeds, and list them as rejected before CMA-ES.)"""
+    from darwin_merge.evolve import phase2
+
+    checks = []
+    real = phase2.child_health
+    monkeypatch.setattr(phase2, "child_health",
+                        lambda *a, **k: checks.append(1) or real(*a, **k))
+    strict = recipe(pair, tmp_path / "run", trials=16)
+    run_evolve(strict, finish_run=False)
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    start, first_checks = study.user_attrs["cma_es_start"], len(checks)
+    assert first_checks >= 1
+    run_evolve(strict, finish_run=False)
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    assert len(checks) == first_checks and study.user_attrs["cma_es_start"] == start
+
+
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
     # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
     optuna.logging.set_verbosity(optuna.logging.INFO)

@@ -105,6 +105,17 @@ def genome_params(genome: Genome) -> dict[str, float]:
     return dict(zip(GENES, genome.values(), strict=True))
 
 
+def cma_es_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer
+                 ) -> dict | None:
+    """Where CMA-ES starts: chosen once (`healthy_start`) and kept in the study, so a
+    resumed run goes on from the same start without checking any child again (it used to
+    check the best CMA-ES candidates as if they were seeds, even with the budget spent)."""
+    if CMA_ES_START in study.user_attrs:
+        trial = study.get_trials(deepcopy=False)[study.user_attrs[CMA_ES_START]]
+        return {k: float(v) for k, v in trial.params.items()}
+    return healthy_start(recipe, study, scorer)
+
+
 def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) -> dict | None:
     """The best fully scored candidate whose child passes the health check (of the
     MAX_HEALTH_TRIES best; the best one when none does): CMA-ES then explores around a
@@ -214,7 +225,7 @@ def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         count = phase2_counter(bar, recipe.trials, study)
         if waiting:
             _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
-        study.sampler = make_sampler(recipe, healthy_start(recipe, study, scorer)
+        study.sampler = make_sampler(recipe, cma_es_start(recipe, study, scorer)
                                      or phase1["top_k"][0]["genome"])
         _optimize(recipe, study, scorer, settings, data, count)
     return time.perf_counter() - started
