@@ -70,6 +70,14 @@ def paired(a: dict[str, list[float]], b: dict[str, list[float]], weights: dict) 
     return {"diff": diff, "se": se, "p": p, "tasks": per_task}
 
 
+def fitness_items(spec: str, split: str, limit: int | None) -> tuple[dict, list, dict]:
+    """The fitness weights (summing to 1), its tasks and each task's items of `split`."""
+    fitness = parse_fitness(spec)
+    weights = {k: v / sum(fitness.values()) for k, v in fitness.items()}
+    tasks = resolve_tasks(list(weights))
+    return weights, tasks, {t.name: select_items(t, split, limit) for t in tasks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("father")
@@ -86,10 +94,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    fitness = parse_fitness(args.fitness)
-    weights = {k: v / sum(fitness.values()) for k, v in fitness.items()}
-    tasks = resolve_tasks(list(weights))
-    items = {t.name: select_items(t, args.split, args.limit) for t in tasks}
+    weights, tasks, items = fitness_items(args.fitness, args.split, args.limit)
     scan = load_scan(args.scan)
     ratios = scan.mri_ratios()
     parents = ParentTensors.load(args.father, args.mother, args.base)
