@@ -2,7 +2,8 @@
 
 The items are the first arc_easy items of darwin's own file, given to lm-eval as a task YAML
 of the user's own over local JSONL (`dataset_path: json`), so nothing reaches the network.
-Skipped where lm-eval (the `[lm-eval]` extra) is not installed.
+Skipped where lm-eval (the `[lm-eval]` extra) is not installed; under `make test`, which
+installs it, they fail instead (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from darwin_merge.eval import evaluate_path, registry, select_items
 from darwin_merge.eval.lm_eval_backend import evaluate_path_lm_eval
 from darwin_merge.eval.report import write_results
 
-lm_eval_utils = pytest.importorskip("lm_eval.utils")
-from lm_eval.result_schema import EvalResults  # noqa: E402
-
 N_ITEMS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lm_eval_utils():
+    """Skips each test, not the module at collection, so that the skip can become a failure."""
+    return pytest.importorskip("lm_eval.utils")
 
 
 def task_yaml(items, cache) -> str:
@@ -80,7 +84,9 @@ def test_unknown_lm_eval_task_is_one_line_error(tiny_llama, arc_task, capsys):
     assert "lm-eval has no task 'no_such_task'" in capsys.readouterr().err
 
 
-def test_lm_eval_backend_files_read_by_lm_eval(both, tmp_path):
+def test_lm_eval_backend_files_read_by_lm_eval(both, lm_eval_utils, tmp_path):
+    from lm_eval.result_schema import EvalResults
+
     datasets = pytest.importorskip("datasets")
     _, lm_eval = both
     path = write_results(lm_eval, tmp_path / "results.json")

@@ -1,7 +1,8 @@
 """Results files in lm-evaluation-harness's layout: `darwin eval --out` and the holdout files.
 
 Where lm-eval is installed (the `[lm-eval]` extra), its own table code reads the file and
-its result schema names every top-level key; elsewhere that test is skipped.
+its result schema names every top-level key; elsewhere that test is skipped (under `make
+test`, which installs the extra, it fails instead: tests/conftest.py).
 """
 
 from __future__ import annotations
