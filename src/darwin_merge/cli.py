@@ -22,8 +22,11 @@ from .errors import DarwinError, UsageError
 from .evolve.recipe import Recipe
 from .genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from .io.dtypes import DTYPE_NAMES
+from .typer_fixes import PlainHelpGroup, hide_flag_types
 
+hide_flag_types()  # no `<bool>` beside a flag in the help (typer 0.29)
 app = typer.Typer(
+    cls=PlainHelpGroup,  # help texts are plain text: `[lm-eval]` shows, not read as markup
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
