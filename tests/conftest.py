@@ -14,6 +14,9 @@ from tiny_models import make_tiny
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
+# Tests never download: a Hub id resolves offline, from a cache a test builds (hub_cache).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 FAMILIES = ("llama", "gemma3", "gemma4", "gemma4_moe")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

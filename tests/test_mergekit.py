@@ -271,7 +271,8 @@ def test_partial_slice_and_missing_weight_are_refused(trio, tmp_path, capsys):
     hub = write_config(tmp_path / "h.yml", {"merge_method": "linear", "models": [
         {"model": "org/not-here", "parameters": {"weight": 1}}]})
     assert main(["merge", "--mergekit-config", str(hub), "--out", str(tmp_path / "c")]) == 3
-    assert "not a local folder" in capsys.readouterr().err
+    assert "no folder org/not-here, and no cached Hub model org/not-here" in \
+        capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 

@@ -36,16 +36,17 @@ console = Console(stderr=True)
 out = Console()
 
 # Options several commands share: declared once here, with one help text.
-FATHER = typer.Option(help="father model folder (A)")
-MOTHER = typer.Option(help="mother model folder (B)")
-BASE = typer.Option(help="common base model folder (W), optional")
+FATHER = typer.Option(help="father (A): a model folder or a Hub id org/name[@revision]")
+MOTHER = typer.Option(help="mother (B): a model folder or a Hub id org/name[@revision]")
+BASE = typer.Option(help="common base (W), optional: a model folder or a Hub id")
 DEVICE = typer.Option(help="cpu, cuda, cuda:N or auto")
 DTYPE = typer.Option(help=f"{', '.join(DTYPE_NAMES[:-1])} or {DTYPE_NAMES[-1]}")
-Father = Annotated[Path, FATHER]
-Mother = Annotated[Path, MOTHER]
-FatherOrNone = Annotated[Path | None, FATHER]
-MotherOrNone = Annotated[Path | None, MOTHER]
-Base = Annotated[Path | None, BASE]
+# Models are text: a folder, or a Hub id resolved through huggingface_hub (io/model_ref.py).
+Father = Annotated[str, FATHER]
+Mother = Annotated[str, MOTHER]
+FatherOrNone = Annotated[str | None, FATHER]
+MotherOrNone = Annotated[str | None, MOTHER]
+Base = Annotated[str | None, BASE]
 Device = Annotated[str, DEVICE]
 Dtype = Annotated[str, DTYPE]
 EvalDtype = Annotated[str | None, typer.Option(
@@ -135,8 +136,8 @@ def real_model_cmd(
 
 @app.command("inspect")
 def inspect_cmd(
-    model: Path = typer.Argument(..., help="model folder"),
-    model2: Path | None = typer.Argument(None, help="second model folder to compare"),
+    model: str = typer.Argument(..., help="model folder or Hub id (org/name[@revision])"),
+    model2: str | None = typer.Argument(None, help="second model to compare"),
     as_json: AsJson = False,
     all_tensors: bool = typer.Option(False, "--all", help="list every tensor in the table"),
 ) -> None:
@@ -144,6 +145,7 @@ def inspect_cmd(
     from .inspection import compare_models, comparison_summary, inspect_model, inspection_summary
     from .io import ModelSource
 
+    model, model2 = _ref(model), _ref(model2)
     report = inspect_model(model)
     if model2 is not None:
         with ModelSource(model) as a, ModelSource(model2) as b:
@@ -259,7 +261,7 @@ def _typed_only(ctx: typer.Context, values: dict, **param_names: str) -> dict:
 
 @app.command("eval")
 def eval_cmd(
-    model: Path = typer.Argument(..., help="model folder"),
+    model: str = typer.Argument(..., help="model folder or Hub id (org/name[@revision])"),
     tasks: str = typer.Option("", help="comma-separated task names (see docs/EVAL.md)"),
     limit: int | None = typer.Option(None, help="first N items of the split"),
     split: str = typer.Option("all", help="search, holdout or all"),
@@ -285,6 +287,7 @@ def eval_cmd(
 
     if log_samples and out_file is None:
         raise UsageError("--log-samples writes its files beside the results: give --out too")
+    model = _ref(model)
     if backend == "lm-eval":
         _refuse_darwin_only(split=split != "all", task_file=task_file is not None,
                             samples=samples != 1, thinking=thinking,
@@ -307,6 +310,13 @@ def eval_cmd(
     if log_samples:
         out.print(f"per-item records of {len(record['samples'])} task(s) written beside it "
                   "(samples_<task>_<date>.jsonl)")
+
+
+def _ref(model: str | None, allow_pickle: bool = False):
+    """A model given on the line, resolved (a folder, or a Hub id: io/model_ref.py)."""
+    from .io.model_ref import resolve_model
+
+    return None if model is None else resolve_model(model, allow_pickle=allow_pickle)
 
 
 def _refuse_darwin_only(**given: bool) -> None:
@@ -381,6 +391,7 @@ def merge_cmd(
     if missing:
         raise UsageError("missing " + ", ".join(missing) + " (or give --mergekit-config FILE)")
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
+    father, mother, base = (_ref(m, allow_pickle) for m in (father, mother, base))
     path = merge_models(father, mother, out_dir, base=base, genome=_genome_of(genome), scan=scan,
                         settings=settings, device=device, dtype=dtype, overwrite=overwrite,
                         shard_size=parse_size(shard_size), threads=threads,
@@ -445,6 +456,7 @@ def plan_cmd(
 
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     chosen = _genome_of(genome)
+    father, mother, base = _ref(father), _ref(mother), _ref(base)
     rows = plan_models(father, mother, base=base, genome=chosen, scan=scan, settings=settings)
     if as_json:
         out.print_json(json.dumps({"genome": chosen.model_dump(),
@@ -514,6 +526,7 @@ def scan_cmd(
     from .scan import run_scan, summary_lines
     from .scan.probes import parse_weights
 
+    father, mother, base = _ref(father), _ref(mother), _ref(base)
     scan = run_scan(father, mother, out_dir, probes=probes, device=device, dtype=dtype,
                     max_tokens=max_tokens, batch_size=batch_size, max_prompts=max_prompts,
                     probe_weights=parse_weights(probe_weights), overwrite=overwrite,
@@ -661,13 +674,13 @@ def prepare_mother_cmd(
                          first_trained_layer=first_trained_layer,
                          last_trained_layer=last_trained_layer, max_operands=max_operands,
                          skill=skill, threads=threads, train_embeddings=train_embeddings)
-    father = father or ensure_real_model("smollm2", cache)
+    father = _ref(father) or ensure_real_model("smollm2", cache)
     out.print(str(prepare_mother(father, cache, recipe, device=device)))
 
 
 @app.command("health")
 def health_cmd(
-    child: Path = typer.Option(..., help="child model folder"),
+    child: str = typer.Option(..., help="child model folder (or Hub id)"),
     father: Father = ...,
     mother: Mother = ...,
     out_dir: Path | None = typer.Option(None, "--out", help="folder for health.json + .png"),
@@ -689,6 +702,7 @@ def health_cmd(
     from .memory_plan import health_plan
 
     thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
+    child, father, mother = _ref(child), _ref(father), _ref(mother)
     health_plan(child, father, mother, device=device, dtype=dtype, batch_size=batch_size,
                 max_tokens=max_tokens).check()
     report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,

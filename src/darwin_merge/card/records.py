@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from ..arch.model_config import text_config
-from ..errors import UsageError
+from ..errors import DarwinError, UsageError
+from ..io.model_ref import hub_id_of, resolve_model
 from ..records import (
     Best,
     HealthRecord,
@@ -209,13 +210,15 @@ def _parents(merge: MergeRecord | None, summary: SummaryRecord | None, run: Path
 
 
 def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
-    """Architecture and licence from the parent's folder when it is still on this disk."""
-    folder = Path(source)
+    """Architecture and licence from the parent's folder when it is still on this disk (a
+    Hub model's: its cached snapshot; the Hub id is then the record's)."""
+    hub = hub_id_of(source)
+    folder = _cached_folder(source) if hub else Path(source)
     if not folder.is_absolute() and run is not None and not folder.exists():
         folder = run / folder
     config = _mapping(read_json(folder / "config.json")) if folder.is_dir() else {}
     text = text_config(config)
-    name_or_path = config.get("_name_or_path")
+    name_or_path = hub["repo"] if hub else config.get("_name_or_path")
     return ParentInfo(
         role=role, source=source,
         architecture=", ".join(config.get("architectures") or []) or None,
@@ -224,6 +227,15 @@ def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
         license=_license(folder, config) if folder.is_dir() else None,
         hub_id=name_or_path if _looks_like_hub_id(name_or_path) else None,
     )
+
+
+def _cached_folder(source: str) -> Path:
+    """A Hub model's snapshot in the local cache (never downloaded for a card), or a path
+    that is not there."""
+    try:
+        return resolve_model(source, cached_only=True).path
+    except DarwinError:
+        return Path(source)
 
 
 def _license(folder: Path, config: dict) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UsageError
+from ..io.model_ref import resolve_model
 from .report import load_for_eval
 from .samples import json_default
 
@@ -71,7 +72,7 @@ def evaluate_path_lm_eval(model_path: str | Path, tasks: list[str] | str, *,
     layout = run_lm_eval(model, tokenizer, names, limit=limit, batch_size=batch_size,
                          include_path=include_path, log_samples=log_samples)
     samples = layout.pop("samples", {})
-    record = {"model": str(Path(model_path).resolve()), "config_sha256": digest,
+    record = {"model": resolve_model(model_path).identity(), "config_sha256": digest,
               "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
               "settings": {"tasks": names, "limit": limit, "batch_size": batch_size,
                            "device": device, "dtype": dtype, "backend": "lm-eval",

@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import ModelFormatError, UsageError
 from ..io.files import write_text_atomic
 from ..io.loading import load_model, load_tokenizer
+from ..io.model_ref import resolve_model
 from ..records import EvalResults, parse_record, record_json
 from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout, metric_names
@@ -51,7 +52,7 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
                       max_new_tokens=max_new_tokens, progress=progress, log_samples=log_samples)
     logged = {name: result.logged_samples for name, result in scores.items()
               if result.logged_samples is not None}
-    return {"model": str(Path(model_path).resolve()), "config_sha256": digest,
+    return {"model": resolve_model(model_path).identity(), "config_sha256": digest,
             "darwin_version": __version__, "seconds": round(time.perf_counter() - start, 2),
             "settings": {"tasks": tasks, "split": split, "limit": limit,
                          "batch_size": batch_size, "device": device, "dtype": dtype,
@@ -62,7 +63,9 @@ def evaluate_path(model_path: str | Path, tasks: list[str] | str, *, split: str 
 
 
 def load_for_eval(model_path: str | Path, device: str, dtype: str):
-    """(config hash, model, tokenizer) of a model folder (no code from the folder runs)."""
+    """(config hash, model, tokenizer) of a model folder or Hub id (no code from the
+    folder runs)."""
+    model_path = resolve_model(model_path)
     digest = config_hash(model_path)
     return digest, load_model(model_path, device=device, dtype=dtype), load_tokenizer(model_path)
 

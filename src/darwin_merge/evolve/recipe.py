@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import UsageError, validation_line
 from ..genome import Genome
 from ..io.dtypes import DTYPE_NAMES
+from ..io.model_ref import ModelField
 from ..records import ScanRecord, file_names, read_record
 from . import say
 
@@ -37,9 +38,9 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    father: Path
-    mother: Path
-    base: Path | None = None
+    father: ModelField
+    mother: ModelField
+    base: ModelField | None = None
     fitness: dict[str, float]
     out: Path
     scan: Path | None = None
@@ -153,8 +154,8 @@ class Recipe(BaseModel):
     def identity(self) -> dict:
         """What a study must agree on to be continued by this recipe."""
         return {
-            "father": str(self.father.resolve()), "mother": str(self.mother.resolve()),
-            "base": str(self.base.resolve()) if self.base else None,
+            "father": self.father.identity(), "mother": self.mother.identity(),
+            "base": self.base.identity() if self.base else None,
             "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
             "guard": dict(sorted(self.guard.items())),
             "genome_rule": Genome().genome_rule,  # a study's trials hold values, not the rule
@@ -192,8 +193,8 @@ def check_recipe(recipe: Recipe) -> None:
 
     resolve_tasks([*recipe.fitness, *recipe.guard, *recipe.extra_tasks])  # unknown -> error
     for role in ("father", "mother"):
-        path = getattr(recipe, role)
-        if not Path(path).is_dir():
+        path = getattr(recipe, role).path
+        if not path.is_dir():
             raise UsageError(f"--{role} {path}: no such model folder")
     if recipe.scan is not None:
         check_scan_file(Path(recipe.scan))

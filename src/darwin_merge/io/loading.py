@@ -14,6 +14,7 @@ import torch
 
 from ..errors import ModelFormatError, UsageError
 from .dtypes import parse_dtype
+from .model_ref import ModelRef, resolve_model
 from .reader import ModelSource
 
 
@@ -30,22 +31,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path | ModelRef):
     from transformers import AutoTokenizer
 
+    path = resolve_model(path).path
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ModelFormatError(f"{path}: cannot load the tokenizer ({exc})") from exc
 
 
-def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
+def load_model(path: str | Path | ModelRef, device: str = "cpu", dtype: str = "float32",
                trust_remote_code: bool = False):
-    """Load a causal LM for inference, in eval mode, on `device` in `dtype`."""
+    """Load a causal LM for inference, in eval mode, on `device` in `dtype` (a folder or
+    a Hub id, see io/model_ref.py)."""
     from transformers import AutoModelForCausalLM
 
-    with ModelSource(path, trust_remote_code=trust_remote_code):
-        pass  # the safety checks
+    with ModelSource(path, trust_remote_code=trust_remote_code) as source:
+        path = source.path  # the safety checks, on the folder a Hub id resolves to
     try:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(

@@ -18,6 +18,7 @@ from safetensors import safe_open
 
 from ..errors import ModelFormatError
 from .dtypes import DTYPE_SIZES, FLOAT_CODES, safetensors_code
+from .model_ref import ModelRef, resolve_model
 from .safetensors_header import read_header
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -107,9 +108,10 @@ class ModelSource:
     Use as a context manager (or call `close`) to release the open files.
     """
 
-    def __init__(self, path: str | Path, *, allow_pickle: bool = False,
+    def __init__(self, path: str | Path | ModelRef, *, allow_pickle: bool = False,
                  trust_remote_code: bool = False):
-        self.path = Path(path)
+        self.ref = resolve_model(path, allow_pickle=allow_pickle)  # a folder or a Hub id
+        self.path = self.ref.path
         if not self.path.exists():
             raise ModelFormatError(f"{self.path}: no such model folder")
         if not self.path.is_dir():

@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
+from ..io.model_ref import ModelRef, resolve_model
 from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
 from ..records import MergeOptions, MergeParents, MergeRecord, file_names, read_record
 from .config import config_from_dict, first_value
@@ -53,8 +54,8 @@ class ExportSource:
     origin: str
 
 
-def read_source(path: str | Path, father: Path | None = None, mother: Path | None = None,
-                base: Path | None = None) -> ExportSource:
+def read_source(path: str | Path, father: str | None = None, mother: str | None = None,
+                base: str | None = None) -> ExportSource:
     """A RUN_DIR, a child folder, a darwin_merge.json or a genome YAML (then with
     --father/--mother); folders given here replace those the run recorded."""
     path = _report_file(Path(path))
@@ -96,11 +97,13 @@ def _run_record(path: Path) -> MergeRecord | None:
     return read_record(MergeRecord, path) if path.name == file_names.MERGE_RECORD else None
 
 
-def _folder(value, role: str) -> Path:
-    folder = Path(value)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: the {role}'s folder is not there (give --{role} FOLDER)")
-    return folder.resolve()
+def _folder(value, role: str) -> Path | ModelRef:
+    """The model's absolute folder, or its Hub reference (named `org/name@commit` in the
+    YAML, which mergekit reads as a revision)."""
+    ref = resolve_model(value)
+    if not ref.path.is_dir():
+        raise UsageError(f"{ref.path}: the {role}'s folder is not there (give --{role} FOLDER)")
+    return ref if ref.hub_id else ref.path.resolve()
 
 
 # -- the YAML ---------------------------------------------------------------------------

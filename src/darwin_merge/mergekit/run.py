@@ -22,6 +22,7 @@ from ..inspection import require_mergeable
 from ..io import ModelSource
 from ..io.dtypes import main_dtype, parse_dtype
 from ..io.loading import resolve_device
+from ..io.model_ref import ModelRef, resolve_model
 from ..io.stream import TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.execute import cpu_threads, merge_in_memory, write_child_tensors
@@ -71,15 +72,12 @@ def resolve_inputs(config: MergekitConfig) -> Inputs:
     return inputs
 
 
-def model_folder(reference: str) -> Path:
-    """A model reference must be a local folder: darwin downloads nothing."""
+def model_folder(reference: str, allow_pickle: bool = False) -> ModelRef:
+    """A model of the config: a local folder or a Hub id (`org/name[@revision]`, resolved
+    through huggingface_hub's cache, io/model_ref.py); LoRA references are refused."""
     if "+" in reference and not Path(reference).exists():
         raise UsageError(f"model {reference!r}: LoRA references (model+lora) are not supported")
-    path = Path(reference)
-    if not path.is_dir():
-        raise ModelFormatError(f"model {reference!r} is not a local folder (darwin reads "
-                               "local model folders only; download it first)")
-    return path
+    return resolve_model(reference, allow_pickle=allow_pickle)
 
 
 def config_hash(config: MergekitConfig) -> str:
@@ -118,7 +116,7 @@ def merge_from_config(config_path: str | Path, out: str | Path, *, device: str =
     sources = {}
     try:
         for ref in refs:
-            sources[ref] = ModelSource(model_folder(ref), **trust)
+            sources[ref] = ModelSource(model_folder(ref, allow_pickle), **trust)
         reference = sources[inputs.base or names[0]]
         _require_same_models(reference, sources)
         taxonomy = Taxonomy(reference.config)
@@ -175,9 +173,9 @@ def _require_whole_slices(inputs: Inputs, num_layers: int | None) -> None:
 
 def _tokenizer_folder(tokenizer: str, inputs: Inputs) -> Path:
     if tokenizer == "base" and inputs.base is not None:
-        return model_folder(inputs.base)
+        return model_folder(inputs.base).path
     if tokenizer in [n for n, _ in inputs.models] or tokenizer == inputs.base:
-        return model_folder(tokenizer)
+        return model_folder(tokenizer).path
     raise UsageError(f"tokenizer_source {tokenizer!r}: darwin keeps one model's tokenizer; "
                      "name one of the models or `base` (no union)")
 

@@ -20,12 +20,14 @@ from ..arch import Taxonomy
 from ..arch.model_config import declared_size
 from ..arch.rules import CLIP_KINDS
 from ..errors import UsageError
+from ..eval.tasks import task_label
 from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
 from ..inspection import require_mergeable
 from ..io import ModelSource, atomic_output_dir
 from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import model_fingerprint
 from ..io.loading import load_model, load_tokenizer
+from ..io.model_ref import resolve_model
 from ..merge.engine import ParentTensors
 from ..plots.attribution import plot_attribution
 from ..plots.mds import plot_mds
@@ -123,8 +125,8 @@ def run_scan(father: str | Path, mother: str | Path, out: str | Path,
     attribution (only its picture shows them; without them it takes about a third of the
     time). Without `fitness` the probe sets are the attribution's only tasks.
     """
-    father, mother, out = Path(father), Path(mother), Path(out)
-    base = None if base is None else Path(base)
+    father, mother, out = resolve_model(father), resolve_model(mother), Path(out)
+    base = None if base is None else resolve_model(base)
     _check_settings(max_tokens, batch_size, max_prompts)
     _check_formula(formula, attribution_items, temperature)
     texts = {name: prompts[:max_prompts] for name, prompts in P.load_probes(probes).items()}
@@ -364,8 +366,9 @@ def attribution_lines(attribution: dict, top: int = 3) -> list[str]:
                          for g in ranked[:top])
         worst = ", ".join(f"{g} {row['groups'][g]['effect'] / row['scale']:+.2f}"
                           for g in ranked[::-1][:top])
-        lines.append(f"{task}: the mother's version helps most in {best}; hurts most in {worst}"
-                     f" (item SDs; father {row['father']:.3f}, mother {row['mother']:.3f})")
+        lines.append(f"{task_label(task)}: the mother's version helps most in {best}; hurts "
+                     f"most in {worst} (item SDs; father {row['father']:.3f}, mother "
+                     f"{row['mother']:.3f})")
     return lines
 
 
