@@ -493,6 +493,28 @@ def card_cmd(
         out.print(f"report written to {run / file_names.REPORT}")
 
 
+@app.command("push")
+def push_cmd(
+    child_dir: Path = typer.Argument(..., help="child model folder, with its card"),
+    repo_id: str = typer.Argument(..., help="the Hub repository to create or update "
+                                  "(org/name)"),
+    private: bool = typer.Option(False, help="create the repository private"),
+    dry_run: bool = typer.Option(False, help="check and list the files; upload nothing"),
+) -> None:
+    """Upload the child, its card and pictures to the Hub (huggingface_hub's login).
+
+    Checked offline first: weights and config readable, the card's metadata parses, its
+    base_model names Hub ids (no local path), its model-index reads back unchanged.
+    """
+    from .card.publish import push, upload_plan
+
+    plan = upload_plan(child_dir, repo_id)
+    out.print(f"{len(plan.files)} files for {plan.repo_id}: {', '.join(plan.files)}",
+              highlight=False, soft_wrap=True)
+    if not dry_run:
+        out.print(f"uploaded: {push(plan, private=private)}", highlight=False)
+
+
 @app.command("scan")
 def scan_cmd(
     father: Father = ...,
