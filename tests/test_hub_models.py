@@ -29,11 +29,18 @@ def _commit(name: str) -> str:
 
 
 def cache_model(cache: Path, repo: str, folder: Path) -> str:
-    """Lay `folder` out as huggingface_hub caches a download of `repo` at main."""
+    """Lay `folder` out as huggingface_hub caches a download of `repo` at main: the files
+    in blobs/ by their hash, the snapshot's entries relative links to them."""
     commit = _commit(repo)
     root = cache / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(folder, root / "snapshots" / commit)
-    (root / "refs").mkdir(parents=True)
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        blob = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, root / "blobs" / blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob))
+    (root / "refs").mkdir()
     (root / "refs" / "main").write_text(commit)
     return commit
 

@@ -44,6 +44,16 @@ class ModelRef:
     def __str__(self) -> str:
         return f"{self.hub_id}@{self.commit}" if self.hub_id else str(self.path)
 
+    @property
+    def root(self) -> Path:
+        """What the model's files may live in: the folder, or for a snapshot of a Hub
+        cache (named by id or by path) its repository's folder, models--org--name, whose
+        snapshots link to its blobs."""
+        snapshots = self.path.parent
+        if snapshots.name == "snapshots" and snapshots.parent.name.startswith("models--"):
+            return snapshots.parent
+        return self.path
+
     def identity(self) -> str:
         """What a resumed run compares: the Hub id and commit, or the absolute folder."""
         return str(self) if self.hub_id else str(self.path.resolve())

@@ -91,11 +91,13 @@ def _refuse_code(folder: Path) -> None:
         )
 
 
-def _inside(folder: Path, name: str) -> Path:
-    """Resolve a file named by an index, refusing anything outside the model folder."""
+def _inside(folder: Path, name: str, root: Path | None = None) -> Path:
+    """Resolve a file named by an index, refusing anything outside the model folder (or
+    `root`, which holds it: a Hub cache's repository folder, whose snapshots link to its
+    blobs)."""
     if not isinstance(name, str) or not name or Path(name).is_absolute():
         raise ModelFormatError(f"{folder}: index names a file outside the model folder: {name!r}")
-    root = folder.resolve()
+    root = (root or folder).resolve()
     path = (folder / name).resolve()
     if not path.is_relative_to(root):
         raise ModelFormatError(f"{folder}: index names a file outside the model folder: {name!r}")
@@ -138,14 +140,15 @@ class ModelSource:
                 raise ModelFormatError(f"{index}: unreadable shard index") from exc
             if not isinstance(weight_map, dict):
                 raise ModelFormatError(f"{index}: weight_map is not an object")
-            files = sorted({_inside(self.path, name) for name in weight_map.values()})
+            files = sorted({_inside(self.path, name, self.ref.root)
+                            for name in weight_map.values()})
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise ModelFormatError(f"{index}: names missing shard(s): {', '.join(missing)}")
             return files
         files = sorted(self.path.glob("*.safetensors"))
         for file in files:
-            _inside(self.path, file.name)  # a symlink out of the folder is refused too
+            _inside(self.path, file.name, self.ref.root)  # a link out of it is refused too
         if files:
             return files
         if any((self.path / n).exists() for n in PICKLE_NAMES):
@@ -169,7 +172,7 @@ class ModelSource:
         files = sorted(self.path.glob("pytorch_model*.bin"))
         self._pickled = {}
         for file in files:
-            _inside(self.path, file.name)
+            _inside(self.path, file.name, self.ref.root)
             try:
                 state = torch.load(file, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any unpickling failure is a format error
