@@ -74,8 +74,7 @@ def test_the_demo_writes_its_parents_tasks_table_and_report(tiny_demo):
     assert ('Command: `make demo FAMILY=tiny DEMO_ARGS="--trials 4 --limit 24 --holdout-limit '
             '30"` with changes from Python (phase1_steps=20, top_k=2, popsize=2, '
             'probe_max_prompts=2, probe_max_tokens=16, scan_items=8)') in results
-    assert "| model | shift.jsonl (fitness, acc, n=30) | mirror.jsonl (fitness, acc, n=30) |" \
-        in results
+    assert "| model | shift (fitness, acc, n=30) | mirror (fitness, acc, n=30) |" in results
     assert all(f"| {name} |" in results for name in models_of(summary))
     assert "### Baselines" in results and "The best tuned baseline is " in results
     assert summary["best"]["genome_hash"] in (run / "child" / "README.md").read_text()
@@ -150,7 +149,7 @@ def test_a_second_run_reprints_the_finished_table(tiny_demo, capsys, monkeypatch
                  "--out", str(run)]) == 0
     printed = capsys.readouterr()
     assert "already complete" in printed.err
-    assert "Held-out items" in printed.out and "shift.jsonl" in printed.out
+    assert "Held-out items" in printed.out and " shift (fitness" in printed.out
     # the terminal, RESULTS.md and the card show one holdout table (report_tables.py)
     results, card = holdout_table(run / "RESULTS.md"), holdout_table(run / "child" / "README.md")
     assert results == card and len(results) == 2 + len(models_of(summary))

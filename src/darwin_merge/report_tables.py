@@ -12,11 +12,10 @@ and report (card/sections.py): one content, so that they cannot disagree.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .card.blocks import Block, Bullets, Table
 from .eval.paired import p_text
 from .eval.results import TaskScore
+from .eval.tasks import task_label
 from .records import METHOD_WORDS, SummaryRecord
 
 BASELINE_HEADERS = ["baseline", "recipe", "why here", "search fitness", "health",
@@ -36,10 +35,11 @@ def score_cell(row: dict | None) -> str:
 
 
 def task_labels(tasks) -> dict[str, str]:
-    """Column titles of the tables: a task file named by its path shows its file name only,
-    unless another task of the table has the same file name."""
+    """Column titles of the tables: a task file named by its path shows its stem
+    (eval/tasks.task_label), unless another task of the table has the same (a record of a
+    run from before such runs were refused)."""
     tasks = list(tasks)
-    names = [Path(t).name if t.endswith(".jsonl") else t for t in tasks]
+    names = [task_label(t) for t in tasks]
     return {t: name if names.count(name) == 1 else t
             for t, name in zip(tasks, names, strict=True)}
 
@@ -194,7 +194,7 @@ def holdout_blocks(summary: SummaryRecord) -> list[Block]:
                           for name, c in holdout.comparisons.items()])]
     if summary.guard:
         blocks.append(Bullets([
-            f"Guard {task}: child {v.child:.3f}, floor {v.floor:.3f} "
+            f"Guard {task_label(task)}: child {v.child:.3f}, floor {v.floor:.3f} "
             f"({v.reference_model} - {v.tolerance}): "
             + ("kept." if v.within else "BROKEN.") for task, v in summary.guard.items()]))
     return blocks

@@ -50,7 +50,7 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
             items = select_items(task, split, limit)[skip:]
             if not items:
                 raise UsageError(f"task {task.name}: no items in split {split!r}")
-            bar = TaskCounter(bars, task.name) if progress else None
+            bar = TaskCounter(bars, task.label) if progress else None
             if task.kind in LOGLIK_KINDS:
                 result = _loglik_task(model, tokenizer, task, items, batch_size, device, bar)
             else:

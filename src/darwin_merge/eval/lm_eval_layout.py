@@ -44,7 +44,8 @@ def lm_eval_layout(results: dict[str, dict], tasks: list[Task], *, model: str, c
     for name, result in results.items():
         task, metrics = by_name[name], metric_names(result)
         flt = FILTER_EXTRACT if task.kind in GENERATIVE else FILTER_NONE
-        scores = {"alias": name, "name": name, "sample_len": result["n"]}
+        # lm-eval's alias is the name a task is shown by (a task file: its stem)
+        scores = {"alias": task.label, "name": name, "sample_len": result["n"]}
         for metric in metrics:
             stderr = result[f"{metric}_stderr"]
             scores[f"{metric},{flt}"] = result[metric]

@@ -19,7 +19,7 @@ from .evaluator import evaluate
 from .lm_eval_layout import lm_eval_layout, metric_names
 from .results import stored
 from .samples import date_id, task_hashes, write_samples
-from .tasks import SPLITS, resolve_tasks
+from .tasks import SPLITS, resolve_tasks, task_label
 
 DARWIN_FIELDS = ("config_sha256", "darwin_version", "seconds")  # no place in lm-eval's layout
 
@@ -111,7 +111,8 @@ def write_json(data: dict, out: str | Path) -> Path:
 
 
 def results_table(record: dict) -> Table:
-    """`darwin eval`'s table: every task's metrics (primary first) with their stderr."""
+    """`darwin eval`'s table: every task's metrics (primary first) with their stderr; a task
+    file shows as its stem."""
     table = Table(title=f"{record['model']} ({record['seconds']} s)")
     for col in ("task", "split", "n", "metric", "value", "stderr"):
         table.add_column(col)
@@ -119,6 +120,6 @@ def results_table(record: dict) -> Table:
         for metric in (*metric_names(res), "mean_gold_logprob"):
             if metric in res:
                 se = res.get(f"{metric}_stderr")
-                table.add_row(name, res["split"], str(res["n"]), metric, f"{res[metric]:.4f}",
-                              "-" if se is None else f"{se:.4f}")
+                table.add_row(task_label(name), res["split"], str(res["n"]), metric,
+                              f"{res[metric]:.4f}", "-" if se is None else f"{se:.4f}")
     return table

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..io.files import write_text_atomic
 from .lm_eval_layout import FILTER_EXTRACT, FILTER_NONE, GENERATIVE
-from .tasks import Item, Task
+from .tasks import Item, Task, task_label
 
 
 def sha256_text(text: str) -> str:
@@ -63,8 +63,10 @@ def date_id() -> str:
 
 
 def samples_path(folder: Path, task_name: str, stamp: str) -> Path:
-    """`samples_<task>_<date>.jsonl`; a task named by a file path keeps only safe characters."""
-    return Path(folder) / f"samples_{re.sub(r'[^A-Za-z0-9_.-]+', '__', task_name)}_{stamp}.jsonl"
+    """`samples_<task>_<date>.jsonl`, a task file by its stem (task_label); only safe
+    characters are kept."""
+    name = re.sub(r'[^A-Za-z0-9_.-]+', '__', task_label(task_name))
+    return Path(folder) / f"samples_{name}_{stamp}.jsonl"
 
 
 def write_samples(samples: dict[str, list[dict]], folder: str | Path, stamp: str) -> list[Path]:

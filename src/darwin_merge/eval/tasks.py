@@ -37,6 +37,11 @@ class Task:
     higher_is_better: bool = True
     extra: dict = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """The name it is shown by in tables and results (task_label)."""
+        return task_label(self.name)
+
     def primary(self, samples: int = 1) -> str:
         """The key of the primary score in an evaluation's result (maj@K with K samples)."""
         return f"maj@{samples}" if samples > 1 and self.metric == "exact_match" else self.metric
@@ -49,6 +54,12 @@ class Item:
     id: int
     doc: dict
     split: str
+
+
+def task_label(name: str) -> str:
+    """The name a task is shown by: a task file given by its path (its key in records and
+    fitness weights) by its stem, `path/t.jsonl` -> `t`; any other task by its name."""
+    return Path(name).stem if name.endswith(".jsonl") else name
 
 
 def _data_dir():
@@ -85,7 +96,19 @@ def resolve_tasks(names: list[str] | str, task_file: str | Path | None = None) -
         load_docs(tasks[-1])  # validate now, before any model is loaded
     if not tasks:
         raise UsageError(f"no task given; known tasks: {', '.join(known)}")
+    _refuse_shared_labels(tasks)
     return tasks
+
+
+def _refuse_shared_labels(tasks: list[Task]) -> None:
+    """Two tasks of one run shown by one name (task files of one stem, or a file named like a
+    shipped task) would be told apart by nobody: refuse them. One task named twice is fine."""
+    seen: dict[str, str] = {}
+    for task in tasks:
+        other = seen.setdefault(task.label, task.name)
+        if other != task.name:
+            raise UsageError(f"tasks {other} and {task.name} would both be shown as "
+                             f"{task.label!r}: give the task files different names")
 
 
 def task_metric(name: str) -> tuple[str, bool]:
@@ -99,7 +122,8 @@ def file_task(path: str | Path) -> Task:
 
     `{"query", "choices", "gold"}` is multiple choice (prompt `{query}\nAnswer:`),
     `{"context", "continuation"}` is scored like simple_arithmetic (greedy continuation).
-    The task's name is the path as given, so results and fitness weights use it.
+    The task's name is the path as given, so records and fitness weights key it by the path;
+    tables and results show it by the file's stem (`Task.label`).
     """
     path = Path(path)
     if not path.is_file():
