@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from darwin_merge.cli import main
 from darwin_merge.errors import ModelFormatError
-from darwin_merge.evolve.recipe import build_recipe
+from darwin_merge.evolve.recipe import build_recipe, check_recipe
 from darwin_merge.io import ModelSource
 from darwin_merge.io.model_ref import hub_id_of, resolve_model
 
@@ -136,19 +136,21 @@ def test_a_mergekit_yaml_names_hub_models(hub, tmp_path):
     assert (tmp_path / "c" / "model.safetensors").is_file()
 
 
-def test_a_search_recipe_names_its_parents_by_commit(hub, tmp_path):
+def test_a_search_recipe_names_its_parents_by_commit(hub, tmp_path, monkeypatch):
+    import darwin_merge.evolve.run as evolve_run
+
     recipe = build_recipe(father=f"{ORG}/father", mother=f"{ORG}/mother@main",
                           fitness={"copa": 1.0}, out=tmp_path / "run")
     assert recipe.identity()["father"] == f"{ORG}/father@{hub['father']}"
     assert recipe.model_dump()["mother"] == f"{ORG}/mother@{hub['mother']}"
     assert Path(recipe.father).name == hub["father"]
-    run = tmp_path / "run"
+    seen = {}
+    monkeypatch.setattr(evolve_run, "run_evolve",  # the search itself: test_evolve.py
+                        lambda recipe, finish_run: seen.setdefault("recipe", recipe))
     assert main(["evolve", "--father", f"{ORG}/father", "--mother", f"{ORG}/mother@main",
-                 "--fitness", "copa=1", "--out", str(run), "--trials", "2", "--limit", "2",
-                 "--phase1-steps", "2", "--top-k", "1", "--popsize", "2", "--scan-items", "4",
-                 "--search-only"]) == 0
-    scan = json.loads((run / "scan" / "scan.json").read_text())
-    assert scan["father"] == f"{ORG}/father@{hub['father']}"
+                 "--fitness", "copa=1", "--out", str(tmp_path / "run"), "--search-only"]) == 0
+    check_recipe(seen["recipe"])
+    assert seen["recipe"].identity()["mother"] == f"{ORG}/mother@{hub['mother']}"
     with pytest.raises(ModelFormatError, match="no cached Hub model"):
         build_recipe(father=f"{ORG}/absent", mother=f"{ORG}/mother", fitness={"copa": 1.0},
                      out=tmp_path / "run")
