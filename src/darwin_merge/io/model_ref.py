@@ -124,5 +124,13 @@ def _snapshot(text: str, repo: str, revision: str, allow_pickle: bool,
 
 # A pydantic field type for a model reference: validated by `resolve_model` (a Hub id
 # resolves then), written back as `str(ref)`.
-ModelField = Annotated[InstanceOf[ModelRef], BeforeValidator(resolve_model),
+def _model_value(value) -> ModelRef:
+    """A recipe's model value: text (a folder or a Hub id), resolved; anything else is a
+    ValueError (pydantic's one-line error)."""
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError("a model is a folder or a Hub id (text)")
+    return resolve_model(value)
+
+
+ModelField = Annotated[InstanceOf[ModelRef], BeforeValidator(_model_value),
                        PlainSerializer(str, return_type=str)]
