@@ -274,6 +274,7 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     best_cma_es = max((t for t in trials[14:] if not was_stopped(t)), key=lambda t: t.value)
     assert story.cma_es_gain == pytest.approx(best_cma_es.value - best_seed.value)
     assert story.stopped_by_racing == sum(map(was_stopped, trials))
+    assert 0 <= story.stopped_within_one_se <= story.stopped_by_racing
 
 
 def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
+from scipy.stats import binom
 
 from darwin_merge.eval.evaluator import evaluate
 from darwin_merge.eval.results import TaskResult, TaskScore
 from darwin_merge.evolve import racing
 from darwin_merge.evolve.scoring import guard_verdicts, guarded
+from darwin_merge.evolve.study import stopped_within_one_se
+from darwin_merge.evolve.summary_tables import racing_line
 from darwin_merge.genome import Genome
+from darwin_merge.records.search import Phase2Summary
 from tiny_models import build_model, char_tokenizer
 
 LIMIT = 40  # items per task; slices end at 10, 20, 40
@@ -50,6 +58,10 @@ def test_a_clearly_worse_candidate_stops_after_the_first_slice():
     assert scorer.calls == [("copa", 0, 10)]  # 10 of 40 items scored
     assert value == pytest.approx(0.9 - 1.0)  # the rival's fitness plus the paired difference
     assert scores["copa"].n == 10
+    decision = record["decisions"][0]
+    assert decision["test"] == "sign_exact" and decision["p"] == pytest.approx(0.5 ** 10)
+    assert decision["level"] == pytest.approx(racing.nominal_levels()[0])
+    assert record["alpha"] == racing.RACE_ALPHA and record["incumbent_stderr"] == 0.0
 
 
 def test_a_candidate_as_good_as_the_incumbent_grows_to_every_item():
@@ -68,6 +80,139 @@ def test_a_slightly_worse_candidate_is_not_stopped_on_a_few_items():
     scorer = ScriptedScorer(lambda i: 0 if i == 0 else 1)
     _, _, _, record = racing.race(scorer, Genome(), rival(lambda i: 1))
     assert record["decisions"][0]["decision"] == "grow"
+
+
+def test_near_the_ceiling_0_wins_against_3_losses_does_not_stop_a_candidate():
+    # the candidate misses items 0-2, which the incumbent answers; every other item both
+    # answer: exact one-sided p 0.125 at both looks (the old normal rule stopped it)
+    scorer = ScriptedScorer(lambda i: i > 2)
+    _, _, _, record = racing.race(scorer, Genome(), rival(lambda i: 1))
+    assert record["outcome"] == "full"
+    assert [d["decision"] for d in record["decisions"]] == ["grow", "grow"]
+    assert [d["test"] for d in record["decisions"]] == ["sign_exact"] * 2
+    assert [d["p"] for d in record["decisions"]] == [pytest.approx(0.125)] * 2
+    for items, look in ((25, 0), (50, 1)):  # 100 items at 90%: both miss some items too
+        incumbent = [float(i % 10 != 9) for i in range(items)]
+        candidate = [0.0 if i in (0, 1, 2) else s for i, s in enumerate(incumbent)]
+        decision = racing.stop_decision({"t": (candidate, incumbent)}, {"t": 1.0}, look)
+        assert not decision.stop and decision.p == pytest.approx(0.125)
+
+
+def test_the_boundaries_spend_the_declared_error_over_both_looks():
+    c1, c2 = racing.boundaries()
+    assert racing.spent(0.5) == pytest.approx(0.0310, abs=1e-4)
+    assert racing.spent(1.0) == pytest.approx(racing.RACE_ALPHA)
+    assert (c1, c2) == (pytest.approx(1.8662, abs=1e-3), pytest.approx(1.8849, abs=1e-3))
+    # z at look 1 and 2 of the same items: a sum of the first half over sqrt(1/2), then of
+    # both halves over 1; correlation sqrt(1/2). Crossing either look: alpha in all
+    halves = np.random.default_rng(7).standard_normal((2, 2_000_000))
+    z1, z2 = halves[0], (halves[0] + halves[1]) / math.sqrt(2)
+    assert np.mean((z1 > c1) | (z2 > c2)) == pytest.approx(racing.RACE_ALPHA, abs=6e-4)
+    assert np.mean(z1 > c1) == pytest.approx(racing.spent(0.5), abs=6e-4)
+
+
+def test_the_exact_test_of_weighted_tasks_counts_every_sign_pattern():
+    assert racing.sign_flip_p([(0.1, 2, 9)], 0.1 * (2 - 9)) == pytest.approx(binom.cdf(2, 11, 0.5))
+    # two tasks of weights (per item) 0.5 and 0.25: each disagreeing item a win or a loss
+    # with chance 1/2; enumerate the 2^5 patterns
+    tasks, observed = [(0.5, 0, 2), (0.25, 1, 2)], 0.5 * -2 + 0.25 * -1
+    patterns = np.array(np.meshgrid(*[[-1, 1]] * 5)).reshape(5, -1).T
+    sums = patterns[:, :2].sum(1) * 0.5 + patterns[:, 2:].sum(1) * 0.25
+    assert racing.sign_flip_p(tasks, observed) == pytest.approx(np.mean(sums <= observed + 1e-12))
+
+
+# -- the rule's error, simulated ------------------------------------------------------
+SIMULATED = 10_000
+
+
+def stopping_looks(candidate: dict, incumbent: dict, weights: dict) -> np.ndarray:
+    """The look (0 or 1) at which racing stops each simulated candidate, -1 where it
+    grows to every item: `candidate[t]`, `incumbent[t]` are (SIMULATED, items) 0/1 arrays,
+    looked at as racing does (slice_ends: the first 25%, then 50% of each task's items).
+    The real stop_decision decides each sample; it depends on a sample's items only
+    through their paired differences, so on each task's wins and losses, and each distinct
+    count is decided once (checked on the first 200 samples' own items)."""
+    looks = np.full(SIMULATED, -1)
+    for look, share in enumerate(racing.RACE_SLICES[:-1]):
+        ends = {t: max(1, math.ceil(a.shape[1] * share)) for t, a in candidate.items()}
+        counts = np.concatenate([np.stack([(a & ~b).sum(1), (~a & b).sum(1)], axis=1)
+                                 for a, b in ((candidate[t][:, :e], incumbent[t][:, :e])
+                                              for t, e in ends.items())], axis=1)
+        rows, which = np.unique(counts, axis=0, return_inverse=True)
+        stops = np.array([racing.stop_decision(counted_pairs(row, ends), weights, look).stop
+                          for row in rows])[which.ravel()]
+        for i in range(200):
+            own = {t: (candidate[t][i, :e].astype(float).tolist(),
+                       incumbent[t][i, :e].astype(float).tolist()) for t, e in ends.items()}
+            assert racing.stop_decision(own, weights, look).stop == stops[i]
+        looks[(looks == -1) & stops] = look
+    return looks
+
+
+def counted_pairs(row: np.ndarray, ends: dict) -> dict:
+    """Per-item scores of `ends[t]` items per task with a row's wins and losses per task
+    (every other item both wrong)."""
+    pairs = {}
+    for k, (task, items) in enumerate(ends.items()):
+        wins, losses = int(row[2 * k]), int(row[2 * k + 1])
+        rest = items - wins - losses
+        pairs[task] = ([1.0] * wins + [0.0] * (losses + rest),
+                       [0.0] * wins + [1.0] * losses + [0.0] * rest)
+    return pairs
+
+
+def draws(rng: np.random.Generator, items: int, accuracy: float) -> np.ndarray:
+    return rng.random((SIMULATED, items)) < accuracy
+
+
+@pytest.mark.parametrize("accuracy", [0.5, 0.9])
+def test_an_equally_good_candidate_is_stopped_at_most_at_the_declared_rate(accuracy):
+    # the done-when criterion: candidate and incumbent of the same true accuracy on
+    # independent binary items, both looks; at most alpha + 1 point (the old rule: 4-10%)
+    rng = np.random.default_rng(2024)
+    for items in (25, 50, 100):
+        looks = stopping_looks({"t": draws(rng, items, accuracy)},
+                               {"t": draws(rng, items, accuracy)}, {"t": 1.0})
+        assert np.mean(looks >= 0) <= racing.RACE_ALPHA + 0.01, (items, np.mean(looks >= 0))
+
+
+def test_weighted_tasks_stop_an_equally_good_candidate_at_most_at_the_declared_rate():
+    rng = np.random.default_rng(2025)
+    weights = {"a": 0.7, "b": 0.3}
+    candidate = {"a": draws(rng, 60, 0.8), "b": draws(rng, 40, 0.6)}
+    incumbent = {"a": draws(rng, 60, 0.8), "b": draws(rng, 40, 0.6)}
+    looks = stopping_looks(candidate, incumbent, weights)
+    assert np.mean(looks >= 0) <= racing.RACE_ALPHA + 0.01
+
+
+def test_a_clearly_worse_candidate_is_stopped_at_the_first_look():
+    # accuracy 0.3 against the incumbent's 0.8 over 100 items: stopped after 25 items
+    rng = np.random.default_rng(11)
+    looks = stopping_looks({"t": draws(rng, 100, 0.3)}, {"t": draws(rng, 100, 0.8)},
+                           {"t": 1.0})
+    assert np.mean(looks == 0) >= 0.9 and np.mean(looks >= 0) >= 0.999
+
+
+def test_stopped_within_one_se_counts_close_calls_and_reads_old_records():
+    def trial(outcome, diff, incumbent_se=0.05, **extra):
+        race = {"outcome": outcome, "decisions": [{"diff": diff}], **extra}
+        if incumbent_se is not None:
+            race["incumbent_stderr"] = incumbent_se
+        return SimpleNamespace(user_attrs={"race": race})
+
+    trials = [trial("stopped", -0.04), trial("stopped", -0.2), trial("full", -0.01),
+              trial("stopped", -0.01, incumbent_se=None)]  # a record from before
+    assert stopped_within_one_se(trials) == 1
+    assert stopped_within_one_se(trials[3:]) is None
+    assert stopped_within_one_se([SimpleNamespace(user_attrs={})]) is None  # racing off
+    line = racing_line(SimpleNamespace(phase2=Phase2Summary(trials=30, stopped_by_racing=12,
+                                                            stopped_within_one_se=1)))
+    assert line == ("racing: 12 of 30 Phase 2 candidates stopped early, 1 of them within one "
+                    "standard error of the incumbent")
+    old = Phase2Summary.model_validate({"trials": 30, "stopped_by_racing": 12})
+    assert old.stopped_within_one_se is None and "within" not in racing_line(
+        SimpleNamespace(phase2=old))
+    assert "stopped_within_one_se" not in old.model_dump()
 
 
 def test_without_an_incumbent_the_first_candidate_is_scored_in_full():

@@ -190,6 +190,19 @@ def was_stopped(trial) -> bool:
     return "race" in trial.user_attrs and trial.user_attrs["race"]["outcome"] == "stopped"
 
 
+def stopped_within_one_se(trials: list) -> int | None:
+    """How many of `trials` racing stopped within one standard error of the incumbent: the
+    shortfall at the stopping look (|diff|) under the SE of the incumbent's fitness over
+    its search items (`incumbent_stderr`), so a close call. None when no race record
+    carries that SE (racing off, or records from before it was kept)."""
+    races = [t.user_attrs["race"] for t in trials if t.user_attrs.get("race") is not None]
+    if not any("incumbent_stderr" in r for r in races):
+        return None
+    return sum(1 for r in races if r["outcome"] == "stopped"
+               and r.get("incumbent_stderr") is not None
+               and abs(r["decisions"][-1]["diff"]) < r["incumbent_stderr"])
+
+
 def proxy_spearman(study: optuna.Study, fully_scored_only: bool = False
                    ) -> tuple[float | None, int]:
     """The Phase 1 proxy's Spearman rank correlation with the real fitness over Phase 2's
@@ -236,10 +249,11 @@ def best_trial(trials: list):
 def phase2_summary(study: optuna.Study, popsize: int, seconds: float,
                    rejected: set[int] = frozenset()) -> Phase2Summary:
     """How Phase 2 went: its candidates per source, CMA-ES's generations, how many racing
-    stopped, the best seed and what CMA-ES added over it on the search split. The best
-    seed is the one CMA-ES started from (`healthy_start`: the best whose child passed the
-    health check, else the best); without CMA-ES, the best seed not in `rejected` (the
-    seeds whose child failed the health check)."""
+    stopped (and how many of them within one SE of the incumbent), the best seed and what
+    CMA-ES added over it on the search split. The best seed is the one CMA-ES started from
+    (`healthy_start`: the best whose child passed the health check, else the best); without
+    CMA-ES, the best seed not in `rejected` (the seeds whose child failed the health
+    check)."""
     trials = scored_trials(study, 2)
     sources: dict[str, int] = {}
     for trial in trials:
@@ -254,6 +268,7 @@ def phase2_summary(study: optuna.Study, popsize: int, seconds: float,
     return Phase2Summary(trials=len(trials), seconds=seconds, sources=sources,
                          cma_es_generations=sources.get("cma_es", 0) // popsize,
                          stopped_by_racing=sum(was_stopped(t) for t in trials),
+                         stopped_within_one_se=stopped_within_one_se(trials),
                          best_seed=None if seed is None else trial_best(seed),
                          cma_es_gain=gain)
 

@@ -1,6 +1,6 @@
 """The finished run's summary for the terminal: report_tables' content (the holdout and
-baselines' tables, the guards) drawn with rich, then the health verdict and where the child,
-card and report are.
+baselines' tables, the guards) drawn with rich, then what racing stopped, the health
+verdict and where the child, card and report are.
 
 `darwin evolve` and `darwin demo run` print these items (rich tables and markup lines).
 """
@@ -19,14 +19,28 @@ from ..report_tables import baseline_blocks, holdout_blocks
 
 def summary_tables(record: SummaryRecord, run_dir: Path) -> list:
     """summary.json's holdout scores, the child's paired differences, the guards' verdicts,
-    the baselines, the health verdict and where the child, card and report are."""
+    the baselines, what racing stopped, the health verdict and where the child, card and
+    report are."""
     items = [item for block in holdout_blocks(record) + baseline_blocks(record)
              for item in terminal_items(block)]
+    if record.phase2.stopped_by_racing is not None:
+        items.append(racing_line(record))
     items.append(f"health: {record.health.verdict if record.health else None}")
     child = run_dir / file_names.CHILD_DIR
     items.append(f"child: {child}   card: {child / file_names.CARD}   "
                  f"report: {run_dir / file_names.REPORT}")
     return items
+
+
+def racing_line(record: SummaryRecord) -> str:
+    """How many Phase 2 candidates racing stopped, and how many of them within one standard
+    error of the incumbent's fitness (close calls; not counted in older records)."""
+    phase2 = record.phase2
+    near = ("" if phase2.stopped_within_one_se is None else
+            f", {phase2.stopped_within_one_se} of them within one standard error of the "
+            "incumbent")
+    return (f"racing: {phase2.stopped_by_racing} of {phase2.trials} Phase 2 candidates "
+            f"stopped early{near}")
 
 
 def terminal_items(block: Block) -> list:

@@ -72,15 +72,18 @@ class Phase2Summary(Part):
     trials: int | None = None
     seconds: Number | None = None
     # how the search went: candidates per source, CMA-ES generations (its candidates over
-    # the population size), how many racing stopped, the best fully scored seed (a proxy
-    # top-k genome or an anchor) and what CMA-ES added over it on the search split
+    # the population size), how many racing stopped (of them, how many within one standard
+    # error of the incumbent's fitness: close calls; None in records from before it was
+    # counted), the best fully scored seed (a proxy top-k genome or an anchor) and what
+    # CMA-ES added over it on the search split
     sources: dict[str, int] | None = None
     cma_es_generations: int | None = None
     stopped_by_racing: int | None = None
+    stopped_within_one_se: int | None = None
     best_seed: Best | None = None
     cma_es_gain: Number | None = None
-    omitted_when_none = (
-        "sources", "cma_es_generations", "stopped_by_racing", "best_seed", "cma_es_gain")
+    omitted_when_none = ("sources", "cma_es_generations", "stopped_by_racing",
+                         "stopped_within_one_se", "best_seed", "cma_es_gain")
 
 
 class HoldoutTask(Part):
