@@ -705,6 +705,7 @@ def health_cmd(
     child: str = typer.Option(..., help="child model folder (or Hub id)"),
     father: Father = ...,
     mother: Mother = ...,
+    base: Base = None,
     out_dir: Path | None = typer.Option(None, "--out", help="folder for health.json + .png"),
     probes: Probes = None,
     device: Device = "cpu",
@@ -718,18 +719,21 @@ def health_cmd(
     loss_margin: float = typer.Option(0.1, help="child loss above the expected (nats)"),
     overwrite: Overwrite = False,
 ) -> None:
-    """Health check: the child against both parents (interference, function loss, NaN)."""
+    """Health check: the child against both parents (interference, function loss, NaN).
+
+    With --base (the parents' common ancestor) a child may also lose, on a probe set, up to
+    the base's loss plus each parent's own change over it (docs/HEALTH.md)."""
     from .health import HealthThresholds, run_health
     from .health.run import summary_lines
     from .memory_plan import health_plan
 
     thresholds = HealthThresholds(interference_ratio, interference_margin, loss_margin)
-    child, father, mother = _ref(child), _ref(father), _ref(mother)
-    health_plan(child, father, mother, device=device, dtype=dtype, batch_size=batch_size,
-                max_tokens=max_tokens).check()
+    child, father, mother, base = _ref(child), _ref(father), _ref(mother), _ref(base)
+    health_plan(child, father, mother, base=base, device=device, dtype=dtype,
+                batch_size=batch_size, max_tokens=max_tokens).check()
     report = run_health(child, father, mother, out_dir, overwrite, probes=probes, device=device,
                         dtype=dtype, max_tokens=max_tokens, max_prompts=max_prompts,
-                        batch_size=batch_size, thresholds=thresholds, progress=True)
+                        batch_size=batch_size, thresholds=thresholds, progress=True, base=base)
     for line in summary_lines(report):
         out.print(line, highlight=False, soft_wrap=True)
     if out_dir is not None:

@@ -108,14 +108,17 @@ def parent_states_bytes(father, dtype: str | None, prompts: int, max_tokens: int
     return 2 * shape.layers * prompts * max_tokens * shape.hidden * 4
 
 
-def health_plan(child, father, mother, *, device: str = "cpu", dtype: str = "float32",
-                batch_size: int = 8, max_tokens: int = 64) -> MemoryPlan:
-    """`darwin health`: the three models at once, and one traced batch of each."""
-    shapes = {role: model_shape(path, dtype) for role, path in
-              (("child", child), ("father", father), ("mother", mother))}
+def health_plan(child, father, mother, *, base=None, device: str = "cpu",
+                dtype: str = "float32", batch_size: int = 8,
+                max_tokens: int = 64) -> MemoryPlan:
+    """`darwin health`: the three models (four with a base) at once, and one traced batch of
+    each."""
+    models = (("child", child), ("father", father), ("mother", mother), ("base", base))
+    shapes = {role: model_shape(path, dtype) for role, path in models if path is not None}
     traces = sum(trace_bytes(s, batch_size, max_tokens) for s in shapes.values())
-    return MemoryPlan("health", (("child, father and mother", sum(
-        s.nbytes for s in shapes.values())), ("traced forward passes", traces)), device)
+    held = "child, father, mother and base" if base is not None else "child, father and mother"
+    return MemoryPlan("health", ((held, sum(s.nbytes for s in shapes.values())),
+                                 ("traced forward passes", traces)), device)
 
 
 def kept_parent_states_bytes(recipe) -> int:
@@ -132,19 +135,22 @@ def kept_parent_states_bytes(recipe) -> int:
 
 def evolve_plan(recipe) -> MemoryPlan:
     """`darwin evolve`: the parents (and base) held for the whole run and the scorer's
-    model; at the end, on top, either the health check's three models or the child's and
-    two baselines' merged states (the larger; the holdout merges a baseline when it loads
-    it), with the tuned baselines' kept task vectors (one model in float32, mergekit/
-    standard.py), the parents' probe states the health checks keep (when kept), and one
-    evaluation batch's logits."""
+    model; at the end, on top, either the health check's three models (four with a base:
+    it is measured beside the parents) or the child's and two baselines' merged states (the
+    larger; the holdout merges a baseline when it loads it), with the tuned baselines' kept
+    task vectors (one model in float32, mergekit/standard.py), the parents' probe states the
+    health checks keep (when kept), and one evaluation batch's logits."""
     father = model_shape(recipe.father, recipe.dtype)
     kept = kept_parent_states_bytes(recipe)
     held = [model_shape(p, recipe.dtype).nbytes
             for p in (recipe.father, recipe.mother, recipe.base) if p is not None]
-    activations = max(3 * trace_bytes(father, HEALTH_BATCH, recipe.probe_max_tokens),
+    checked = 3 if recipe.base is None else 4  # the health check's models
+    activations = max(checked * trace_bytes(father, HEALTH_BATCH, recipe.probe_max_tokens),
                       logits_bytes(father, recipe.batch_size, EVAL_TOKENS))
+    at_end = "health check or child and baselines (3 models)" if checked == 3 else \
+        "health check (4 models) or child and baselines (3)"
     parts = ((f"parents ({len(held)} models)", sum(held)), ("the scorer's model", father.nbytes),
-             ("health check or child and baselines (3 models)", 3 * father.nbytes),
+             (at_end, checked * father.nbytes),
              *([("the tuned baselines' task vectors (float32)",
                  model_shape(recipe.father, "float32").nbytes)]
                if recipe.baselines == "tuned" else []),

@@ -91,7 +91,8 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
                              base=recipe.base, genome=genome, scan=scan_path,
                              settings=settings, device=recipe.device, overwrite=True,
                              progress=False)
-        say("health check of the child against both parents")
+        say("health check of the child against both parents"
+            + (" and the base" if recipe.base is not None else ""))
         health = child_health(recipe, child, out=out / file_names.HEALTH_DIR, overwrite=True)
         if health_accepted(health["verdict"], recipe.allow_warning):
             above = [r for r in passed_over if r.search_fitness > trial.value]

@@ -1,10 +1,10 @@
 """The health gate of the search: which children the search may keep (docs/EVOLVE.md).
 
-A child is kept when its health check (health/, against both parents, with the recipe's
-device, forward dtype and probe budget) finds it healthy; with --allow-warning also when
-the only finding is interference. Phase 2 checks its best seeds before CMA-ES starts there,
-the finish checks the best genomes (at most MAX_HEALTH_TRIES) and the tuned baselines'
-best points (evolve/baselines.py).
+A child is kept when its health check (health/, against both parents and, when the recipe
+has one, the base, with the recipe's device, forward dtype and probe budget) finds it
+healthy; with --allow-warning also when the only finding is interference. Phase 2 checks
+its best seeds before CMA-ES starts there, the finish checks the best genomes (at most
+MAX_HEALTH_TRIES) and the tuned baselines' best points (evolve/baselines.py).
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ SEED_FINDINGS = "seed_health_findings"
 
 
 def child_health(recipe: Recipe, child, **options) -> dict:
-    """The health report of a child (a folder or an in-memory model) against both parents,
-    with the recipe's device, forward dtype and probe budget. The parents' side is
-    measured once per process and parents (when it fits, `kept_parent_states_bytes`): a
-    run checks many children, the benchmark's seeds the same parents."""
+    """The health report of a child (a folder or an in-memory model) against both parents
+    and the recipe's base (with a base, a child may pay both fine-tunes' own costs over it:
+    docs/HEALTH.md), with the recipe's device, forward dtype and probe budget. The parents'
+    side is measured once per process and parents (when it fits,
+    `kept_parent_states_bytes`): a run checks many children, the benchmark's seeds the same
+    parents."""
     from ..health import run_health
 
     return run_health(child, recipe.father, recipe.mother, **probe_settings(recipe),
-                      parents=measured_parents(recipe), **options)
+                      parents=measured_parents(recipe), base=recipe.base, **options)
 
 
 def probe_settings(recipe: Recipe) -> dict:
@@ -41,13 +43,15 @@ def probe_settings(recipe: Recipe) -> dict:
 
 
 def measured_parents(recipe: Recipe):
-    """The parents' `ParentReference` for the recipe's health checks, or None when it would
-    not fit."""
+    """The parents' (and the recipe's base's) `ParentReference` for the recipe's health
+    checks, or None when it would not fit."""
     if not kept_parent_states_bytes(recipe):
         return None
-    return _parent_reference(str(recipe.father), str(recipe.mother),
+    base = None if recipe.base is None else str(recipe.base)
+    return _parent_reference(str(recipe.father), str(recipe.mother), base,
                              tuple(probe_settings(recipe).items()),
-                             _weights_stamp(recipe.father), _weights_stamp(recipe.mother))
+                             _weights_stamp(recipe.father), _weights_stamp(recipe.mother),
+                             _weights_stamp(recipe.base) if base is not None else ())
 
 
 def _weights_stamp(folder) -> tuple:
@@ -58,11 +62,12 @@ def _weights_stamp(folder) -> tuple:
 
 
 @lru_cache(maxsize=1)  # one pair of parents at a time: a new pair frees the last one's states
-def _parent_reference(father: str, mother: str, settings: tuple, *stamps):
+def _parent_reference(father: str, mother: str, base: str | None, settings: tuple, *stamps):
     from ..health import parent_reference
 
-    say("health checks: both parents measured on the probes once, for every check")
-    return parent_reference(father, mother, **dict(settings))
+    say("health checks: both parents " + ("and the base " if base is not None else "")
+        + "measured on the probes once, for every check")
+    return parent_reference(father, mother, base=base, **dict(settings))
 
 
 def health_accepted(verdict: str, allow_warning: bool) -> bool:

@@ -16,6 +16,9 @@ probe texts. The rules (docs/HEALTH.md):
   predicts (the better parent's where it sits at the better parent) + `loss_margin`;
   judged only where a parent reads the set better than a uniform guess over the vocabulary
   (ln V nats per token): on text neither parent models there is no function to lose.
+  With a base (the parents' common ancestor, `base=`), the reference is the larger of that
+  and the base's loss plus each parent's own change over the base (its cost, or its gain):
+  a child that keeps both fine-tunes may pay both of their costs, and must keep their gains.
 - non-finite weights or activations anywhere.
 
 Verdict: `unhealthy` on non-finite values or function loss; `warning` on interference
@@ -42,6 +45,7 @@ from ..scan import probes as P
 from ..scan.layers import decoder_of, trace_decoder
 
 ROLES = ("child", "father", "mother")
+BASE = "base"  # the parents' common ancestor: measured beside them for the loss reference
 _CLIP_SUFFIXES = ("input_min", "input_max", "output_min", "output_max")
 
 
@@ -120,15 +124,16 @@ PARENTS = ("father", "mother")
 class ParentBatch:
     """One probe batch as both parents see it: its tokens, each parent's layer outputs, and
     what the check sums over the parents alone (their similarity, angle and spreads per
-    layer, their losses), so that a child is compared with them without running them."""
+    layer, their losses), so that a child is compared with them without running them. With
+    a base, its loss too (its layer outputs are not kept: the rules use only its loss)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
     states: dict[str, list[torch.Tensor]]  # parent -> its output at each decoder layer
     sums: dict[str, torch.Tensor]  # "similarity", "angle", "spread <parent>": per layer
-    loss: dict[str, float]  # parent -> summed next-token loss
+    loss: dict[str, float]  # parent (and "base") -> summed next-token loss
     tokens: int  # predicted tokens in the batch
-    nonfinite: list[str]  # where a parent's activations stop being finite
+    nonfinite: list[str]  # where a parent's (or the base's) activations stop being finite
 
 
 def nonfinite_in(role: str, trace) -> str | None:
@@ -143,7 +148,8 @@ def nonfinite_in(role: str, trace) -> str | None:
 
 
 def measure_parents(parents: dict, ids: torch.Tensor, mask: torch.Tensor) -> ParentBatch:
-    """Both parents' traced forward pass on one batch, kept as a `ParentBatch`."""
+    """Both parents' (and the base's, when `parents` holds one) traced forward pass on one
+    batch, kept as a `ParentBatch`."""
     traces = {role: trace_decoder(m, ids.to(_device(m)), mask.to(_device(m)),
                                   with_logits=True) for role, m in parents.items()}
     layers = traces["father"].num_layers
@@ -159,11 +165,11 @@ def measure_parents(parents: dict, ids: torch.Tensor, mask: torch.Tensor) -> Par
             sums[f"spread {parent}"][layer] += spread_angle(states[parent][layer],
                                                             mask).sum().cpu()
     loss, tokens = {}, 0
-    for role in PARENTS:
+    for role in traces:
         logits = traces[role].logits
         loss[role], tokens = token_loss_sum(logits, ids.to(logits.device),
                                             mask.to(logits.device))
-    nonfinite = [where for role in PARENTS if (where := nonfinite_in(role, traces[role]))]
+    nonfinite = [where for role in traces if (where := nonfinite_in(role, traces[role]))]
     return ParentBatch(ids, mask, states, sums, loss, tokens, nonfinite)
 
 
@@ -195,7 +201,8 @@ class _Totals:
         self.angles["parents"] += parents.sums["angle"]
         for parent in PARENTS:
             self.spreads[parent] += parents.sums[f"spread {parent}"]
-            self.loss[parent] += parents.loss[parent]
+        for role, loss in parents.loss.items():  # the parents' (and the base's)
+            self.loss[role] = self.loss.get(role, 0.0) + loss
         self.prompts += parents.ids.shape[0]
         logits = child.logits
         self.vocabulary = logits.shape[-1]
@@ -212,7 +219,7 @@ class _Totals:
                       for pair, a in self.angles.items()},
             "spread": {parent: (s / max(self.prompts, 1)).tolist()
                        for parent, s in self.spreads.items()},
-            "loss": {r: self.loss[r] / max(self.tokens, 1) for r in ROLES},
+            "loss": {r: loss / max(self.tokens, 1) for r, loss in self.loss.items()},
             "chance_loss": math.log(self.vocabulary) if self.vocabulary else math.nan,
         }
 
@@ -284,18 +291,62 @@ def function_judged(result: dict) -> bool:
     return min(loss["father"], loss["mother"]) < result["chance_loss"]
 
 
+def base_expected_loss(result: dict) -> float | None:
+    """With a base (its loss measured on the probe set): the base's loss plus each parent's
+    own change over it, the loss of a child that keeps both fine-tunes (base + both task
+    vectors) when their effects add. A parent's cost is paid once more (the father's and the
+    mother's forgetting on text neither was trained for), a parent's gain must be kept: a
+    gain is not clamped to 0, which would let a child fall back to the base's loss on a
+    parent's own skill (a child with that parent's fine-tuned block zeroed passed so,
+    docs/HEALTH.md). None without a base."""
+    loss = result["loss"]
+    if BASE not in loss:
+        return None
+    base = loss[BASE]
+    return base + (loss["father"] - base) + (loss["mother"] - base)
+
+
+def function_reference(result: dict) -> tuple[float, str]:
+    """(the loss the child may reach before the margin, which reference gives it): the
+    loss its position between the parents predicts ("parents"), or with a base the base's
+    reference when larger ("base": `base_expected_loss`, a child may pay both fine-tunes'
+    own costs over the base). A base never makes the check stricter."""
+    expected, base = expected_loss(result), base_expected_loss(result)
+    if base is not None and base > expected:
+        return base, BASE
+    return expected, "parents"
+
+
+def allowed_loss(result: dict, thresholds: HealthThresholds) -> float:
+    return function_reference(result)[0] + thresholds.loss_margin
+
+
 def function_losses(per_probe: dict[str, dict], thresholds: HealthThresholds) -> list[str]:
     """Probe sets on which the child's loss exceeds the loss its position predicts (the
-    better parent's, where it sits at the better parent) by more than the margin; only
-    where the function is judged (`function_judged`)."""
+    better parent's, where it sits at the better parent; with a base, the base's reference
+    when larger: `function_reference`) by more than the margin; only where the function is
+    judged (`function_judged`)."""
     lost = []
     for name, result in per_probe.items():
         if not function_judged(result):
             continue
-        allowed = expected_loss(result) + thresholds.loss_margin
-        if not result["loss"]["child"] <= allowed:  # NaN counts as lost
+        if not result["loss"]["child"] <= allowed_loss(result, thresholds):  # NaN: lost
             lost.append(name)
     return lost
+
+
+def loss_reason(name: str, result: dict) -> str:
+    """The reason line of a function loss: the child's loss against its reference."""
+    loss = result["loss"]
+    reference, by = function_reference(result)
+    parents = f"father {loss['father']:.3f}, mother {loss['mother']:.3f}"
+    if by == BASE:
+        return (f"function loss on {name}: child loss {loss['child']:.3f} vs {reference:.3f} "
+                f"the base's reference allows (base {loss[BASE]:.3f} plus each parent's own "
+                f"change over it; {parents})")
+    base = f", base {loss[BASE]:.3f}" if BASE in loss else ""
+    return (f"function loss on {name}: child loss {loss['child']:.3f} vs {reference:.3f} "
+            f"expected where it sits ({parents}{base})")
 
 
 def verdict_of(nonfinite: dict, lost: list[str], interference: list[int],
@@ -307,11 +358,7 @@ def verdict_of(nonfinite: dict, lost: list[str], interference: list[int],
                        f"(e.g. {nonfinite['weights'][0]})")
     if nonfinite["activations"]:
         reasons.append(f"non-finite activations: {', '.join(nonfinite['activations'][:3])}")
-    for name in lost:
-        loss = per_probe[name]["loss"]
-        reasons.append(f"function loss on {name}: child loss {loss['child']:.3f} vs "
-                       f"{expected_loss(per_probe[name]):.3f} expected where it sits (father "
-                       f"{loss['father']:.3f}, mother {loss['mother']:.3f})")
+    reasons += [loss_reason(name, per_probe[name]) for name in lost]
     if interference:
         reasons.append(f"interference at layer(s) {', '.join(map(str, interference))}: the "
                        "child's hidden states lie off the arc between its parents' by more than "
@@ -344,7 +391,7 @@ def _check_shapes(models: dict) -> None:
     paths = {r: m for r, m in models.items() if not isinstance(m, torch.nn.Module)}
     if "father" in paths:
         with ModelSource(paths["father"]) as a:
-            for role in ("mother", "child"):
+            for role in ("mother", "child", BASE):
                 if role in paths:
                     with ModelSource(paths[role]) as b:
                         require_mergeable(a, b, role_b=role)
@@ -367,8 +414,8 @@ def _settings(texts: dict, device: str, dtype: str, max_tokens: int, max_prompts
 
 def _parent_batches(parents: dict, tokenizer, texts: dict, max_tokens: int,
                     batch_size: int) -> tuple[dict[str, Iterator[ParentBatch]], int]:
-    """Per probe set, its batches as both parents see them (measured as they are read),
-    and the number of batches."""
+    """Per probe set, its batches as both parents (and the base, when `parents` holds one)
+    see them (measured as they are read), and the number of batches."""
     context = P.context_length(parents["father"])
     pad_id = P.pad_id_of(tokenizer)
     token_rows = {name: P.tokenize_probe(tokenizer, name, prompts, max_tokens, context)
@@ -383,26 +430,40 @@ def _parent_batches(parents: dict, tokenizer, texts: dict, max_tokens: int,
 class ParentReference:
     """Both parents measured once on every probe batch (`parent_reference`): a search checks
     many children against the same parents, and each check then runs the child alone. It
-    holds every parent layer output on the probes (memory_plan.parent_states_bytes)."""
+    holds every parent layer output on the probes (memory_plan.parent_states_bytes); with a
+    base, the base's losses too (a check must then name the same base, and one without a
+    base needs a reference measured without one)."""
 
     father: str
     mother: str
     settings: dict  # the health report's settings it was measured with
     num_layers: int
-    nonfinite_weights: list[str]  # "father: <tensor>", "mother: <tensor>"
+    nonfinite_weights: list[str]  # "father: <tensor>", "mother: <tensor>", "base: <tensor>"
     batches: dict[str, list[ParentBatch]]
+    base: str | None = None  # the base measured beside the parents (loss reference)
+
+
+def _given(father, mother, base) -> dict:
+    """The reference models by role: both parents, and the base when there is one."""
+    return {"father": father, "mother": mother, **({BASE: base} if base is not None else {})}
+
+
+def _reference_weights(given: dict) -> list[str]:
+    return [f"{role}: {name}" for role in (*PARENTS, BASE) if role in given
+            for name in nonfinite_weights(given[role])]
 
 
 def parent_reference(father, mother, probes: str | Path | None = None, device: str = "cpu",
                      dtype: str = "float32", max_tokens: int = 64,
                      max_prompts: int | None = None, batch_size: int = 8,
-                     tokenizer=None) -> ParentReference:
-    """Measure both parents (model folders) on the probes, for `check_health(parents=...)`."""
+                     tokenizer=None, base=None) -> ParentReference:
+    """Measure both parents (model folders), and the base when given, on the probes, for
+    `check_health(parents=...)`."""
     texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
-    given = {"father": father, "mother": mother}
+    given = _given(father, mother, base)
     _check_shapes(given)
-    weights = [f"{role}: {name}" for role in PARENTS for name in nonfinite_weights(given[role])]
-    models = {role: _as_model(given[role], device, dtype) for role in PARENTS}
+    weights = _reference_weights(given)
+    models = {role: _as_model(model, device, dtype) for role, model in given.items()}
     depths = {role: len(decoder_of(m).layers) for role, m in models.items()}
     if len(set(depths.values())) != 1:
         raise IncompatibleModelsError(f"different decoder depths: {depths}")
@@ -410,7 +471,8 @@ def parent_reference(father, mother, probes: str | Path | None = None, device: s
                                  batch_size)
     settings = _settings(texts, device, dtype, max_tokens, max_prompts, batch_size)
     return ParentReference(str(father), str(mother), settings, depths["father"], weights,
-                           {name: list(measured) for name, measured in batches.items()})
+                           {name: list(measured) for name, measured in batches.items()},
+                           None if base is None else str(base))
 
 
 def check_health(child, father, mother, probes: str | Path | None = None,
@@ -418,13 +480,15 @@ def check_health(child, father, mother, probes: str | Path | None = None,
                  max_prompts: int | None = None, batch_size: int = 8,
                  thresholds: HealthThresholds | None = None, tokenizer=None,
                  progress: bool = False, parents: ParentReference | None = None,
-                 stop_when_unhealthy: bool = False) -> dict:
+                 stop_when_unhealthy: bool = False, base=None) -> dict:
     """Compare a child with both parents; return the report that health.json holds.
 
-    Each of child, father, mother is a model folder or an in-memory causal LM (the
-    search passes its candidate without writing it). All three are held at once, unless
-    `parents` (`parent_reference` of the same parents and settings) gives the parents'
-    side, measured before: then only the child runs, and the report is the same.
+    Each of child, father, mother (and base) is a model folder or an in-memory causal LM
+    (the search passes its candidate without writing it). All are held at once, unless
+    `parents` (`parent_reference` of the same parents, base and settings) gives the
+    parents' side, measured before: then only the child runs, and the report is the same.
+    `base`: the parents' common ancestor; its loss on each probe set widens the function-loss
+    reference to the base's loss plus both parents' own changes over it (`function_reference`).
     `run_health` writes the report into a folder too (health.json, health.png).
     `stop_when_unhealthy`: for a caller that needs the verdict only, stop at the first
     probe set with a function loss or a non-finite activation (the verdict is then
@@ -432,24 +496,25 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     """
     thresholds = thresholds or HealthThresholds()
     texts = _probe_texts(probes, max_prompts, max_tokens, batch_size)
-    given = {"child": child, "father": father, "mother": mother}
+    reference = _given(father, mother, base)
+    given = {"child": child, **reference}
     settings = _settings(texts, device, dtype, max_tokens, max_prompts, batch_size)
     _check_shapes(given)
     if parents is not None:
-        _require_reference(parents, father, mother, settings)
-    parent_weights = parents.nonfinite_weights if parents is not None else [
-        f"{role}: {name}" for role in PARENTS for name in nonfinite_weights(given[role])]
+        _require_reference(parents, father, mother, base, settings)
+    parent_weights = parents.nonfinite_weights if parents is not None else \
+        _reference_weights(reference)
     nonfinite = {"weights": [f"child: {name}" for name in nonfinite_weights(child)]
                  + parent_weights, "activations": []}
     report = {"thresholds": asdict(thresholds), "nonfinite": nonfinite, "settings": settings,
-              "flagged_layers": [], "function_loss": [], "function_unjudged": [], "layers": [],
-              "probe_sets": {}}
+              "with_base": base is not None, "flagged_layers": [], "function_loss": [],
+              "function_unjudged": [], "layers": [], "probe_sets": {}}
     if nonfinite["weights"]:  # NaN propagates everywhere: comparing activations means nothing
         report["verdict"], report["reasons"] = verdict_of(nonfinite, [], [], {})
         return report
     child_model = _as_model(child, device, dtype)
     if parents is None:
-        models = {role: _as_model(given[role], device, dtype) for role in PARENTS}
+        models = {role: _as_model(model, device, dtype) for role, model in reference.items()}
         depths = {role: len(decoder_of(m).layers) for role, m in
                   {"child": child_model, **models}.items()}
         batches, total = _parent_batches(models, _tokenizer_for(tokenizer, given), texts,
@@ -461,10 +526,14 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     if len(set(depths.values())) != 1:
         raise IncompatibleModelsError(f"different decoder depths: {depths}")
     with progress_bar(progress) as bar:
-        what = "child, father, mother" if parents is None else "child; parents measured before"
+        what = ", ".join(given) if parents is None else \
+            f"child; {'parents and base' if base is not None else 'parents'} measured before"
         per_probe = _measure(child_model, batches, depths["child"], nonfinite,
                              bar.add_task(f"health check ({what})", total=total), bar,
                              thresholds if stop_when_unhealthy else None)
+    for result in per_probe.values():  # the function-loss reference, written beside the losses
+        result["allowed_loss"] = allowed_loss(result, thresholds)
+        result["function_reference"] = function_reference(result)[1]
     rows = layer_table(per_probe, thresholds)
     interference = [row["layer"] for row in rows if row["interference"]]
     lost = function_losses(per_probe, thresholds)
@@ -475,11 +544,17 @@ def check_health(child, father, mother, probes: str | Path | None = None,
     return report
 
 
-def _require_reference(parents: ParentReference, father, mother, settings: dict) -> None:
-    if (parents.father, parents.mother, parents.settings) != (str(father), str(mother),
-                                                              settings):
+def _require_reference(parents: ParentReference, father, mother, base, settings: dict) -> None:
+    if (parents.base is None) != (base is None):
+        raise UsageError(
+            "check_health: the parents' reference was measured " + (
+                "without a base and this check has one: measure it with the same base "
+                "(parent_reference(..., base=...))" if base is not None else
+                "with a base and this check has none: measure it without one"))
+    if (parents.father, parents.mother, parents.base, parents.settings) != (
+            str(father), str(mother), None if base is None else str(base), settings):
         raise UsageError("check_health: the parents' reference was measured for other parents "
-                         "or settings")
+                         "or settings (or another base)")
 
 
 def _measure(child, batches: dict, num_layers: int, nonfinite: dict, task, bar: Progress,

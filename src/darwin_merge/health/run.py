@@ -8,7 +8,7 @@ from pathlib import Path
 from ..io import atomic_output_dir
 from ..plots.health import plot_health
 from ..records import HealthRecord, file_names, parse_record, record_text
-from .check import ROLES, check_health
+from .check import BASE, ROLES, check_health
 
 
 def _finite_or_none(value):
@@ -32,8 +32,37 @@ def run_health(child, father, mother, out: str | Path | None = None, overwrite: 
         record = parse_record(HealthRecord, report, "the health report being written")
         (tmp / file_names.HEALTH).write_text(record_text(record, indent=1), encoding="utf-8")
         if report["layers"]:
-            plot_health(report, tmp / file_names.HEALTH_PICTURE, ROLES)
+            plot_health(report, tmp / file_names.HEALTH_PICTURE,
+                        (*ROLES, BASE) if report.get("with_base") else ROLES)
     return report
+
+
+def _loss_text(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "n/a"
+
+
+def probe_loss_lines(report: dict) -> list[str]:
+    """Per probe set: the child's loss, the loss allowed there and which reference decided it
+    (the parents, or with a base the base's), and the reference models' losses."""
+    if not report["probe_sets"]:
+        return []
+    base = " and the base's" if report.get("with_base") else ""
+    lines = [f"  loss per probe set (nats per token): the child's, the allowed (reference + "
+             f"loss margin) and the parents'{base}"]
+    for name, result in report["probe_sets"].items():
+        loss = result["loss"]
+        if name in report["function_unjudged"]:
+            judged = "not judged"
+        elif "allowed_loss" in result:
+            judged = (f"allowed {_loss_text(result['allowed_loss'])} "
+                      f"({result['function_reference']} reference)")
+        else:  # a report read from a file written before the reference was recorded
+            judged = "judged"
+        others = ", ".join(f"{role} {_loss_text(loss[role])}" for role in (*ROLES[1:], BASE)
+                           if role in loss)
+        lost = ": function loss" if name in report["function_loss"] else ""
+        lines.append(f"    {name}: child {_loss_text(loss['child'])}, {judged}; {others}{lost}")
+    return lines
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -43,6 +72,7 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  function loss not judged on {', '.join(report['function_unjudged'])}: "
                      "neither parent reads it better than a uniform guess (give --probes "
                      "text they read)")
+    lines += probe_loss_lines(report)
     rows = [r for r in report["layers"]
             if all(isinstance(r[k], float) and math.isfinite(r[k])
                    for k in ("sim_father", "sim_mother"))]

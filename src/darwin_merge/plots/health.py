@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 def plot_health(report: dict, path: Path, roles: tuple[str, ...]) -> None:
     """Per-layer similarity to each parent (flagged layers shaded), and losses per probe set
-    (one bar per role: child, father, mother)."""
+    (one bar per role: child, father, mother, and the base when the check had one)."""
     fig = Figure(figsize=(10, 7), constrained_layout=True)
     top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     rows = report["layers"]
@@ -32,7 +32,7 @@ def plot_health(report: dict, path: Path, roles: tuple[str, ...]) -> None:
     width = 0.8 / len(roles)
     for i, role in enumerate(roles):
         values = [report["probe_sets"][n]["loss"][role] for n in names]
-        bottom.bar([x + (i - 1) * width for x in range(len(names))],
+        bottom.bar([x + (i - (len(roles) - 1) / 2) * width for x in range(len(names))],
                    [v if v is not None and math.isfinite(v) else 0.0 for v in values],
                    width, label=role)
     for name in report.get("function_loss", []):

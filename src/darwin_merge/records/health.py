@@ -44,11 +44,17 @@ class HealthRecord(Record):
     thresholds: HealthThresholds
     nonfinite: NonFinite
     settings: HealthSettings
+    # whether the function-loss reference had a base (`darwin health --base`); each probe
+    # set then holds the base's loss, and its `function_reference` says which reference
+    # decided it ("parents" or "base"); a file written before the base existed reads False
+    with_base: bool = False
     flagged_layers: list[int]
     function_loss: list[str]
     function_unjudged: list[str]  # probe sets no parent reads better than a uniform guess
     layers: list[dict[str, Any]]  # per layer: similarities, angles, interference
-    probe_sets: dict[str, dict[str, Any]]  # per probe set: the measures of each model
+    # per probe set: the measures of each model, `allowed_loss` (the child's loss allowed
+    # there: the reference plus loss_margin) and `function_reference` ("parents" or "base")
+    probe_sets: dict[str, dict[str, Any]]
     verdict: str
     reasons: list[str]
     schema_version: int = SCHEMA_VERSION
