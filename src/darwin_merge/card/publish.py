@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..io import ModelSource
+from ..io.model_ref import is_repo_id
 from ..records import file_names
 from .records import readme_front_matter
 
@@ -63,19 +64,13 @@ def check_card(path: Path) -> None:
         raise UsageError(f"{path}: the card's metadata does not parse ({exc})") from exc
     bases = front.get("base_model") or []
     for base in [bases] if isinstance(bases, str) else bases:
-        if not _is_hub_id(base):
+        if not is_repo_id(base):
             raise UsageError(f"{path}: base_model {base!r} is not a Hub id (org/name); give "
                              "the parents' Hub ids (`darwin card --father-id/--mother-id`)")
     written = readme_front_matter(path).get("model-index")
     if written is not None and front.get("model-index") != written:
         raise UsageError(f"{path}: the card's model-index changes when huggingface_hub "
                          "reads it back; fix the card's results metadata")
-
-
-def _is_hub_id(value) -> bool:
-    text = str(value)
-    return (text.count("/") == 1 and not text.startswith((".", "/", "~"))
-            and all(part.strip() for part in text.split("/")) and not Path(text).exists())
 
 
 def push(plan: UploadPlan, *, private: bool = False,

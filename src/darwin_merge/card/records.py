@@ -17,7 +17,7 @@ import yaml
 
 from ..arch.model_config import text_config
 from ..errors import DarwinError, UsageError
-from ..io.model_ref import hub_id_of, resolve_model
+from ..io.model_ref import hub_id_of, is_repo_id, resolve_model
 from ..records import (
     Best,
     HealthRecord,
@@ -132,7 +132,7 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
     do not (`darwin card --father-id/--mother-id`).
     """
     for role, hub_id in (hub_ids or {}).items():
-        if not _looks_like_hub_id(hub_id):
+        if not is_repo_id(hub_id):
             raise UsageError(f"--{role}-id {hub_id!r} is not a Hub model id (org/name)")
     child_dir = Path(child_dir)
     if not child_dir.is_dir():
@@ -225,7 +225,7 @@ def _parent_info(role: str, source: str, run: Path | None) -> ParentInfo:
         model_type=config.get("model_type"),
         num_layers=text.get("num_hidden_layers") if isinstance(text, dict) else None,
         license=_license(folder, config) if folder.is_dir() else None,
-        hub_id=name_or_path if _looks_like_hub_id(name_or_path) else None,
+        hub_id=name_or_path if is_repo_id(name_or_path) else None,
     )
 
 
@@ -259,13 +259,6 @@ def readme_front_matter(path: Path) -> dict:
         return _mapping(yaml.safe_load(text[3:end]))
     except yaml.YAMLError:
         return {}
-
-
-def _looks_like_hub_id(value) -> bool:
-    """'org/name' with no path parts: what a hub's `base_model` field accepts."""
-    if not isinstance(value, str) or value.count("/") != 1 or value.startswith((".", "/")):
-        return False
-    return not Path(value).exists() and all(part.strip() for part in value.split("/"))
 
 
 def _has_chat_template(child_dir: Path) -> bool:

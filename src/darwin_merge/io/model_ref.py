@@ -74,6 +74,13 @@ def hub_id_of(text: str) -> re.Match | None:
     return match
 
 
+def is_repo_id(value) -> bool:
+    """`org/name` with no revision and no path reading: what a card's `base_model` (and
+    `darwin card --father-id`) accepts."""
+    match = hub_id_of(value) if isinstance(value, str) else None
+    return match is not None and match["revision"] is None
+
+
 def resolve_model(model: str | os.PathLike, *, allow_pickle: bool = False,
                   cached_only: bool = False) -> ModelRef:
     """The local folder of `model`: itself when it exists, else the cached (or, online and
