@@ -331,7 +331,7 @@ def test_genome_missing_values_take_defaults(tmp_path):
     ("attn_ratio: high\n", "attn_ratio must be a number"),
     ("- 0.5\n", "maps names to numbers"),
     ("attn_ratio: [\n", "not valid YAML"),
-    ("genome_rule: v3\n", "genome_rule must be one of v1, v2, got 'v3'"),
+    ("genome_rule: v4\n", "genome_rule must be one of v1, v2, v3, got 'v4'"),
 ])
 def test_bad_genome_files_are_one_line_usage_errors(tmp_path, text, words):
     path = tmp_path / "g.yaml"

@@ -8,7 +8,10 @@ went through a YAML file and back is the very same genome (same hash, same child
 Besides the 14 values a genome names the rule that turns them into per-tensor ratios
 (`genome_rule`, docs/MERGE.md): v2, the default, in which each field can do what its
 name says; v1, the first rule, kept so that a published genome (a file without the key)
-keeps making the same child.
+keeps making the same child; v3, v2's ratios and five more genes (`V3_GENES`) with which
+the standard recipes are points of the genome: a task-vector scale per parent (weights no
+longer tied to sum to 1), TIES's magnitude trim beside DARE's drop, sign election on or off
+and the disjoint mean. Only a v3 genome has those five values.
 """
 
 from __future__ import annotations
@@ -19,13 +22,21 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .arch.taxonomy import NUM_BLOCKS, TensorInfo
 from .errors import UsageError
 
 DECIMALS = 6
-RULES = ("v1", "v2")
+RULES = ("v1", "v2", "v3")
 RULE_OF_OLD_FILES = "v1"  # a genome file or report without `genome_rule` predates v2
 # A tensor whose final ratio is below TRANSPLANT_LOW is the father's, bit for bit; above
 # TRANSPLANT_HIGH the mother's (the defaults of MergeSettings and `darwin merge`).
@@ -48,6 +59,34 @@ FIELD_NOTES = {
 RULE_NOTE = "how the values become per-tensor ratios (docs/MERGE.md)"
 # The 14 numbers, in the card's order (what CMA-ES searches); genome_rule is not one of them.
 GENES = tuple(FIELD_NOTES)
+# The genes only rule v3 reads (docs/MERGE.md, "Genome rule v3"), after the 14.
+SCALE_MAX = 2.0
+V3_NOTES = {
+    "scale_a": "the father's task-vector weight where a tensor's ratio is 0.5 (weight "
+               "2 (1 - ratio) scale_a): task arithmetic's lambda",
+    "scale_b": "the mother's task-vector weight where a tensor's ratio is 0.5 (weight "
+               "2 ratio scale_b)",
+    "trim_density": "TIES's trim: each task vector keeps this fraction of its largest "
+                    "entries, before DARE's drop (1: no trim)",
+    "sign_election": "TIES's sign election when >= 0.5, a plain sum below",
+    "disjoint_mean": "the disjoint mean (divided by the weight of the entries kept) when "
+                     ">= 0.5, a sum below",
+}
+V3_GENES = tuple(V3_NOTES)
+# The v3 genes' values under which a v3 genome merges as its v2 reading does (the
+# weights (1 - ratio, ratio), no magnitude trim, sign election, a sum): what a v2 genome
+# becomes (`Genome.as_v3`) and what a v3 genome file that leaves one out means.
+V3_AS_V2 = {"scale_a": 0.5, "scale_b": 0.5, "trim_density": 1.0, "sign_election": 1.0,
+            "disjoint_mean": 0.0}
+# Every gene's range (the search's bounds too): shares in [0, 1], the scales in [0, 2].
+GENE_BOUNDS = {**{name: (0.0, 1.0) for name in (*GENES, *V3_GENES)},
+               "scale_a": (0.0, SCALE_MAX), "scale_b": (0.0, SCALE_MAX)}
+SWITCH_ON = 0.5  # a switch gene (sign_election, disjoint_mean) is on at or above this
+
+
+def genes_of(rule: str) -> tuple[str, ...]:
+    """The genes a rule reads, in the card's order: the 14, and under v3 five more."""
+    return GENES + V3_GENES if rule == "v3" else GENES
 
 # Components whose genome ratio is not global_ratio (docs/MERGE.md explains the choice).
 COMPONENT_FIELD = {
@@ -61,6 +100,11 @@ COMPONENT_FIELD = {
 
 def _share(default: float):
     return Field(default=default, ge=0.0, le=1.0)
+
+
+def _v3_gene(name: str):
+    low, high = GENE_BOUNDS[name]
+    return Field(default=None, ge=low, le=high)
 
 
 class Genome(BaseModel):
@@ -83,12 +127,52 @@ class Genome(BaseModel):
     block_5_ratio: float = _share(0.5)
     mri_trust: float = _share(0.5)
     merge_method_weight: float = _share(0.5)
-    genome_rule: Literal["v1", "v2"] = "v2"
+    scale_a: float | None = _v3_gene("scale_a")
+    scale_b: float | None = _v3_gene("scale_b")
+    trim_density: float | None = _v3_gene("trim_density")
+    sign_election: float | None = _v3_gene("sign_election")
+    disjoint_mean: float | None = _v3_gene("disjoint_mean")
+    genome_rule: Literal["v1", "v2", "v3"] = "v2"
 
-    @field_validator(*GENES, mode="after")
+    @model_validator(mode="before")
     @classmethod
-    def _rounded(cls, value: float) -> float:
-        return round(float(value), DECIMALS)
+    def _v3_genes_for_v3(cls, data):
+        """A v3 genome has all five v3 genes (one left out: its V3_AS_V2 value); a v1 or v2
+        genome has none (they would be ignored, so they are refused)."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("genome_rule") == "v3":
+            return {**V3_AS_V2, **{k: v for k, v in data.items() if v is not None}}
+        given = [k for k in V3_GENES if data.get(k) is not None]
+        if given:
+            raise ValueError(f"{given[0]} is a gene of genome rule v3 only (this genome's "
+                             f"rule is {data.get('genome_rule', 'v2')})")
+        return data
+
+    @field_validator(*GENES, *V3_GENES, mode="after")
+    @classmethod
+    def _rounded(cls, value: float | None) -> float | None:
+        return None if value is None else round(float(value), DECIMALS)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_genes(self, handler):
+        """A v1 or v2 genome's dump has no v3 keys (records and hashes stay as they were)."""
+        return {k: v for k, v in handler(self).items() if not (k in V3_GENES and v is None)}
+
+    @property
+    def genes(self) -> tuple[str, ...]:
+        return genes_of(self.genome_rule)
+
+    @property
+    def elects_signs(self) -> bool:
+        """Under v3, whether the task vectors go through TIES's sign election (v1, v2: yes)."""
+        return self.sign_election is None or self.sign_election >= SWITCH_ON
+
+    @property
+    def takes_disjoint_mean(self) -> bool:
+        """Under v3, whether the merged task vectors are TIES's disjoint mean (v1, v2: the
+        merge settings decide)."""
+        return self.disjoint_mean is not None and self.disjoint_mean >= SWITCH_ON
 
     @classmethod
     def uniform(cls, ratio: float, density: float = 1.0, mri_trust: float = 0.0,
@@ -105,26 +189,52 @@ class Genome(BaseModel):
         return cls(mri_trust=1.0, merge_method_weight=1.0)
 
     @classmethod
+    def task_vectors(cls, scale: float, trim_density: float = 1.0, dare_density: float = 1.0,
+                     sign_election: bool = False, disjoint_mean: bool = False) -> Genome:
+        """A v3 genome that is a standard recipe: every tensor's ratio 0.5, both task
+        vectors at weight `scale`, trimmed, summed with or without sign election, as a sum
+        or the disjoint mean, no linear part and no scan (mergekit/standard.py)."""
+        return cls.uniform(0.5, density=dare_density).model_copy(update={
+            "genome_rule": "v3", "scale_a": round(scale, DECIMALS),
+            "scale_b": round(scale, DECIMALS), "trim_density": round(trim_density, DECIMALS),
+            "sign_election": float(sign_election), "disjoint_mean": float(disjoint_mean)})
+
+    def as_v3(self) -> Genome:
+        """A v2 genome read under v3 (the V3_AS_V2 values): the same ratios and densities;
+        the same arithmetic but for the seed of DARE's masks and mergekit's tie sign."""
+        if self.genome_rule == "v3":
+            return self
+        if self.genome_rule != "v2":
+            raise UsageError(f"only a v2 genome reads the same under v3 (this one is "
+                             f"{self.genome_rule})")
+        return Genome(**{**self.model_dump(), "genome_rule": "v3"})
+
+    @classmethod
     def from_values(cls, values, genome_rule: str = "v2") -> Genome:
-        """From 14 numbers in the card's field order (what CMA-ES works with)."""
+        """From the rule's numbers in the card's field order (what CMA-ES works with)."""
         values = [float(v) for v in values]
-        if len(values) != len(GENES):
-            raise UsageError(f"a genome has {len(GENES)} values, got {len(values)}")
-        return cls(**dict(zip(GENES, values, strict=True)), genome_rule=genome_rule)
+        genes = genes_of(genome_rule)
+        if len(values) != len(genes):
+            raise UsageError(f"a genome of rule {genome_rule} has {len(genes)} values, "
+                             f"got {len(values)}")
+        return cls(**dict(zip(genes, values, strict=True)), genome_rule=genome_rule)
 
     def values(self) -> list[float]:
-        """The 14 numbers in the card's field order."""
-        return [getattr(self, name) for name in GENES]
+        """The rule's numbers in the card's field order (14; v3: 19)."""
+        return [getattr(self, name) for name in self.genes]
 
     def block_ratio(self, block: int) -> float:
         return getattr(self, f"block_{block}_ratio")
 
     def to_yaml(self) -> str:
         """The card's format: one `name: value` line per field, with a short gloss."""
-        lines = [f"{name}: {_decimal(getattr(self, name))}  # {FIELD_NOTES[name]}"
-                 for name in GENES]
+        lines = [f"{name}: {_decimal(getattr(self, name))}  # {GENE_NOTES[name]}"
+                 for name in self.genes]
         lines.append(f"genome_rule: {self.genome_rule}  # {RULE_NOTE}")
         return "\n".join(lines) + "\n"
+
+
+GENE_NOTES = {**FIELD_NOTES, **V3_NOTES}
 
 
 def _decimal(value: float) -> str:
@@ -171,14 +281,16 @@ def genome_from_dict(data: dict, source: str = "genome") -> Genome:
         if key not in Genome.model_fields:
             known = ", ".join(Genome.model_fields)
             raise UsageError(f"{source}: unknown genome key {key!r} (known: {known})")
+        low, high = GENE_BOUNDS[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"{source}: {key} must be a number in [0, 1], got {value!r}")
-        if not 0.0 <= value <= 1.0:  # no float(): a 400-digit YAML int would overflow
-            raise UsageError(f"{source}: {key} = {value} is outside [0, 1]")
+            raise UsageError(f"{source}: {key} must be a number in [{low:g}, {high:g}], "
+                             f"got {value!r}")
+        if not low <= value <= high:  # no float(): a 400-digit YAML int would overflow
+            raise UsageError(f"{source}: {key} = {value} is outside [{low:g}, {high:g}]")
     try:
         return Genome(**data)
-    except ValidationError as exc:  # pragma: no cover - the checks above catch these first
-        raise UsageError(f"{source}: invalid genome ({exc.errors()[0]['msg']})") from exc
+    except ValidationError as exc:  # a v3 gene in a v1 or v2 genome
+        raise UsageError(f"{source}: invalid genome ({exc.errors()[0]['msg'].removeprefix('Value error, ')})") from exc
 
 
 def genome_ratio(genome: Genome, info: TensorInfo) -> float:
@@ -212,7 +324,7 @@ def genome_hash(genome: Genome, settings=None) -> str:
     """
     if settings is not None and hasattr(settings, "model_dump"):
         settings = settings.model_dump(mode="json")
-    values = {k: round(getattr(genome, k), DECIMALS) for k in sorted(GENES)}
+    values = {k: round(getattr(genome, k), DECIMALS) for k in sorted(genome.genes)}
     if genome.genome_rule != "v1":
         values["genome_rule"] = genome.genome_rule
     canonical = {"genome": dict(sorted(values.items())), "settings": settings or {}}

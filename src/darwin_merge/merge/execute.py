@@ -168,6 +168,8 @@ def _task_vectors(spec: MergeSpec, step: TensorStep, anchor: torch.Tensor | None
 
 def _trimmed(delta: torch.Tensor, contribution, spec: MergeSpec, step: TensorStep
              ) -> torch.Tensor:
+    if contribution.keep_largest < 1.0:
+        delta = magnitude_trim_fast(delta, contribution.keep_largest, rescale=False)
     if contribution.trim is Trim.MAGNITUDE:
         return magnitude_trim_fast(delta, contribution.density, step.rescale)
     if contribution.trim is Trim.DARE:

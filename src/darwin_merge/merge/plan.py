@@ -23,7 +23,7 @@ from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import dash, require_mergeable
 from ..io import ModelSource
 from ..records import ScanRecord, read_record
-from .spec import Contribution, MergeSpec, StepKind, TensorStep, Trim
+from .spec import MERGEKIT_TIE_SIGN, Contribution, MergeSpec, StepKind, TensorStep, Trim
 
 PARENT_LABELS = {"father": "the father", "mother": "the mother", "base": "the base"}
 
@@ -115,6 +115,9 @@ def spec_of_plan(rows: list[PlanRow], genome: Genome, settings: MergeSettings, k
     """The plan as the merge description the executor runs (merge/spec.py): models
     father, mother (and base), the father the reference, DARE seeded by the genome hash."""
     models = ("father", "mother") + (("base",) if with_base else ())
+    if genome.genome_rule == "v3" and settings.disjoint_mean:
+        raise UsageError("--disjoint-mean does not apply to a genome of rule v3: its own "
+                         "gene disjoint_mean decides (>= 0.5: the disjoint mean)")
     return MergeSpec(models=models, reference="father", seed=key,
                      steps=tuple(step_of_row(r, genome, settings, with_base) for r in rows),
                      compute_dtype=getattr(torch, settings.compute_dtype),  # a Literal
@@ -137,6 +140,12 @@ def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base
     pair = (Contribution("father", 1.0 - r), Contribution("mother", r))
     if row.mode in CLIP_KINDS:
         return TensorStep(kind=StepKind(row.mode), contributions=pair, **common)
+    if row.mode in (MergeMode.DARE_TIES, MergeMode.LINEAR) and genome.genome_rule == "v3":
+        # under v3 every blended tensor is a task-vector merge (the standard recipes', so
+        # that they are points of the genome); vectors (norm gains, biases) are not DARE-
+        # dropped: a random drop rescaled by 1 / density breaks a gain
+        return task_vector_step_v3(r, genome, with_base, common,
+                                   dare=row.mode == MergeMode.DARE_TIES)
     if row.mode == MergeMode.LINEAR:
         return TensorStep(kind=StepKind.INTERPOLATE, contributions=pair, mean=True, **common)
     if row.mode == MergeMode.DARE_TIES:
@@ -147,6 +156,36 @@ def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base
             sign_election=True, mean=settings.disjoint_mean,
             task_vector_share=genome.merge_method_weight, **common)
     raise ValueError(f"unknown merge mode {row.mode!r}")
+
+
+def task_vector_step_v3(ratio: float, genome: Genome, with_base: bool, common: dict,
+                        dare: bool = True) -> TensorStep:
+    """A blended tensor under genome rule v3 (docs/MERGE.md): the father's task vector at
+    weight 2 (1 - ratio) scale_a, the mother's at 2 ratio scale_b, each trimmed to its
+    largest `trim_density` and then DARE-dropped to its density (rescaled), summed after a
+    sign election (mergekit's tie sign) or not, as the disjoint mean or a sum, blended with
+    the parents' weighted mean by merge_method_weight. The larger scale is the step's
+    `scale` and the weights are divided by it, so that at ratio 0.5 with equal scales the
+    weights are 1 and the step is mergekit's task arithmetic or TIES to the bit. Without
+    `dare` (a vector) the densities are 1."""
+    weights = (2.0 * (1.0 - ratio) * genome.scale_a, 2.0 * ratio * genome.scale_b)
+    scale = max(genome.scale_a, genome.scale_b)
+    if scale > 0.0:
+        weights = tuple(w / scale for w in weights)
+    else:  # both scales 0: the base (the father without one), whatever the weights
+        weights = (2.0 * (1.0 - ratio), 2.0 * ratio)
+
+    def contribution(model: str, weight: float, density: float) -> Contribution:
+        return Contribution(model, weight, density, Trim.DARE if density < 1.0 else Trim.NONE,
+                            keep_largest=genome.trim_density)
+
+    return TensorStep(
+        kind=StepKind.TASK_VECTORS, base="base" if with_base else None,
+        contributions=(contribution("father", weights[0], genome.density_a if dare else 1.0),
+                       contribution("mother", weights[1], genome.density_b if dare else 1.0)),
+        sign_election=genome.elects_signs, tie_sign=MERGEKIT_TIE_SIGN,
+        mean=genome.takes_disjoint_mean, rescale=True, scale=scale,
+        task_vector_share=genome.merge_method_weight, **common)
 
 
 def load_scan_ratios(path: str | Path) -> dict[str, float]:

@@ -17,7 +17,9 @@ models' tensors of that name:
   entries; rescaled by 1 / density when `rescale`), then summed with the weights, after a
   sign election when `sign_election` (an entry is kept where its sign agrees with the sign
   of the weighted sum; `tie_sign` is what a zero sum elects), divided by the weight mass of
-  the kept entries when `mean`. Without a base the first contribution's model is the base
+  the kept entries when `mean`. A contribution's `keep_largest` below 1 first keeps that
+  fraction of its task vector's largest magnitudes, unscaled (TIES's trim before a DARE
+  drop: genome rule v3). Without a base the first contribution's model is the base
   (its own task vector is zero). `linear_blend` w gives `(1 - w) * that + w * the models'
   weighted mean`: darwin's `merge_method_weight` is 1 - w.
 
@@ -34,6 +36,12 @@ from enum import Enum
 import torch
 
 from ..arch.rules import MergeMode
+
+
+# mergekit's sign election elects + where the weighted task vectors sum to exactly 0
+# (`sum >= 0`); darwin's v1 and v2 genomes elect 0 there (merge/ops.py, ties_elect), its v3
+# genomes + (so that a v3 genome's TIES is mergekit's, to the bit)
+MERGEKIT_TIE_SIGN = 1.0
 
 
 class StepKind(str, Enum):
@@ -63,6 +71,7 @@ class Contribution:
     weight: float = 1.0
     density: float = 1.0
     trim: Trim = Trim.NONE
+    keep_largest: float = 1.0  # a magnitude trim before `trim` (never rescaled)
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,8 @@ class TensorStep:
         return (self.kind is StepKind.TASK_VECTORS and len(self.contributions) == 2
                 and self.sign_election and self.tie_sign == 0.0 and self.scale == 1.0
                 and self.rescale and abs(sum(self.weights) - 1.0) < 1e-12
-                and all(c.trim in (Trim.DARE, Trim.NONE) for c in self.contributions)
+                and all(c.trim in (Trim.DARE, Trim.NONE) and c.keep_largest >= 1.0
+                        for c in self.contributions)
                 and self.base not in self.models)
 
     @property

@@ -109,6 +109,10 @@ def _folder(value, role: str) -> Path | ModelRef:
 # -- the YAML ---------------------------------------------------------------------------
 def export_mergekit(source: ExportSource) -> str:
     """The mergekit YAML text, its header saying what is approximate."""
+    if source.genome.genome_rule == "v3":
+        raise UsageError("export-mergekit writes genomes of rule v1 and v2; a v3 genome's "
+                         "per-parent scales and trims have no export yet (a standard "
+                         "recipe's point is its own YAML: docs/MERGE.md)")
     rows = plan_models(source.father, source.mother, base=source.base, genome=source.genome,
                        settings=source.settings)
     with ModelSource(source.father) as father:

@@ -26,7 +26,7 @@ from ..io.model_ref import ModelRef, resolve_model
 from ..io.stream import TensorReader
 from ..io.writer import DEFAULT_SHARD_BYTES, atomic_output_dir, copy_side_files, write_config
 from ..merge.execute import cpu_threads, merge_in_memory, write_child_tensors
-from ..merge.spec import Contribution, MergeSpec, StepKind, TensorStep, Trim
+from ..merge.spec import MERGEKIT_TIE_SIGN, Contribution, MergeSpec, StepKind, TensorStep, Trim
 from ..resources import require_disk
 from .config import (
     GLOBAL_DEFAULTS,
@@ -38,9 +38,6 @@ from .config import (
 )
 
 CONFIG_COPY = "mergekit_config.yml"  # mergekit's own name for the config in its output
-# mergekit's sign election elects + where the weighted task vectors sum to exactly 0
-# (`sum >= 0`); darwin's own merges elect 0 there (merge/ops.py, ties_elect)
-MERGEKIT_TIE_SIGN = 1.0
 
 
 @dataclass(frozen=True)

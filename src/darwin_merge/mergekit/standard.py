@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..arch import Taxonomy
+from ..genome import Genome
 from ..merge.engine import ParentTensors
 from ..records import StandardValues
 from .config import MergekitConfig, config_from_dict
@@ -62,6 +63,17 @@ class StandardRecipe(BaseModel):
         # rescaled, a sum), as a user's YAML with only these lines would have it
         return {"merge_method": self.method, "base_model": base, "models": models,
                 "parameters": {"lambda": self.scale}}
+
+    def genome(self) -> Genome:
+        """The recipe as a genome of rule v3 (genome.py): `darwin merge --genome` of it makes
+        the YAML's child (task arithmetic and TIES to the bit; DARE-TIES with other masks
+        of the same density); the search queues the tuned points so (evolve/phase2.py)."""
+        if self.method == "task_arithmetic":
+            return Genome.task_vectors(self.scale)
+        if self.method == "ties":  # mergekit's TIES: unscaled magnitude trim, disjoint mean
+            return Genome.task_vectors(self.scale, trim_density=self.density,
+                                       sign_election=True, disjoint_mean=True)
+        return Genome.task_vectors(self.scale, dare_density=self.density, sign_election=True)
 
     def config(self, base: bool) -> MergekitConfig:
         """The config in memory, its models named father, mother (and base)."""

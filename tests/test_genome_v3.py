@@ -1,0 +1,111 @@
+"""Genome rule v3 (genome.py, merge/plan.py): the standard recipes are points of the genome.
+A v3 genome of task arithmetic (any scale) or TIES makes, through `darwin merge --genome`,
+the very child that `darwin merge --mergekit-config` makes of the recipe's YAML, with a
+base and without; the v3 genes are refused in older genomes, a v2 genome read under v3
+keeps its ratios, and each v3 gene changes the child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from darwin_merge.cli import main
+from darwin_merge.errors import UsageError
+from darwin_merge.genome import GENES, V3_GENES, Genome, genome_from_dict, genome_hash
+from darwin_merge.mergekit import merge_from_config
+from darwin_merge.mergekit.standard import StandardRecipe
+
+POINTS = [StandardRecipe(method="task_arithmetic", scale=1.3),
+          StandardRecipe(method="task_arithmetic", scale=0.7),
+          StandardRecipe(method="task_arithmetic", scale=2.0),
+          StandardRecipe(method="ties", scale=1.0, density=0.5),
+          StandardRecipe(method="ties", scale=1.25, density=0.3)]
+
+
+def child_of_yaml(point: StandardRecipe, father, mother, base, folder: Path) -> dict:
+    folder.mkdir()
+    config = folder / "config.yml"
+    config.write_text(yaml.safe_dump(point.mergekit_dict(
+        str(father), str(mother), None if base is None else str(base))))
+    merge_from_config(config, folder / "child", progress=False)
+    return load_file(folder / "child" / "model.safetensors")
+
+
+def child_of_genome(genome: Genome, father, mother, base, folder: Path) -> dict:
+    folder.mkdir()
+    path = folder / "genome.yaml"
+    path.write_text(genome.to_yaml())
+    args = ["merge", "--father", str(father), "--mother", str(mother), "--genome", str(path),
+            "--out", str(folder / "child")]
+    assert main(args + ([] if base is None else ["--base", str(base)])) == 0
+    return load_file(folder / "child" / "model.safetensors")
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+def test_a_standard_recipe_as_a_v3_genome_is_its_mergekit_child(tiny_trio, tmp_path, point,
+                                                                 with_base):
+    base, father, mother = tiny_trio
+    base = base if with_base else None
+    theirs = child_of_yaml(point, father, mother, base, tmp_path / "yaml")
+    ours = child_of_genome(point.genome(), father, mother, base, tmp_path / "genome")
+    assert set(ours) == set(theirs)
+    differ = [n for n in ours if not torch.equal(ours[n], theirs[n])]
+    assert not differ, differ[:3]
+    moved = [n for n in ours if not torch.equal(ours[n], load_file(
+        Path(father) / "model.safetensors")[n])]
+    assert moved  # the recipe did something: the equality is not two copies of the father
+
+
+def test_each_v3_gene_changes_the_child(tiny_trio, tmp_path):
+    """From TIES d0.5 (both switches on), moving one v3 gene at a time moves the child."""
+    base, father, mother = tiny_trio
+    start = StandardRecipe(method="ties", scale=1.0, density=0.5).genome()
+    reference = child_of_genome(start, father, mother, base, tmp_path / "start")
+    moves = {"scale_a": 1.4, "scale_b": 0.6, "trim_density": 0.9, "sign_election": 0.0,
+             "disjoint_mean": 0.0}
+    assert set(moves) == set(V3_GENES)
+    for gene, value in moves.items():
+        moved = child_of_genome(start.model_copy(update={gene: value}), father, mother, base,
+                                tmp_path / gene)
+        assert any(not torch.equal(moved[n], reference[n]) for n in moved), gene
+
+
+def test_v3_genes_belong_to_v3_genomes_only():
+    with pytest.raises(UsageError, match="scale_a is a gene of genome rule v3 only"):
+        genome_from_dict({"genome_rule": "v2", "scale_a": 1.0})
+    with pytest.raises(UsageError, match=r"scale_b = 2.5 is outside \[0, 2\]"):
+        genome_from_dict({"genome_rule": "v3", "scale_b": 2.5})
+    with pytest.raises(UsageError, match=r"global_ratio = 1.5 is outside \[0, 1\]"):
+        genome_from_dict({"genome_rule": "v3", "global_ratio": 1.5})
+    # a v3 file that leaves a v3 gene out reads it as v2's arithmetic
+    partial = genome_from_dict({"genome_rule": "v3", "scale_b": 1.5})
+    assert (partial.scale_a, partial.scale_b, partial.sign_election) == (0.5, 1.5, 1.0)
+
+
+def test_a_v2_genome_keeps_its_dump_and_hash_and_reads_the_same_under_v3():
+    v2 = Genome(global_ratio=0.3, block_2_ratio=0.8)
+    assert set(v2.model_dump()) == {*GENES, "genome_rule"}  # no v3 keys in its records
+    assert len(v2.values()) == 14
+    v3 = v2.as_v3()
+    assert v3.values()[:14] == v2.values() and len(v3.values()) == 19
+    assert genome_hash(v3) != genome_hash(v2)
+    assert Genome(**v3.model_dump()) == v3
+    assert Genome.from_values(v3.values(), "v3") == v3
+    with pytest.raises(UsageError, match="only a v2 genome"):
+        Genome(genome_rule="v1").as_v3()
+
+
+def test_a_v3_genome_refuses_the_disjoint_mean_option(tiny_trio, tmp_path, capsys):
+    base, father, mother = tiny_trio
+    path = tmp_path / "genome.yaml"
+    path.write_text(Genome().as_v3().to_yaml())
+    assert main(["merge", "--father", str(father), "--mother", str(mother), "--base",
+                 str(base), "--genome", str(path), "--disjoint-mean",
+                 "--out", str(tmp_path / "child")]) == 2
+    assert "gene disjoint_mean decides" in capsys.readouterr().err
+    assert not (tmp_path / "child").exists()
