@@ -290,7 +290,8 @@ def genome_from_dict(data: dict, source: str = "genome") -> Genome:
     try:
         return Genome(**data)
     except ValidationError as exc:  # a v3 gene in a v1 or v2 genome
-        raise UsageError(f"{source}: invalid genome ({exc.errors()[0]['msg'].removeprefix('Value error, ')})") from exc
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"{source}: invalid genome ({message})") from exc
 
 
 def genome_ratio(genome: Genome, info: TensorInfo) -> float:

@@ -37,7 +37,6 @@ import torch
 
 from ..arch.rules import MergeMode
 
-
 # mergekit's sign election elects + where the weighted task vectors sum to exactly 0
 # (`sum >= 0`); darwin's v1 and v2 genomes elect 0 there (merge/ops.py, ties_elect), its v3
 # genomes + (so that a v3 genome's TIES is mergekit's, to the bit)
