@@ -10,9 +10,9 @@ import pytest
 from scipy.stats import binom
 
 from darwin_merge.eval.evaluator import evaluate
-from darwin_merge.eval.results import TaskResult, TaskScore
+from darwin_merge.eval.results import TaskResult, TaskScore, gold_logprob_means
 from darwin_merge.evolve import racing
-from darwin_merge.evolve.scoring import guard_verdicts, guarded
+from darwin_merge.evolve.scoring import TIE_BREAK, guard_verdicts, guarded
 from darwin_merge.evolve.study import stopped_within_one_se
 from darwin_merge.evolve.summary_tables import racing_line
 from darwin_merge.genome import Genome
@@ -23,12 +23,13 @@ LIMIT = 40  # items per task; slices end at 10, 20, 40
 
 
 class ScriptedScorer:
-    """A CandidateScorer whose loaded model answers item i of every task with score(i)."""
+    """A CandidateScorer whose loaded model answers item i of every task with score(i) and,
+    given `logprob`, gives its gold answer the log-probability logprob(i)."""
 
-    def __init__(self, score, tasks=("copa",)):
+    def __init__(self, score, tasks=("copa",), logprob=None):
         self.weights = {t: 1.0 / len(tasks) for t in tasks}
         self.tasks, self.limit, self.score, self.calls = list(tasks), LIMIT, score, []
-        self.guard_tasks = []
+        self.guard_tasks, self.logprob = [], logprob
 
     def state_of(self, genome):
         return {}
@@ -39,15 +40,20 @@ class ScriptedScorer:
     def evaluate_loaded(self, task, limit, skip=0):
         self.calls.append((task, skip, limit))
         scores = [float(self.score(i)) for i in range(skip, limit)]
+        logprobs = None if self.logprob is None else [self.logprob(i) for i in range(skip, limit)]
         return TaskResult(kind="multiple_choice", split="search", n=len(scores), metric="acc",
                           higher_is_better=True, metrics={"acc": sum(scores) / len(scores)},
-                          mean_gold_logprob=-1.0, item_ids=list(range(skip, limit)),
-                          item_scores=scores)
+                          **gold_logprob_means(logprobs or [-1.0] * len(scores)),
+                          item_ids=list(range(skip, limit)), item_scores=scores,
+                          item_gold_logprobs=logprobs)
 
 
-def rival(score, value=0.9) -> dict:
-    return {"number": 3, "value": value, "item_scores": {"copa": [float(score(i))
-                                                                  for i in range(LIMIT)]}}
+def rival(score, value=0.9, logprob=None) -> dict:
+    record = {"number": 3, "value": value,
+              "item_scores": {"copa": [float(score(i)) for i in range(LIMIT)]}}
+    if logprob is not None:
+        record["item_gold_logprobs"] = {"copa": [logprob(i) for i in range(LIMIT)]}
+    return record
 
 
 def test_a_clearly_worse_candidate_stops_after_the_first_slice():
@@ -72,7 +78,7 @@ def test_a_candidate_as_good_as_the_incumbent_grows_to_every_item():
     assert [c[1:] for c in scorer.calls] == [(0, 10), (10, 20), (20, 40)]  # no item twice
     assert scores["copa"].n == 40 and scores["copa"].metrics["acc"] == 0.5
     assert scores["copa"].item_ids == list(range(40))
-    assert value == pytest.approx(0.5 - 1e-3)  # the usual fitness with its tie-breaker
+    assert value == pytest.approx(0.5 - TIE_BREAK)  # the usual fitness with its tie-breaker
 
 
 def test_a_slightly_worse_candidate_is_not_stopped_on_a_few_items():
@@ -232,6 +238,44 @@ def test_slices_scored_apart_combine_into_the_one_evaluation_of_all_items():
     assert combined.item_scores == whole.item_scores
     assert combined.primary == whole.primary and combined.primary_stderr == whole.primary_stderr
     assert combined.mean_gold_logprob == pytest.approx(whole.mean_gold_logprob)
+    assert combined.item_gold_logprobs == pytest.approx(whole.item_gold_logprobs)
+    assert combined.mean_clipped_gold_logprob == pytest.approx(whole.mean_clipped_gold_logprob)
+
+
+# -- the continuous per-item scores (docs/EVOLVE.md, "Racing") -------------------------
+def test_the_paired_difference_uses_the_items_continuous_parts_when_both_sides_have_them():
+    accuracy = [1.0, 0.0, 1.0, 1.0]
+    candidate_lp, incumbent_lp = [-0.5, -2.0, -30.0, -1.0], [-1.0, -2.5, -3.0, -1.0]
+    pairs = {"t": (accuracy, list(accuracy))}
+    with_lp = racing.stop_decision(pairs, {"t": 1.0}, 0, {"t": (candidate_lp, incumbent_lp)})
+    # clipped at -10: per item +0.5, +0.5, -7, 0 (nats per character), mean -1.5
+    assert with_lp.diff == pytest.approx(TIE_BREAK * -1.5) and with_lp.continuous
+    assert with_lp.record(4)["continuous"] is True
+    without = racing.stop_decision(pairs, {"t": 1.0}, 0)
+    assert without.diff == 0.0 and not without.continuous
+
+
+def test_racing_pairs_the_continuous_scores_and_keeps_the_exact_test_on_the_binary_part():
+    # the candidate misses items 0-2, which the incumbent answers, and its gold answers are
+    # 0.5 nats per character less likely everywhere: the exact test still decides on the
+    # 0/1 part (p 0.125, not stopped), the difference carries both parts
+    scorer = ScriptedScorer(lambda i: i > 2, logprob=lambda i: -1.5)
+    value, scores, _, record = racing.race(scorer, Genome(),
+                                           rival(lambda i: 1, logprob=lambda i: -1.0))
+    first = record["decisions"][0]
+    assert first["test"] == "sign_exact" and first["p"] == pytest.approx(0.125)
+    assert first["continuous"] is True and first["decision"] == "grow"
+    assert first["diff"] == pytest.approx(-3 / 10 - 0.5 * TIE_BREAK)
+    assert record["outcome"] == "full"
+    assert value == pytest.approx(37 / 40 - 1.5 * TIE_BREAK)
+    assert scores["copa"].item_gold_logprobs == [-1.5] * 40
+    kept = racing.item_record(scores, ["copa"])
+    assert kept["item_gold_logprobs"]["copa"] == [-1.5] * 40
+    # an incumbent recorded without log-probabilities: paired on accuracy alone, as before
+    _, _, _, old = racing.race(ScriptedScorer(lambda i: i > 2, logprob=lambda i: -1.5),
+                               Genome(), rival(lambda i: 1))
+    assert old["decisions"][0]["diff"] == pytest.approx(-3 / 10)
+    assert old["decisions"][0]["continuous"] is False
 
 
 # -- guard tasks (evolve/scoring.py) --------------------------------------------------

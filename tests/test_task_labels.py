@@ -65,7 +65,7 @@ def test_a_fitness_weight_still_maps_to_the_files_task(tmp_path):
                       progress=False)
     assert set(scores) == set(weights)
     assert fitness_of(scores, weights) == pytest.approx(sum(
-        0.5 * (scores[t].signed_primary + TIE_BREAK * scores[t].mean_gold_logprob)
+        0.5 * (scores[t].signed_primary + TIE_BREAK * scores[t].mean_clipped_gold_logprob)
         for t in (path, "copa")))
 
 

@@ -4,10 +4,11 @@
 `TaskResult` (eval/results.py): its scores, their standard errors, n, its primary `metric`
 (tasks.yaml, `.primary`) and direction,
 the item ids scored with each item's primary score (`item_scores`, for paired
-statistics and racing), and `mean_gold_logprob`: the
-mean over items of the gold continuation's log-probability divided by its length in
-characters (tokenizer-independent, continuous), so the search can rank two candidates
-with the same accuracy. Nothing is written to disk and nothing is cached between calls.
+statistics and racing), and, for the log-likelihood tasks, each item's gold continuation's
+log-probability divided by its length in characters (`item_gold_logprobs`:
+tokenizer-independent, continuous), their mean (`mean_gold_logprob`) and the mean of their
+clipped values (`mean_clipped_gold_logprob`), so the search can rank two candidates with the
+same accuracy. Nothing is written to disk and nothing is cached between calls.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..progress import TaskCounter, progress_bar
 from . import metrics
 from .generate import generate, supports_thinking
 from .loglik import encode_groups, score_groups
-from .results import GENERATION_FIELDS, TaskResult
+from .results import GENERATION_FIELDS, TaskResult, gold_logprob_means
 from .samples import sample_records
 from .tasks import Item, Task, resolve_tasks, select_items
 
@@ -59,12 +60,14 @@ def evaluate(model, tokenizer, tasks: list[str] | str, *, split: str = "all",
                                           max_new_tokens=max_new_tokens or task.max_new_tokens)
             item_scores, responses = result.pop("item_scores"), result.pop("responses")
             primary = task.primary(samples)
-            tie = result.pop("mean_gold_logprob", None)
+            result.pop("mean_gold_logprob", None)  # recomputed from the items' values
+            logprobs = result.pop("item_gold_logprobs", None)
             generation = {k: result.pop(k) for k in GENERATION_FIELDS if k in result}
             results[task.name] = TaskResult(
                 kind=task.kind, split=split, n=len(items), metric=primary,
-                higher_is_better=task.higher_is_better, metrics=result, mean_gold_logprob=tie,
-                item_ids=[it.id for it in items], item_scores=item_scores[primary],
+                higher_is_better=task.higher_is_better, metrics=result,
+                **gold_logprob_means(logprobs), item_ids=[it.id for it in items],
+                item_scores=item_scores[primary], item_gold_logprobs=logprobs,
                 generation=generation, logged_samples=sample_records(
                     task, items, responses, item_scores) if log_samples else None)
     return results
@@ -122,13 +125,14 @@ def _loglik_task(model, tokenizer, task, items, batch_size, device, bar) -> dict
         ppl = metrics.perplexity(logliks)
         se = metrics.mean_stderr(logliks)
         result.update(perplexity=ppl, perplexity_stderr=None if se is None else ppl * se)
-    result["mean_gold_logprob"] = metrics.mean(
-        [ll / n for ll, n in zip(logliks, gold_lengths, strict=True)])
+    result["item_gold_logprobs"] = [ll / n for ll, n in zip(logliks, gold_lengths,
+                                                            strict=True)]
     return result
 
 
 def multiple_choice_metrics(docs: list[dict], scores) -> dict:
-    """acc, acc_norm (+ stderrs) and the per-character gold log-prob of scored items."""
+    """acc, acc_norm (+ stderrs) and the per-character gold log-prob of scored items (each
+    item's, and their mean)."""
     acc, acc_norm, gold_lp = [], [], []
     for doc, item_scores in zip(docs, scores, strict=True):
         logprobs = [s.logprob for s in item_scores]
@@ -138,7 +142,7 @@ def multiple_choice_metrics(docs: list[dict], scores) -> dict:
         gold_lp.append(logprobs[doc["gold"]] / len(doc["choices"][doc["gold"]]))
     return {"acc": metrics.mean(acc), "acc_stderr": metrics.mean_stderr(acc),
             "acc_norm": metrics.mean(acc_norm), "acc_norm_stderr": metrics.mean_stderr(acc_norm),
-            "mean_gold_logprob": metrics.mean(gold_lp),
+            "mean_gold_logprob": metrics.mean(gold_lp), "item_gold_logprobs": gold_lp,
             "item_scores": {"acc": acc, "acc_norm": acc_norm}}
 
 

@@ -2,12 +2,15 @@
 as a one-sided test says it is worse than the incumbent (docs/EVOLVE.md).
 
 The incumbent is the best fully scored candidate so far. After each slice but the last
-(a look), the candidate's per-item primary scores are paired with the incumbent's on the
-same items and `stop_decision` tests "no worse than the incumbent" at that look's nominal
-level: the levels spend RACE_ALPHA, the chance of stopping a candidate exactly as good
-as the incumbent over all the looks together, with a Pocock-type spending function
-(`boundaries`). The test is an exact sign test where every task is binary and
-few items disagree, else a normal test on the weighted paired difference. A stopped
+(a look), the candidate's per-item scores are paired with the incumbent's on the
+same items (each item's primary score plus its small continuous part, the clipped gold
+log-probability, where both sides have those: `scoring.item_values`, the per-item scores
+whose mean is the fitness) and `stop_decision` tests "no worse than the incumbent" at that
+look's nominal level: the levels spend RACE_ALPHA, the chance of stopping a candidate
+exactly as good as the incumbent over all the looks together, with a Pocock-type spending
+function (`boundaries`). The test is an exact sign test on the primary scores where every task's
+are binary and few items disagree (the continuous parts, below one item by construction,
+left out of it), else a normal test on the weighted paired difference. A stopped
 candidate's value is the incumbent's fitness plus that paired difference (the estimate
 CMA-ES learns from). Otherwise the slice grows. Every decision is returned for the
 trial's record.
@@ -27,11 +30,11 @@ from scipy.stats import binom, norm
 
 from ..eval import metrics
 from ..eval.paired import weighted_difference
-from ..eval.results import TaskResult
+from ..eval.results import TaskResult, gold_logprob_means
 from ..eval.tasks import resolve_tasks, select_items
 from ..genome import Genome
 from ..mergekit.standard import StandardRecipe
-from .scoring import CandidateScorer, fitness_of
+from .scoring import CandidateScorer, fitness_of, item_values
 
 # Share of each task's search items scored before each decision; the last is all of them.
 RACE_SLICES = (0.25, 0.5, 1.0)
@@ -99,12 +102,13 @@ class Decision:
     p: float | None  # one-sided p-value (None: too few items to test)
     level: float  # the look's nominal level; stop when p <= level
     bound: float  # the look's critical z
+    continuous: bool = False  # the items' continuous parts in diff and stderr
 
     def record(self, items: int) -> dict:
         upper = None if self.stderr is None else self.diff + self.bound * self.stderr
         return {"items": items, "diff": self.diff, "stderr": self.stderr,
                 "upper_bound": upper, "test": self.test, "p": self.p, "level": self.level,
-                "decision": "stop" if self.stop else "grow"}
+                "decision": "stop" if self.stop else "grow", "continuous": self.continuous}
 
 
 @lru_cache(maxsize=512)
@@ -136,24 +140,38 @@ def _binary(scores: list[float]) -> bool:
     return values <= {0.0, 1.0} or values <= {0.0, -1.0}
 
 
-def stop_decision(pairs: dict[str, tuple[list[float], list[float]]],
-                  weights: dict[str, float], look: int) -> Decision:
+Pairs = dict[str, tuple[list[float], list[float]]]  # task -> (candidate, incumbent) per item
+
+
+def stop_decision(pairs: Pairs, weights: dict[str, float], look: int,
+                  gold_logprobs: Pairs | None = None) -> Decision:
     """Whether the candidate stops at look `look` (0: after the first slice): `pairs` holds
-    each task's (candidate, incumbent) per-item scores on the same items, signed so that
-    higher is better; `weights` the fitness weights. The exact test (`sign_flip_p`) where
-    every task is binary and fewer than EXACT_BELOW items disagree in all; else the normal
-    test of the weighted difference over its SE. Stop when p <= the look's nominal level."""
+    each task's (candidate, incumbent) per-item primary scores on the same items, signed so
+    that higher is better; `weights` the fitness weights; `gold_logprobs` the same items'
+    gold log-probabilities, for the tasks where both sides have them. The paired difference
+    and its SE are of the item scores (`scoring.item_values`: the primary score plus the
+    continuous part). The exact test (`sign_flip_p`) where every task's primary scores are
+    binary and fewer than EXACT_BELOW items disagree on them in all: decided on the primary
+    scores alone (the continuous parts of a task differ by less than half an item in all,
+    so they cannot carry the evidence to stop); else the normal test of the weighted
+    difference over its SE. Stop when p <= the look's nominal level."""
     level, bound = nominal_levels()[look], boundaries()[look]
-    diff, stderr = weighted_difference(pairs, weights)
+    continuous = {t: pair for t, pair in (gold_logprobs or {}).items() if t in weights}
+    values = {t: tuple(item_values(scores, lps) for scores, lps in
+                       zip(pairs[t], continuous.get(t, (None, None)), strict=True))
+              for t in weights}
+    diff, stderr = weighted_difference(values, weights)
+    with_continuous = bool(continuous)
     if all(_binary(a) and _binary(b) for a, b in (pairs[t] for t in weights)):
         counts = [(w / len(pairs[t][0]), *_wins_losses(*pairs[t])) for t, w in weights.items()]
         if sum(wins + losses for _, wins, losses in counts) < EXACT_BELOW:
-            p = sign_flip_p(counts, diff)
-            return Decision(p <= level, diff, stderr, "sign_exact", p, level, bound)
+            p = sign_flip_p(counts, weighted_difference(pairs, weights)[0])
+            return Decision(p <= level, diff, stderr, "sign_exact", p, level, bound,
+                            with_continuous)
     if stderr is None:
-        return Decision(False, diff, stderr, "normal", None, level, bound)
+        return Decision(False, diff, stderr, "normal", None, level, bound, with_continuous)
     p = float(diff >= 0) if stderr == 0 else 0.5 * math.erfc(-diff / stderr / math.sqrt(2))
-    return Decision(p <= level, diff, stderr, "normal", p, level, bound)
+    return Decision(p <= level, diff, stderr, "normal", p, level, bound, with_continuous)
 
 
 def slice_ends(tasks: list[str], limit: int | None) -> list[dict[str, int]]:
@@ -165,31 +183,61 @@ def slice_ends(tasks: list[str], limit: int | None) -> list[dict[str, int]]:
 
 def combine(parts: list[TaskResult]) -> TaskResult:
     """One task's results over consecutive slices, as one evaluation of all their items
-    (the primary metric, a mean over items, and the tie-breaker; not the other metrics)."""
+    (the primary metric, a mean over items, and the tie-breakers with each item's gold
+    log-probability; not the other metrics)."""
     first = parts[0]
     scores = [s for p in parts for s in p.item_scores]
-    tie = None if first.mean_gold_logprob is None else \
-        sum(p.mean_gold_logprob * p.n for p in parts) / len(scores)
+    logprobs = None if any(p.item_gold_logprobs is None for p in parts) else [
+        lp for p in parts for lp in p.item_gold_logprobs]
+    ties = gold_logprob_means(logprobs)
+    if logprobs is None and first.mean_gold_logprob is not None:  # means without the items
+        ties["mean_gold_logprob"] = sum(p.mean_gold_logprob * p.n for p in parts) / len(scores)
     return TaskResult(kind=first.kind, split=first.split, n=len(scores), metric=first.metric,
                       higher_is_better=first.higher_is_better,
                       metrics={first.metric: metrics.mean(scores),
                                f"{first.metric}_stderr": metrics.mean_stderr(scores)},
-                      mean_gold_logprob=tie, item_ids=[i for p in parts for i in p.item_ids],
-                      item_scores=scores)
+                      **ties, item_ids=[i for p in parts for i in p.item_ids],
+                      item_scores=scores, item_gold_logprobs=logprobs)
 
 
 def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
     return result_scores if higher_is_better else [-s for s in result_scores]
 
 
+def item_record(scores: dict[str, TaskResult], tasks: list[str]) -> dict[str, dict]:
+    """What a fully scored candidate keeps to be racing's incumbent, beside its number and
+    value: each task's per-item primary scores (`item_scores`) and, where the evaluator
+    gave them, gold log-probabilities (`item_gold_logprobs`)."""
+    return {"item_scores": {t: scores[t].item_scores for t in tasks},
+            "item_gold_logprobs": {t: scores[t].item_gold_logprobs for t in tasks
+                                   if scores[t].item_gold_logprobs is not None}}
+
+
+def paired_items(scores: dict[str, TaskResult], incumbent: dict, ends: dict[str, int]
+                 ) -> tuple[Pairs, Pairs]:
+    """The candidate's and the incumbent's first `ends[t]` items of each task: their signed
+    primary scores, and their gold log-probabilities where both sides have them (an
+    incumbent recorded without them, `item_record`, pairs on the primary scores alone)."""
+    pairs, gold_logprobs = {}, {}
+    rival_logprobs = incumbent.get("item_gold_logprobs") or {}
+    for task, end in ends.items():
+        result = scores[task]
+        pairs[task] = (signed(result.item_scores, result.higher_is_better),
+                       signed(incumbent["item_scores"][task][:end], result.higher_is_better))
+        if result.item_gold_logprobs is not None and rival_logprobs.get(task) is not None:
+            gold_logprobs[task] = (result.item_gold_logprobs, rival_logprobs[task][:end])
+    return pairs, gold_logprobs
+
+
 def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent: dict | None,
          state: dict | None = None, with_guards: bool = True) -> tuple[float, dict, dict, dict]:
     """(value, scores, timings, race record) of one candidate (a genome, or a standard
     recipe: the tuned baselines) raced against `incumbent` ({"number", "value",
-    "item_scores"} of the best full candidate, or None: then the candidate is scored in
-    full). `state`: the candidate's merged state when the caller has merged it already;
-    `with_guards` False leaves a fully scored candidate's guard tasks to the caller (the
-    tuned baselines score them only where they can change the choice)."""
+    "item_scores", optionally "item_gold_logprobs"} of the best full candidate:
+    `item_record`; or None: then the candidate is scored in full). `state`: the candidate's
+    merged state when the caller has merged it already; `with_guards` False leaves a fully
+    scored candidate's guard tasks to the caller (the tuned baselines score them only where
+    they can change the choice)."""
     started = time.perf_counter()
     scorer.load(scorer.state_of(candidate) if state is None else state)
     merged = time.perf_counter()
@@ -205,10 +253,8 @@ def race(scorer: CandidateScorer, candidate: Genome | StandardRecipe, incumbent:
         scores = {t: combine(p) for t, p in parts.items()}
         if incumbent is None or ends == slice_ends(tasks, scorer.limit)[-1]:
             continue
-        pairs = {t: (signed(scores[t].item_scores, scores[t].higher_is_better),
-                     signed(incumbent["item_scores"][t][:ends[t]],
-                            scores[t].higher_is_better)) for t in tasks}
-        decision = stop_decision(pairs, scorer.weights, look)
+        pairs, gold_logprobs = paired_items(scores, incumbent, ends)
+        decision = stop_decision(pairs, scorer.weights, look, gold_logprobs)
         decisions.append(decision.record(sum(ends.values())))
         if decision.stop:
             value = incumbent["value"] + decision.diff

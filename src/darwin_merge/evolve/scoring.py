@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..eval import evaluate
-from ..eval.results import TaskResult, TaskScore
+from ..eval.results import GOLD_LOGPROB_CLIP, TaskResult, TaskScore, clipped_gold_logprobs
 from ..genome import Genome
 from ..io.loading import load_model, load_tokenizer
 from ..merge.engine import ParentTensors, merge_state
@@ -25,25 +25,54 @@ from ..merge.plan import MergeSettings
 from ..mergekit.standard import StandardMerger, StandardRecipe
 from ..resources import available_memory
 
-# Weight of the continuous tie-breaker (mean log-probability of the gold answers, per
-# character; typically -0.1..-5) against accuracy. 1e-3 keeps it below one item of
-# accuracy on up to ~100 items per task while still ranking equal-accuracy candidates.
-TIE_BREAK = 1e-3
+# The fitness of a task is the mean over its items of each item's score,
+#     item score = primary_i (signed) + TIE_BREAK * clip(gold logprob_i, -GOLD_LOGPROB_CLIP, 0)
+# (the gold log-probability per character, eval/results.py). The mean of per-item clipped
+# values replaces the mean log-probability: racing pairs the same per-item scores, so a
+# stopped candidate's estimate and a full one's fitness are one quantity, and the clip
+# bounds what one item (a choice the model finds absurd) can weigh. The continuous part of
+# a task differs between two candidates by at most TIE_BREAK * GOLD_LOGPROB_CLIP, below half
+# an item of accuracy on up to TIE_FREE_ITEMS items per task, so it orders candidates tied
+# on accuracy and never reverses an accuracy difference of one item or more
+# (docs/EVOLVE.md, "Fitness"). CMA-ES reads only the ranks of the values.
+TIE_FREE_ITEMS = 1000
+TIE_BREAK = 4e-5
+assert TIE_BREAK * GOLD_LOGPROB_CLIP < 1 / (2 * TIE_FREE_ITEMS)
 # Taken off the fitness of a child that breaks a guard: more than any fitness can differ
 # (weights sum to 1, primary scores lie in [0, 1]), so a guarded child always ranks first.
 GUARD_PENALTY = 1.0
 
 
+def continuous_part(result: TaskScore) -> float:
+    """A task's mean clipped gold log-probability (0 for a generative task, which has
+    none). A row stored before the per-item values were kept has their mean only: clipped
+    whole."""
+    if result.mean_clipped_gold_logprob is not None:
+        return float(result.mean_clipped_gold_logprob)
+    if result.mean_gold_logprob is None:
+        return 0.0
+    return clipped_gold_logprobs([float(result.mean_gold_logprob)])[0]
+
+
+def item_values(primary: list[float], gold_logprobs: list[float] | None) -> list[float]:
+    """Each item's score (signed primary scores; see TIE_BREAK): their mean is the task's
+    part of the fitness. Without log-probabilities, the primary scores alone."""
+    if gold_logprobs is None:
+        return list(primary)
+    return [score + TIE_BREAK * lp for score, lp in
+            zip(primary, clipped_gold_logprobs(gold_logprobs), strict=True)]
+
+
 def fitness_of(scores: dict[str, TaskScore], weights: dict[str, float]) -> float:
-    """Weighted primary metrics (signed: higher is better) plus the small continuous
-    tie-breaker (log-likelihood tasks only; generative ones have none); -1 for a broken
-    child."""
+    """The weighted mean over tasks of each task's item scores (`item_values`): primary
+    metrics (signed: higher is better) plus the small continuous term (log-likelihood
+    tasks only; generative ones have none); -1 for a broken child."""
     total = 0.0
     for task, weight in weights.items():
         result = scores[task]
-        score = result.signed_primary
-        tie = 0.0 if result.mean_gold_logprob is None else float(result.mean_gold_logprob)
-        if not math.isfinite(score) or not math.isfinite(tie):
+        score, tie = result.signed_primary, continuous_part(result)
+        raw = 0.0 if result.mean_gold_logprob is None else float(result.mean_gold_logprob)
+        if not all(math.isfinite(value) for value in (score, tie, raw)):
             return -1.0
         total += weight * (score + TIE_BREAK * tie)
     return total
