@@ -186,7 +186,7 @@ def test_when_the_best_children_lose_function_the_finish_keeps_a_seed_found_heal
     monkeypatch.setattr(finish, "child_health", health)
     strict = recipe(pair, tmp_path / "run", trials=8)
     with searched(strict) as search:
-        ranked = [t.number for t, _ in finish.ranked_genomes(search.study)]
+        ranked = [t.number for t, _ in finish.ranked_genomes(search.study, "v2")]
         seed = ranked[5]
         search.study.set_user_attr("seed_health", {str(ranked[4]): "unhealthy",
                                                    str(seed): "healthy"})
@@ -277,8 +277,12 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     assert 0 <= story.stopped_within_one_se <= story.stopped_by_racing
 
 
-def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path, monkeypatch,
-                                                                 capsys):
+def test_an_unhealthy_best_is_left_out_of_racing_cma_es_and_the_child(pair, tmp_path,
+                                                                       monkeypatch, capsys):
+    """Every candidate that becomes the best so far is health-checked at once; the one whose
+    child fails (here the first checked: the first candidate, which has no rival) is never
+    racing's incumbent, CMA-ES starts from the best seed that passed, and the finish leaves
+    it out without checking it again."""
     import darwin_merge.health as health
     from darwin_merge.evolve import phase2
 
@@ -286,39 +290,38 @@ def test_cma_es_starts_from_the_best_seed_whose_child_is_healthy(pair, tmp_path,
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
                         lambda r, start: starts.append(start) or real_sampler(r, start))
-    # the best seed's child is unhealthy, the next one healthy
     monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy",
                    "reasons": [], "flagged_layers": []})
     run = recipe(pair, tmp_path / "run", trials=16)
     run_evolve(run, finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
-    seeds = sorted(study.get_trials(states=(TrialState.COMPLETE,))[:14],
-                   key=lambda t: (-t.value, t.number))
-    assert len(checked) == 2
-    assert starts == [pytest.approx(seeds[1].params)]
-    assert study.user_attrs["seed_health"] == {str(seeds[0].number): "unhealthy",
-                                               str(seeds[1].number): "healthy"}
-    # ... and racing does not measure CMA-ES's candidates against the rejected child
-    raced = [t.user_attrs["race"] for t in study.get_trials(states=(TrialState.COMPLETE,))[14:]]
-    assert raced and all(r["incumbent"] not in (None, seeds[0].number) for r in raced)
-    # nor does the progress line's "best so far" count the rejected child
-    cma = [t for t in study.get_trials(states=(TrialState.COMPLETE,))[14:]
-           if "item_scores" in t.user_attrs]
-    best_kept = max([seeds[1].value] + [t.value for t in cma])
-    assert best_kept < seeds[0].value
-    assert phase2.best_kept_fitness(study, run) == best_kept
-    assert f"best {best_kept:.4f})" in capsys.readouterr().err.split("CMA-ES candidates")[1]
-    # the finish leaves the rejected seed out without merging and checking it again
+    trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    verdicts = study.user_attrs["seed_health"]
+    first = trials[0]
+    assert verdicts[str(first.number)] == "unhealthy" and len(checked) == len(verdicts)
+    assert list(verdicts.values()).count("unhealthy") == 1
+    # each candidate that rose above the best kept so far was checked when it did
+    kept = None
+    for t in trials:
+        full = "item_scores" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
+        if full and (kept is None or t.value > kept):
+            assert str(t.number) in verdicts, t.number
+            kept = t.value if verdicts[str(t.number)] == "healthy" else kept
+    # racing never measured a candidate against the rejected child
+    raced = [t.user_attrs["race"] for t in trials[1:]]
+    assert raced and all(r["incumbent"] != first.number for r in raced)
+    # CMA-ES starts from the best seed that passed
+    seeds = [t for t in trials[:14] if t.number != first.number and "item_scores" in t.user_attrs]
+    best_seed = max(seeds, key=lambda t: (t.value, -t.number))
+    assert starts == [pytest.approx(best_seed.params)]
+    assert phase2.best_kept_fitness(study, run) == kept
+    # the finish leaves the rejected candidate out without checking it again
     summary = record_json(run_evolve(run))
-    assert len(checked) == 3 and checked[2] == run.out / "child"
-    assert summary["best"]["search_fitness"] == best_kept
-    assert f"trial {seeds[0].number} (fitness" in capsys.readouterr().err
-    # summary.json's best seed is the one CMA-ES started from, not the rejected one
-    assert summary["phase2"]["best_seed"]["trial"] == seeds[1].number
-    best_cma = max(t.value for t in cma if not was_stopped(t))
-    assert summary["phase2"]["cma_es_gain"] == pytest.approx(best_cma - seeds[1].value)
-
+    assert checked[-1] == run.out / "child" and first.number not in [
+        int(n) for n, v in verdicts.items() if v == "healthy"]
+    assert summary["best"]["trial"] != first.number
+    assert summary["phase2"]["best_seed"]["trial"] == best_seed.number
 
 
 def test_with_no_healthy_seed_cma_es_starts_from_the_best_and_the_summary_says_so(
@@ -585,3 +588,36 @@ def test_bfloat16_forward_passes_on_a_cpu_without_amx_get_one_warning(pair, tmp_
 def test_an_unknown_eval_dtype_is_a_one_line_error(pair, tmp_path):
     with pytest.raises(UsageError, match="eval_dtype: .*must be one of float32, bfloat16"):
         recipe(pair, tmp_path / "run", eval_dtype="int8")
+
+
+def test_a_v3_search_starts_from_the_tuned_baselines_and_searches_their_genes(pair, tmp_path):
+    """Genome rule v3: the tuned baselines' chosen points are the first seeds (each the v3
+    genome of its recipe), the proxy's top-k and the anchors follow read under v3, CMA-ES
+    searches all 19 genes within their bounds (the scales in [0, 2]), and the child's
+    records name rule v3."""
+    from darwin_merge.evolve.baselines import choose
+    from darwin_merge.genome import GENE_BOUNDS, V3_AS_V2, genes_of
+
+    summary = run_evolve(recipe(pair, tmp_path / "run", trials=20, baselines="tuned",
+                                holdout_limit=2, genome_rule="v3"))
+    study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
+    trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    sources = [t.user_attrs["source"] for t in trials]
+    seeds = sources.count("tuned_baseline")
+    assert seeds >= 3 and sources[:seeds] == ["tuned_baseline"] * seeds
+    assert sources[seeds:seeds + 2] == ["proxy_top_k"] * 2 and "cma_es" in sources
+    chosen = choose(recipe(pair, tmp_path / "run", baselines="tuned", genome_rule="v3"),
+                    None, study).candidates
+    for t in trials[:seeds]:
+        assert Genome(**t.params, genome_rule="v3") == chosen[t.user_attrs["anchor"]].genome()
+    for t in trials[seeds:seeds + 2]:  # Phase 1's v2 genomes, read under v3
+        assert {k: t.params[k] for k in V3_AS_V2} == V3_AS_V2
+    for t in trials:
+        assert set(t.params) == set(genes_of("v3"))
+        assert all(GENE_BOUNDS[k][0] <= v <= GENE_BOUNDS[k][1] for k, v in t.params.items())
+    assert summary.best.genome["genome_rule"] == "v3"
+    written = json.loads((tmp_path / "run" / "child" / "darwin_merge.json").read_text())
+    assert written["genome"]["genome_rule"] == "v3"
+    assert written["genome"]["scale_a"] == summary.best.genome["scale_a"]
+    card = (tmp_path / "run" / "child" / "README.md").read_text()
+    assert "| scale_b |" in card and "task arithmetic's lambda" in card

@@ -207,6 +207,10 @@ def evolve_cmd(
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
     allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
                                        "layers (interference) but finds no other fault"),
+    genome_rule: str = typer.Option(
+        DEFAULTS["genome_rule"], help="the genome searched: v2 (the mother's share per "
+        "component and block) or v3 (also a task-vector scale per parent, TIES's trim, "
+        "sign election, the disjoint mean; the tuned baselines seed it; docs/MERGE.md)"),
     baselines: str = typer.Option(
         DEFAULTS["baselines"], help="merges the child is compared with: none; fixed "
         "(DARE-TIES 0.5, linear 0.5, task arithmetic 1.0); tuned (those, and task "
@@ -230,6 +234,7 @@ def evolve_cmd(
                   dtype=dtype, eval_dtype=eval_dtype, seed=seed, batch_size=batch_size,
                   popsize=popsize,
                   allow_warning=allow_warning or None, baselines=baselines,
+                  genome_rule=genome_rule,
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)

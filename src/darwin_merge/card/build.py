@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..genome import GENES
+from ..genome import GENES, V3_GENES
 from ..io.files import write_bytes_atomic, write_text_atomic
 from ..records import file_names
 from .blocks import Picture, Section, Table
@@ -81,7 +81,7 @@ def _trials(rec: RunRecords) -> Section | None:
     tasks = sorted({k for t in trials for k in (t.scores or {})})
     metrics = {task: _metric(rec, task) for task in tasks}
     extra = [k for k in ("duplicate_of",) if any(getattr(t, k) is not None for t in trials)]
-    genes = list(GENES)
+    genes = [g for g in (*GENES, *V3_GENES) if any(g in t.genome for t in trials)]
     headers = (["number", "phase", "source", "fitness", "proxy_fitness"]
                + [f"{task} {metrics[task]}" for task in tasks]
                + ["seconds"] + extra + ["finished", "genome_hash"] + genes)

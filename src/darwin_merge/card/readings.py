@@ -8,7 +8,7 @@ never disagree with its number.
 from __future__ import annotations
 
 from ..arch.taxonomy import NUM_BLOCKS
-from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW
+from ..genome import SWITCH_ON, TRANSPLANT_HIGH, TRANSPLANT_LOW
 
 # Upper bounds of the mother's share, with the words for a share below them.
 SHARE_BANDS = (
@@ -61,6 +61,27 @@ def reading(name: str, value: float, num_layers: int | None = None,
         return (f"final ratio = {value:.0%} scan (MDS) + {1 - value:.0%} genome")
     if name == "merge_method_weight":
         return f"each tensor is {value:.0%} DARE-TIES + {1 - value:.0%} linear interpolation"
+    return _v3_reading(name, value, has_base)
+
+
+def _v3_reading(name: str, value: float, has_base: bool) -> str:
+    """The genes of genome rule v3 (genome.py V3_NOTES)."""
+    if name in ("scale_a", "scale_b"):
+        parent = "father" if name == "scale_a" else "mother"
+        if name == "scale_a" and not has_base:
+            return "no effect here: without a base model the father is the base (no task vector)"
+        return (f"the {parent}'s task vector at weight {value:.2f} where a tensor's ratio is "
+                "0.5 (task arithmetic's lambda)")
+    if name == "trim_density":
+        if value >= 1.0:
+            return "no magnitude trim"
+        return f"TIES's trim: each task vector keeps its largest {value:.0%} of entries"
+    if name == "sign_election":
+        return ("TIES's sign election: entries against the elected sign dropped"
+                if value >= SWITCH_ON else "off: the task vectors are summed as they are")
+    if name == "disjoint_mean":
+        return ("the disjoint mean: divided by the weight of the entries kept"
+                if value >= SWITCH_ON else "off: a weighted sum")
     return "not a known genome field"
 
 

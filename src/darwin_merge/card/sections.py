@@ -16,6 +16,7 @@ from ..genome import (
     RULE_OF_OLD_FILES,
     TRANSPLANT_HIGH,
     TRANSPLANT_LOW,
+    V3_GENES,
     Genome,
     genome_from_dict,
 )
@@ -115,11 +116,11 @@ def _genome(rec: RunRecords, scratch: Path) -> Section | None:
         return None
     has_base = any(p.role == "base" for p in rec.parents) or rec.merge is None
     used_scan = bool(rec.options.scan) if rec.merge else True
-    names = [n for n in GENES if n in genome]
+    names = [n for n in (*GENES, *V3_GENES) if n in genome]
     rows = [[n, f"{float(genome[n]):.4f}",
              reading(n, float(genome[n]), rec.num_layers, has_base, used_scan)] for n in names]
     rule = genome.get("genome_rule", RULE_OF_OLD_FILES)
-    blocks: list = ["The 14 values the merge used. Ratios are the mother's share "
+    blocks: list = [f"The {len(names)} values the merge used. Ratios are the mother's share "
                     f"(0 = all father, 1 = all mother), read under genome rule `{rule}` "
                     "(how the values become per-tensor ratios: Darwin's docs/MERGE.md).",
                     Table(["Gene", "Value", "Reading"], rows)]

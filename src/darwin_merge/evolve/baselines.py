@@ -97,7 +97,8 @@ def family_incumbent(recipe: Recipe, scorer: CandidateScorer, study: optuna.Stud
         point = with_guards(recipe, scorer, study, points, name)
         if guards_kept(point) is not False:
             return {"number": name, "value": point["value"],
-                    "item_scores": point["item_scores"]}
+                    "item_scores": point["item_scores"],
+                    "item_gold_logprobs": point.get("item_gold_logprobs", {})}
     return None
 
 
@@ -178,7 +179,7 @@ def score_point(scorer: CandidateScorer, point: StandardRecipe, family: str,
              "race": record, "scores": scores_summary(scores), "seconds": timings,
              "merge_digest": digest}
     if record["outcome"] == "full":
-        entry["item_scores"] = {t: scores[t].item_scores for t in scorer.weights}
+        entry.update(racing.item_record(scores, list(scorer.weights)))
     return entry
 
 
@@ -340,3 +341,20 @@ def run_baselines(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study) 
                                                     **described(candidates, verdicts)))
     tune(recipe, scorer, study)
     return choose(recipe, scorer, study)
+
+
+def baseline_seeds(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
+                   ) -> dict[str, Genome]:
+    """Under genome rule v3, the standard recipes among the run's baselines (each tuned
+    recipe's best and best healthy point, task arithmetic 1.0) as v3 genomes: Phase 2's
+    first seeds (evolve/phase2.py). The tuning runs here, before the search, instead of
+    in the finish (which then reads it back from the study); under v2 nothing."""
+    if recipe.genome_rule != "v3" or recipe.baselines == "none":
+        return {}
+    seeds: dict[str, Genome] = {}
+    for name, candidate in run_baselines(recipe, scorer, study).candidates.items():
+        if isinstance(candidate, StandardRecipe):
+            genome = candidate.genome()
+            if genome not in seeds.values():
+                seeds[name] = genome
+    return seeds

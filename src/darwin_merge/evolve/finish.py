@@ -49,12 +49,14 @@ from .study import (
     ranked_trials,
     scored_trials,
     trial_best,
+    trial_genome,
     trial_table,
 )
 
 
-def ranked_genomes(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
-    return [(t, Genome(**t.params)) for t in ranked_trials(scored_trials(study, 2))]
+def ranked_genomes(study: optuna.Study, rule: str
+                   ) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
+    return [(t, trial_genome(t, rule)) for t in ranked_trials(scored_trials(study, 2))]
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
@@ -65,7 +67,7 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     ranked above the child that the gate rejected (before CMA-ES or here), with its
     findings: the gate's effect on the result, disclosed in the reports."""
 
-    ranked = ranked_genomes(study)
+    ranked = ranked_genomes(study, recipe.genome_rule)
     if not ranked:
         raise SearchError("the search scored no candidate (a --timeout too short?); "
                           "run the same command again to continue it")
@@ -76,7 +78,7 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     for trial, _ in ranked:
         if trial.number in rejected:
             say(f"trial {trial.number} (fitness {trial.value:.4f}) left out: its child failed "
-                "the health check before CMA-ES started")
+                "the health check during the search")
             found = seed_findings.get(str(trial.number), {"verdict": verdicts[str(trial.number)]})
             passed_over.append(HealthRejected(trial=trial.number, search_fitness=trial.value,
                                               **found))

@@ -4,7 +4,8 @@ A child is kept when its health check (health/, against both parents and, when t
 has one, the base, with the recipe's device, forward dtype and probe budget) finds it
 healthy; with --allow-warning also when the only finding is interference. Phase 2 checks
 its best seeds before CMA-ES starts there, the finish checks the best genomes (at most
-MAX_HEALTH_TRIES) and the tuned baselines' best points (evolve/baselines.py).
+MAX_HEALTH_TRIES) and the tuned baselines' best points (evolve/baselines.py); racing's
+incumbent is checked as soon as it becomes the incumbent (evolve/phase2.py).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def health_findings(report: dict) -> dict:
 
 
 def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:
-    """The candidates whose child failed the health check before CMA-ES started."""
+    """The candidates whose child failed a health check during the search (a seed before
+    CMA-ES started there, a candidate when it became the best so far)."""
     return {int(number) for number, verdict in study.user_attrs.get("seed_health", {}).items()
             if not health_accepted(verdict, allow_warning)}

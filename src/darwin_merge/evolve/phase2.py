@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.progress import Progress
 
-from ..genome import GENES, NUM_BLOCKS, Genome, genome_hash
+from ..genome import GENE_BOUNDS, NUM_BLOCKS, Genome, genes_of, genome_hash
 from ..merge.plan import MergeSettings
 from ..progress import progress_bar
 from . import proxy, racing, say
@@ -37,12 +37,11 @@ from .study import (
     find_duplicate,
     ranked_trials,
     scored_trials,
+    trial_genome,
     was_stopped,
     worker_name,
     worker_seed_offset,
 )
-
-FIELDS = list(GENES)
 
 # Seeds that do not depend on the proxy, so that a proxy that mis-ranks the parents'
 # trade-off cannot hide it (the first real SmolLM2 run's proxy collapsed onto the father;
@@ -80,29 +79,42 @@ def anchor_genomes() -> dict[str, Genome]:
     return anchors
 
 
-def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict],
-                  recipe_trials: int) -> None:
-    """Queue the Phase 2 seeds once: the proxy's top-k and the anchors (and, on every
-    start, any candidate that a kill cut off). The anchors that the budget cannot hold
-    beside the top-k are left out, the component swaps first."""
+def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict], recipe: Recipe,
+                  baseline_seeds: dict[str, Genome] | None = None) -> None:
+    """Queue the Phase 2 seeds once: under genome rule v3 the tuned baselines' chosen
+    points first (`baseline_seeds`: the search starts no lower than the recipes a user
+    would pick), the proxy's top-k and the anchors (read under v3: `Genome.as_v3`); and, on
+    every start, any candidate that a kill cut off. The anchors that the budget cannot hold
+    beside the others are left out, the component swaps first."""
     for params in stale:
         study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
     if study.user_attrs.get("phase1_enqueued"):
         return
+
+    def searched(genome: Genome) -> Genome:  # Phase 1 and the anchors search rule v2
+        return genome.as_v3() if recipe.genome_rule == "v3" else genome
+
+    queued = 0
+    for name, genome in (baseline_seeds or {}).items():
+        study.enqueue_trial(genome_params(genome), user_attrs={"source": "tuned_baseline",
+                                                               "anchor": name})
+        queued += 1
     for cand in phase1["top_k"]:
-        study.enqueue_trial(genome_params(Genome(**cand["genome"])),
+        study.enqueue_trial(genome_params(searched(Genome(**cand["genome"]))),
                             user_attrs={"source": "proxy_top_k",
                                         "proxy_fitness": cand["proxy_fitness"]})
-    room = max(0, recipe_trials - len(phase1["top_k"]))
+        queued += 1
+    room = max(0, recipe.trials - queued)
     for name, genome in list(anchor_genomes().items())[:room]:
-        study.enqueue_trial(genome_params(genome), user_attrs={"source": "anchor",
-                                                               "anchor": name})
+        study.enqueue_trial(genome_params(searched(genome)), user_attrs={"source": "anchor",
+                                                                         "anchor": name})
     study.set_user_attr("phase1_enqueued", True)
 
 
 def genome_params(genome: Genome) -> dict[str, float]:
-    """A genome's 14 values by name: a trial's parameters (the rule is the search's)."""
-    return dict(zip(GENES, genome.values(), strict=True))
+    """A genome's values by name (14; v3: 19): a trial's parameters (the rule is the
+    search's, `Recipe.genome_rule`)."""
+    return dict(zip(genome.genes, genome.values(), strict=True))
 
 
 def cma_es_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer
@@ -126,18 +138,27 @@ def healthy_start(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer) 
     for trial in ranked[:MAX_HEALTH_TRIES]:
         key = str(trial.number)
         if key not in verdicts:
-            scorer.load(scorer.child_state(Genome(**trial.params)))
-            report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
-            verdicts[key] = report["verdict"]
-            findings = dict(study.user_attrs.get(SEED_FINDINGS, {}))
-            findings[key] = health_findings(report)
-            study.set_user_attr(SEED_FINDINGS, findings)
-            study.set_user_attr("seed_health", verdicts)
+            scorer.load(scorer.child_state(trial_genome(trial, recipe.genome_rule)))
+            verdicts[key] = checked_in_memory(recipe, scorer, study, trial.number)
             say(f"health check of trial {trial.number} before CMA-ES starts there: "
                 f"{verdicts[key]}")
         if health_accepted(verdicts[key], recipe.allow_warning):
             return started_from(study, trial)
     return started_from(study, ranked[0]) if ranked else None
+
+
+def checked_in_memory(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                      number: int) -> str:
+    """Health-check the child the scorer holds (trial `number`'s) and keep the verdict and
+    findings in the study (`seed_health`, SEED_FINDINGS): racing's incumbent, CMA-ES's
+    start and the finish read them, and a resumed run does not check again."""
+    report = child_health(recipe, scorer.model, tokenizer=scorer.tokenizer)
+    verdicts = dict(study.user_attrs.get("seed_health", {}))
+    findings = dict(study.user_attrs.get(SEED_FINDINGS, {}))
+    verdicts[str(number)], findings[str(number)] = report["verdict"], health_findings(report)
+    study.set_user_attr(SEED_FINDINGS, findings)
+    study.set_user_attr("seed_health", verdicts)
+    return report["verdict"]
 
 
 def started_from(study: optuna.Study, trial) -> dict:
@@ -156,7 +177,8 @@ def incumbent(study: optuna.Study, rejected: set[int] = frozenset()) -> dict | N
         return None
     best = max(full, key=lambda t: (t.value, -t.number))
     return {"number": best.number, "value": best.value,
-            "item_scores": best.user_attrs["item_scores"]}
+            "item_scores": best.user_attrs["item_scores"],
+            "item_gold_logprobs": best.user_attrs.get("item_gold_logprobs", {})}
 
 
 def best_kept_fitness(study: optuna.Study, recipe: Recipe) -> float:
@@ -178,18 +200,36 @@ def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
             return value, scores, timings
     else:
         value, scores, timings = scorer.score(genome)
-    trial.set_user_attr("item_scores", {t: scores[t].item_scores for t in scorer.weights})
+    for name, items in racing.item_record(scores, list(scorer.weights)).items():
+        trial.set_user_attr(name, items)  # item_scores, item_gold_logprobs
     if recipe.guard:
         verdicts = guard_verdicts(scores, recipe.guard, parent_search_scores(study))
         trial.set_user_attr("guard", verdicts)
         value = guarded(value, verdicts)
+    check_new_incumbent(recipe, scorer, study, trial.number, value)
     return value, scores, timings
+
+
+def check_new_incumbent(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                        number: int, value: float) -> None:
+    """A fully scored candidate above racing's incumbent (the best kept so far) is
+    health-checked at once, the scorer still holding its child: an unhealthy one never
+    becomes the rival that stops the next candidates (docs/EVOLVE.md, "Racing")."""
+    rival = incumbent(study, rejected_by_health(study, recipe.allow_warning))
+    if rival is not None and value <= rival["value"]:
+        return
+    verdict = checked_in_memory(recipe, scorer, study, number)
+    say(f"health check of trial {number}, the best so far: {verdict}"
+        + ("" if health_accepted(verdict, recipe.allow_warning)
+           else " (left out of racing's incumbent and of the child's choice)"))
 
 
 def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSettings,
                    study: optuna.Study, data: proxy.ProxyData, on_scored):
     def objective(trial: optuna.Trial) -> float:
-        genome = Genome(**{k: trial.suggest_float(k, 0.0, 1.0) for k in FIELDS})
+        genome = Genome(**{k: trial.suggest_float(k, *GENE_BOUNDS[k])
+                           for k in genes_of(recipe.genome_rule)},
+                        genome_rule=recipe.genome_rule)
         key = genome_hash(genome, settings)
         trial.set_user_attr("genome_hash", key)
         trial.set_user_attr("phase", 2)
@@ -252,7 +292,8 @@ def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         say(f"Phase 2 has its {done} scored candidates (budget {recipe.trials})")
         return
     remaining = remaining if limit is None else min(limit, remaining)
-    what = "queued seeds (proxy top-k, anchors)" if limit is not None else "CMA-ES candidates"
+    seeds = ("tuned baselines, " if recipe.genome_rule == "v3" else "") + "proxy top-k, anchors"
+    what = f"queued seeds ({seeds})" if limit is not None else "CMA-ES candidates"
     say(f"Phase 2: {remaining} {what} merged in memory and scored on the search split"
         + (f" ({done} already scored)" if done else ""))
     best = [best_kept_fitness(study, recipe)]

@@ -10,7 +10,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError, validation_line
-from ..genome import Genome
 from ..io.dtypes import DTYPE_NAMES
 from ..io.model_ref import ModelField
 from ..records import ScanRecord, file_names, read_record
@@ -85,6 +84,10 @@ class Recipe(BaseModel):
         True, description="the scan's attribution also measures the probe sets' text (only "
         "its picture shows them; False takes about a third of the attribution's time)")
     allow_warning: bool = Field(False, description="keep a child with flagged layers")
+    genome_rule: Literal["v2", "v3"] = Field(
+        "v2", description="the genome the search searches (docs/MERGE.md): v2, the mother's "
+        "share per component and block; v3, also a task-vector scale per parent, TIES's "
+        "trim, sign election and the disjoint mean, with the tuned baselines as seeds")
     baselines: Literal["none", "fixed", "tuned"] = Field(
         "tuned", description="the merges the child is compared with on the holdout: none; "
         "fixed (DARE-TIES 0.5, linear 0.5, task arithmetic 1.0); tuned (those, and task "
@@ -158,7 +161,7 @@ class Recipe(BaseModel):
             "base": self.base.identity() if self.base else None,
             "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
             "guard": dict(sorted(self.guard.items())),
-            "genome_rule": Genome().genome_rule,  # a study's trials hold values, not the rule
+            "genome_rule": self.genome_rule,  # a study's trials hold values, not the rule
         }
 
 

@@ -17,6 +17,7 @@ from ..merge.plan import MergeSettings
 from ..records import ScanRecord, SummaryRecord, file_names, read_record
 from ..resources import cpu_has_fast_bfloat16
 from . import say
+from .baselines import baseline_seeds
 from .finish import finish, write_records
 from .phase1 import build_proxy_data, parent_scores, run_phase1_cached
 from .phase2 import enqueue_seeds, run_phase2
@@ -81,7 +82,7 @@ def searched(recipe: Recipe) -> Iterator[Search]:
             stale = fail_stale_trials(study) if recipe.storage is None else []
             if stale:
                 say(f"{len(stale)} candidate(s) were cut off by an interruption; queued again")
-            enqueue_seeds(study, phase1, stale, recipe.trials)
+            enqueue_seeds(study, phase1, stale, recipe, baseline_seeds(recipe, scorer, study))
             seconds = run_phase2(recipe, study, scorer, settings, data, phase1)
             write_records(recipe, study, phase1)
             yield Search(recipe, study, scorer, settings, Path(scan_path), phase1, seconds)

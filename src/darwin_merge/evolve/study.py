@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
 from ..errors import StorageError
+from ..genome import Genome
 from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import parents_fingerprint
 from ..records import Best, Phase2Summary
@@ -221,9 +222,14 @@ def proxy_spearman(study: optuna.Study, fully_scored_only: bool = False
 
 
 # The sources of Phase 2's seeds (queued before CMA-ES starts; `enqueue_seeds`).
-SEED_SOURCES = ("proxy_top_k", "anchor")
+SEED_SOURCES = ("tuned_baseline", "proxy_top_k", "anchor")
 # The study's record of the seed CMA-ES started from (phase2.healthy_start).
 CMA_ES_START = "cma_es_start"
+
+
+def trial_genome(trial, rule: str) -> Genome:
+    """A trial's genome: its parameters read under the search's genome rule."""
+    return Genome(**trial.params, genome_rule=rule)
 
 
 def trial_best(trial, genome: dict | None = None) -> Best:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..genome import GENES
+from ..genome import GENES, SCALE_MAX, V3_GENES
 
 PHASE_COLOURS = {1: "#9aa5b1", 2: "#1f77b4"}
 # Phase 2 candidates by where they came from (other sources, e.g. a requeued candidate,
 # are drawn as CMA-ES's)
-SOURCES = {"proxy_top_k": ("#ff7f0e", "Phase 1 top-k"), "anchor": ("#2ca02c", "anchor"),
+SOURCES = {"tuned_baseline": ("#9467bd", "tuned baseline"),
+           "proxy_top_k": ("#ff7f0e", "Phase 1 top-k"), "anchor": ("#2ca02c", "anchor"),
            "cma_es": (PHASE_COLOURS[2], "CMA-ES")}
 
 
@@ -67,12 +68,13 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
     if rows:
         ax.legend(loc="lower right", fontsize=8)
     ax = axes[2]
-    names = list(GENES)
+    names = [n for n in (*GENES, *V3_GENES) if any(n in r["genome"] for r in best_rows
+                                                    if r is not None)]
     for name in names:
         ax.plot(xs, [float("nan") if r is None else r["genome"].get(name, float("nan"))
                      for r in best_rows], label=name, lw=1.2)
     ax.set(title="Best genome over the search", xlabel="candidate", ylabel="value",
-           ylim=(-0.02, 1.02))
+           ylim=(-0.02, 1.02 if set(names) <= set(GENES) else SCALE_MAX + 0.02))
     ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()

@@ -23,7 +23,8 @@ class Best(Part):
     genome_hash: str | None = None
     trial: int | None = None
     search_fitness: Number | None = None
-    # who proposed it: proxy_top_k, anchor (and which), cma_es or requeued_after_kill
+    # who proposed it: tuned_baseline (and which), proxy_top_k, anchor (and which), cma_es
+    # or requeued_after_kill
     source: str | None = None
     anchor: str | None = None
     omitted_when_none = ("source", "anchor", "genome")
@@ -39,8 +40,10 @@ class Best(Part):
 # Phase 2's sources of candidates (trials.json's `source`), in words: one candidate and a
 # count of them ("4 proxy top-k seeds").
 PROPOSERS = {"cma_es": "CMA-ES", "proxy_top_k": "Phase 1's proxy (top-k)",
+             "tuned_baseline": "the tuned baseline",
              "anchor": "the anchor", "requeued_after_kill": "a candidate requeued after a kill"}
-SOURCE_COUNTS = {"proxy_top_k": "proxy top-k seeds", "anchor": "anchors",
+SOURCE_COUNTS = {"tuned_baseline": "tuned baseline seeds",
+                 "proxy_top_k": "proxy top-k seeds", "anchor": "anchors",
                  "cma_es": "CMA-ES candidates", "requeued_after_kill": "requeued after a kill"}
 
 
