@@ -83,7 +83,7 @@ def _entry(name: object, spec: object, data_size: int, where: str) -> HeaderEntr
     if not isinstance(name, str) or not isinstance(spec, dict):
         raise ModelFormatError(bad)
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:  # a list is unhashable
         raise ModelFormatError(f"{bad} (unknown dtype {dtype!r})")
     if (
         not isinstance(shape, list)
