@@ -54,28 +54,46 @@ def same_child(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(same_bits(a[n], b[n]) for n in a)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_arguments(doc: str) -> argparse.Namespace:
+    """A bench's command line: a finished run's folder and `--rounds`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    recipe = yaml.safe_load((args.run / file_names.RECIPE).read_text())
-    shared = ParentTensors.load(recipe["father"], recipe["mother"], recipe["base"],
-                                dtype=recipe.get("dtype"))
-    copied = copies(shared)
-    ratios = load_scan_ratios(args.run / file_names.SCAN_DIR / file_names.SCAN)
-    genomes = [load_genome(args.run / file_names.BEST_GENOME), Genome(),
-               FIXED_GENOMES["dare_ties_0.5"]]
-    for genome in genomes:
-        assert same_child(merge_state(shared, genome, ratios), merge_state(copied, genome, ratios))
-    seconds = {"copies": [], "shared": []}
-    for _ in range(args.rounds):
-        for name, parents in (("copies", copied), ("shared", shared)):
+    return parser.parse_args()
+
+
+def run_parents(run: Path) -> tuple[ParentTensors, dict[str, float]]:
+    """A finished run's parents, held as its search holds them, and its scan's ratios."""
+    recipe = yaml.safe_load((run / file_names.RECIPE).read_text())
+    parents = ParentTensors.load(recipe["father"], recipe["mother"], recipe["base"],
+                                 dtype=recipe.get("dtype"))
+    return parents, load_scan_ratios(run / file_names.SCAN_DIR / file_names.SCAN)
+
+
+def seconds_per_merge(ways: dict[str, tuple[ParentTensors, list[Genome]]],
+                      ratios: dict[str, float], rounds: int) -> dict[str, float]:
+    """Each way's seconds per in-memory merge (its genomes on its parents), the ways timed
+    in turn in every round; the best round of each."""
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, (parents, genomes) in ways.items():
             started = time.perf_counter()
             for genome in genomes:
                 merge_state(parents, genome, ratios)
             seconds[name].append((time.perf_counter() - started) / len(genomes))
-    per_merge = {name: min(values) for name, values in seconds.items()}
+    return {name: min(values) for name, values in seconds.items()}
+
+
+def main() -> None:
+    args = run_arguments(__doc__)
+    shared, ratios = run_parents(args.run)
+    copied = copies(shared)
+    genomes = [load_genome(args.run / file_names.BEST_GENOME), Genome(),
+               FIXED_GENOMES["dare_ties_0.5"]]
+    for genome in genomes:
+        assert same_child(merge_state(shared, genome, ratios), merge_state(copied, genome, ratios))
+    per_merge = seconds_per_merge({"copies": (copied, genomes), "shared": (shared, genomes)},
+                                  ratios, args.rounds)
     print(f"{len(genomes)} genomes x {args.rounds} rounds, the same child to the bit")
     for name, parents in (("copies", copied), ("shared", shared)):
         print(f"{name:7s} {per_merge[name]:.2f} s per merge (best round), parents "

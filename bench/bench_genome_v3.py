@@ -15,17 +15,10 @@ Prints seconds per merge (best of `--rounds`) and each one's ratio to v2.
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
-
-import yaml
+from bench_genome_merge import run_arguments, run_parents, seconds_per_merge  # this folder's
 
 from darwin_merge.genome import Genome
-from darwin_merge.merge.engine import ParentTensors, merge_state
-from darwin_merge.merge.plan import load_scan_ratios
 from darwin_merge.mergekit.standard import StandardRecipe
-from darwin_merge.records import file_names
 
 
 def genome_sets() -> dict[str, list[Genome]]:
@@ -37,23 +30,10 @@ def genome_sets() -> dict[str, list[Genome]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    recipe = yaml.safe_load((args.run / file_names.RECIPE).read_text())
-    parents = ParentTensors.load(recipe["father"], recipe["mother"], recipe["base"],
-                                 dtype=recipe.get("dtype"))
-    ratios = load_scan_ratios(args.run / file_names.SCAN_DIR / file_names.SCAN)
-    sets = genome_sets()
-    seconds: dict[str, list[float]] = {name: [] for name in sets}
-    for _ in range(args.rounds):
-        for name, genomes in sets.items():
-            started = time.perf_counter()
-            for genome in genomes:
-                merge_state(parents, genome, ratios)
-            seconds[name].append((time.perf_counter() - started) / len(genomes))
-    best = {name: min(values) for name, values in seconds.items()}
+    args = run_arguments(__doc__)
+    parents, ratios = run_parents(args.run)
+    best = seconds_per_merge({name: (parents, genomes) for name, genomes in genome_sets().items()},
+                             ratios, args.rounds)
     print(f"{args.rounds} rounds, 2 genomes each, seconds per in-memory merge (best round)")
     for name, value in best.items():
         print(f"{name:10s} {value:7.2f} s   {value / best['v2']:.2f}x v2")
