@@ -194,10 +194,10 @@ class Genome(BaseModel):
         """A v3 genome that is a standard recipe: every tensor's ratio 0.5, both task
         vectors at weight `scale`, trimmed, summed with or without sign election, as a sum
         or the disjoint mean, no linear part and no scan (mergekit/standard.py)."""
-        return cls.uniform(0.5, density=dare_density).model_copy(update={
-            "genome_rule": "v3", "scale_a": round(scale, DECIMALS),
-            "scale_b": round(scale, DECIMALS), "trim_density": round(trim_density, DECIMALS),
-            "sign_election": float(sign_election), "disjoint_mean": float(disjoint_mean)})
+        return cls(**{**cls.uniform(0.5, density=dare_density).model_dump(),
+                      "genome_rule": "v3", "scale_a": scale, "scale_b": scale,
+                      "trim_density": trim_density, "sign_election": float(sign_election),
+                      "disjoint_mean": float(disjoint_mean)})  # validated: a scale > 2 fails
 
     def as_v3(self) -> Genome:
         """A v2 genome read under v3 (the V3_AS_V2 values): the same ratios and densities;
