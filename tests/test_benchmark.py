@@ -206,3 +206,27 @@ def test_the_specialist_check_says_invalid_under_the_share(tiny_bench):
     assert "INVALID" in specialist_check(result, reference(shift / 0.8), {"father": "shift"}, 0.9)
     line = specialist_check(result, reference(shift / 0.95), {"father": "shift"}, 0.9)
     assert "INVALID" not in line and "(0.95x)" in line
+
+
+@pytest.mark.slow
+def test_under_genome_rule_v3_every_seed_starts_from_the_baselines_tuned_once(
+        two_skill_pair, tmp_path, monkeypatch):
+    """`--genome-rule v3`: the grid is scored in the first seed only, and the second seed's
+    search still queues the chosen tuned points first (read back from the shared points)."""
+    import optuna
+
+    from darwin_merge.evolve import baselines
+
+    scored = []
+    score_point = baselines.score_point
+    monkeypatch.setattr(baselines, "score_point", lambda scorer, point, *a, **k: (
+        scored.append(point.name), score_point(scorer, point, *a, **k))[1])
+    cache = two_skill_pair[0].parents[2]
+    bench.run_benchmark(["tiny-specialists"], tmp_path, cache, seeds=(0, 1), trials=6,
+                        genome_rule="v3")
+    assert len(scored) == len(set(scored)) == sum(map(len, baselines.tuning_grid().values()))
+    storage = f"sqlite:///{tmp_path / 'tiny-specialists' / 'seed-1' / 'study.db'}"
+    study = optuna.load_study(study_name=None, storage=storage)
+    sources = [t.user_attrs.get("source") for t in study.trials]
+    assert sources[0] == "tuned_baseline"
+    assert study.user_attrs[baselines.POINTS_ATTR].keys() == set(scored)

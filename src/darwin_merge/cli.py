@@ -594,6 +594,8 @@ def bench_quality_cmd(
                                       show_default="the mode's"),
     limit: int | None = typer.Option(None, help="search items per fitness task",
                                      show_default="the mode's"),
+    genome_rule: str | None = typer.Option(None, help="v2 or v3 (docs/EVOLVE.md)",
+                                           show_default="evolve's"),
 ) -> None:
     """Merge quality: each problem searched with several seeds, the children scored with
     the tuned standard recipes on test items nobody has looked at."""
@@ -610,7 +612,7 @@ def bench_quality_cmd(
     results = run_benchmark(list(problems or QUICK_PROBLEMS), run_dir, cache, mode, seed_list,
                             test_seed, device,
                             command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                            trials=trials, limit=limit)
+                            trials=trials, limit=limit, genome_rule=genome_rule)
     out.print("\n".join(summary_table(results)), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from darwin_merge import __version__
 from darwin_merge.errors import UsageError
 from darwin_merge.eval.paired import hierarchical_bootstrap
-from darwin_merge.evolve.baselines import run_baselines
+from darwin_merge.evolve.baselines import HEALTH_ATTR, POINTS_ATTR, run_baselines
 from darwin_merge.evolve.finish import pick_healthy
 from darwin_merge.evolve.holdout import HoldoutJobs
 from darwin_merge.evolve.recipe import Recipe, build_recipe, ensure_scan
@@ -157,15 +157,16 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
     scan = ensure_scan(recipe_of(seeds[0], out=folder, baselines="none"))
     seconds["scan"] = time.perf_counter() - clock
     models: dict[str, ModelTest] = {}
-    best, parent_scores = {}, None
+    best, shared = {}, {}
     for index, seed in enumerate(seeds):
         clock = time.perf_counter()
         recipe = recipe_of(seed, out=folder / f"seed-{seed}", scan=scan,
-                           baselines="tuned" if index == 0 else "none")
-        if parent_scores:
-            share_parent_scores(recipe, parent_scores)
+                           baselines=seed_baselines(index, values.get("genome_rule")))
+        if shared:
+            share_first_seed(recipe, shared)
         with searched(recipe) as search:
-            parent_scores = search.study.user_attrs["parent_search_scores"]  # stored rows
+            shared = {k: search.study.user_attrs[k] for k in SHARED_ATTRS
+                      if k in search.study.user_attrs}  # stored rows
             trial, genome, _, health, _ = pick_healthy(recipe, search.study, search.settings,
                                                        search.scan_path)
             seconds[f"seed {seed}"] = time.perf_counter() - clock
@@ -188,9 +189,21 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
     return result
 
 
-def share_parent_scores(recipe: Recipe, scores: dict) -> None:
-    """Give a seed's study the parents' search-split scores of the first seed's (the same
-    models on the same items), so that each seed does not score them again."""
+# What a later seed's study takes from the first seed's: the parents' search-split scores and
+# the tuned baselines' points and health verdicts (the same models on the same items: the
+# search items do not depend on the seed).
+SHARED_ATTRS = ("parent_search_scores", POINTS_ATTR, HEALTH_ATTR)
+
+
+def seed_baselines(index: int, genome_rule: str | None) -> str:
+    """The first seed tunes the baselines; under genome rule v3 every seed reads them back
+    (shared from the first seed's study), since its search starts from their chosen points."""
+    return "tuned" if index == 0 or genome_rule == "v3" else "none"
+
+
+def share_first_seed(recipe: Recipe, attrs: dict) -> None:
+    """Give a seed's study what the first seed's scored once (SHARED_ATTRS), so that each
+    seed does not score it again."""
     import optuna
 
     from darwin_merge.evolve.study import open_study, quiet_optuna
@@ -198,8 +211,9 @@ def share_parent_scores(recipe: Recipe, scores: dict) -> None:
     Path(recipe.out).mkdir(parents=True, exist_ok=True)
     with quiet_optuna():
         study = open_study(recipe, optuna.samplers.RandomSampler(seed=recipe.seed))
-        if "parent_search_scores" not in study.user_attrs:
-            study.set_user_attr("parent_search_scores", scores)
+        for key, value in attrs.items():
+            if key not in study.user_attrs:
+                study.set_user_attr(key, value)
 
 
 def problem_parents(problem: Problem, cache: Path, device: str
