@@ -14,6 +14,7 @@ from darwin_merge.merge.ops import (
     clip_bound,
     dare,
     dare_ties,
+    kth_largest,
     linear,
     magnitude_trim,
     magnitude_trim_fast,
@@ -364,3 +365,23 @@ def test_genome_values_round_trip_and_wrong_length():
         Genome.from_values([0.5] * 13)
     with pytest.raises(UsageError):
         genome_from_dict({"global_ratio": True})
+
+
+def test_kth_largest_is_kthvalues_value_when_the_sample_brackets_it_and_when_it_misses():
+    """Large tensors (above SELECT_WHOLE_BELOW, so the sample narrows the search): smooth,
+    heavily tied, mostly zero, and one whose sampled positions are all huge (every bracket
+    misses and the whole tensor is ranked); k from 1 to numel."""
+    from darwin_merge.merge import ops
+
+    generator = torch.Generator().manual_seed(5)
+    n = 3 * ops.SELECT_WHOLE_BELOW + 7
+    stride = n // ops.SAMPLE_SIZE | 1
+    smooth = torch.randn(n, generator=generator).abs()
+    tied = torch.randint(0, 4, (n,), generator=generator).float()
+    sparse = torch.where(torch.rand(n, generator=generator) < 0.1, smooth, 0.0)
+    biased = smooth.clone()
+    biased[stride // 2::stride] = 1e6
+    for values in (smooth, tied, sparse, biased):
+        for k in (1, 2, n // 100, n // 3, n // 2, n - n // 10, n - 1, n):
+            expected = torch.kthvalue(values, n - k + 1).values
+            assert torch.equal(kth_largest(values, k), expected), k
