@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from darwin_merge.cli import main
 from darwin_merge.errors import SearchError, StorageError, UsageError
+from darwin_merge.evolve import phase2
 from darwin_merge.evolve.recipe import build_recipe, parse_fitness
 from darwin_merge.evolve.run import run_evolve
 from darwin_merge.evolve.study import phase2_summary, ranked_trials, was_stopped
@@ -248,7 +249,7 @@ def test_phase2_scores_proxy_seeds_and_anchors_then_cma_from_the_best(pair, tmp_
     starts = []
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
-                        lambda r, start: starts.append(start) or real_sampler(r, start))
+                        lambda r, start, step: starts.append(start) or real_sampler(r, start, step))
     run_evolve(recipe(pair, tmp_path / "run", trials=22), finish_run=False)
     study = optuna.load_study(study_name="darwin", storage=f"sqlite:///{tmp_path}/run/study.db")
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
@@ -289,7 +290,7 @@ def test_an_unhealthy_best_is_left_out_of_racing_cma_es_and_the_child(pair, tmp_
     starts, checked = [], []
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
-                        lambda r, start: starts.append(start) or real_sampler(r, start))
+                        lambda r, start, step: starts.append(start) or real_sampler(r, start, step))
     monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) == 1 else "healthy",
                    "reasons": [], "flagged_layers": []})
@@ -335,7 +336,7 @@ def test_with_no_healthy_seed_cma_es_starts_from_the_best_and_the_summary_says_s
     starts, checked = [], []
     real_sampler = phase2.make_sampler
     monkeypatch.setattr(phase2, "make_sampler",
-                        lambda r, start: starts.append(start) or real_sampler(r, start))
+                        lambda r, start, step: starts.append(start) or real_sampler(r, start, step))
     monkeypatch.setattr(health, "run_health", lambda child, *a, **k: checked.append(
         child) or {"verdict": "unhealthy" if len(checked) <= 3 else "healthy",
                    "reasons": [], "flagged_layers": []})
@@ -621,3 +622,31 @@ def test_a_v3_search_starts_from_the_tuned_baselines_and_searches_their_genes(pa
     assert written["genome"]["scale_a"] == summary.best.genome["scale_a"]
     card = (tmp_path / "run" / "child" / "README.md").read_text()
     assert "| scale_b |" in card and "task arithmetic's lambda" in card
+    # CMA-ES's step comes from the seeds (not v2's fixed 0.15), recorded and shown
+    step = study.user_attrs["cma_es_sigma0"]
+    assert step != phase2.SIGMA0_V2 and summary.phase2.cma_es_step == step
+    assert f"| CMA-ES first step (sigma0, gene coordinates in [0, 1]) | {step:.4g}" in card
+
+
+def test_cma_es_steps_as_far_as_the_best_seeds_lie_apart():
+    """seed_spread: the RMS over genes of the seeds' standard deviation (by hand: genes
+    (0.2, 0.4) and (0.4, 0.4) give sqrt((0.02 + 0) / 2) = 0.1), clipped to SIGMA_RANGE; one
+    seed: v2's step."""
+    assert phase2.seed_spread([[0.2, 0.4], [0.4, 0.4]]) == pytest.approx(0.1)
+    assert phase2.seed_spread([[0.5, 0.5]] * 3) == phase2.SIGMA_RANGE[0]
+    assert phase2.seed_spread([[0.0, 1.0], [1.0, 0.0]]) == phase2.SIGMA_RANGE[1]
+    assert phase2.seed_spread([[0.3, 0.3]]) == phase2.SIGMA0_V2
+
+
+def test_cma_es_step_is_chosen_once_and_a_given_one_wins(pair, tmp_path):
+    """The recipe's sigma0 wins; v2 without one takes 0.15; the step chosen is kept in the
+    study, so a resumed run (here with another sigma0) goes on with the same step."""
+    v2 = recipe(pair, tmp_path / "a")
+    assert phase2.cma_es_sigma(v2, optuna.create_study()) == phase2.SIGMA0_V2
+    study = optuna.create_study()
+    assert phase2.cma_es_sigma(recipe(pair, tmp_path / "b", sigma0=0.07,
+                                      genome_rule="v3"), study) == 0.07
+    assert phase2.cma_es_sigma(recipe(pair, tmp_path / "b", sigma0=0.2), study) == 0.07
+    sampler = phase2.make_sampler(recipe(pair, tmp_path / "c", cma="separable"),
+                                  {"global_ratio": 0.5}, 0.07)
+    assert sampler._use_separable_cma and sampler._sigma0 == 0.07

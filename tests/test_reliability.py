@@ -110,7 +110,7 @@ def test_genome_file_with_random_content_is_valid_or_a_usage_error(tmp_path, con
 # -- fuzzing: search recipe ---------------------------------------------------------
 RECIPE_FIELDS = ["father", "mother", "base", "fitness", "out", "scan", "trials", "timeout",
                  "phase1_steps", "top_k", "limit", "holdout_limit", "extra_tasks", "storage",
-                 "study", "device", "dtype", "seed", "batch_size", "sigma0", "popsize",
+                 "study", "device", "dtype", "seed", "batch_size", "sigma0", "cma", "popsize",
                  "probe_max_tokens", "probe_max_prompts"]
 VALID = {"father": "f", "mother": "m", "fitness": {"arc_easy": 1.0}, "out": "o"}
 FITNESS_VALUE = st.one_of(ANY_VALUE, st.dictionaries(
@@ -123,7 +123,7 @@ def accepted_recipe_is_sane(recipe) -> None:
     assert math.isclose(sum(recipe.weights.values()), 1.0)
     assert min(recipe.trials, recipe.phase1_steps, recipe.top_k, recipe.batch_size,
                recipe.popsize, recipe.probe_max_tokens) >= 1
-    assert recipe.sigma0 > 0 and math.isfinite(recipe.sigma0)
+    assert recipe.sigma0 is None or (recipe.sigma0 > 0 and math.isfinite(recipe.sigma0))
 
 
 @FUZZ

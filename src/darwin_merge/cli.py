@@ -204,6 +204,11 @@ def evolve_cmd(
     seed: int = typer.Option(DEFAULTS["seed"], help="search seed"),
     batch_size: BatchSize = DEFAULTS["batch_size"],
     popsize: int = typer.Option(DEFAULTS["popsize"], help="Phase 2 CMA-ES population"),
+    sigma0: float | None = typer.Option(
+        None, help="CMA-ES's first step in [0, 1] gene coordinates", show_default="0.15 "
+        "under v2, the best seeds' spread under v3"),
+    cma: str = typer.Option(DEFAULTS["cma"], help="Phase 2's CMA-ES: full or separable "
+                            "(diagonal covariance)"),
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
     allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
                                        "layers (interference) but finds no other fault"),
@@ -232,7 +237,7 @@ def evolve_cmd(
                   holdout_limit=holdout_limit, fitness_holdout_limit=fitness_holdout_limit,
                   storage=storage, study=study, device=device,
                   dtype=dtype, eval_dtype=eval_dtype, seed=seed, batch_size=batch_size,
-                  popsize=popsize,
+                  popsize=popsize, sigma0=sigma0, cma=cma,
                   allow_warning=allow_warning or None, baselines=baselines,
                   genome_rule=genome_rule,
                   fitness=parse_fitness(fitness) if fitness else None,

@@ -184,6 +184,7 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
     rows += [[label, _plain(getattr(p2, key))] for key, label in
              {"trials": "Phase 2 trials", "seconds": "Phase 2 seconds",
               "cma_es_generations": "CMA-ES generations",
+              "cma_es_step": "CMA-ES first step (sigma0, gene coordinates in [0, 1])",
               "stopped_by_racing": "Candidates stopped early by racing",
               "stopped_within_one_se": "Of them, within one SE of the incumbent"}.items()
              if getattr(p2, key) is not None]

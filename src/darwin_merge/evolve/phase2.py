@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from rich.progress import Progress
@@ -33,7 +34,9 @@ from .scoring import (
     scores_summary,
 )
 from .study import (
+    CMA_ES_SIGMA,
     CMA_ES_START,
+    SEED_SOURCES,
     find_duplicate,
     ranked_trials,
     scored_trials,
@@ -58,6 +61,10 @@ from .study import (
 #   cost often sit in different components (the demo's mother keeps its arithmetic in the
 #   blocks and part of its cost in the embeddings: mother_but_embed_from_father).
 ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
+# CMA-ES's step in [0, 1] coordinates: v2's fixed one, and the range of v3's, taken from the
+# seeds' spread (docs/EVOLVE.md, "CMA-ES's step"). At 0.05 on the demo pair the candidates
+# scored close to the seed; at 0.15 they sat 0.4-1.1 from it (docs/RESULTS.md).
+SIGMA0_V2, SIGMA_RANGE = 0.15, (0.03, 0.3)
 COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
 
@@ -266,7 +273,7 @@ def run_phase2(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
         if waiting:
             _optimize(recipe, study, scorer, settings, data, count, limit=waiting)
         study.sampler = make_sampler(recipe, cma_es_start(recipe, study, scorer)
-                                     or phase1["top_k"][0]["genome"])
+                                     or phase1["top_k"][0]["genome"], cma_es_sigma(recipe, study))
         _optimize(recipe, study, scorer, settings, data, count)
     return time.perf_counter() - started
 
@@ -314,14 +321,53 @@ def _optimize(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
                    gc_after_trial=True)
 
 
-def make_sampler(recipe: Recipe, start: dict) -> optuna.samplers.BaseSampler:
-    """Optuna's CMA-ES centred on `start` (a genome's values by field)."""
-    best = start
+def make_sampler(recipe: Recipe, start: dict, sigma0: float) -> optuna.samplers.BaseSampler:
+    """Optuna's CMA-ES centred on `start` (a genome's values by field), with step `sigma0`
+    (in the [0, 1] coordinates Optuna gives every gene); separable under `cma: separable`."""
     seed = recipe.seed if recipe.storage is None else recipe.seed + worker_seed_offset()
     with warnings.catch_warnings():
         # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured; starting CMA-ES at
-        # the proxy's best is the point of Phase 1 (docs/EVOLVE.md)
+        # the best healthy seed is the point of the seeds (docs/EVOLVE.md)
         warnings.simplefilter("ignore", FutureWarning)
-        return optuna.samplers.CmaEsSampler(x0=best, sigma0=recipe.sigma0, seed=seed,
+        return optuna.samplers.CmaEsSampler(x0=start, sigma0=sigma0, seed=seed,
                                             popsize=recipe.popsize,
+                                            use_separable_cma=recipe.cma == "separable",
                                             warn_independent_sampling=False)
+
+
+def cma_es_sigma(recipe: Recipe, study: optuna.Study) -> float:
+    """CMA-ES's step: the recipe's `sigma0` if given; under genome rule v2 SIGMA0_V2; under
+    v3 the spread of the best fully scored seeds (`seed_spread`). Chosen once and kept in
+    the study, so a resumed run goes on with the same step."""
+    if CMA_ES_SIGMA in study.user_attrs:
+        return float(study.user_attrs[CMA_ES_SIGMA])
+    if recipe.sigma0 is not None:
+        sigma = recipe.sigma0
+    elif recipe.genome_rule == "v2":
+        sigma = SIGMA0_V2
+    else:
+        seeds = [t for t in ranked_trials(scored_trials(study, phase=2))
+                 if t.user_attrs.get("source") in SEED_SOURCES and not was_stopped(t)
+                 ][:recipe.popsize]
+        sigma = seed_spread([unit_values(t.params, recipe.genome_rule) for t in seeds])
+        say(f"CMA-ES step size {sigma:.3f}: the spread of the {len(seeds)} best fully scored "
+            "seeds")
+    study.set_user_attr(CMA_ES_SIGMA, sigma)
+    return sigma
+
+
+def unit_values(params: dict[str, float], rule: str) -> list[float]:
+    """A trial's genes in [0, 1] (each over its GENE_BOUNDS), the coordinates CMA-ES steps in."""
+    return [(params[name] - GENE_BOUNDS[name][0]) / (GENE_BOUNDS[name][1] - GENE_BOUNDS[name][0])
+            for name in genes_of(rule)]
+
+
+def seed_spread(points: list[list[float]]) -> float:
+    """The step size from the best seeds (genes in [0, 1]): the root mean square over genes
+    of their standard deviation, so that CMA-ES's first samples lie about as far from its
+    start as the good seeds lie from each other; clipped to SIGMA_RANGE (under two seeds:
+    SIGMA0_V2)."""
+    if len(points) < 2:
+        return SIGMA0_V2
+    spread = float(np.sqrt(np.mean(np.var(np.asarray(points), axis=0, ddof=1))))
+    return float(np.clip(spread, *SIGMA_RANGE))

@@ -70,7 +70,11 @@ class Recipe(BaseModel):
         "(docs/EVOLVE.md); the merge arithmetic stays in dtype")
     seed: int = 0
     batch_size: int = 16
-    sigma0: float = 0.15
+    sigma0: float | None = Field(
+        None, description="CMA-ES's first step in [0, 1] gene coordinates (None: 0.15 under "
+        "genome rule v2, the best seeds' spread under v3)")
+    cma: Literal["full", "separable"] = Field(
+        "full", description="Phase 2's CMA-ES: full covariance, or separable (diagonal)")
     popsize: int = Field(6, description="Phase 2 CMA-ES population (small budgets: small)")
     probes: Path | None = Field(
         None, description="folder of probe sets (*.jsonl of {\"text\": ...}) the scan and the "

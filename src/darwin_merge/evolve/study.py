@@ -225,6 +225,8 @@ def proxy_spearman(study: optuna.Study, fully_scored_only: bool = False
 SEED_SOURCES = ("tuned_baseline", "proxy_top_k", "anchor")
 # The study's record of the seed CMA-ES started from (phase2.healthy_start).
 CMA_ES_START = "cma_es_start"
+# ... and of its step size (phase2.cma_es_sigma).
+CMA_ES_SIGMA = "cma_es_sigma0"
 
 
 def trial_genome(trial, rule: str) -> Genome:
@@ -273,6 +275,7 @@ def phase2_summary(study: optuna.Study, popsize: int, seconds: float,
     gain = None if seed is None or cma_es is None else cma_es.value - seed.value
     return Phase2Summary(trials=len(trials), seconds=seconds, sources=sources,
                          cma_es_generations=sources.get("cma_es", 0) // popsize,
+                         cma_es_step=study.user_attrs.get(CMA_ES_SIGMA),
                          stopped_by_racing=sum(was_stopped(t) for t in trials),
                          stopped_within_one_se=stopped_within_one_se(trials),
                          best_seed=None if seed is None else trial_best(seed),

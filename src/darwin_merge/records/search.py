@@ -81,11 +81,12 @@ class Phase2Summary(Part):
     # CMA-ES added over it on the search split
     sources: dict[str, int] | None = None
     cma_es_generations: int | None = None
+    cma_es_step: Number | None = None  # sigma0 (evolve/phase2.py, cma_es_sigma)
     stopped_by_racing: int | None = None
     stopped_within_one_se: int | None = None
     best_seed: Best | None = None
     cma_es_gain: Number | None = None
-    omitted_when_none = ("sources", "cma_es_generations", "stopped_by_racing",
+    omitted_when_none = ("sources", "cma_es_generations", "cma_es_step", "stopped_by_racing",
                          "stopped_within_one_se", "best_seed", "cma_es_gain")
 
 
