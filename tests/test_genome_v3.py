@@ -109,3 +109,50 @@ def test_a_v3_genome_refuses_the_disjoint_mean_option(tiny_trio, tmp_path, capsy
                  "--out", str(tmp_path / "child")]) == 2
     assert "gene disjoint_mean decides" in capsys.readouterr().err
     assert not (tmp_path / "child").exists()
+
+
+def exported_child(genome: Genome, father, mother, base, folder: Path) -> tuple[dict, str]:
+    """`darwin export-mergekit` of a v3 genome, then `darwin merge --mergekit-config` of it."""
+    folder.mkdir()
+    (folder / "genome.yaml").write_text(genome.to_yaml())
+    exported = folder / "exported.yml"
+    args = ["export-mergekit", str(folder / "genome.yaml"), "--father", str(father),
+            "--mother", str(mother), "--out", str(exported)]
+    assert main(args + ([] if base is None else ["--base", str(base)])) == 0
+    merge_from_config(exported, folder / "child", progress=False)
+    return load_file(folder / "child" / "model.safetensors"), exported.read_text()
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+@pytest.mark.parametrize("point", [POINTS[0], POINTS[4]], ids=lambda p: p.name)
+def test_the_export_of_a_standard_recipes_v3_genome_makes_its_child(tiny_trio, tmp_path,
+                                                                    point, with_base):
+    base, father, mother = tiny_trio
+    base = base if with_base else None
+    ours = child_of_genome(point.genome(), father, mother, base, tmp_path / "genome")
+    theirs, text = exported_child(point.genome(), father, mother, base, tmp_path / "export")
+    assert yaml.safe_load(text)["merge_method"] == point.method
+    assert not [n for n in ours if not torch.equal(ours[n], theirs[n])]
+
+
+def test_the_export_of_a_searched_v3_genome_gives_every_tensor_its_weights(tiny_trio,
+                                                                          tmp_path):
+    """Per-block ratios, unequal scales, no sign election (task arithmetic): every tensor's
+    two weights carried (the header counts them), the child the same to float rounding;
+    a trim that task arithmetic cannot write is named in the header."""
+    base, father, mother = tiny_trio
+    genome = Genome.task_vectors(1.0).model_copy(update={
+        "scale_a": 1.6, "scale_b": 0.5, "block_1_ratio": 0.7, "attn_ratio": 0.35,
+        "density_a": 1.0, "density_b": 1.0})
+    ours = child_of_genome(genome, father, mother, base, tmp_path / "genome")
+    theirs, text = exported_child(genome, father, mother, base, tmp_path / "export")
+    config = yaml.safe_load(text)
+    assert config["merge_method"] == "task_arithmetic" and config["parameters"]["lambda"] == 1.6
+    counted = [line for line in text.splitlines() if "float tensors get" in line][0]
+    total = counted.split(" of ")[1].split()[0]
+    assert counted.startswith(f"# {total} of {total} float tensors get darwin's exact weights")
+    for name in ours:
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-5, atol=1e-6)
+    trimmed = genome.model_copy(update={"trim_density": 0.6})
+    _, text = exported_child(trimmed, father, mother, base, tmp_path / "trimmed")
+    assert "the magnitude trim (trim_density 0.6): task_arithmetic has none" in text

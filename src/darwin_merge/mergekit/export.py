@@ -1,8 +1,9 @@
 """The closest mergekit YAML for a darwin genome (`darwin export-mergekit`).
 
 The per-tensor ratios come from darwin's own plan (`merge/plan.py`, under the genome's
-rule, v1 or v2), genome only: the mother's weight of a tensor is its ratio (0 or 1 in a
-transplant zone), the father's weight 1 minus that. They are written per group of
+rule), genome only: under v1 and v2 the mother's weight of a tensor is its ratio (0 or 1 in
+a transplant zone), the father's weight 1 minus that; under v3 each parent's task-vector
+weight (its scale) under mergekit's `lambda` (`v3_weights`). They are written per group of
 tensors (attention, MLP, the rest) as a list with one value per decoder layer, and per
 tensor name outside the layers; the file is then read back with the importer's own
 parameter evaluation and compared with the plan, and the header says how many tensors
@@ -109,25 +110,52 @@ def _folder(value, role: str) -> Path | ModelRef:
 # -- the YAML ---------------------------------------------------------------------------
 def export_mergekit(source: ExportSource) -> str:
     """The mergekit YAML text, its header saying what is approximate."""
-    if source.genome.genome_rule == "v3":
-        raise UsageError("export-mergekit writes genomes of rule v1 and v2; a v3 genome's "
-                         "per-parent scales and trims have no export yet (a standard "
-                         "recipe's point is its own YAML: docs/MERGE.md)")
     rows = plan_models(source.father, source.mother, base=source.base, genome=source.genome,
                        settings=source.settings)
     with ModelSource(source.father) as father:
         num_layers = Taxonomy(father.config).num_layers
         dtype = source.dtype or str(main_dtype(father)).removeprefix("torch.")
     merged = [r for r in rows if r.mode != MergeMode.EXACT]
-    shares = {r.name: mother_share(r) for r in merged}
-    mother_weight = weight_setting(merged, shares, num_layers)
-    method = "dare_ties" if source.genome.merge_method_weight >= 0.5 else "linear"
-    config = _config(source, method, mother_weight, dtype)
-    mismatches = _mismatches(config, merged, shares, num_layers)
+    if source.genome.genome_rule == "v3":
+        method = v3_method(source.genome)
+        weights = {r.name: v3_weights(r, source.genome) for r in merged}
+        config = _config_v3(source, method, [
+            weight_setting(merged, {n: w[i] for n, w in weights.items()}, num_layers)
+            for i in (0, 1)], dtype)
+    else:
+        shares = {r.name: mother_share(r) for r in merged}
+        weights = {name: (None, share) for name, share in shares.items()}
+        method = "dare_ties" if source.genome.merge_method_weight >= 0.5 else "linear"
+        config = _config(source, method, weight_setting(merged, shares, num_layers), dtype)
+    mismatches = _mismatches(config, merged, weights, num_layers)
     clips = sum(r.mode in CLIP_KINDS for r in merged)
     header = _header(source, method, len(merged), mismatches, clips)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
     return header + body
+
+
+def v3_method(genome: Genome) -> str:
+    """The mergekit method closest to a v3 genome: TIES when it elects signs and trims by
+    magnitude, DARE-TIES when it elects signs without a trim, task arithmetic without
+    sign election."""
+    if not genome.elects_signs:
+        return "task_arithmetic"
+    return "ties" if genome.trim_density < 1.0 else "dare_ties"
+
+
+def v3_weights(row: PlanRow, genome: Genome) -> tuple[float, float]:
+    """A tensor's (father, mother) task-vector weights under `lambda` = the larger scale
+    (merge/plan.py's task_vector_step_v3); in a transplant zone the transplanted parent at
+    1 / lambda (base + its task vector: its own tensor) and the other at 0."""
+    scale = max(genome.scale_a, genome.scale_b)
+    whole = 1.0 / scale if scale > 0.0 else 1.0
+    if row.mode == MergeMode.TRANSPLANT_FATHER:
+        return round(whole, WRITTEN_DECIMALS), 0.0
+    if row.mode == MergeMode.TRANSPLANT_MOTHER:
+        return 0.0, round(whole, WRITTEN_DECIMALS)
+    r = row.final_ratio
+    weights = (2.0 * (1.0 - r) * genome.scale_a, 2.0 * r * genome.scale_b)
+    return tuple(round(w / scale if scale > 0.0 else w, WRITTEN_DECIMALS) for w in weights)
 
 
 def mother_share(row: PlanRow) -> float:
@@ -219,19 +247,50 @@ def _config(source: ExportSource, method: str, mother_weight: list, dtype: str) 
             "dtype": dtype}
 
 
-def _mismatches(config: dict, rows: list[PlanRow], shares: dict[str, float],
+def _mismatches(config: dict, rows: list[PlanRow], weights: dict[str, tuple],
                 num_layers: int) -> list[float]:
-    """|exported - darwin| for each tensor whose mother weight misses darwin's share."""
-    mother = config_from_dict(config, "exported config").models[-1]  # she comes last
+    """|exported - darwin| for each tensor whose weights, read back as the importer reads
+    them, miss darwin's: (father, mother) per tensor, the father's None where only the
+    mother's is darwin's own (v1/v2: the father's is 1 minus hers) or he is the base."""
+    models = config_from_dict(config, "exported config").models
+    entries = (models[0] if len(models) == 2 else None, models[-1])  # she comes last
     gaps = []
     for r in rows:
         info = TensorInfo(r.name, r.component, r.layer, r.block, r.merge_kind)
         t = layer_position(info, num_layers)
-        value = first_value([mother.parameters], "weight", r.name, t)
-        gap = abs(value - shares[r.name]) if value is not None else 1.0
+        gap = 0.0
+        for entry, expected in zip(entries, weights[r.name], strict=True):
+            if expected is None or entry is None:
+                continue
+            value = first_value([entry.parameters], "weight", r.name, t)
+            gap = max(gap, abs(value - expected) if value is not None else 1.0)
         if gap > EXACT:
             gaps.append(gap)
     return gaps
+
+
+def _config_v3(source: ExportSource, method: str, settings: list, dtype: str) -> dict:
+    """A v3 genome's config: each parent's task-vector weights (`settings`: father's,
+    mother's), lambda the larger scale; the father is the base when there is none."""
+    genome = source.genome
+    densities = {"ties": (genome.trim_density,) * 2, "dare_ties": (genome.density_a,
+                                                                   genome.density_b)}
+    models = []
+    for index, (path, weight) in enumerate(zip((source.father, source.mother), settings,
+                                               strict=True)):
+        parameters = {"weight": weight}
+        if method in densities:
+            parameters["density"] = densities[method][index]
+        models.append({"model": str(path), "parameters": parameters})
+    base = str(source.base) if source.base is not None else str(source.father)
+    if source.base is None:  # his task vector is zero
+        models = models[1:]
+    parameters = {"normalize": genome.takes_disjoint_mean, "lambda": max(genome.scale_a,
+                                                                         genome.scale_b)}
+    if method == "dare_ties":
+        parameters["rescale"] = True
+    return {"merge_method": method, "base_model": base, "models": models,
+            "parameters": parameters, "dtype": dtype}
 
 
 def _header(source: ExportSource, method: str, total: int, gaps: list[float],
@@ -242,14 +301,16 @@ def _header(source: ExportSource, method: str, total: int, gaps: list[float],
         "APPROXIMATE: the closest mergekit config for this darwin genome, not the same merge.",
         f"genome_rule {genome.genome_rule}, genome_hash "
         f"{genome_hash(genome, source.settings)}; ratios from darwin's plan (genome only).",
-        "weight of the mother = darwin's ratio (her share) per tensor group and layer; "
-        "the father's = 1 - that.",
-        f"{total - len(gaps)} of {total} float tensors get darwin's exact ratio" +
+        *_weight_lines(genome),
+        f"{total - len(gaps)} of {total} float tensors get darwin's exact " +
+        ("weights" if genome.genome_rule == "v3" else "ratio") +
         (f"; {len(gaps)} differ by up to {max(gaps):.4f}" if gaps else "") + ".",
         f"transplant zones (ratio < {source.settings.transplant_low} or > "
         f"{source.settings.transplant_high}) are weights 0 or 1" +
         (", which gives the parent's tensor." if method == "linear" else
-         ", which under dare_ties still adds a sparsified task vector."),
+         f", which under {method} still adds a {'trimmed' if method == 'ties' else 'sparsified'}"
+         " task vector." if genome.genome_rule != "v3" else
+         ": the parent at 1 / lambda and the other at 0 (its tensor, before any trim)."),
         "Not carried over:",
     ]
     notes = _not_carried(source, method)
@@ -260,17 +321,43 @@ def _header(source: ExportSource, method: str, total: int, gaps: list[float],
     return "".join(f"# {line}\n" for line in lines)
 
 
+def _weight_lines(genome: Genome) -> list[str]:
+    if genome.genome_rule != "v3":
+        return ["weight of the mother = darwin's ratio (her share) per tensor group and layer; "
+                "the father's = 1 - that."]
+    return ["per tensor group and layer, the father's task-vector weight = 2 (1 - r) scale_a "
+            "/ lambda and the mother's = 2 r scale_b / lambda (r: darwin's ratio, her share), "
+            "lambda = the larger scale (merge/plan.py, task_vector_step_v3)."]
+
+
+def _not_carried_v3(genome: Genome, method: str) -> list[str]:
+    notes = []
+    dare = (genome.density_a, genome.density_b)
+    if method != "dare_ties" and min(dare) < 1.0:
+        notes.append(f"DARE's drop (density_a {genome.density_a}, density_b "
+                     f"{genome.density_b}): {method} has no random drop, written without it")
+    if method == "dare_ties":
+        notes.append("DARE's masks: darwin seeds them from the genome hash, mergekit draws "
+                     "its own; darwin never drops entries of vectors (norms, biases)")
+    if method == "task_arithmetic" and genome.trim_density < 1.0:
+        notes.append(f"the magnitude trim (trim_density {genome.trim_density}): "
+                     "task_arithmetic has none, written without it")
+    return notes
+
+
 def _not_carried(source: ExportSource, method: str) -> list[str]:
     genome, settings = source.genome, source.settings
-    notes = []
-    if 0.0 < genome.merge_method_weight < 1.0:
-        notes.append(f"merge_method_weight {genome.merge_method_weight} blends DARE-TIES "
-                     f"with linear; mergekit has no blend: written as {method} (the larger "
-                     "share)")
+    v3 = genome.genome_rule == "v3"
+    notes = _not_carried_v3(genome, method) if v3 else []
+    if 0.0 < genome.merge_method_weight < 1.0 or (v3 and genome.merge_method_weight < 1.0):
+        blended = "the task-vector merge" if v3 else "DARE-TIES"
+        notes.append(f"merge_method_weight {genome.merge_method_weight} blends {blended} "
+                     f"with linear; mergekit has no blend: written as {method}"
+                     + ("" if v3 else " (the larger share)"))
     if source.scan is not None:
         notes.append(f"the scan's per-tensor MRI ratios (mri_trust {genome.mri_trust}, "
                      f"{source.scan}): only the genome's ratios are written")
-    if method == "dare_ties":
+    if method == "dare_ties" and not v3:
         notes.append("transplants: darwin copies the parent's tensor bit for bit")
         notes.append("DARE's masks: darwin seeds them from the genome hash, mergekit draws "
                      "its own; recent mergekit rescales kept entries to the task vector's "
