@@ -155,7 +155,12 @@ def test_the_seeds_share_one_scan_and_one_scoring_of_the_others(tiny_bench):
     children = [n for n, m in result.models.items() if m.kind == "child"]
     assert children == ["child (seed 0)", "child (seed 1)"]
     # one file per model: the parents, base and baselines once, a child per seed
-    assert len(scored) == len(result.models) and "child_seed_1" in scored
+    # a seed's CMA-ES start is scored only when it is not its child (else its scores)
+    unscored = [s for s in (0, 1) if f"CMA-ES_start_seed_{s}" not in scored]
+    assert len(scored) == len(result.models) - len(unscored) and "child_seed_1" in scored
+    for s in unscored:
+        assert result.models[bench.start_name(s)].item_scores == \
+            result.models[f"child (seed {s})"].item_scores
     assert {"father", "mother", "base", "task_arithmetic_l1"} <= set(result.models)
     assert result.best_tuned in result.models and result.chosen
     # the record as written reads back, and the children's rows are their own
@@ -173,6 +178,14 @@ def test_the_comparisons_are_the_childrens_per_seed_differences(tiny_bench):
         assert diff == pytest.approx(result.models[f"child (seed {seed})"].fitness - base.fitness)
     assert comparison.diff == pytest.approx(np.mean(comparison.per_seed))
     assert comparison.ci_low <= comparison.diff <= comparison.ci_high
+    # what CMA-ES added: each child against its own seed's CMA-ES start, not another's
+    gain = result.cma_es_gain
+    for seed, diff in zip(result.seeds, gain.per_seed, strict=True):
+        start = result.models[bench.start_name(seed)]
+        assert start.kind == "start" and start.seed == seed
+        assert diff == pytest.approx(result.models[f"child (seed {seed})"].fitness
+                                     - start.fitness)
+    assert not any(name.startswith("CMA-ES start") for name in result.comparisons)
 
 
 @pytest.mark.slow

@@ -22,9 +22,10 @@ def flagged(model: ModelTest) -> bool:
 
 
 def draw(problems: list[ProblemBars], path: Path) -> Path:
-    """methods x problems: each problem's test fitness per method (the child's bar is the
-    mean over seeds, its dots the seeds); hatched where a guard broke on the test items or
-    the health check failed (a child's bar: any seed; its dots red for those seeds)."""
+    """methods x problems: each problem's test fitness per method (the child's bar, and
+    the CMA-ES starts', is the mean over seeds, its dots the seeds); hatched where a guard
+    broke on the test items or the health check failed (a child's bar: any seed; its dots
+    red for those seeds)."""
     methods = ["child", *dict.fromkeys(m for _, bars in problems for m in bars if m != "child")]
     fig = Figure(figsize=(max(7.0, 1.2 * len(methods) * len(problems) / 2), 4.2))
     ax = fig.add_subplot()
@@ -40,17 +41,15 @@ def draw(problems: list[ProblemBars], path: Path) -> Path:
         for j, (_, bars) in enumerate(problems):
             x = j + (i - (len(methods) - 1) / 2) * width
             color = f"C{i % 10}"
-            if method == "child":
-                seeds = bars["child"]
-                values = [m.fitness for m in seeds]
-                ax.bar(x, statistics.mean(values), width, color=color, label=label(method),
-                       hatch=FLAGGED_HATCH if any(map(flagged, seeds)) else None)
+            if method not in bars:
+                continue
+            models = bars[method]  # one per seed for the child and the CMA-ES starts
+            values = [m.fitness for m in models]
+            ax.bar(x, statistics.mean(values), width, color=color, label=label(method),
+                   hatch=FLAGGED_HATCH if any(map(flagged, models)) else None)
+            if method == "child" or len(models) > 1:
                 ax.scatter([x] * len(values), values, s=10, zorder=3,
-                           color=["red" if flagged(m) else "black" for m in seeds])
-            elif method in bars:
-                model = bars[method][0]
-                ax.bar(x, model.fitness, width, color=color, label=label(method),
-                       hatch=FLAGGED_HATCH if flagged(model) else None)
+                           color=["red" if flagged(m) else "black" for m in models])
     ax.set_xticks(range(len(problems)), [name for name, _ in problems], fontsize=8)
     ax.set_ylabel("test fitness")
     ax.set_title("Test fitness by method (child: mean over seeds, dots: each seed; hatched or "

@@ -25,8 +25,8 @@ class ModelTest(Part):
     omitted_when_none: ClassVar[tuple[str, ...]] = ("seed", "method", "health",
                                                     "guards_kept")
 
-    kind: Literal["child", "reference", "baseline"]
-    seed: int | None = None  # the search seed of a child
+    kind: Literal["child", "start", "reference", "baseline"]  # start: a seed's CMA-ES start
+    seed: int | None = None  # the search seed of a child or a start
     method: str | None = None  # a baseline's recipe: task_arithmetic, ties, dare_ties, or
     # the fixed genome's name (dare_ties_0.5, linear_0.5)
     scores: dict[str, float]
@@ -53,7 +53,8 @@ class ProblemResult(Record):
     """benchmark/<problem>/result.json."""
 
     file_name: ClassVar[str] = file_names.PROBLEM_RESULT
-    omitted_when_none: ClassVar[tuple[str, ...]] = ("best_tuned", "best_healthy_tuned")
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("best_tuned", "best_healthy_tuned",
+                                                    "cma_es_gain")
 
     problem: str
     description: str
@@ -68,6 +69,8 @@ class ProblemResult(Record):
     chosen: dict[str, str] = {}  # each tuned recipe's best point on the search split
     healthy: dict[str, str | None] = {}  # and its best healthy one
     comparisons: dict[str, SeedComparison]
+    # each seed's child minus its own CMA-ES start (what CMA-ES added on the test items)
+    cma_es_gain: SeedComparison | None = None
     seconds: dict[str, float]
     fine_tune_seconds: dict[str, float]  # training time of each fine-tune, reported apart
     yardstick_seconds: float  # matmul_yardstick() when the problem started

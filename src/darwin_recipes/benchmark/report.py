@@ -41,8 +41,12 @@ def method_rows(result: ProblemResult) -> dict[str, str]:
 
 def picture_bars(results: list[ProblemResult]) -> list[tuple[str, dict[str, list[ModelTest]]]]:
     """What the picture draws (plots/benchmark.py): per problem, {method: its models}, the
-    child's one per seed first."""
-    return [(r.problem, {"child": [r.models[n] for n in children(r)],
+    child's one per seed first, then the seeds' CMA-ES starts (where scored)."""
+    def starts(r: ProblemResult) -> dict[str, list[ModelTest]]:
+        found = [m for m in r.models.values() if m.kind == "start"]
+        return {"CMA-ES start": found} if found else {}
+
+    return [(r.problem, {"child": [r.models[n] for n in children(r)], **starts(r),
                          **{method: [r.models[name]] for method, name in method_rows(r).items()}})
             for r in results]
 
@@ -57,7 +61,8 @@ def summary_table(results: list[ProblemResult]) -> list[str]:
     baseline (chosen on the search split), wall time and the machine's yardstick."""
     lines = ["| problem | seeds | child: test fitness (mean ± SD) | best tuned (search "
              "split) | child - best tuned, 95% CI | best healthy tuned | child - best "
-             "healthy tuned, 95% CI | wall time | yardstick |", "|---" * 9 + "|"]
+             "healthy tuned, 95% CI | child - its CMA-ES start, 95% CI | wall time | "
+             "yardstick |", "|---" * 10 + "|"]
     for r in results:
         mean, sd = child_fitness(r)
         cells = []
@@ -67,6 +72,7 @@ def summary_table(results: list[ProblemResult]) -> list[str]:
             else:
                 cells += [f"{name} {r.models[name].fitness:.3f}",
                           comparison_cell(r.comparisons[name])]
+        cells.append(comparison_cell(r.cma_es_gain) if r.cma_es_gain else "")
         lines.append(f"| {r.problem} | {len(r.seeds)} | {mean:.3f} ± {sd:.3f} | "
                      + " | ".join(cells)
                      + f" | {r.seconds['total'] / 60:.0f} min | {r.yardstick_seconds:.2f} s |")
@@ -95,7 +101,9 @@ def problem_table(r: ProblemResult) -> list[str]:
               "bootstrap, 10,000 resamples):", "",
               f"| against | {' | '.join(seeds)} | mean [95% CI], p |",
               "|---" * (len(seeds) + 2) + "|"]
-    for name, c in r.comparisons.items():
+    rows = {**r.comparisons, **({"its own CMA-ES start (what CMA-ES added)": r.cma_es_gain}
+                                 if r.cma_es_gain else {})}
+    for name, c in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{d:+.3f}" for d in c.per_seed)
                      + f" | {comparison_cell(c)} |")
     return lines

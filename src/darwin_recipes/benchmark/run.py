@@ -28,6 +28,8 @@ from darwin_merge.evolve.finish import pick_healthy
 from darwin_merge.evolve.holdout import HoldoutJobs
 from darwin_merge.evolve.recipe import Recipe, build_recipe, ensure_scan
 from darwin_merge.evolve.run import Search, searched
+from darwin_merge.evolve.study import CMA_ES_START, trial_genome
+from darwin_merge.genome import Genome
 from darwin_merge.io.files import dump_json
 from darwin_merge.records import FineTuneRecord, file_names, read_record, record_json
 from darwin_merge.records.benchmark import ModelTest, ProblemResult, SeedComparison, TestTask
@@ -82,6 +84,22 @@ class TestSet:
 
 def child_name(seed: int) -> str:
     return f"child (seed {seed})"
+
+
+def start_name(seed: int) -> str:
+    """The seed's CMA-ES start: the best healthy seed of its search (evolve/phase2.py)."""
+    return f"CMA-ES start (seed {seed})"
+
+
+def cma_es_start(search: Search, recipe: Recipe) -> tuple[Genome, str | None] | None:
+    """The genome CMA-ES started from in this search and its health verdict (None when
+    CMA-ES never started)."""
+    number = search.study.user_attrs.get(CMA_ES_START)
+    if number is None:
+        return None
+    trial = search.study.get_trials(deepcopy=False)[number]
+    verdict = search.study.user_attrs.get("seed_health", {}).get(str(number))
+    return trial_genome(trial, recipe.genome_rule), verdict
 
 
 def run_benchmark(names: list[str], out: Path, cache: Path, mode: str = "quick",
@@ -172,6 +190,10 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
             seconds[f"seed {seed}"] = time.perf_counter() - clock
             todo = {child_name(seed): ToScore(search.scorer.child_state(genome), "child",
                                               seed, health["verdict"])}
+            start = cma_es_start(search, recipe)
+            if start is not None and start[0] != genome:
+                todo[start_name(seed)] = ToScore(search.scorer.child_state(start[0]), "start",
+                                                 seed, start[1])
             if index == 0:
                 clock = time.perf_counter()
                 others, best = reference_and_baselines(recipe, search)
@@ -182,6 +204,9 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
                                         todo, test_tasks,
                                         problem.weights()))
             seconds[f"test {seed}"] = time.perf_counter() - clock
+            if start is not None and start[0] == genome:  # CMA-ES found nothing better
+                models[start_name(seed)] = models[child_name(seed)].model_copy(
+                    update={"kind": "start"})
     seconds["total"] = time.perf_counter() - started
     result = problem_result(problem, mode, seeds, test_seed, values, test_tasks, models, best,
                             seconds, fine_tune_seconds, yardstick)
@@ -344,14 +369,17 @@ def problem_result(problem: Problem, mode: str, seeds: tuple[int, ...], test_see
     models = {name: m.model_copy(update={"guards_kept": guards_kept(m, models, references,
                                                                     problem.guard)})
               for name, m in models.items()}
-    children = [child_name(s) for s in seeds]
-    comparisons = {name: seed_comparison([models[c] for c in children], other,
-                                         problem.weights())
-                   for name, other in models.items() if other.kind != "child"}
+    children = [models[child_name(s)] for s in seeds]
+    comparisons = {name: seed_comparison(children, [other] * len(seeds), problem.weights())
+                   for name, other in models.items() if other.kind not in ("child", "start")}
+    starts = [models.get(start_name(s)) for s in seeds]
+    gain = (seed_comparison(children, starts, problem.weights())
+            if all(starts) else None)
     return ProblemResult(
         problem=problem.name, description=problem.description, mode=mode, seeds=list(seeds),
         test_seed=test_seed, budget=budget, tasks=tasks, models=models,
-        comparisons=comparisons, seconds={k: round(v, 1) for k, v in seconds.items()},
+        comparisons=comparisons, cma_es_gain=gain,
+        seconds={k: round(v, 1) for k, v in seconds.items()},
         fine_tune_seconds=fine_tune_seconds, yardstick_seconds=round(yardstick, 2),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         darwin_version=__version__, **best)
@@ -367,14 +395,16 @@ def guards_kept(model: ModelTest, models: dict[str, ModelTest], references: list
                for task, tol in tolerances.items())
 
 
-def seed_comparison(children: list[ModelTest], other: ModelTest,
+def seed_comparison(children: list[ModelTest], others: list[ModelTest],
                     weights: dict[str, float]) -> SeedComparison:
-    """The children (one per seed) minus another model on the fitness, per seed and over
-    seeds and items (eval/paired.py's hierarchical bootstrap)."""
-    diffs = {task: np.array([np.subtract(c.item_scores[task], other.item_scores[task])
-                             for c in children]) for task in weights}
+    """The children (one per seed) minus the other model of the same seed (one model for
+    all, or each seed's own, e.g. its CMA-ES start) on the fitness, per seed and over seeds
+    and items (eval/paired.py's hierarchical bootstrap)."""
+    pairs = list(zip(children, others, strict=True))
+    diffs = {task: np.array([np.subtract(c.item_scores[task], o.item_scores[task])
+                             for c, o in pairs]) for task in weights}
     stats = hierarchical_bootstrap(diffs, weights)
-    return SeedComparison(per_seed=[c.fitness - other.fitness for c in children],
+    return SeedComparison(per_seed=[c.fitness - o.fitness for c, o in pairs],
                           **{k: stats[k] for k in ("diff", "stderr", "ci_low", "ci_high", "p",
                                                    "test")})
 
