@@ -395,7 +395,7 @@ def test_a_better_candidate_rejected_by_health_is_listed_in_results(trio, scanne
     # the seeds alone are checked (before CMA-ES), not each new best as it comes (tested in
     # tests/test_evolve.py): the best seed is then the first one checked
     from darwin_merge.evolve import phase2
-    monkeypatch.setattr(phase2, "check_new_incumbent", lambda *args: None)
+    monkeypatch.setattr(phase2, "check_scored", lambda *args: None)
     base, father, mother = trio
     run = build_recipe(father=father, mother=mother, fitness={"arc_easy": 0.5,
                        "simple_arithmetic": 0.5}, out=tmp_path / "run", scan=scanned,

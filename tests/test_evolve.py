@@ -187,7 +187,7 @@ def test_when_the_best_children_lose_function_the_finish_keeps_a_seed_found_heal
     monkeypatch.setattr(finish, "child_health", health)
     strict = recipe(pair, tmp_path / "run", trials=8)
     with searched(strict) as search:
-        ranked = [t.number for t, _ in finish.ranked_genomes(search.study, "v2")]
+        ranked = [t.number for t, _ in finish.ranked_genomes(search.study, strict)]
         seed = ranked[5]
         search.study.set_user_attr("seed_health", {str(ranked[4]): "unhealthy",
                                                    str(seed): "healthy"})
@@ -224,7 +224,7 @@ def test_a_resumed_search_starts_cma_es_where_it_started_without_new_checks(
 
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
-    # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
+    # 16 candidates: 2 proxy seeds and 6 anchors, then 8 from CMA-ES (all must repeat)
     optuna.logging.set_verbosity(optuna.logging.INFO)
     run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
     assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the caller's, restored
@@ -647,6 +647,26 @@ def test_cma_es_step_is_chosen_once_and_a_given_one_wins(pair, tmp_path):
     assert phase2.cma_es_sigma(recipe(pair, tmp_path / "b", sigma0=0.07,
                                       genome_rule="v3"), study) == 0.07
     assert phase2.cma_es_sigma(recipe(pair, tmp_path / "b", sigma0=0.2), study) == 0.07
+    # a study whose CMA-ES ran before the step was kept goes on with the step it had
+    older = optuna.create_study()
+    older.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5,
+                                              user_attrs={"phase": 2, "source": "cma_es"}))
+    assert phase2.cma_es_sigma(recipe(pair, tmp_path / "d", genome_rule="v3"),
+                               older) == phase2.SIGMA0_V2
     sampler = phase2.make_sampler(recipe(pair, tmp_path / "c", cma="separable"),
                                   {"global_ratio": 0.5}, 0.07)
     assert sampler._use_separable_cma and sampler._sigma0 == 0.07
+
+
+def test_the_anchors_leave_cma_es_two_generations_of_the_budget(pair, tmp_path):
+    """24 candidates, popsize 6, 2 top-k: 10 of the 12 anchors (the last swaps left out
+    first), so that CMA-ES has 2 generations; with 64 all 12; with 12 none."""
+    top_k = [{"genome": Genome().model_dump(), "proxy_fitness": 0.5}] * 2
+    for trials, anchors in ((24, 10), (64, 12), (12, 0)):
+        study = optuna.create_study()
+        phase2.enqueue_seeds(study, {"top_k": top_k}, [], recipe(pair, tmp_path, trials=trials,
+                                                                 popsize=6))
+        waiting = study.get_trials(states=(TrialState.WAITING,))
+        names = [t.user_attrs.get("anchor") for t in waiting
+                 if t.user_attrs["source"] == "anchor"]
+        assert names == list(phase2.anchor_genomes())[:anchors]

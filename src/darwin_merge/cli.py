@@ -209,6 +209,9 @@ def evolve_cmd(
         "under v2, the best seeds' spread under v3"),
     cma: str = typer.Option(DEFAULTS["cma"], help="Phase 2's CMA-ES: full or separable "
                             "(diagonal covariance)"),
+    prefer: str = typer.Option(DEFAULTS["prefer"], help="the child: fitness (the fittest "
+                               "healthy candidate) or health (of the Pareto front within one "
+                               "SE of it, the lowest probe loss; docs/EVOLVE.md)"),
     search_only: bool = typer.Option(False, help="stop after the search (extra workers)"),
     allow_warning: bool = typer.Option(False, help="keep a child whose health check flags "
                                        "layers (interference) but finds no other fault"),
@@ -237,7 +240,7 @@ def evolve_cmd(
                   holdout_limit=holdout_limit, fitness_holdout_limit=fitness_holdout_limit,
                   storage=storage, study=study, device=device,
                   dtype=dtype, eval_dtype=eval_dtype, seed=seed, batch_size=batch_size,
-                  popsize=popsize, sigma0=sigma0, cma=cma,
+                  popsize=popsize, sigma0=sigma0, cma=cma, prefer=prefer,
                   allow_warning=allow_warning or None, baselines=baselines,
                   genome_rule=genome_rule,
                   fitness=parse_fitness(fitness) if fitness else None,

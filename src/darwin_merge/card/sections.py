@@ -194,6 +194,11 @@ def _evolution(rec: RunRecords, scratch: Path) -> Section | None:
                                   f"search fitness {_num(seed.search_fitness)}"])
     if p2.cma_es_gain is not None:
         rows.append(["CMA-ES gain over the best seed", f"{p2.cma_es_gain:+.4f}"])
+    if p2.front is not None:
+        rows.append(["Pareto front (fitness against probe excess; trials, fittest first)",
+                     ", ".join(map(str, p2.front)) or "empty"])
+    if p2.prefer is not None:
+        rows.append(["Child chosen by (--prefer)", p2.prefer])
     rows.append(["Better on the search split, rejected by the health check",
                  ", ".join(f"trial {r.trial} ({_num(r.search_fitness)}, {r.verdict})"
                            for r in s.rejected_by_health) or "none"])

@@ -30,8 +30,9 @@ from ..records import (
     file_names,
     record_json,
 )
-from . import say
+from . import racing, say
 from .baselines import run_baselines
+from .front import front_candidates, pareto_front, preferred
 from .gate import (
     MAX_HEALTH_TRIES,
     SEED_FINDINGS,
@@ -54,9 +55,28 @@ from .study import (
 )
 
 
-def ranked_genomes(study: optuna.Study, rule: str
+def ranked_genomes(study: optuna.Study, recipe: Recipe
                    ) -> list[tuple[optuna.trial.FrozenTrial, Genome]]:
-    return [(t, trial_genome(t, rule)) for t in ranked_trials(scored_trials(study, 2))]
+    """The fully scored candidates in the order the child is chosen (`--prefer`:
+    evolve/front.py), with their genomes."""
+    ranked = ranked_trials(scored_trials(study, 2))
+    if recipe.prefer != "fitness" and ranked:
+        by_number = {t.number: t for t in ranked}
+        order = preferred(front_candidates(study, ranked, recipe.allow_warning), recipe.prefer,
+                          racing.incumbent_stderr(ranked[0].user_attrs, recipe.weights)
+                          if "item_scores" in ranked[0].user_attrs else None)
+        ranked = [by_number[n] for n in order]
+    return [(t, trial_genome(t, recipe.genome_rule)) for t in ranked]
+
+
+def front_of(study: optuna.Study, recipe: Recipe) -> list[int] | None:
+    """The Pareto front's trials (fittest first), where the candidates' probe excess was
+    measured (None where none was: a tiny model's probes judge no function)."""
+    candidates = front_candidates(study, ranked_trials(scored_trials(study, 2)),
+                                  recipe.allow_warning)
+    if all(c.excess is None for c in candidates):
+        return None
+    return [c.number for c in pareto_front(candidates)]
 
 
 def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
@@ -67,7 +87,7 @@ def pick_healthy(recipe: Recipe, study: optuna.Study, settings: MergeSettings,
     ranked above the child that the gate rejected (before CMA-ES or here), with its
     findings: the gate's effect on the result, disclosed in the reports."""
 
-    ranked = ranked_genomes(study, recipe.genome_rule)
+    ranked = ranked_genomes(study, recipe)
     if not ranked:
         raise SearchError("the search scored no candidate (a --timeout too short?); "
                           "run the same command again to continue it")
@@ -154,7 +174,8 @@ def finish(recipe: Recipe, study: optuna.Study, scorer: CandidateScorer,
                              spearman_full=rho_full, pairs_full=pairs_full,
                              stakes=phase1["stakes"]),
         phase2=phase2_summary(study, recipe.popsize, phase2_seconds,
-                              rejected_by_health(study, recipe.allow_warning)),
+                              rejected_by_health(study, recipe.allow_warning)).model_copy(
+            update={"front": front_of(study, recipe), "prefer": recipe.prefer}),
         holdout=holdout,
         search_split=search_split,
         holdout_limit=recipe.holdout_limit,
@@ -185,9 +206,9 @@ def json_safe(value):
 
 
 def write_records(recipe: Recipe, study: optuna.Study, phase1: dict,
-                  rejected: frozenset[int] = frozenset()) -> None:
+                  rejected: frozenset[int] = frozenset(), chosen: int | None = None) -> None:
     """trials.json and evolution.png; `rejected`: the candidates the health gate rejected
-    (the finish knows them all; before it, the seeds' checks)."""
+    (the finish knows them all; before it, the seeds' checks); `chosen`: the child's trial."""
     from ..plots.evolution import plot_evolution
 
     out = Path(recipe.out)
@@ -195,7 +216,7 @@ def write_records(recipe: Recipe, study: optuna.Study, phase1: dict,
     dump_json(out / file_names.TRIALS, record_json(Trials.model_validate(rows)))
     rejected = rejected | rejected_by_health(study, recipe.allow_warning)
     plot_evolution(rows, phase1["best_curve"], out / file_names.EVOLUTION_PICTURE,
-                   rejected=frozenset(rejected))
+                   rejected=frozenset(rejected), chosen=chosen)
 
 
 def versions() -> dict:

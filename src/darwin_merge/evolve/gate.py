@@ -78,11 +78,24 @@ def health_accepted(verdict: str, allow_warning: bool) -> bool:
 
 
 def health_findings(report: dict) -> dict:
-    """What the run keeps of a health report: verdict, reasons and each probe set's loss
-    of the child and both parents (nats per token)."""
+    """What the run keeps of a health report: verdict, reasons, each probe set's loss of
+    the child and both parents (nats per token), and the probe excess (`probe_excess`)."""
     return {"verdict": report["verdict"], "reasons": list(report["reasons"]),
             "probe_losses": {probe: dict(measured["loss"])
-                             for probe, measured in report.get("probe_sets", {}).items()}}
+                             for probe, measured in report.get("probe_sets", {}).items()},
+            "probe_excess": probe_excess(report)}
+
+
+def probe_excess(report: dict) -> float | None:
+    """How far the child's probe loss exceeds what the check allows it, at worst over the
+    probe sets that judge function (nats per token; the check fails it above 0: its
+    function-loss rule, docs/HEALTH.md): the search's second objective beside fitness.
+    None when no probe set judges function (a tiny model) or none was measured."""
+    unjudged = set(report.get("function_unjudged", []))
+    excesses = [measured["loss"]["child"] - measured["allowed_loss"]
+                for name, measured in report.get("probe_sets", {}).items()
+                if name not in unjudged and "allowed_loss" in measured]
+    return max(excesses) if excesses else None
 
 
 def rejected_by_health(study: optuna.Study, allow_warning: bool) -> set[int]:

@@ -65,6 +65,10 @@ ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
 # seeds' spread (docs/EVOLVE.md, "CMA-ES's step"). At 0.05 on the demo pair the candidates
 # scored close to the seed; at 0.15 they sat 0.4-1.1 from it (docs/RESULTS.md).
 SIGMA0_V2, SIGMA_RANGE = 0.15, (0.03, 0.3)
+# The anchors give way to this many CMA-ES generations (x popsize candidates): in the
+# benchmark's quick mode under v3 (24 candidates, 6 tuned baselines, 4 top-k) the anchors
+# took all but 2 candidates and CMA-ES never completed a generation (docs/RESULTS.md).
+CMA_ES_RESERVED_GENERATIONS = 2
 COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
 
@@ -92,7 +96,8 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict], recipe: 
     points first (`baseline_seeds`: the search starts no lower than the recipes a user
     would pick), the proxy's top-k and the anchors (read under v3: `Genome.as_v3`); and, on
     every start, any candidate that a kill cut off. The anchors that the budget cannot hold
-    beside the others are left out, the component swaps first."""
+    beside the others and CMA-ES's first CMA_ES_RESERVED_GENERATIONS generations are left
+    out, the component swaps first."""
     for params in stale:
         study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
     if study.user_attrs.get("phase1_enqueued"):
@@ -111,7 +116,7 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict], recipe: 
                             user_attrs={"source": "proxy_top_k",
                                         "proxy_fitness": cand["proxy_fitness"]})
         queued += 1
-    room = max(0, recipe.trials - queued)
+    room = max(0, recipe.trials - queued - CMA_ES_RESERVED_GENERATIONS * recipe.popsize)
     for name, genome in list(anchor_genomes().items())[:room]:
         study.enqueue_trial(genome_params(searched(genome)), user_attrs={"source": "anchor",
                                                                          "anchor": name})
@@ -213,22 +218,27 @@ def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
         verdicts = guard_verdicts(scores, recipe.guard, parent_search_scores(study))
         trial.set_user_attr("guard", verdicts)
         value = guarded(value, verdicts)
-    check_new_incumbent(recipe, scorer, study, trial.number, value)
+    started = time.perf_counter()
+    check_scored(recipe, scorer, study, trial.number, value)
+    timings["health_seconds"] = time.perf_counter() - started
     return value, scores, timings
 
 
-def check_new_incumbent(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
-                        number: int, value: float) -> None:
-    """A fully scored candidate above racing's incumbent (the best kept so far) is
-    health-checked at once, the scorer still holding its child: an unhealthy one never
-    becomes the rival that stops the next candidates (docs/EVOLVE.md, "Racing")."""
+def check_scored(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
+                 number: int, value: float) -> None:
+    """Every fully scored candidate is health-checked at once, the scorer still holding its
+    child (a forward pass over the probes; the parents were measured once): its probe
+    excess is the search's second objective (the Pareto front, evolve/front.py), and an
+    unhealthy one never becomes the rival that stops the next candidates (docs/EVOLVE.md,
+    "Racing"). Said when it is the best so far or unhealthy."""
     rival = incumbent(study, rejected_by_health(study, recipe.allow_warning))
-    if rival is not None and value <= rival["value"]:
-        return
     verdict = checked_in_memory(recipe, scorer, study, number)
-    say(f"health check of trial {number}, the best so far: {verdict}"
-        + ("" if health_accepted(verdict, recipe.allow_warning)
-           else " (left out of racing's incumbent and of the child's choice)"))
+    kept = health_accepted(verdict, recipe.allow_warning)
+    if rival is None or value > rival["value"] or not kept:
+        say(f"health check of trial {number}" + (", the best so far" if rival is None or
+                                                 value > rival["value"] else "")
+            + f": {verdict}" + ("" if kept else " (left out of racing's incumbent and of "
+                                "the child's choice)"))
 
 
 def make_objective(recipe: Recipe, scorer: CandidateScorer, settings: MergeSettings,
@@ -329,6 +339,7 @@ def make_sampler(recipe: Recipe, start: dict, sigma0: float) -> optuna.samplers.
         # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured; starting CMA-ES at
         # the best healthy seed is the point of the seeds (docs/EVOLVE.md)
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # separable
         return optuna.samplers.CmaEsSampler(x0=start, sigma0=sigma0, seed=seed,
                                             popsize=recipe.popsize,
                                             use_separable_cma=recipe.cma == "separable",
@@ -338,12 +349,15 @@ def make_sampler(recipe: Recipe, start: dict, sigma0: float) -> optuna.samplers.
 def cma_es_sigma(recipe: Recipe, study: optuna.Study) -> float:
     """CMA-ES's step: the recipe's `sigma0` if given; under genome rule v2 SIGMA0_V2; under
     v3 the spread of the best fully scored seeds (`seed_spread`). Chosen once and kept in
-    the study, so a resumed run goes on with the same step."""
+    the study, so a resumed run goes on with the same step (a study whose CMA-ES began
+    before the step was kept had 0.15)."""
     if CMA_ES_SIGMA in study.user_attrs:
         return float(study.user_attrs[CMA_ES_SIGMA])
     if recipe.sigma0 is not None:
         sigma = recipe.sigma0
-    elif recipe.genome_rule == "v2":
+    elif recipe.genome_rule == "v2" or any(t.user_attrs.get("source") == "cma_es"
+                                           for t in scored_trials(study, phase=2)):
+        # (a study whose CMA-ES began before the step was kept: the step it had)
         sigma = SIGMA0_V2
     else:
         seeds = [t for t in ranked_trials(scored_trials(study, phase=2))

@@ -88,6 +88,10 @@ class Recipe(BaseModel):
         True, description="the scan's attribution also measures the probe sets' text (only "
         "its picture shows them; False takes about a third of the attribution's time)")
     allow_warning: bool = Field(False, description="keep a child with flagged layers")
+    prefer: Literal["fitness", "health"] = Field(
+        "fitness", description="the child: the fittest healthy candidate, or of the Pareto "
+        "front's candidates within one SE of it the one with the lowest probe excess "
+        "(evolve/front.py)")
     genome_rule: Literal["v2", "v3"] = Field(
         "v2", description="the genome the search searches (docs/MERGE.md): v2, the mother's "
         "share per component and block; v3, also a task-vector scale per parent, TIES's "

@@ -100,7 +100,8 @@ def run_evolve(recipe: Recipe, finish_run: bool = True) -> SummaryRecord | None:
         summary = finish(recipe, search.study, search.scorer, search.settings,
                          search.scan_path, search.phase1, search.seconds)
         write_records(recipe, search.study, search.phase1,
-                      frozenset(r.trial for r in summary.rejected_by_health))
+                      frozenset(r.trial for r in summary.rejected_by_health),
+                      summary.best.trial)
         _write_card(recipe)
         return summary
 

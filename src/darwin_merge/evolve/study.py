@@ -40,6 +40,7 @@ from ..io.dtypes import eval_dtype_entry
 from ..io.fingerprint import parents_fingerprint
 from ..records import Best, Phase2Summary
 from ..scan.probes import load_probes, probes_sha256
+from .gate import SEED_FINDINGS
 from .recipe import Recipe
 
 DIRECTION = "maximize"
@@ -305,10 +306,16 @@ def find_duplicate(study: optuna.Study, trial: optuna.Trial, genome_hash: str,
 
 
 def trial_table(study: optuna.Study) -> list[dict]:
-    """Every scored trial as a flat row (for the report and evolution plot)."""
+    """Every scored trial as a flat row (for the report and evolution plot), with its
+    in-memory health check where it had one."""
+    verdicts = study.user_attrs.get("seed_health", {})
+    findings = study.user_attrs.get(SEED_FINDINGS, {})
     rows = []
     for t in scored_trials(study):
-        rows.append({
+        checked = {"health": verdicts[str(t.number)],
+                   "probe_excess": findings.get(str(t.number), {}).get("probe_excess")
+                   } if str(t.number) in verdicts else {}
+        rows.append({**checked,
             "number": t.number, "phase": t.user_attrs.get("phase"),
             "source": t.user_attrs.get("source"), "anchor": t.user_attrs.get("anchor"),
             "fitness": t.value,

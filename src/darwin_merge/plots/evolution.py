@@ -35,13 +35,17 @@ def best_so_far(rows: list[dict], rejected: set[int]) -> tuple[list[float | None
 
 
 def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
-                   title: str = "Darwin evolution", rejected: frozenset[int] = frozenset()
-                   ) -> Path:
-    """Left: Phase 1 proxy best-so-far; middle: Phase 2 fitness per trial, the candidates
-    the health gate rejected crossed out, and the best so far among the others; right: the
-    genome values of that best candidate at each point of the search."""
-    fig = Figure(figsize=(16, 4.5))
-    axes = fig.subplots(1, 3)
+                   title: str = "Darwin evolution", rejected: frozenset[int] = frozenset(),
+                   chosen: int | None = None) -> Path:
+    """Left: Phase 1 proxy best-so-far; then Phase 2 fitness per trial, the candidates
+    the health gate rejected crossed out, and the best so far among the others; the genome
+    values of that best candidate at each point of the search; and, where the candidates
+    were health-checked, fitness against probe excess with the Pareto front (`front_panel`)."""
+    checked = [r for r in rows if r.get("phase") == 2 and r.get("probe_excess") is not None]
+    fig = Figure(figsize=(21 if checked else 16, 4.5))
+    axes = fig.subplots(1, 4 if checked else 3)
+    if checked:
+        front_panel(axes[3], checked, chosen)
     ax = axes[0]
     if phase1_best:
         ax.plot(range(1, len(phase1_best) + 1), phase1_best, color=PHASE_COLOURS[1])
@@ -80,3 +84,34 @@ def plot_evolution(rows: list[dict], phase1_best: list[float], out: Path,
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
+
+
+def front_panel(ax, rows: list[dict], chosen: int | None) -> None:
+    """The health-checked Phase 2 candidates: search fitness against probe excess (nats per
+    token over what the health check allows; above 0 it fails), the healthy ones' Pareto
+    front joined, the unhealthy crossed out, the child circled."""
+    from ..evolve.front import Candidate, pareto_front
+
+    candidates = [Candidate(r["number"], r["fitness"], r["probe_excess"],
+                            r.get("health") in ("healthy", "warning")) for r in rows]
+    healthy = [c for c in candidates if c.healthy]
+    if healthy:
+        ax.scatter([c.excess for c in healthy], [c.fitness for c in healthy],
+                   color=PHASE_COLOURS[2], s=18, label="healthy")
+    sick = [c for c in candidates if not c.healthy]
+    if sick:
+        ax.scatter([c.excess for c in sick], [c.fitness for c in sick], color="#d62728",
+                   marker="x", s=40, label="unhealthy")
+    front = sorted(pareto_front(candidates), key=lambda c: c.excess)
+    if front:
+        ax.step([c.excess for c in front], [c.fitness for c in front], where="post",
+                color="black", lw=1, label="Pareto front (healthy)")
+    child = next((c for c in candidates if c.number == chosen), None)
+    if child is not None:
+        ax.scatter([child.excess], [child.fitness], s=160, facecolors="none",
+                   edgecolors="black", lw=1.5, zorder=4, label=f"child (trial {chosen})")
+    ax.axvline(0.0, color="#d62728", lw=0.8, ls="--")
+    ax.set(title="Phase 2: fitness against health", xlabel="probe excess (nats/token; > 0 "
+           "fails)", ylabel="search fitness")
+    ax.legend(fontsize=7, loc="lower left")
+

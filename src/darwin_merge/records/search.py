@@ -86,7 +86,12 @@ class Phase2Summary(Part):
     stopped_within_one_se: int | None = None
     best_seed: Best | None = None
     cma_es_gain: Number | None = None
+    # the Pareto front of the health-checked candidates (trial numbers, fittest first) and
+    # how the child was chosen among the candidates (--prefer; evolve/front.py)
+    front: list[int] | None = None
+    prefer: str | None = None
     omitted_when_none = ("sources", "cma_es_generations", "cma_es_step", "stopped_by_racing",
+                         "front", "prefer",
                          "stopped_within_one_se", "best_seed", "cma_es_gain")
 
 
@@ -178,7 +183,8 @@ class HealthRejected(Part):
     verdict: str
     reasons: list[str] = []
     probe_losses: dict[str, dict[str, Number | None]] | None = None
-    omitted_when_none = ("probe_losses",)
+    probe_excess: Number | None = None  # evolve/gate.py, probe_excess
+    omitted_when_none = ("probe_losses", "probe_excess")
 
 
 class SummaryRecord(Record):
@@ -239,6 +245,11 @@ class TrialRow(Part):
     guard: dict[str, Any] | None
     genome: dict[str, Number]
     finished: str | None
+    # the in-memory health check of a fully scored Phase 2 candidate (evolve/front.py)
+    health: str | None = None
+    probe_excess: Number | None = None
+
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("health", "probe_excess")
 
 
 class Trials(RootModel[list[TrialRow]]):
