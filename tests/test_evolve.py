@@ -224,7 +224,7 @@ def test_a_resumed_search_starts_cma_es_where_it_started_without_new_checks(
 
 
 def test_same_seed_same_genomes_and_study_guard(pair, tmp_path):
-    # 16 candidates: 2 proxy seeds and 6 anchors, then 8 from CMA-ES (all must repeat)
+    # 16 candidates: 2 proxy seeds and 12 anchors, then 2 from CMA-ES (all must repeat)
     optuna.logging.set_verbosity(optuna.logging.INFO)
     run_evolve(recipe(pair, tmp_path / "a", trials=16), finish_run=False)
     assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the caller's, restored
@@ -659,13 +659,15 @@ def test_cma_es_step_is_chosen_once_and_a_given_one_wins(pair, tmp_path):
 
 
 def test_the_anchors_leave_cma_es_two_generations_of_the_budget(pair, tmp_path):
-    """24 candidates, popsize 6, 2 top-k: 10 of the 12 anchors (the last swaps left out
-    first), so that CMA-ES has 2 generations; with 64 all 12; with 12 none."""
+    """Under v3, 24 candidates, popsize 6, 2 top-k: 10 of the 12 anchors (the last swaps
+    left out first), so that CMA-ES has 2 generations; with 64 all 12; with 12 none. Under
+    v2 the queue is as before: 24 candidates hold all 12."""
     top_k = [{"genome": Genome().model_dump(), "proxy_fitness": 0.5}] * 2
-    for trials, anchors in ((24, 10), (64, 12), (12, 0)):
+    for rule, trials, anchors in (("v3", 24, 10), ("v3", 64, 12), ("v3", 12, 0),
+                                  ("v2", 24, 12)):
         study = optuna.create_study()
-        phase2.enqueue_seeds(study, {"top_k": top_k}, [], recipe(pair, tmp_path, trials=trials,
-                                                                 popsize=6))
+        phase2.enqueue_seeds(study, {"top_k": top_k}, [], recipe(
+            pair, tmp_path, trials=trials, popsize=6, genome_rule=rule))
         waiting = study.get_trials(states=(TrialState.WAITING,))
         names = [t.user_attrs.get("anchor") for t in waiting
                  if t.user_attrs["source"] == "anchor"]

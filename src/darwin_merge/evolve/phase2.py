@@ -65,9 +65,10 @@ ANCHOR_RATIOS = (0.3, 0.5, 0.65, 0.8)
 # seeds' spread (docs/EVOLVE.md, "CMA-ES's step"). At 0.05 on the demo pair the candidates
 # scored close to the seed; at 0.15 they sat 0.4-1.1 from it (docs/RESULTS.md).
 SIGMA0_V2, SIGMA_RANGE = 0.15, (0.03, 0.3)
-# The anchors give way to this many CMA-ES generations (x popsize candidates): in the
-# benchmark's quick mode under v3 (24 candidates, 6 tuned baselines, 4 top-k) the anchors
-# took all but 2 candidates and CMA-ES never completed a generation (docs/RESULTS.md).
+# Under v3 the anchors give way to this many CMA-ES generations (x popsize candidates): in
+# the benchmark's quick mode (24 candidates, 6 tuned baselines, 4 top-k) the anchors took
+# all but 2 candidates and CMA-ES never completed a generation (docs/RESULTS.md). v2's
+# queue is unchanged (its runs and tests stay as they were).
 CMA_ES_RESERVED_GENERATIONS = 2
 COMPONENT_FIELDS = ("attn_ratio", "ffn_ratio", "embed_ratio")
 
@@ -96,8 +97,8 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict], recipe: 
     points first (`baseline_seeds`: the search starts no lower than the recipes a user
     would pick), the proxy's top-k and the anchors (read under v3: `Genome.as_v3`); and, on
     every start, any candidate that a kill cut off. The anchors that the budget cannot hold
-    beside the others and CMA-ES's first CMA_ES_RESERVED_GENERATIONS generations are left
-    out, the component swaps first."""
+    beside the others (under v3, whose tuned seeds lengthen the queue, also beside CMA-ES's
+    first CMA_ES_RESERVED_GENERATIONS generations) are left out, the component swaps first."""
     for params in stale:
         study.enqueue_trial(params, user_attrs={"source": "requeued_after_kill"})
     if study.user_attrs.get("phase1_enqueued"):
@@ -116,7 +117,8 @@ def enqueue_seeds(study: optuna.Study, phase1: dict, stale: list[dict], recipe: 
                             user_attrs={"source": "proxy_top_k",
                                         "proxy_fitness": cand["proxy_fitness"]})
         queued += 1
-    room = max(0, recipe.trials - queued - CMA_ES_RESERVED_GENERATIONS * recipe.popsize)
+    reserved = CMA_ES_RESERVED_GENERATIONS * recipe.popsize if recipe.genome_rule == "v3" else 0
+    room = max(0, recipe.trials - queued - reserved)
     for name, genome in list(anchor_genomes().items())[:room]:
         study.enqueue_trial(genome_params(searched(genome)), user_attrs={"source": "anchor",
                                                                          "anchor": name})
