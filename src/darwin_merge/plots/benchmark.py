@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ..records.benchmark import ModelTest
@@ -40,7 +41,7 @@ def draw(problems: list[ProblemBars], path: Path) -> Path:
     for i, method in enumerate(methods):
         for j, (_, bars) in enumerate(problems):
             x = j + (i - (len(methods) - 1) / 2) * width
-            color = f"C{i % 10}"
+            color = f"C{i}" if len(methods) <= 10 else colormaps["tab20"](i % 20)  # distinct
             if method not in bars:
                 continue
             models = bars[method]  # one per seed for the child and the CMA-ES starts
