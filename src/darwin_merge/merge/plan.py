@@ -158,6 +158,17 @@ def step_of_row(row: PlanRow, genome: Genome, settings: MergeSettings, with_base
     raise ValueError(f"unknown merge mode {row.mode!r}")
 
 
+def v3_weights(ratio: float, genome: Genome) -> tuple[tuple[float, float], float]:
+    """A v3 tensor's (father, mother) task-vector weights and the step's scale: 2 (1 -
+    ratio) scale_a and 2 ratio scale_b divided by the larger scale, which is the scale
+    (both scales 0: the base, the father without one, whatever the weights)."""
+    weights = (2.0 * (1.0 - ratio) * genome.scale_a, 2.0 * ratio * genome.scale_b)
+    scale = max(genome.scale_a, genome.scale_b)
+    if scale > 0.0:
+        return (weights[0] / scale, weights[1] / scale), scale
+    return (2.0 * (1.0 - ratio), 2.0 * ratio), scale
+
+
 def task_vector_step_v3(ratio: float, genome: Genome, with_base: bool, common: dict,
                         dare: bool = True) -> TensorStep:
     """A blended tensor under genome rule v3 (docs/MERGE.md): the father's task vector at
@@ -168,12 +179,7 @@ def task_vector_step_v3(ratio: float, genome: Genome, with_base: bool, common: d
     `scale` and the weights are divided by it, so that at ratio 0.5 with equal scales the
     weights are 1 and the step is mergekit's task arithmetic or TIES to the bit. Without
     `dare` (a vector) the densities are 1."""
-    weights = (2.0 * (1.0 - ratio) * genome.scale_a, 2.0 * ratio * genome.scale_b)
-    scale = max(genome.scale_a, genome.scale_b)
-    if scale > 0.0:
-        weights = tuple(w / scale for w in weights)
-    else:  # both scales 0: the base (the father without one), whatever the weights
-        weights = (2.0 * (1.0 - ratio), 2.0 * ratio)
+    weights, scale = v3_weights(ratio, genome)
 
     def contribution(model: str, weight: float, density: float) -> Contribution:
         return Contribution(model, weight, density, Trim.DARE if density < 1.0 else Trim.NONE,

@@ -3,7 +3,7 @@
 The per-tensor ratios come from darwin's own plan (`merge/plan.py`, under the genome's
 rule), genome only: under v1 and v2 the mother's weight of a tensor is its ratio (0 or 1 in
 a transplant zone), the father's weight 1 minus that; under v3 each parent's task-vector
-weight (its scale) under mergekit's `lambda` (`v3_weights`). They are written per group of
+weight (its scale) under mergekit's `lambda` (`parent_weights`). They are written per group of
 tensors (attention, MLP, the rest) as a list with one value per decoder layer, and per
 tensor name outside the layers; the file is then read back with the importer's own
 parameter evaluation and compared with the plan, and the header says how many tensors
@@ -26,7 +26,7 @@ from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
 from ..io.dtypes import main_dtype
 from ..io.model_ref import ModelRef, resolve_model
-from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models
+from ..merge.plan import MergeSettings, PlanRow, make_settings, plan_models, v3_weights
 from ..records import MergeOptions, MergeParents, MergeRecord, file_names, read_record
 from .config import config_from_dict, first_value
 from .run import layer_position
@@ -118,7 +118,7 @@ def export_mergekit(source: ExportSource) -> str:
     merged = [r for r in rows if r.mode != MergeMode.EXACT]
     if source.genome.genome_rule == "v3":
         method = v3_method(source.genome)
-        weights = {r.name: v3_weights(r, source.genome) for r in merged}
+        weights = {r.name: parent_weights(r, source.genome) for r in merged}
         config = _config_v3(source, method, [
             weight_setting(merged, {n: w[i] for n, w in weights.items()}, num_layers)
             for i in (0, 1)], dtype)
@@ -143,19 +143,17 @@ def v3_method(genome: Genome) -> str:
     return "ties" if genome.trim_density < 1.0 else "dare_ties"
 
 
-def v3_weights(row: PlanRow, genome: Genome) -> tuple[float, float]:
+def parent_weights(row: PlanRow, genome: Genome) -> tuple[float, float]:
     """A tensor's (father, mother) task-vector weights under `lambda` = the larger scale
-    (merge/plan.py's task_vector_step_v3); in a transplant zone the transplanted parent at
-    1 / lambda (base + its task vector: its own tensor) and the other at 0."""
-    scale = max(genome.scale_a, genome.scale_b)
+    (merge/plan.py's v3_weights); in a transplant zone the transplanted parent at 1 / lambda
+    (base + its task vector: its own tensor) and the other at 0."""
+    (father, mother), scale = v3_weights(row.final_ratio, genome)
     whole = 1.0 / scale if scale > 0.0 else 1.0
     if row.mode == MergeMode.TRANSPLANT_FATHER:
-        return round(whole, WRITTEN_DECIMALS), 0.0
-    if row.mode == MergeMode.TRANSPLANT_MOTHER:
-        return 0.0, round(whole, WRITTEN_DECIMALS)
-    r = row.final_ratio
-    weights = (2.0 * (1.0 - r) * genome.scale_a, 2.0 * r * genome.scale_b)
-    return tuple(round(w / scale if scale > 0.0 else w, WRITTEN_DECIMALS) for w in weights)
+        father, mother = whole, 0.0
+    elif row.mode == MergeMode.TRANSPLANT_MOTHER:
+        father, mother = 0.0, whole
+    return round(father, WRITTEN_DECIMALS), round(mother, WRITTEN_DECIMALS)
 
 
 def mother_share(row: PlanRow) -> float:
