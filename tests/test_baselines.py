@@ -66,9 +66,8 @@ def test_a_standard_recipe_in_memory_is_the_child_of_its_mergekit_yaml(trio, tmp
 
 
 def test_a_dare_ties_point_draws_one_mask_for_every_scale(trio):
-    """DARE-TIES's masks are seeded by method and density: two scales of one density give
-    task vectors in the ratio of their scales, entry for entry; another density drops
-    other entries."""
+    """DARE-TIES's masks come from one seed: two scales of one density give task vectors
+    in the ratio of their scales, entry for entry; another density drops other entries."""
     base, father, mother = trio
     parents = ParentTensors.load(father, mother, base)
     merger = StandardMerger(parents)

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
 from darwin_merge.genome import GENES, V3_GENES, Genome, genome_from_dict, genome_hash
+from darwin_merge.merge.engine import ParentTensors, merge_state
 from darwin_merge.mergekit import merge_from_config
-from darwin_merge.mergekit.standard import StandardRecipe
+from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe
 
 POINTS = [StandardRecipe(method="task_arithmetic", scale=1.3),
           StandardRecipe(method="task_arithmetic", scale=0.7),
@@ -156,3 +157,26 @@ def test_the_export_of_a_searched_v3_genome_gives_every_tensor_its_weights(tiny_
     trimmed = genome.model_copy(update={"trim_density": 0.6})
     _, text = exported_child(trimmed, father, mother, base, tmp_path / "trimmed")
     assert "the magnitude trim (trim_density 0.6): task_arithmetic has none" in text
+
+
+def test_a_dare_ties_points_genome_drops_what_its_tuning_dropped(tiny_trio):
+    """In the search a tuned DARE-TIES point (StandardMerger) and its v3 genome (the seed
+    the search queues) draw their masks from one seed: every matrix is the same to the bit
+    (vectors: v3 drops none), and a lower density's mask is a subset of a higher one's."""
+    base, father, mother = tiny_trio
+    parents = ParentTensors.load(father, mother, base)
+    merger = StandardMerger(parents)
+    point = StandardRecipe(method="dare_ties", scale=1.0, density=0.5)
+    tuned = merger.state(point)
+    ours = merge_state(parents, point.genome())
+    matrices = [n for n, t in ours.items() if t.ndim == 2 and not torch.equal(
+        t, parents.father[n])]
+    assert matrices  # the merge moved them: the comparison is not of two fathers
+    differ = [n for n in matrices if not torch.equal(ours[n], tuned[n])]
+    assert not differ, differ[:3]
+    sparser = StandardRecipe(method="dare_ties", scale=1.0, density=0.3)
+    name = "model.layers.0.mlp.up_proj.weight"
+    kept_half = ours[name] != parents.base[name]
+    kept_less = merge_state(parents, sparser.genome())[name] != parents.base[name]
+    assert kept_less.sum() < kept_half.sum()
+    assert not (kept_less & ~kept_half).any()  # nested: no entry kept at 0.3 dropped at 0.5

@@ -23,7 +23,15 @@ from ..genome import TRANSPLANT_HIGH, TRANSPLANT_LOW, Genome, genome_ratio
 from ..inspection import dash, require_mergeable
 from ..io import ModelSource
 from ..records import ScanRecord, read_record
-from .spec import MERGEKIT_TIE_SIGN, Contribution, MergeSpec, StepKind, TensorStep, Trim
+from .spec import (
+    MERGEKIT_TIE_SIGN,
+    SHARED_DARE_SEED,
+    Contribution,
+    MergeSpec,
+    StepKind,
+    TensorStep,
+    Trim,
+)
 
 PARENT_LABELS = {"father": "the father", "mother": "the mother", "base": "the base"}
 
@@ -113,12 +121,14 @@ def plan_merge(infos: list[TensorInfo], shapes: dict[str, tuple[int, ...]], geno
 def spec_of_plan(rows: list[PlanRow], genome: Genome, settings: MergeSettings, key: str,
                  with_base: bool) -> MergeSpec:
     """The plan as the merge description the executor runs (merge/spec.py): models
-    father, mother (and base), the father the reference, DARE seeded by the genome hash."""
+    father, mother (and base), the father the reference, DARE seeded by the genome hash
+    (rule v3: SHARED_DARE_SEED, the masks of the search's standard recipes)."""
     models = ("father", "mother") + (("base",) if with_base else ())
     if genome.genome_rule == "v3" and settings.disjoint_mean:
         raise UsageError("--disjoint-mean does not apply to a genome of rule v3: its own "
                          "gene disjoint_mean decides (>= 0.5: the disjoint mean)")
-    return MergeSpec(models=models, reference="father", seed=key,
+    seed = SHARED_DARE_SEED if genome.genome_rule == "v3" else key
+    return MergeSpec(models=models, reference="father", seed=seed,
                      steps=tuple(step_of_row(r, genome, settings, with_base) for r in rows),
                      compute_dtype=getattr(torch, settings.compute_dtype),  # a Literal
                      labels=PARENT_LABELS)

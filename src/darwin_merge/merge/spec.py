@@ -120,6 +120,14 @@ class TensorStep:
         return self.kind is not StepKind.TASK_VECTORS or self.is_pair
 
 
+# The seed of DARE's masks shared by every genome of rule v3 and by the search's standard
+# recipes (mergekit/standard.py): a tensor's mask is `rand < density` from one draw per
+# (tensor, model), so the masks of two densities are nested and equal densities drop the
+# same entries whatever else differs. Common random numbers: the search compares recipes,
+# not draws, and a v3 genome of a tuned DARE-TIES point drops what the tuning dropped.
+SHARED_DARE_SEED = "darwin-shared-dare"
+
+
 @dataclass(frozen=True)
 class MergeSpec:
     """A whole merge: the models read for every tensor (each checked for NaN and Inf), the

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..arch import Taxonomy
 from ..genome import Genome
 from ..merge.engine import ParentTensors
+from ..merge.spec import SHARED_DARE_SEED
 from ..records import StandardValues
 from .config import MergekitConfig, config_from_dict
 from .run import merge_config_state
@@ -67,7 +68,9 @@ class StandardRecipe(BaseModel):
     def genome(self) -> Genome:
         """The recipe as a genome of rule v3 (genome.py): `darwin merge --genome` of it makes
         the YAML's child (task arithmetic and TIES to the bit; DARE-TIES with other masks
-        of the same density); the search queues the tuned points so (evolve/phase2.py)."""
+        of the same density). In the search (SHARED_DARE_SEED) a DARE-TIES point's genome
+        drops the entries its tuning dropped, its norm gains and biases kept whole (v3
+        never drops a vector); the search queues the tuned points so (evolve/phase2.py)."""
         if self.method == "task_arithmetic":
             return Genome.task_vectors(self.scale)
         if self.method == "ties":  # mergekit's TIES: unscaled magnitude trim, disjoint mean
@@ -91,10 +94,11 @@ class StandardMerger:
 
     Recipes that differ only in `scale` share the merged task vectors before it (kept for
     the last method and density asked for), so a grid walked density by density trims each
-    task vector once per density. DARE's masks are seeded by the method and density (not
-    the scale), so every scale of one density drops the same entries; the YAML of a
-    DARE-TIES point run through mergekit or `darwin merge --mergekit-config` draws other
-    masks of the same density (docs/EVOLVE.md, "Baselines")."""
+    task vector once per density. DARE's masks are drawn from SHARED_DARE_SEED (the seed of
+    every v3 genome): every scale of one density drops the same entries, a lower density
+    a subset of them, and the point's v3 genome the same; the YAML of a DARE-TIES point
+    run through mergekit or `darwin merge --mergekit-config` draws other masks of the same
+    density (docs/EVOLVE.md, "Baselines")."""
 
     def __init__(self, parents: ParentTensors):
         self.tensors = {"father": parents.father, "mother": parents.mother}
@@ -111,9 +115,8 @@ class StandardMerger:
         with self.lock:
             if recipe.without_scale() != self.memo_key:
                 self.memo_key, self.memo, self.memo_digest = recipe.without_scale(), {}, None
-            key = f"{recipe.method}:density={recipe.density!r}"
             return merge_config_state(recipe.config("base" in self.tensors), self.tensors,
-                                      self.infos, self.num_layers, dare_key=key,
+                                      self.infos, self.num_layers, dare_key=SHARED_DARE_SEED,
                                       memo=self.memo)
 
     def fingerprint(self, recipe: StandardRecipe) -> str:
