@@ -475,7 +475,8 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         "father": str(father), "mother": str(mother), "scan": str(scan), "out": str(out),
         "fitness": "gsm8k=0.5,copa=0.5", "guard": "lambada_openai=0.05", "trials": 3,
         "limit": 2, "holdout_limit": 3, "phase1_steps": 5, "top_k": 1, "popsize": 2,
-        "probe_max_tokens": 8, "probe_max_prompts": 2, "baselines": "fixed"}))
+        "probe_max_tokens": 8, "probe_max_prompts": 2, "baselines": "fixed",
+        "guard_rule": "paired"}))
     assert main(["evolve", "--recipe", str(recipe_file)]) == 0
     printed = capsys.readouterr().out
     assert "Held-out items" in printed and "Guard lambada_openai" in printed
@@ -486,6 +487,9 @@ def test_evolve_with_gsm8k_in_the_fitness_and_a_guard_runs_to_the_end(pair, tmp_
         assert gsm8k["metric"] == "exact_match" and gsm8k["n"] == 2
         assert gsm8k["exact_match"] in (0.0, 0.5, 1.0)
         assert set(trial["guard"]) == {"lambada_openai"}
+        paired = trial["guard"]["lambada_openai"]  # on the same 2 items as the parents'
+        assert paired["rule"] == "paired"
+        assert paired["difference"] == pytest.approx(paired["child"] - paired["reference"])
     summary = json.loads((out / "summary.json").read_text())
     tasks = summary["holdout"]["tasks"]
     assert {t: (s["metric"], s["role"], s["n"]) for t, s in tasks.items()} == {

@@ -302,3 +302,37 @@ def test_with_a_base_the_guard_floor_is_the_base_even_when_a_parent_scores_highe
     assert verdicts["arc_easy"]["reference_model"] == "base"
     assert verdicts["arc_easy"]["floor"] == pytest.approx(0.35)
     assert verdicts["arc_easy"]["within"]  # below the mother's 0.42 - 0.05, above the base's
+
+
+def items_result(correct: list[int]) -> TaskResult:
+    return TaskResult(kind="loglikelihood", split="search", n=len(correct), metric="acc",
+                      higher_is_better=True, metrics={"acc": sum(correct) / len(correct)},
+                      item_ids=list(range(len(correct))), item_scores=[float(c) for c in correct])
+
+
+def test_the_paired_guard_breaks_only_a_child_clearly_below_the_floor():
+    """50 items, the base right on 14 (0.28), tolerance 0.05. A child four items below
+    (0.20, six lost and two gained: the overlap problem's task arithmetic 0.85) breaks the
+    floor rule but not the paired one (-0.08 + one SE 0.055 is above -0.05); a child eight
+    items below (0.12) breaks both; a child whose items agree with the base's keeps both."""
+    base = [1] * 14 + [0] * 36
+    near = [0] * 6 + [1] * 8 + [1] * 2 + [0] * 34  # 6 lost, 2 gained
+    far = [0] * 10 + [1] * 4 + [1] * 2 + [0] * 34  # 10 lost, 2 gained
+    references = {"base": {"lambada_openai": items_result(base)},
+                  "father": {"lambada_openai": items_result([1] * 50)}}
+    items = {"base": {"lambada_openai": [float(b) for b in base]}}
+    tolerance = {"lambada_openai": 0.05}
+    for child, floor_kept, paired_kept in ((near, False, True), (far, False, False),
+                                           (base, True, True)):
+        scores = {"lambada_openai": items_result(child)}
+        floor = guard_verdicts(scores, tolerance, references)["lambada_openai"]
+        paired = guard_verdicts(scores, tolerance, references, items)["lambada_openai"]
+        assert (floor["within"], paired["within"]) == (floor_kept, paired_kept)
+        assert paired["rule"] == "paired" and "rule" not in floor
+        assert paired["difference"] == pytest.approx(paired["child"] - paired["reference"])
+    near_verdict = guard_verdicts({"lambada_openai": items_result(near)}, tolerance,
+                                  references, items)["lambada_openai"]
+    assert near_verdict["stderr"] == pytest.approx(0.0560, abs=1e-4)
+    with pytest.raises(ValueError, match="the same items"):
+        guard_verdicts({"lambada_openai": items_result(near[:40])}, tolerance, references,
+                       items)

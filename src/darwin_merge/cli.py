@@ -196,6 +196,10 @@ def evolve_cmd(
     guard: str | None = typer.Option(
         None, help="task=tolerance,...: penalise children more than the tolerance below the "
         "base (without one: the better parent) on the task, e.g. lambada_openai=0.05"),
+    guard_rule: str = typer.Option(
+        DEFAULTS["guard_rule"], help="how a guard is judged on the search items: floor (the "
+        "child's score under the floor) or paired (its per-item difference from the "
+        "reference more than one standard error under -tolerance; docs/EVOLVE.md)"),
     storage: str | None = typer.Option(None, help="postgresql://... to share one search"),
     study: str | None = typer.Option(None, help="study name inside --storage"),
     device: Device = DEFAULTS["device"],
@@ -245,6 +249,7 @@ def evolve_cmd(
                   genome_rule=genome_rule,
                   fitness=parse_fitness(fitness) if fitness else None,
                   guard=parse_fitness(guard, option="--guard") if guard else None,
+                  guard_rule=guard_rule,
                   extra_tasks=[t for t in extra_tasks.split(",") if t] if extra_tasks else None)
     values = _typed_only(ctx, values, out="run_dir")
     if recipe is not None:
@@ -604,6 +609,8 @@ def bench_quality_cmd(
                                      show_default="the mode's"),
     genome_rule: str | None = typer.Option(None, help="v2 or v3 (docs/EVOLVE.md)",
                                            show_default="evolve's"),
+    guard_rule: str | None = typer.Option(None, help="floor or paired (docs/EVOLVE.md)",
+                                          show_default="evolve's"),
 ) -> None:
     """Merge quality: each problem searched with several seeds, the children scored with
     the tuned standard recipes on test items nobody has looked at."""
@@ -620,7 +627,8 @@ def bench_quality_cmd(
     results = run_benchmark(list(problems or QUICK_PROBLEMS), run_dir, cache, mode, seed_list,
                             test_seed, device,
                             command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                            trials=trials, limit=limit, genome_rule=genome_rule)
+                            trials=trials, limit=limit, genome_rule=genome_rule,
+                            guard_rule=guard_rule)
     out.print("\n".join(summary_table(results)), markup=False, highlight=False, soft_wrap=True)
 
 

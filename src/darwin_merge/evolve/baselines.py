@@ -42,6 +42,7 @@ from .scoring import (
     guard_verdicts,
     guarded,
     parent_search_scores,
+    reference_guard_items,
     scores_summary,
 )
 
@@ -118,7 +119,8 @@ def with_guards(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study,
     scores, verdicts = {}, {}
     for task in guard_order(points, scorer.guard_tasks):
         scores.update(scorer.evaluate_loaded_all([task]))
-        verdicts.update(guard_verdicts(scores, {task: recipe.guard[task]}, parents))
+        verdicts.update(guard_verdicts(scores, {task: recipe.guard[task]}, parents,
+                                       reference_guard_items(study, recipe.guard_rule)))
         if not verdicts[task]["within"]:
             break
     seconds = time.perf_counter() - started

@@ -33,7 +33,13 @@ from ..records import (
 )
 from . import proxy, proxy_attribution, say
 from .recipe import Recipe
-from .scoring import CandidateScorer, parent_search_scores, scores_summary
+from .scoring import (
+    GUARD_ITEMS_ATTR,
+    CandidateScorer,
+    guard_items_of,
+    parent_search_scores,
+    scores_summary,
+)
 from .study import differences, search_identity
 
 # Which probe sets a task exercises (the proxy's layer importance); others: all equally.
@@ -68,12 +74,17 @@ def parent_scores(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
     tasks; once: kept in the study for re-runs and workers."""
     cached = study.user_attrs.get("parent_search_scores")
     models = scorer.references()
-    if cached and set(cached) == set(models) and all(t in cached["father"] for t in scorer.tasks):
+    guards = list(recipe.guard)
+    items = study.user_attrs.get(GUARD_ITEMS_ATTR, {})
+    if cached and set(cached) == set(models) and all(t in cached["father"] for t in scorer.tasks) \
+            and (recipe.guard_rule == "floor" or all(t in items.get(m, {}) for m in models
+                                                     for t in guards)):
         return parent_search_scores(study)
     say(f"scoring the {' and '.join(models)} on the search split (the proxy needs to know "
         "who is better, the guards their floor)")
-    study.set_user_attr("parent_search_scores", {
-        p: scores_summary(scorer.score_parent(p)) for p in models})
+    scores = {p: scorer.score_parent(p) for p in models}
+    study.set_user_attr("parent_search_scores", {p: scores_summary(s) for p, s in scores.items()})
+    study.set_user_attr(GUARD_ITEMS_ATTR, guard_items_of(scores, guards))
     return parent_search_scores(study)
 
 

@@ -31,6 +31,7 @@ from .scoring import (
     guard_verdicts,
     guarded,
     parent_search_scores,
+    reference_guard_items,
     scores_summary,
 )
 from .study import (
@@ -217,7 +218,8 @@ def score_candidate(recipe: Recipe, scorer: CandidateScorer, study: optuna.Study
     for name, items in racing.item_record(scores, list(scorer.weights)).items():
         trial.set_user_attr(name, items)  # item_scores, item_gold_logprobs
     if recipe.guard:
-        verdicts = guard_verdicts(scores, recipe.guard, parent_search_scores(study))
+        verdicts = guard_verdicts(scores, recipe.guard, parent_search_scores(study),
+                                  reference_guard_items(study, recipe.guard_rule))
         trial.set_user_attr("guard", verdicts)
         value = guarded(value, verdicts)
     started = time.perf_counter()

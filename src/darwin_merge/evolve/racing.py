@@ -34,7 +34,7 @@ from ..eval.results import TaskResult, gold_logprob_means
 from ..eval.tasks import resolve_tasks, select_items
 from ..genome import Genome
 from ..mergekit.standard import StandardRecipe
-from .scoring import CandidateScorer, fitness_of, item_values
+from .scoring import CandidateScorer, fitness_of, item_values, signed
 
 # Share of each task's search items scored before each decision; the last is all of them.
 RACE_SLICES = (0.25, 0.5, 1.0)
@@ -198,10 +198,6 @@ def combine(parts: list[TaskResult]) -> TaskResult:
                                f"{first.metric}_stderr": metrics.mean_stderr(scores)},
                       **ties, item_ids=[i for p in parts for i in p.item_ids],
                       item_scores=scores, item_gold_logprobs=logprobs)
-
-
-def signed(result_scores: list[float], higher_is_better: bool) -> list[float]:
-    return result_scores if higher_is_better else [-s for s in result_scores]
 
 
 def item_record(scores: dict[str, TaskResult], tasks: list[str]) -> dict[str, dict]:

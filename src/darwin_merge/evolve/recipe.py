@@ -58,6 +58,10 @@ class Recipe(BaseModel):
         default_factory=dict, description="task: tolerance; a child more than the tolerance "
         "below the base (without a base: the better parent) on the task (search split) is "
         "penalised by GUARD_PENALTY")
+    guard_rule: Literal["floor", "paired"] = Field(
+        "floor", description="how a guard is judged on the search items: floor (the child's "
+        "score below the floor breaks it) or paired (its per-item difference from the "
+        "reference more than one standard error below -tolerance: evolve/scoring.py)")
     racing: bool = Field(True, description="stop candidates early that cannot beat the best "
                          "(evolve/racing.py); False scores every candidate on every item")
     storage: str | None = None
@@ -169,6 +173,8 @@ class Recipe(BaseModel):
             "base": self.base.identity() if self.base else None,
             "fitness": dict(sorted(self.weights.items())), "limit": self.limit,
             "guard": dict(sorted(self.guard.items())),
+            **({"guard_rule": "paired"} if self.guard_rule == "paired" else {}),  # floor: as
+            # before the rule existed, so that older studies continue
             "genome_rule": self.genome_rule,  # a study's trials hold values, not the rule
         }
 

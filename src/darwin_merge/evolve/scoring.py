@@ -41,6 +41,14 @@ assert TIE_BREAK * GOLD_LOGPROB_CLIP < 1 / (2 * TIE_FREE_ITEMS)
 # Taken off the fitness of a child that breaks a guard: more than any fitness can differ
 # (weights sum to 1, primary scores lie in [0, 1]), so a guarded child always ranks first.
 GUARD_PENALTY = 1.0
+# The paired guard (Recipe.guard_rule "paired"): the child's items on the guard task, paired
+# with the reference's on the same search items, break the guard when their mean
+# difference is more than GUARD_STDERRS standard errors below minus the tolerance. The
+# floor rule's cliff on 50 noisy items decided rankings the test items reversed; one
+# standard error calls a child exactly at the floor broken 16% of the time (the floor
+# rule: half) and keeps one two standard errors below it 16% of the time (docs/EVOLVE.md).
+GUARD_STDERRS = 1.0
+GUARD_RULES = ("floor", "paired")
 
 
 def continuous_part(result: TaskScore) -> float:
@@ -79,13 +87,17 @@ def fitness_of(scores: dict[str, TaskScore], weights: dict[str, float]) -> float
 
 
 def guard_verdicts(scores: dict[str, TaskScore], tolerances: dict[str, float],
-                   parent_scores: dict[str, dict[str, TaskScore]]) -> dict[str, dict]:
+                   parent_scores: dict[str, dict[str, TaskScore]],
+                   reference_items: dict[str, dict[str, list[float]]] | None = None
+                   ) -> dict[str, dict]:
     """Per guard task: the child's score, the floor (the reference's score minus the
     tolerance) and whether the child stays on or above it (`--guard lambada_openai=0.05`).
 
     The reference is the base when the merge has one: the model both fine-tunes started
     from, whose general skills the guard protects (the best of three noisy scores would
-    raise the floor by their noise); without a base, the better parent."""
+    raise the floor by their noise); without a base, the better parent. With the
+    reference's signed per-item scores (`reference_items`, the paired rule) and the
+    child's, the verdict is `paired_verdict`'s."""
     references = ({"base": parent_scores["base"]} if "base" in parent_scores
                   else parent_scores)
     verdicts = {}
@@ -96,7 +108,33 @@ def guard_verdicts(scores: dict[str, TaskScore], tolerances: dict[str, float],
         floor = reference - tolerance
         verdicts[task] = {"child": child, "reference": reference, "reference_model": model,
                           "floor": floor, "tolerance": tolerance, "within": child >= floor}
+        if reference_items is not None:
+            verdicts[task].update(paired_verdict(scores[task], reference_items[model][task],
+                                                 tolerance))
     return verdicts
+
+
+def paired_verdict(child: TaskResult, reference_items: list[float], tolerance: float
+                   ) -> dict:
+    """The paired guard: the mean of the child's per-item (signed) scores less the
+    reference's on the same items, its standard error, and `within` unless the difference
+    is more than GUARD_STDERRS standard errors below -tolerance."""
+    ours = signed(child.item_scores, child.higher_is_better)
+    if len(ours) != len(reference_items) or not ours:
+        raise ValueError(f"a paired guard needs the same items: the child has {len(ours)}, "
+                         f"the reference {len(reference_items)}")
+    differences = torch.tensor(ours, dtype=torch.float64) - torch.tensor(
+        reference_items, dtype=torch.float64)
+    mean = float(differences.mean())
+    stderr = float(differences.std(correction=1) / math.sqrt(len(ours))) if len(ours) > 1 \
+        else 0.0
+    return {"rule": "paired", "difference": mean, "stderr": stderr,
+            "within": mean + GUARD_STDERRS * stderr >= -tolerance}
+
+
+def signed(item_scores: list[float], higher_is_better: bool) -> list[float]:
+    """Per-item primary scores signed so that higher is better."""
+    return item_scores if higher_is_better else [-s for s in item_scores]
 
 
 def guarded(fitness: float, verdicts: dict[str, dict]) -> float:
@@ -227,6 +265,23 @@ def parent_search_scores(study) -> dict[str, dict[str, TaskScore]]:
     """The references' search-split scores the study keeps (phase1.parent_scores)."""
     return {name: read_scores(rows, name)
             for name, rows in study.user_attrs["parent_search_scores"].items()}
+
+
+# The study's attribute holding each reference's signed per-item scores on the guard tasks
+# (search split): what the paired guard pairs a child with.
+GUARD_ITEMS_ATTR = "parent_guard_items"
+
+
+def guard_items_of(scores: dict[str, dict[str, TaskResult]], tasks: list[str]
+                   ) -> dict[str, dict[str, list[float]]]:
+    """What GUARD_ITEMS_ATTR keeps of the references' scores."""
+    return {model: {t: signed(results[t].item_scores, results[t].higher_is_better)
+                    for t in tasks} for model, results in scores.items()}
+
+
+def reference_guard_items(study, guard_rule: str) -> dict[str, dict[str, list[float]]] | None:
+    """The references' per-item guard scores under the paired rule (None: the floor)."""
+    return study.user_attrs[GUARD_ITEMS_ATTR] if guard_rule == "paired" else None
 
 
 # Models scored at the same time on a CPU (the finish's holdout table). On this 2-core

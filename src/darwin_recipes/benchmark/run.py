@@ -28,6 +28,7 @@ from darwin_merge.evolve.finish import pick_healthy
 from darwin_merge.evolve.holdout import HoldoutJobs
 from darwin_merge.evolve.recipe import Recipe, build_recipe, ensure_scan
 from darwin_merge.evolve.run import Search, searched
+from darwin_merge.evolve.scoring import GUARD_ITEMS_ATTR
 from darwin_merge.evolve.study import CMA_ES_START, trial_genome
 from darwin_merge.genome import Genome
 from darwin_merge.io.files import dump_json
@@ -214,10 +215,10 @@ def run_problem(problem: Problem, out: Path, cache: Path, mode: str = "quick",
     return result
 
 
-# What a later seed's study takes from the first seed's: the parents' search-split scores and
-# the tuned baselines' points and health verdicts (the same models on the same items: the
-# search items do not depend on the seed).
-SHARED_ATTRS = ("parent_search_scores", POINTS_ATTR, HEALTH_ATTR)
+# What a later seed's study takes from the first seed's: the parents' search-split scores
+# (and their per-item guard scores), the tuned baselines' points and health verdicts (the
+# same models on the same items: the search items do not depend on the seed).
+SHARED_ATTRS = ("parent_search_scores", GUARD_ITEMS_ATTR, POINTS_ATTR, HEALTH_ATTR)
 
 
 def seed_baselines(index: int, genome_rule: str | None) -> str:
