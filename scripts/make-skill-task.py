@@ -6,6 +6,7 @@ file, so its score there measures the skill, not memory.
 
     .venv/bin/python scripts/make-skill-task.py two_digit_arithmetic   # seed 20261129
     .venv/bin/python scripts/make-skill-task.py letter_reversal        # seed 20261130
+    .venv/bin/python scripts/make-skill-task.py digit_sorting          # seed 20261207
 """
 
 import json
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from darwin_recipes.demo.mother import skill_of
 
-SEEDS = {"two_digit_arithmetic": 20261129, "letter_reversal": 20261130}
+SEEDS = {"two_digit_arithmetic": 20261129, "letter_reversal": 20261130,
+         "digit_sorting": 20261207}
 COUNT = 1000
 TASKS = Path(__file__).resolve().parents[1] / "src/darwin_merge/data/tasks"
 

@@ -69,9 +69,31 @@ def test_letter_reversal_problems_and_their_shipped_task():
     spec = importlib.util.spec_from_file_location("make_skill_task", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for name in ("letter_reversal", "two_digit_arithmetic"):
+    for name in ("letter_reversal", "two_digit_arithmetic", "digit_sorting"):
         shipped = (module.TASKS / m.SKILLS[name].file).read_text(encoding="utf-8")
         assert shipped == "".join(json.dumps(r) + "\n" for r in module.task_rows(name)), name
+    evaluation = m.evaluation_contexts(skill=skill)
+    training = m.training_problems(5, 3000, evaluation, skill=skill)
+    assert len(evaluation) == 1000 and not {c for c, _ in training} & evaluation
+
+
+def test_digit_sorting_problems_and_their_shipped_task():
+    """The third specialist's skill: distinct digits back in increasing order; its shipped
+    task file loads with both splits and no training problem repeats one of its items."""
+    from darwin_merge.eval.tasks import resolve_tasks, select_items
+
+    skill = m.SKILLS["digit_sorting"]
+    rng = random.Random(2)
+    for _ in range(300):
+        context, answer = skill.problem(rng)
+        match = re.fullmatch(r"sort: ((?:\d ){3,5}\d) =", context)
+        assert match, context
+        digits = match.group(1).split(" ")
+        assert len(set(digits)) == len(digits)
+        assert answer == " " + " ".join(sorted(digits))
+    task = resolve_tasks(["digit_sorting"])[0]
+    search, holdout = select_items(task, "search"), select_items(task, "holdout")
+    assert len(search) + len(holdout) == 1000 and search and holdout
     evaluation = m.evaluation_contexts(skill=skill)
     training = m.training_problems(5, 3000, evaluation, skill=skill)
     assert len(evaluation) == 1000 and not {c for c, _ in training} & evaluation

@@ -669,8 +669,8 @@ def demo_run_cmd(
 
 @demo_app.command("test-items")
 def demo_test_items_cmd(
-    skill: str = typer.Argument(..., help="two_digit_arithmetic, simple_arithmetic or "
-                                "letter_reversal"),
+    skill: str = typer.Argument(..., help="two_digit_arithmetic, simple_arithmetic, "
+                                "letter_reversal or digit_sorting"),
     out_file: Path = typer.Option(..., "--out", help="the task file to write (JSONL)"),
     test_seed: int = typer.Option(2026, help="seed of the items (2026: the published "
                                   "tables'; develop with another)"),
@@ -701,7 +701,8 @@ def prepare_mother_cmd(
     seed: int | None = typer.Option(None, help="seed of the data and the run"),
     max_operands: int | None = typer.Option(None, help="most operands per training problem"),
     skill: str | None = typer.Option(
-        None, help="two_digit_arithmetic, simple_arithmetic or letter_reversal"),
+        None, help="two_digit_arithmetic, simple_arithmetic, letter_reversal or "
+        "digit_sorting"),
     threads: int | None = typer.Option(None, help="CPU threads for torch (not in the hash)"),
     train_embeddings: bool | None = typer.Option(
         None, "--train-embeddings/--no-train-embeddings",

@@ -153,6 +153,25 @@ class LetterReversal:
         return "reverse: " + " ".join(letters) + " =", " " + " ".join(reversed(letters))
 
 
+@dataclass(frozen=True)
+class DigitSorting:
+    """"sort: 7 2 9 4 =" -> " 2 4 7 9": distinct digits, spaced (one token each in SmolLM2's
+    and Gemma's vocabularies), written back in increasing order.
+
+    The third specialist of the N-parent problem (issue 38): an ordering skill over a
+    ten-symbol alphabet, neither a sum nor a copy in reverse.
+    """
+
+    task: str
+    file: str
+    lengths: tuple[int, ...] = (4, 5, 6)
+    tag: str = "sort"
+
+    def problem(self, rng: random.Random, max_operands: int = 0) -> tuple[str, str]:
+        digits = rng.sample(string.digits, rng.choice(self.lengths))
+        return "sort: " + " ".join(digits) + " =", " " + " ".join(sorted(digits))
+
+
 SKILLS = {
     # The demo's default: two-operand sums and differences of numbers 1..99. The father
     # gets about 2% right; a fine-tune of a few minutes on CPU learns most of it.
@@ -166,10 +185,12 @@ SKILLS = {
                                {"+": 999, "-": 999, "*": 99}),
     # The specialists demo's second skill (demo/run.py, PAIR=specialists).
     "letter_reversal": LetterReversal("letter_reversal", "letter_reversal.jsonl"),
+    # The third specialist of the three-specialist problem (issue 38).
+    "digit_sorting": DigitSorting("digit_sorting", "digit_sorting.jsonl"),
 }
 
 
-AnySkill = Skill | LetterReversal
+AnySkill = Skill | LetterReversal | DigitSorting
 
 
 def skill_of(name: str) -> AnySkill:
