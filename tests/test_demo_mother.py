@@ -35,6 +35,17 @@ def test_problems_follow_the_evaluation_format():
     assert counts == {3}  # "a op b =": two operands only
 
 
+def shipped_as_generated(name: str) -> bool:
+    """Whether the skill's shipped task file is exactly what scripts/make-skill-task.py
+    writes (the product's own data)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make-skill-task.py"
+    spec = importlib.util.spec_from_file_location("make_skill_task", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shipped = (module.TASKS / m.SKILLS[name].file).read_text(encoding="utf-8")
+    return shipped == "".join(json.dumps(r) + "\n" for r in module.task_rows(name))
+
+
 def test_two_digit_skill_matches_its_shipped_task():
     skill = m.SKILLS["two_digit_arithmetic"]
     rng = random.Random(1)
@@ -50,48 +61,30 @@ def test_two_digit_skill_matches_its_shipped_task():
     assert all(re.fullmatch(r"\d{1,2} [-+] \d{1,2} =", c) for c in evaluation)
     training = m.training_problems(5, 3000, evaluation, skill=skill)
     assert not {c for c, _ in training} & evaluation
+    assert shipped_as_generated("two_digit_arithmetic")
     with pytest.raises(UsageError, match="unknown mother skill"):
         m.recipe_with(skill="poetry")
 
 
-def test_letter_reversal_problems_and_their_shipped_task():
-    skill = m.SKILLS["letter_reversal"]
-    rng = random.Random(2)
-    for _ in range(300):
-        context, answer = skill.problem(rng)
-        match = re.fullmatch(r"reverse: ((?:[a-z] ){3,5}[a-z]) =", context)
-        assert match, context
-        letters = match.group(1).split(" ")
-        assert len(set(letters)) == len(letters)  # distinct letters: the order is unambiguous
-        assert answer == " " + " ".join(reversed(letters))
-    # the shipped file is exactly what its generator script writes (the product's own data)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make-skill-task.py"
-    spec = importlib.util.spec_from_file_location("make_skill_task", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name in ("letter_reversal", "two_digit_arithmetic", "digit_sorting"):
-        shipped = (module.TASKS / m.SKILLS[name].file).read_text(encoding="utf-8")
-        assert shipped == "".join(json.dumps(r) + "\n" for r in module.task_rows(name)), name
-    evaluation = m.evaluation_contexts(skill=skill)
-    training = m.training_problems(5, 3000, evaluation, skill=skill)
-    assert len(evaluation) == 1000 and not {c for c, _ in training} & evaluation
-
-
-def test_digit_sorting_problems_and_their_shipped_task():
-    """The third specialist's skill: distinct digits back in increasing order; its shipped
-    task file loads with both splits and no training problem repeats one of its items."""
+@pytest.mark.parametrize("name, pattern, order", [
+    ("letter_reversal", r"reverse: ((?:[a-z] ){3,5}[a-z]) =", lambda s: list(reversed(s))),
+    ("digit_sorting", r"sort: ((?:\d ){3,5}\d) =", sorted)])
+def test_reordering_problems_and_their_shipped_task(name, pattern, order):
+    """Distinct symbols written back reversed or sorted; the shipped task file is what its
+    generator script writes, loads with both splits, and no training problem repeats it."""
     from darwin_merge.eval.tasks import resolve_tasks, select_items
 
-    skill = m.SKILLS["digit_sorting"]
+    skill = m.SKILLS[name]
     rng = random.Random(2)
     for _ in range(300):
         context, answer = skill.problem(rng)
-        match = re.fullmatch(r"sort: ((?:\d ){3,5}\d) =", context)
+        match = re.fullmatch(pattern, context)
         assert match, context
-        digits = match.group(1).split(" ")
-        assert len(set(digits)) == len(digits)
-        assert answer == " " + " ".join(sorted(digits))
-    task = resolve_tasks(["digit_sorting"])[0]
+        symbols = match.group(1).split(" ")
+        assert len(set(symbols)) == len(symbols)  # distinct: the order is unambiguous
+        assert answer == " " + " ".join(order(symbols))
+    assert shipped_as_generated(name)
+    task = resolve_tasks([name])[0]
     search, holdout = select_items(task, "search"), select_items(task, "holdout")
     assert len(search) + len(holdout) == 1000 and search and holdout
     evaluation = m.evaluation_contexts(skill=skill)

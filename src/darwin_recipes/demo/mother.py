@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -135,41 +136,23 @@ class Skill:
 
 
 @dataclass(frozen=True)
-class LetterReversal:
-    """"reverse: q x e n =" -> " n e x q": distinct lowercase letters, spaced (one token each
-    in SmolLM2's and Gemma's vocabularies), written back in reverse order.
-
-    A copying skill with no digits in it, so it shares little with arithmetic: the second
-    specialist of the specialists demo (docs/DEMO.md). SmolLM2-135M-Instruct gets none right.
-    """
+class Reordering:
+    """Distinct symbols, spaced (one token each in SmolLM2's and Gemma's vocabularies),
+    written back in another order: `order` "reversed" ("reverse: q x e n =" -> " n e x q")
+    or "sorted" ("sort: 7 2 9 4 =" -> " 2 4 7 9")."""
 
     task: str
     file: str
+    verb: str  # the prompt's first word
+    alphabet: str
+    order: Literal["reversed", "sorted"]
+    tag: str  # the middle of the cached folder's name
     lengths: tuple[int, ...] = (4, 5, 6)
-    tag: str = "rev"
 
     def problem(self, rng: random.Random, max_operands: int = 0) -> tuple[str, str]:
-        letters = rng.sample(string.ascii_lowercase, rng.choice(self.lengths))
-        return "reverse: " + " ".join(letters) + " =", " " + " ".join(reversed(letters))
-
-
-@dataclass(frozen=True)
-class DigitSorting:
-    """"sort: 7 2 9 4 =" -> " 2 4 7 9": distinct digits, spaced (one token each in SmolLM2's
-    and Gemma's vocabularies), written back in increasing order.
-
-    The third specialist of the N-parent problem (issue 38): an ordering skill over a
-    ten-symbol alphabet, neither a sum nor a copy in reverse.
-    """
-
-    task: str
-    file: str
-    lengths: tuple[int, ...] = (4, 5, 6)
-    tag: str = "sort"
-
-    def problem(self, rng: random.Random, max_operands: int = 0) -> tuple[str, str]:
-        digits = rng.sample(string.digits, rng.choice(self.lengths))
-        return "sort: " + " ".join(digits) + " =", " " + " ".join(sorted(digits))
+        symbols = rng.sample(self.alphabet, rng.choice(self.lengths))
+        answer = list(reversed(symbols)) if self.order == "reversed" else sorted(symbols)
+        return f"{self.verb}: " + " ".join(symbols) + " =", " " + " ".join(answer)
 
 
 SKILLS = {
@@ -183,14 +166,19 @@ SKILLS = {
     "simple_arithmetic": Skill("simple_arithmetic", "simple_arithmetic_withspaces.jsonl",
                                {"+": (2, 3, 4, 5), "-": (2, 3, 4, 5), "*": (2, 3)},
                                {"+": 999, "-": 999, "*": 99}),
-    # The specialists demo's second skill (demo/run.py, PAIR=specialists).
-    "letter_reversal": LetterReversal("letter_reversal", "letter_reversal.jsonl"),
-    # The third specialist of the three-specialist problem (issue 38).
-    "digit_sorting": DigitSorting("digit_sorting", "digit_sorting.jsonl"),
+    # The specialists demo's second skill (demo/run.py, PAIR=specialists): a copying skill
+    # with no digits in it, so it shares little with arithmetic. SmolLM2-135M-Instruct gets
+    # none right.
+    "letter_reversal": Reordering("letter_reversal", "letter_reversal.jsonl", "reverse",
+                                  string.ascii_lowercase, "reversed", "rev"),
+    # The third specialist of the three-specialist problem (issue 38): ordering over ten
+    # symbols, neither a sum nor a copy in reverse.
+    "digit_sorting": Reordering("digit_sorting", "digit_sorting.jsonl", "sort", string.digits,
+                                "sorted", "sort"),
 }
 
 
-AnySkill = Skill | LetterReversal | DigitSorting
+AnySkill = Skill | Reordering
 
 
 def skill_of(name: str) -> AnySkill:
