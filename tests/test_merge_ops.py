@@ -13,6 +13,7 @@ from darwin_merge.merge.ops import (
     blend,
     clip_bound,
     dare,
+    dare_owned,
     dare_ties,
     kth_largest,
     linear,
@@ -21,6 +22,7 @@ from darwin_merge.merge.ops import (
     merge_pair,
     ties_elect,
     ties_merge,
+    ties_merge_pair,
 )
 from darwin_merge.merge.plan import MergeSettings, final_ratio, mode_of, transplant_mode
 
@@ -385,3 +387,31 @@ def test_kth_largest_is_kthvalues_value_when_the_sample_brackets_it_and_when_it_
         for k in (1, 2, n // 100, n // 3, n // 2, n - n // 10, n - 1, n):
             expected = torch.kthvalue(values, n - k + 1).values
             assert torch.equal(kth_largest(values, k), expected), k
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.8, 1.3), (0.0, 2.0), (0.35, 0.65)])
+@pytest.mark.parametrize("disjoint_mean", [False, True])
+@pytest.mark.parametrize("tie_sign", [0.0, 1.0])
+def test_the_fused_pair_election_equals_ties_merge(weights, disjoint_mean, tie_sign):
+    """ties_merge_pair (what the executor runs for two task vectors) gives ties_merge's
+    values, on deltas with exact ties (a + b == 0), zeros in one or both and DARE-dropped
+    entries: the cases where an election or a disjoint mean could go another way."""
+    a = torch.randn(4000, generator=gen(11))
+    b = torch.randn(4000, generator=gen(12))
+    b[:300] = -a[:300] * weights[0] / max(weights[1], 1e-9)  # weighted sums of exactly 0
+    a[300:600], b[500:800] = 0.0, 0.0  # one side zero; both zero on 500..600
+    a, b = dare(a, 0.6, gen(13)), dare(b, 0.6, gen(14))
+    reference = ties_merge([a, b], list(weights), disjoint_mean=disjoint_mean,
+                           tie_sign=tie_sign)
+    fused = ties_merge_pair(a.clone(), b.clone(), weights, disjoint_mean, tie_sign)
+    assert torch.equal(fused, reference)
+    assert bool((reference != 0).any()) and bool((reference == 0).any())
+
+
+@pytest.mark.parametrize("density", [0.0, 0.3, 0.9, 1.0])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_dare_in_place_keeps_the_same_entries_and_values(density, rescale):
+    delta = torch.randn(3000, generator=gen(21))
+    owned = dare_owned(delta.clone(), density, gen(22), rescale)
+    assert torch.equal(owned, dare(delta, density, gen(22), rescale))
+    assert torch.equal(dare_owned(torch.zeros(5), 0.5, gen(1)), torch.zeros(5))

@@ -29,11 +29,12 @@ from .ops import (
     all_finite,
     blend,
     clip_bound,
-    dare,
+    dare_owned,
     linear,
     magnitude_trim_fast,
     merge_pair,
     ties_merge,
+    ties_merge_pair,
     weighted_sum,
 )
 from .spec import MergeSpec, StepKind, TensorStep, Trim
@@ -152,7 +153,10 @@ def _task_vectors(spec: MergeSpec, step: TensorStep, anchor: torch.Tensor | None
     if memo is None or step.name not in memo:
         deltas = [_trimmed(x - anchor, c, spec, step) for x, c in zip(xs, step.contributions,
                                                                       strict=True)]
-        if step.sign_election:
+        if step.sign_election and len(deltas) == 2:  # the fused form of the same numbers
+            merged = ties_merge_pair(*deltas, tuple(step.weights), disjoint_mean=step.mean,
+                                     tie_sign=step.tie_sign)
+        elif step.sign_election:
             merged = ties_merge(deltas, step.weights, disjoint_mean=step.mean,
                                 tie_sign=step.tie_sign)
         else:
@@ -168,13 +172,14 @@ def _task_vectors(spec: MergeSpec, step: TensorStep, anchor: torch.Tensor | None
 
 def _trimmed(delta: torch.Tensor, contribution, spec: MergeSpec, step: TensorStep
              ) -> torch.Tensor:
+    """A contribution's task vector trimmed (`delta` is the caller's own: changed in place)."""
     if contribution.keep_largest < 1.0:
         delta = magnitude_trim_fast(delta, contribution.keep_largest, rescale=False)
     if contribution.trim is Trim.MAGNITUDE:
         return magnitude_trim_fast(delta, contribution.density, step.rescale)
     if contribution.trim is Trim.DARE:
         generator = dare_generator(spec.seed, step.name, contribution.model)
-        return dare(delta, contribution.density, generator, step.rescale)
+        return dare_owned(delta, contribution.density, generator, step.rescale)
     return delta
 
 

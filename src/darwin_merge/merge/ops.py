@@ -293,6 +293,44 @@ def _merge_with_base(father, mother, base, ratio, density_a, density_b, generato
     return merged.add_(base)
 
 
+def dare_owned(delta: torch.Tensor, density: float, generator: torch.Generator | None,
+               rescale: bool = True) -> torch.Tensor:
+    """dare() in place on a delta the caller owns: the same mask and the same values (a
+    dropped entry may be -0.0 where dare() gives +0.0), without dare()'s copies."""
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    if density >= 1.0:
+        return delta
+    if density <= 0.0 or not bool(delta.any()):
+        return delta.zero_()
+    keep = dare_mask(delta.shape, density, generator).to(delta.device)
+    if rescale:
+        delta.div_(density)
+    return delta.mul_(keep)
+
+
+def ties_merge_pair(delta_a: torch.Tensor, delta_b: torch.Tensor, weights: tuple[float, float],
+                    disjoint_mean: bool = False, tie_sign: float = 0.0) -> torch.Tensor:
+    """ties_merge([delta_a, delta_b], weights, disjoint_mean, tie_sign) in a few passes, in
+    place over the two deltas the caller owns (both are overwritten): the same values
+    (tests/test_merge_ops.py), without the stacked copy, the per-model masks' `where`s and
+    the zero tensors. Where both entries are dropped the mass is 0 and the sum a zero, so
+    dividing by the clamped mass leaves it zero without a `where`."""
+    weighted_a, weighted_b = delta_a.mul_(weights[0]), delta_b.mul_(weights[1])
+    total = weighted_a + weighted_b
+    elected = torch.sign(total)
+    if tie_sign != 0.0:
+        elected.masked_fill_(total == 0, tie_sign)
+    keep_a = torch.sign(weighted_a).mul_(elected) > 0
+    keep_b = torch.sign(weighted_b).mul_(elected) > 0
+    merged = weighted_a.mul_(keep_a).add_(weighted_b.mul_(keep_b))
+    if not disjoint_mean:
+        return merged
+    mass = keep_a.to(merged.dtype).mul_(weights[0]).add_(keep_b.to(merged.dtype),
+                                                         alpha=weights[1])
+    return merged.div_(mass.clamp_min_(torch.finfo(mass.dtype).tiny))
+
+
 def _merge_one_task_vector(father, mother, base, ratio, density_a, density_b, generators):
     """_merge_with_base when one parent's tensor *is* the base's (`ParentTensors` shares a
     tensor a fine-tune left as it was): its task vector is zero, so the other one's kept
