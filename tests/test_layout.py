@@ -143,8 +143,9 @@ def test_no_import_cycle():
     assert [loop for m in sorted(graph) if (loop := loop_from(m, [m]))] == []
 
 
-MERGE_KERNELS = {"dare", "magnitude_trim", "magnitude_trim_fast", "ties_merge", "merge_pair",
-                 "dare_ties", "linear", "weighted_sum", "clip_bound", "blend"}
+MERGE_KERNELS = {"dare", "dare_owned", "magnitude_trim", "magnitude_trim_fast", "ties_merge",
+                 "ties_merge_pair", "merge_pair", "dare_ties", "linear", "weighted_sum",
+                 "clip_bound", "blend"}
 
 
 def test_one_executor_writes_children_and_runs_the_merge_arithmetic():
@@ -158,7 +159,7 @@ def test_one_executor_writes_children_and_runs_the_merge_arithmetic():
                for path in modules() if path.name != "ops.py"}
     assert writers == ["merge/execute.py"]
     assert {where: names for where, names in kernels.items() if names} == {
-        "merge/execute.py": sorted(MERGE_KERNELS - {"dare_ties", "magnitude_trim"})}
+        "merge/execute.py": sorted(MERGE_KERNELS - {"dare_ties", "magnitude_trim", "dare"})}
 
 
 def test_merge_modes_are_spelled_in_their_enum_only():
