@@ -611,6 +611,8 @@ def bench_quality_cmd(
                                            show_default="evolve's"),
     guard_rule: str | None = typer.Option(None, help="floor or paired (docs/EVOLVE.md)",
                                           show_default="evolve's"),
+    sigma0: float | None = typer.Option(None, help="CMA-ES's step size in Phase 2",
+                                        show_default="evolve's"),
 ) -> None:
     """Merge quality: each problem searched with several seeds, the children scored with
     the tuned standard recipes on test items nobody has looked at."""
@@ -628,7 +630,7 @@ def bench_quality_cmd(
                             test_seed, device,
                             command="darwin " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                             trials=trials, limit=limit, genome_rule=genome_rule,
-                            guard_rule=guard_rule)
+                            guard_rule=guard_rule, sigma0=sigma0)
     out.print("\n".join(summary_table(results)), markup=False, highlight=False, soft_wrap=True)
 
 
