@@ -110,22 +110,32 @@ def test_sabotaged_layer_is_flagged(parents, sabotage):
     assert any("layer(s) 2" in reason for reason in report["reasons"])
 
 
-def test_parents_measured_once_give_the_same_report(parents, tmp_path):
+def test_parents_measured_once_give_the_same_report(parents, tmp_path, monkeypatch):
     """A check against the parents' reference (measured once, as the search keeps it) is
     the check that runs all three models: the same report, to the bit, for a sabotaged
-    child and a healthy one; a reference of other settings is refused."""
+    child and a healthy one, without comparing the parents' folders again (their
+    vocabularies were read when the reference was measured); a reference of other settings
+    is refused."""
+    import darwin_merge.inspection as inspection
     from darwin_merge.health import parent_reference
 
     father, mother = parents
     reference = parent_reference(father, mother, **FEW)
     tokenizer = load_tokenizer(father)
+    reads = []
+    real = inspection.vocabulary_diff
+    monkeypatch.setattr(inspection, "vocabulary_diff",
+                        lambda a, b: reads.append((a.path, b.path)) or real(a, b))
     for edit in (lambda m: m.model.layers[2].mlp.down_proj.weight.normal_(0.0, 0.2),
                  lambda m: None):
         child = _sabotaged(father, edit)
+        reads.clear()
         alone = check_health(child, father, mother, tokenizer=tokenizer, **FEW)
+        assert reads  # the parents compared with each other
+        reads.clear()
         kept = check_health(child, father, mother, tokenizer=tokenizer, parents=reference,
                             **FEW)
-        assert kept == alone
+        assert kept == alone and reads == []
     assert alone["verdict"] == "healthy" and kept["flagged_layers"] == []
     with pytest.raises(UsageError, match="other parents or settings"):
         check_health(child, father, mother, tokenizer=tokenizer, parents=reference,
