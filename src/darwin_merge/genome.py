@@ -303,13 +303,19 @@ def genome_ratio(genome: Genome, info: TensorInfo) -> float:
     global_ratio where a tensor has none, so a genome whose ratios all equal r gives every
     tensor r.
     """
-    component = getattr(genome, COMPONENT_FIELD.get(info.component, "global_ratio"))
-    if genome.genome_rule == "v1":
-        block = genome.block_ratio(info.block) if info.block is not None else genome.global_ratio
-        return 0.4 * genome.global_ratio + 0.3 * component + 0.3 * block
+    return ratio_of_fields(genome, info, genome.genome_rule)
+
+
+def ratio_of_fields(fields, info: TensorInfo, rule: str = "v2") -> float:
+    """`genome_ratio`'s arithmetic on anything with the ratio fields and `block_ratio`: a
+    genome, or one parent's genes of an N-parent genome (multi_genome.py: its pull)."""
+    component = getattr(fields, COMPONENT_FIELD.get(info.component, "global_ratio"))
+    if rule == "v1":
+        block = fields.block_ratio(info.block) if info.block is not None else fields.global_ratio
+        return 0.4 * fields.global_ratio + 0.3 * component + 0.3 * block
     if info.block is None:
         return component
-    deviation_sum = component + genome.block_ratio(info.block) - genome.global_ratio
+    deviation_sum = component + fields.block_ratio(info.block) - fields.global_ratio
     # the values have 6 decimals, so the exact sum has too: rounding drops float noise
     return round(min(1.0, max(0.0, deviation_sum)), DECIMALS)
 

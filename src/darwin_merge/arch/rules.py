@@ -29,6 +29,7 @@ class MergeMode(str, Enum):
     EXACT = "exact"  # non-float tensors: copied (the parents must agree)
     TRANSPLANT_FATHER = "transplant_father"  # a ratio below transplant_low: the father's
     TRANSPLANT_MOTHER = "transplant_mother"  # a ratio above transplant_high: the mother's
+    TRANSPLANT_PARENT = "transplant_parent"  # N parents: a share above transplant_high: its tensor
 
     def __str__(self) -> str:  # tables and messages show the value
         return self.value

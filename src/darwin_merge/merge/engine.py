@@ -10,6 +10,7 @@ the thread count or the order in which tensors are merged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..io.writer import (
     copy_side_files,
     write_config,
 )
+from ..multi_genome import MultiGenome
 from ..records import (
     MergeOptions,
     MergeParents,
@@ -42,6 +44,7 @@ from ..records import (
 from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .execute import CHUNK_ELEMENTS, cpu_threads, merge_in_memory, write_child_tensors
+from .multi_plan import plan_shares, spec_of_shares
 from .plan import (
     MergeSettings,
     PlanRow,
@@ -148,6 +151,20 @@ def merge_state(parents: ParentTensors, genome: Genome,
                         with_base=parents.base is not None)
     held = {"father": parents.father, "mother": parents.mother, "base": parents.base}
     return merge_in_memory(spec, lambda model, name: held[model][name], out_dtype)
+
+
+def merge_state_multi(models: Mapping[str, Mapping[str, torch.Tensor]], roles: tuple[str, ...],
+                      infos: list[TensorInfo], genome: MultiGenome,
+                      settings: MergeSettings | None = None,
+                      out_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """An N-parent genome's child in memory (multi_genome.py): `models` holds each role's
+    tensors, in the genome's parents' order, and the base's under "base" when there is one.
+    Read-only, as `merge_state`'s."""
+    settings = settings or MergeSettings()
+    shapes = {n: tuple(t.shape) for n, t in models[roles[0]].items()}
+    rows = plan_shares(infos, shapes, genome, settings)
+    spec = spec_of_shares(rows, genome, settings, roles, with_base="base" in models)
+    return merge_in_memory(spec, lambda model, name: models[model][name], out_dtype)
 
 
 # -- streaming to disk (the CLI) ----------------------------------------------------

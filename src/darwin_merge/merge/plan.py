@@ -182,26 +182,33 @@ def v3_weights(ratio: float, genome: Genome) -> tuple[tuple[float, float], float
 def task_vector_step_v3(ratio: float, genome: Genome, with_base: bool, common: dict,
                         dare: bool = True) -> TensorStep:
     """A blended tensor under genome rule v3 (docs/MERGE.md): the father's task vector at
-    weight 2 (1 - ratio) scale_a, the mother's at 2 ratio scale_b, each trimmed to its
-    largest `trim_density` and then DARE-dropped to its density (rescaled), summed after a
-    sign election (mergekit's tie sign) or not, as the disjoint mean or a sum, blended with
-    the parents' weighted mean by merge_method_weight. The larger scale is the step's
-    `scale` and the weights are divided by it, so that at ratio 0.5 with equal scales the
-    weights are 1 and the step is mergekit's task arithmetic or TIES to the bit. Without
-    `dare` (a vector) the densities are 1."""
+    weight 2 (1 - ratio) scale_a, the mother's at 2 ratio scale_b (`v3_weights`), as
+    `task_vector_step` merges them. Without `dare` (a vector) the densities are 1."""
     weights, scale = v3_weights(ratio, genome)
+    densities = (genome.density_a, genome.density_b) if dare else (1.0, 1.0)
+    return task_vector_step(tuple(zip(("father", "mother"), weights, densities, strict=True)),
+                            scale, genome, with_base, common)
 
+
+def task_vector_step(parts: tuple[tuple[str, float, float], ...], scale: float, genes,
+                     with_base: bool, common: dict) -> TensorStep:
+    """A task-vector step of rule v3, for two parents or N: each (model, weight, density)
+    part's task vector trimmed to its largest `genes.trim_density` and then DARE-dropped to
+    its density (rescaled), summed after a sign election (mergekit's tie sign) or not, as the
+    disjoint mean or a sum, times `scale`, blended with the parents' weighted mean by
+    `genes.merge_method_weight`. The weights come divided by the scale, so that equal shares
+    with equal scales give weights 1: mergekit's task arithmetic or TIES to the bit. `genes`:
+    a v3 Genome or a MultiGenome (the same four shared genes)."""
     def contribution(model: str, weight: float, density: float) -> Contribution:
         return Contribution(model, weight, density, Trim.DARE if density < 1.0 else Trim.NONE,
-                            keep_largest=genome.trim_density)
+                            keep_largest=genes.trim_density)
 
     return TensorStep(
         kind=StepKind.TASK_VECTORS, base="base" if with_base else None,
-        contributions=(contribution("father", weights[0], genome.density_a if dare else 1.0),
-                       contribution("mother", weights[1], genome.density_b if dare else 1.0)),
-        sign_election=genome.elects_signs, tie_sign=MERGEKIT_TIE_SIGN,
-        mean=genome.takes_disjoint_mean, rescale=True, scale=scale,
-        task_vector_share=genome.merge_method_weight, **common)
+        contributions=tuple(contribution(*part) for part in parts),
+        sign_election=genes.elects_signs, tie_sign=MERGEKIT_TIE_SIGN,
+        mean=genes.takes_disjoint_mean, rescale=True, scale=scale,
+        task_vector_share=genes.merge_method_weight, **common)
 
 
 def load_scan_ratios(path: str | Path) -> dict[str, float]:

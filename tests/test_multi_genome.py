@@ -1,0 +1,125 @@
+"""The N-parent genome (multi_genome.py, merge/multi_plan.py): genome rule v3 over N models.
+TIES over three task vectors against a tensor computed by hand, which folding two-model
+merges does not give; at N = 2 a v3 genome's child; shares, transplants and the file's
+errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from darwin_merge.arch.rules import MergeMode
+from darwin_merge.arch.taxonomy import TensorInfo
+from darwin_merge.errors import UsageError
+from darwin_merge.genome import Genome
+from darwin_merge.merge.engine import ParentTensors, merge_state, merge_state_multi
+from darwin_merge.merge.multi_plan import model_roles, plan_shares
+from darwin_merge.merge.plan import MergeSettings
+from darwin_merge.multi_genome import MultiGenome, ParentGenes, load_multi_genome
+
+MATRIX = TensorInfo("model.layers.0.mlp.down_proj.weight", "ffn", 0, 0, "dare_ties")
+NORM = TensorInfo("model.layers.0.input_layernorm.weight", "norm", 0, 0, "linear")
+
+
+def crafted(values: list[list[float]]) -> dict[str, torch.Tensor]:
+    return {MATRIX.name: torch.tensor(values, dtype=torch.float32)}
+
+
+# base 0 everywhere, so each model's tensor is its task vector
+BASE = crafted([[0.0, 0.0, 0.0, 0.0]])
+TASK_VECTORS = {"model_1": crafted([[4.0, -1.0, 2.0, 0.5]]),
+                "model_2": crafted([[-3.0, 2.0, -0.2, 1.0]]),
+                "model_3": crafted([[-2.0, 3.0, 1.0, -4.0]])}
+
+
+def test_ties_over_three_parents_is_the_hand_computed_tensor_not_a_fold_of_pairs():
+    """TIES (density 0.5, lambda 1, the disjoint mean) over three task vectors, by hand:
+    trimmed to their two largest magnitudes each: (4, 0, 2, 0), (-3, 2, 0, 0), (0, 3, 0, -4);
+    sums (1, 5, 2, -4) elect (+, +, +, -); kept entries (4), (2, 3), (2), (-4) give the
+    disjoint means (4, 2.5, 2, -4). Folding (TIES of the first two, then with the third)
+    elects column 0 from (4 - 3) alone and gives another tensor."""
+    genome = MultiGenome.task_vectors(3, scale=1.0, trim_density=0.5, sign_election=True,
+                                      disjoint_mean=True)
+    models = {**TASK_VECTORS, "base": BASE}
+    child = merge_state_multi(models, model_roles(3), [MATRIX], genome)[MATRIX.name]
+    assert torch.equal(child, torch.tensor([[4.0, 2.5, 2.0, -4.0]]))
+
+    pair = MultiGenome.task_vectors(2, scale=1.0, trim_density=0.5, sign_election=True,
+                                    disjoint_mean=True)
+    first = merge_state_multi({"model_1": TASK_VECTORS["model_1"],
+                               "model_2": TASK_VECTORS["model_2"], "base": BASE},
+                              model_roles(2), [MATRIX], pair)
+    folded = merge_state_multi({"model_1": first, "model_2": TASK_VECTORS["model_3"],
+                                "base": BASE}, model_roles(2), [MATRIX], pair)[MATRIX.name]
+    assert not torch.equal(folded, child)
+
+
+def test_task_arithmetic_over_three_parents_adds_every_scaled_task_vector():
+    genome = MultiGenome.task_vectors(3, scale=0.5)
+    models = {**TASK_VECTORS, "base": BASE}
+    child = merge_state_multi(models, model_roles(3), [MATRIX], genome)[MATRIX.name]
+    assert torch.equal(child, torch.tensor([[-0.5, 2.0, 1.4, -1.25]]))
+
+
+def test_shares_follow_the_pulls_and_a_dominant_parent_is_transplanted():
+    """Pulls 0.6, 0.3, 0.1 share a tensor as they are (they sum to 1); pulls 0.9, 0.05,
+    0.05 give the first parent its tensor whole; every pull 0 shares equally; a vector is
+    merged without DARE's drop."""
+    def genome(*pulls: float) -> MultiGenome:
+        return MultiGenome(parents=tuple(ParentGenes(global_ratio=p, ffn_ratio=p,
+                                                     block_0_ratio=p) for p in pulls))
+
+    settings = MergeSettings()
+    rows = plan_shares([MATRIX], {}, genome(0.6, 0.3, 0.1), settings)
+    assert rows[0].mode == MergeMode.DARE_TIES and rows[0].taken is None
+    assert rows[0].shares == pytest.approx((0.6, 0.3, 0.1))
+    rows = plan_shares([MATRIX], {}, genome(0.9, 0.05, 0.05), settings)
+    assert (rows[0].mode, rows[0].taken) == (MergeMode.TRANSPLANT_PARENT, 0)
+    assert genome(0.0, 0.0, 0.0).shares(MATRIX) == pytest.approx((1 / 3,) * 3)
+    assert genome(0.4, 0.4, 0.0).shares(MATRIX) == pytest.approx((0.5, 0.5, 0.0))
+    child = merge_state_multi({**TASK_VECTORS, "base": BASE}, model_roles(3), [MATRIX],
+                              genome(0.9, 0.05, 0.05))[MATRIX.name]
+    assert torch.equal(child, TASK_VECTORS["model_1"][MATRIX.name])
+
+
+def test_at_two_parents_the_rule_is_v3(tiny_trio):
+    """A searched-looking v3 genome (ratios apart, DARE densities, a trim, both switches)
+    and its N-parent reading make the same child, tensor by tensor, to float rounding, with
+    the same tensors transplanted."""
+    base, father, mother = tiny_trio
+    genome = Genome(global_ratio=0.45, attn_ratio=0.7, ffn_ratio=0.3, embed_ratio=0.1,
+                    block_0_ratio=0.9, block_3_ratio=0.2, density_a=0.8, density_b=0.6,
+                    merge_method_weight=0.8, genome_rule="v3", scale_a=1.3, scale_b=0.7,
+                    trim_density=0.7, sign_election=1.0, disjoint_mean=1.0)
+    parents = ParentTensors.load(father, mother, base)
+    pair = merge_state(parents, genome)
+    multi = merge_state_multi({"father": parents.father, "mother": parents.mother,
+                               "base": parents.base}, ("father", "mother"), parents.infos,
+                              MultiGenome.from_pair(genome))
+    assert set(multi) == set(pair)
+    for name in pair:
+        assert torch.allclose(multi[name], pair[name], rtol=1e-5, atol=1e-6), name
+    father_tensors = load_file(Path(father) / "model.safetensors")
+    taken = [n for n in pair if torch.equal(pair[n], father_tensors[n])]
+    assert taken and all(torch.equal(multi[n], father_tensors[n]) for n in taken)
+
+
+def test_a_genome_file_names_its_parents_or_is_refused(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(MultiGenome.task_vectors(3, scale=1.2, trim_density=0.5).to_yaml())
+    assert load_multi_genome(good) == MultiGenome.task_vectors(3, scale=1.2, trim_density=0.5)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(Genome().to_yaml())
+    with pytest.raises(UsageError, match="a `parents:` list"):
+        load_multi_genome(flat)
+    one = tmp_path / "one.yaml"
+    one.write_text("parents:\n  - {scale: 1.0}\n")
+    with pytest.raises(UsageError, match="parents"):
+        load_multi_genome(one)
+    big = tmp_path / "big.yaml"
+    big.write_text("parents:\n  - {scale: 1.0}\n  - {scale: 2.5}\n")
+    with pytest.raises(UsageError, match=r"parents\.1\.scale"):
+        load_multi_genome(big)
