@@ -5,14 +5,17 @@ errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from darwin_merge.arch.rules import MergeMode
 from darwin_merge.arch.taxonomy import TensorInfo
+from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
 from darwin_merge.genome import Genome
 from darwin_merge.merge.engine import ParentTensors, merge_state, merge_state_multi
@@ -123,3 +126,77 @@ def test_a_genome_file_names_its_parents_or_is_refused(tmp_path):
     big.write_text("parents:\n  - {scale: 1.0}\n  - {scale: 2.5}\n")
     with pytest.raises(UsageError, match=r"parents\.1\.scale"):
         load_multi_genome(big)
+
+
+@pytest.fixture(scope="module")
+def tiny_four(tiny_trio, tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """(base, a, b, c): the tiny trio and a third fine-tune of its base."""
+    from tiny_models import perturbed_copy
+
+    base, a, b = tiny_trio
+    return base, a, b, perturbed_copy(base, tmp_path_factory.mktemp("four") / "c", scale=0.3,
+                                      seed=3)
+
+
+def yaml_child(config: dict, folder: Path) -> dict:
+    folder.mkdir()
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["merge", "--mergekit-config", str(path), "--out", str(folder / "child")]) == 0
+    return load_file(folder / "child" / "model.safetensors")
+
+
+def models_child(parents, base, genome: MultiGenome | None, folder: Path) -> dict:
+    folder.mkdir()
+    args = ["merge", *[a for p in parents for a in ("--model", str(p))], "--out",
+            str(folder / "child")] + ([] if base is None else ["--base", str(base)])
+    if genome is not None:
+        (folder / "genome.yaml").write_text(genome.to_yaml())
+        args += ["--genome", str(folder / "genome.yaml")]
+    assert main(args) == 0
+    return load_file(folder / "child" / "model.safetensors")
+
+
+def three_model_config(method: str, parents, base, density: float | None = None) -> dict:
+    parameters = {"weight": 1.0, **({} if density is None else {"density": density})}
+    return {"merge_method": method, "base_model": str(base),
+            "models": [{"model": str(p), "parameters": dict(parameters)} for p in parents],
+            "parameters": {"lambda": 1.0}}
+
+
+def test_model_three_times_is_the_three_model_mergekit_recipe(tiny_four, tmp_path):
+    """`darwin merge --model x3 --base W` with no genome is task arithmetic at lambda 1 over
+    the three task vectors, and with the TIES genome TIES over three: the children of the
+    same recipes' mergekit YAML, bit for bit; darwin_merge.json names every parent."""
+    base, *parents = tiny_four
+    for name, genome, config in (
+            ("ta", None, three_model_config("task_arithmetic", parents, base)),
+            ("ties", MultiGenome.task_vectors(3, scale=1.0, trim_density=0.5,
+                                              sign_election=True, disjoint_mean=True),
+             three_model_config("ties", parents, base, density=0.5))):
+        ours = models_child(parents, base, genome, tmp_path / f"{name}-models")
+        theirs = yaml_child(config, tmp_path / f"{name}-yaml")
+        assert set(ours) == set(theirs)
+        assert not [n for n in ours if not torch.equal(ours[n], theirs[n])], name
+    record = json.loads((tmp_path / "ties-models" / "child" / "darwin_merge.json").read_text())
+    assert record["parents"]["models"] == [str(p) for p in parents]
+    assert record["parents"]["base"] == str(base)
+    assert len(record["parent_genes"]) == 3 and record["tensor_shares"][0]["shares"] == [
+        pytest.approx(1 / 3)] * 3
+
+
+def test_model_options_are_refused_in_one_line(tiny_four, tmp_path, capsys):
+    base, a, b, c = tiny_four
+    out = str(tmp_path / "child")
+    two = tmp_path / "two.yaml"
+    two.write_text(MultiGenome.task_vectors(2, scale=1.0).to_yaml())
+    for args, message in (
+            (["--model", str(a), "--father", str(b)], "--father: not used with --model"),
+            (["--model", str(a)], "at least two --model"),
+            (["--model", str(a), "--model", str(b), "--model", str(c), "--genome", str(two)],
+             "genes for 2 parents and 3 --model"),
+            (["--model", str(a), "--model", str(b), "--disjoint-mean"], "--disjoint-mean")):
+        assert main(["merge", *args, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, args
+    assert not Path(out).exists()

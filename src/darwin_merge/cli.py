@@ -390,13 +390,32 @@ def merge_cmd(
     mergekit_config: Path | None = typer.Option(
         None, help="run a mergekit YAML (linear, ties, dare_ties, task_arithmetic) instead "
         "of a genome; its models replace --father/--mother (docs/MERGE.md)"),
+    models: list[str] | None = typer.Option(
+        None, "--model", help="N parents instead of --father/--mother, in order (repeat it); "
+        "--genome is then an N-parent genome (docs/MERGE.md, \"N parents\")",
+        show_default="none"),
 ) -> None:
     """Merge father and mother into a child, tensor by tensor (DARE-TIES + transplant),
-    or run a mergekit config (--mergekit-config) with darwin's engine."""
+    N parents (--model, repeated), or run a mergekit config (--mergekit-config) with
+    darwin's engine."""
     from .merge import merge_models
     from .merge.plan import parse_size
     from .records import file_names
 
+    if models:
+        _refuse_with_models(father=father, mother=mother, scan=scan,
+                            mergekit_config=mergekit_config, disjoint_mean=disjoint_mean,
+                            tokenizer_source=tokenizer_source != "union")
+        if out_dir is None:
+            raise UsageError("missing --out")
+        path = _merge_multi(models, out_dir, base, genome, allow_pickle,
+                            settings=_merge_settings(transplant_low, transplant_high, False,
+                                                     compute_dtype),
+                            device=device, dtype=dtype, overwrite=overwrite,
+                            shard_size=parse_size(shard_size), threads=threads,
+                            trust_remote_code=trust_remote_code)
+        out.print(f"child written to {path} (recipe in {path / file_names.MERGE_RECORD})")
+        return
     if mergekit_config is not None:
         _merge_mergekit(mergekit_config, out_dir, dict(father=father, mother=mother,
                                                        base=base, genome=genome, scan=scan),
@@ -416,6 +435,28 @@ def merge_cmd(
                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                         tokenizer_source=tokenizer_source)
     out.print(f"child written to {path} (recipe in {path / file_names.MERGE_RECORD})")
+
+
+def _refuse_with_models(**given) -> None:
+    """Options that have no meaning beside --model (N parents): refused, not ignored."""
+    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v not in (None, False)]
+    if used:
+        raise UsageError(f"{', '.join(used)}: not used with --model (N parents are given by "
+                         "--model alone, their genome by --genome; no scan, one vocabulary)")
+
+
+def _merge_multi(models: list[str], out_dir: Path, base: str | None, genome: Path | None,
+                 allow_pickle: bool, **options) -> Path:
+    from .merge.engine import merge_models_multi
+    from .multi_genome import MultiGenome, load_multi_genome
+
+    if len(models) < 2:
+        raise UsageError("give at least two --model (or --father and --mother)")
+    chosen = (MultiGenome.task_vectors(len(models), scale=1.0) if genome is None
+              else load_multi_genome(genome))
+    refs = [_ref(m, allow_pickle) for m in models]
+    return merge_models_multi(refs, out_dir, genome=chosen, base=_ref(base, allow_pickle),
+                              allow_pickle=allow_pickle, **options)
 
 
 def _merge_mergekit(config: Path, out_dir: Path | None, genome_options: dict, **options

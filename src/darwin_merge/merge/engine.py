@@ -36,6 +36,7 @@ from ..records import (
     MergeOptions,
     MergeParents,
     MergeRecord,
+    SharesTensorRow,
     TensorRow,
     VocabularyRecord,
     file_names,
@@ -44,11 +45,12 @@ from ..records import (
 from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .execute import CHUNK_ELEMENTS, cpu_threads, merge_in_memory, write_child_tensors
-from .multi_plan import plan_shares, spec_of_shares
+from .multi_plan import SharesRow, model_roles, plan_shares, spec_of_shares
 from .plan import (
     MergeSettings,
     PlanRow,
     load_scan_ratios,
+    open_models,
     open_parents,
     plan_merge,
     spec_of_plan,
@@ -265,3 +267,71 @@ def merge_report(rows: list[PlanRow], genome: Genome, settings: MergeSettings, k
         unclassified=[r.name for r in rows if r.component == "other"],
         tensors=[TensorRow(**r.to_dict()) for r in rows],
     )
+
+
+def merge_models_multi(models: list, out: str | Path, *, genome: MultiGenome,
+                       base: str | Path | None = None, settings: MergeSettings | None = None,
+                       device: str = "cpu", dtype: str | None = None, overwrite: bool = False,
+                       progress: bool = True, shard_size: int = DEFAULT_SHARD_BYTES,
+                       chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = 1,
+                       allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """Merge N model folders (`--model`, roles model_1 .. model_N) with an N-parent genome
+    into a new child folder, streamed as `merge_models` streams two: the same executor,
+    checks, temporary folder and shards. The models must share one vocabulary (the child
+    takes the first one's config and tokenizer); darwin_merge.json names every parent by
+    role and path and holds the plan's shares."""
+    settings = settings or MergeSettings()
+    out = Path(out)
+    if len(models) != len(genome.parents):
+        raise UsageError(f"the genome has genes for {len(genome.parents)} parents and "
+                         f"{len(models)} --model were given")
+    _refuse_parent_as_output(out, [*models, base])
+    roles = model_roles(len(models))
+    sources = open_models([*models, *([base] if base is not None else [])],
+                          roles + (("base",) if base is not None else ()),
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    first = sources[0]
+    try:
+        specs = first.specs()
+        rows = plan_shares(Taxonomy(first.config).classify_all(specs),
+                           {s.name: s.shape for s in specs}, genome, settings)
+        spec = spec_of_shares(rows, genome, settings, roles, with_base=base is not None)
+        out_dtype = parse_dtype(dtype) if dtype else None
+        require_disk(out, first.total_bytes if out_dtype is None else
+                     first.num_params * torch.finfo(out_dtype).bits // 8)
+        with atomic_output_dir(out, overwrite=overwrite) as tmp, cpu_threads(threads):
+            readers = {m: TensorReader(s) for m, s in zip(spec.models, sources, strict=True)}
+            try:
+                write_child_tensors(spec, readers, tmp, out_dtype, resolve_device(device),
+                                    shard_size, chunk_elements, progress)
+            finally:
+                for reader in readers.values():
+                    reader.close()
+            write_config(first.config, tmp, out_dtype or main_dtype(first))
+            copy_side_files(first.path, tmp)
+            report = multi_merge_report(rows, genome, settings, models, base, device, dtype)
+            (tmp / file_names.MERGE_RECORD).write_text(record_text(report, indent=1))
+    finally:
+        for source in sources:
+            source.close()
+    return out
+
+
+def multi_merge_report(rows: list[SharesRow], genome: MultiGenome, settings: MergeSettings,
+                       models: list, base, device: str, dtype: str | None) -> MergeRecord:
+    """darwin_merge.json of an N-parent merge: the parents by role (`models`, in order), the
+    shared genes, each parent's genes and every tensor's shares."""
+    modes: dict[str, int] = {}
+    for row in rows:
+        modes[row.mode] = modes.get(row.mode, 0) + 1
+    shared = genome.model_dump(exclude={"parents"})
+    return MergeRecord(
+        darwin_version=__version__, genome=shared, genome_rule=genome.genome_rule,
+        parents=MergeParents(models=[str(m) for m in models],
+                             base=None if base is None else str(base)),
+        options=MergeOptions(**settings.model_dump(), device=str(device), dtype=dtype),
+        ratio_source="N-parent genome (no scan)", modes=modes,
+        vocabulary=VocabularyRecord(tokenizer_source="model_1", same=True),
+        unclassified=[r.name for r in rows if r.info.component == "other"],
+        parent_genes=[p.model_dump() for p in genome.parents],
+        tensor_shares=[SharesTensorRow(**r.to_dict()) for r in rows])

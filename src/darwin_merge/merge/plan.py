@@ -233,24 +233,43 @@ def open_parents(father: str | Path, mother: str | Path, base: str | Path | None
     accepts a mother whose vocabulary differs from the father's (the streaming merge
     aligns the rows); a base must always share the father's.
     """
-    trust = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    sources = [ModelSource(father, **trust), ModelSource(mother, **trust)]
-    if base is not None:
-        sources.append(ModelSource(base, **trust))
-    types = [str(s.config.get("model_type")) for s in sources]
-    if len(set(types)) > 1:
-        raise IncompatibleModelsError("the parents have different architectures ("
-                                      + " vs ".join(types) + "); Darwin merges models of one "
-                                      "architecture only")
-    require_mergeable(sources[0], sources[1], "mother", align_vocab)
-    if base is not None:
-        require_mergeable(sources[0], sources[2], "base")
-    for source in sources:
-        bad = [n for n in source.names if source.spec(n).dtype.startswith("F8")]
-        if bad:
-            raise ModelFormatError(f"{source.path}: float8 tensors ({bad[0]}) are not supported; "
-                                   "convert the model to bfloat16 or float32 first")
+    roles = ("father", "mother") + (("base",) if base is not None else ())
+    sources = open_models([father, mother] + ([base] if base is not None else []), roles,
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                          align_vocab=("mother",) if align_vocab else ())
     return sources[0], sources[1], (sources[2] if base is not None else None)
+
+
+def open_models(paths: list, roles: tuple[str, ...], *, allow_pickle: bool = False,
+                trust_remote_code: bool = False, align_vocab: tuple[str, ...] = ()
+                ) -> list[ModelSource]:
+    """Open models (two parents, N parents, a base after them) and refuse any that cannot
+    be merged with the first: another architecture, other tensors or shapes, another
+    vocabulary (unless its role is in `align_vocab`), float8 weights. Each is named by its
+    role in the one-line error; nothing is left open when one is refused."""
+    trust = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    sources: list[ModelSource] = []
+    try:
+        for path in paths:
+            sources.append(ModelSource(path, **trust))
+        types = [str(s.config.get("model_type")) for s in sources]
+        if len(set(types)) > 1:
+            raise IncompatibleModelsError("the parents have different architectures ("
+                                          + " vs ".join(types) + "); Darwin merges models of "
+                                          "one architecture only")
+        for role, source in zip(roles[1:], sources[1:], strict=True):
+            require_mergeable(sources[0], source, role, role in align_vocab)
+        for source in sources:
+            bad = [n for n in source.names if source.spec(n).dtype.startswith("F8")]
+            if bad:
+                raise ModelFormatError(f"{source.path}: float8 tensors ({bad[0]}) are not "
+                                       "supported; convert the model to bfloat16 or float32 "
+                                       "first")
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources
 
 
 def plan_models(father: str | Path, mother: str | Path, *, base: str | Path | None = None,

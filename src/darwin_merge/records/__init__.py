@@ -17,7 +17,14 @@ from .base import (
 from .eval import EvalResults
 from .fine_tune import FineTuneRecord
 from .health import HealthRecord, HealthVerdict
-from .merge import MergeOptions, MergeParents, MergeRecord, TensorRow, VocabularyRecord
+from .merge import (
+    MergeOptions,
+    MergeParents,
+    MergeRecord,
+    SharesTensorRow,
+    TensorRow,
+    VocabularyRecord,
+)
 from .scan import SCAN_VERSION, ScanRecord
 from .search import (
     METHOD_WORDS,
@@ -43,5 +50,6 @@ __all__ = ["SCAN_VERSION", "SCHEMA_VERSION", "BaselinePoint", "BaselineSearch", 
            "Holdout", "HoldoutTask", "METHOD_WORDS", "MergeOptions", "MergeParents", "MergeRecord",
            "Phase1Record",
            "Phase1Summary", "Phase2Summary", "Record", "ScanRecord", "Stake", "StandardValues",
-           "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials", "VocabularyRecord",
+           "SharesTensorRow", "SummaryRecord", "TensorRow", "TopGenome", "TrialRow", "Trials",
+           "VocabularyRecord",
            "parse_record", "read_optional", "read_record", "record_json", "record_text"]

@@ -7,9 +7,15 @@ from .base import SCHEMA_VERSION, GenomeValues, Number, Part, Record
 
 
 class MergeParents(Part):
+    """The parents by role: father and mother, or `models` (N parents given as --model, in
+    order: roles model_1 .. model_N), and the base."""
+
+    omitted_when_none = ("models",)
+
     father: str | None = None
     mother: str | None = None
     base: str | None = None
+    models: list[str] | None = None
 
 
 class MergeOptions(Part):
@@ -40,8 +46,8 @@ class VocabularyRecord(Part):
     same: bool
 
 
-class TensorRow(Part):
-    """One tensor of the plan (merge.plan.PlanRow)."""
+class TensorPlace(Part):
+    """Where a tensor of a plan sits (arch.taxonomy.TensorInfo) and its shape."""
 
     name: str
     component: str
@@ -49,14 +55,33 @@ class TensorRow(Part):
     block: int | None
     merge_kind: str
     shape: list[int]
+
+
+class TensorRow(TensorPlace):
+    """One tensor of the plan (merge.plan.PlanRow)."""
+
     genome_ratio: Number
     mri_ratio: Number | None
     final_ratio: Number
     mode: str
 
 
+class SharesTensorRow(TensorPlace):
+    """One tensor of an N-parent plan (merge.multi_plan.SharesRow): each parent's share, in
+    the parents' order, and for a transplant the index of the parent whose tensor it is."""
+
+    shares: list[Number]
+    mode: str
+    taken: int | None
+
+
 class MergeRecord(Record):
+    """darwin_merge.json. Two parents: `genome` (its values) and `tensors`; N parents
+    (`parents.models`): `genome` holds the shared genes, `parent_genes` each parent's and
+    `tensor_shares` the plan."""
+
     file_name = file_names.MERGE_RECORD
+    omitted_when_none = ("parent_genes", "tensor_shares")
 
     darwin_version: str | None = None
     genome: GenomeValues = {}
@@ -69,4 +94,6 @@ class MergeRecord(Record):
     vocabulary: VocabularyRecord | None = None
     unclassified: list[str] = []
     tensors: list[TensorRow] = []
+    parent_genes: list[dict[str, Number]] | None = None
+    tensor_shares: list[SharesTensorRow] | None = None
     schema_version: int = SCHEMA_VERSION
