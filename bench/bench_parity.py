@@ -86,7 +86,8 @@ def main() -> None:
         for point in points:
             config = Path(scratch) / f"{point.name}.yml"
             config.write_text(yaml.safe_dump(
-                {**point.mergekit_dict(str(father), str(mother), str(BASE)), "dtype": "float32"}))
+                {**point.mergekit_dict(str(father), str(mother), base=str(BASE)),
+                 "dtype": "float32"}))
             theirs, ours = Path(scratch) / f"{point.name}-mergekit", Path(scratch) / point.name
             subprocess.run([str(MERGEKIT), str(config), str(theirs), "--copy-tokenizer"],
                            check=True, capture_output=True)

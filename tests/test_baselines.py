@@ -41,7 +41,7 @@ def through_yaml(point: StandardRecipe, trio, folder: Path) -> dict[str, torch.T
     base, father, mother = trio
     folder.mkdir()
     config = folder / "config.yml"
-    config.write_text(yaml.safe_dump(point.mergekit_dict(str(father), str(mother), str(base))))
+    config.write_text(yaml.safe_dump(point.mergekit_dict(str(father), str(mother), base=str(base))))
     merge_from_config(config, folder / "child", progress=False)
     return load_file(folder / "child" / "model.safetensors")
 

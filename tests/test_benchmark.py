@@ -95,12 +95,34 @@ def test_the_shipped_problems_are_the_benchmarks_and_the_demo_pairs():
     ("name: x\nfamily: smollm2\nfather: {skill: letter_reversal}\nmother: {}\n"
      "fitness: {a: 1}\ntest: {b: 10}\n", "not a task of the problem"),
     ("name: x\nfamily: smollm2\nfitnes: {a: 1}\n", "fitnes"),
+    ("name: x\nfamily: smollm2\nfather: base\nparents: [{skill: letter_reversal}, "
+     "{skill: digit_sorting}]\nfitness: {a: 1}\n", "instead of father and mother"),
+    ("name: x\nfamily: smollm2\nparents: [{skill: letter_reversal}]\nfitness: {a: 1}\n",
+     "two or more"),
     ("[1, 2]", "a mapping"),
 ])
 def test_a_bad_problem_file_is_a_one_line_error(text, message):
     with pytest.raises(UsageError, match=message) as info:
         parse_problem(text, "p.yaml")
     assert "\n" not in str(info.value) and str(info.value).startswith("p.yaml")
+
+
+def test_the_trio_problem_names_three_overlapping_specialists(tmp_path):
+    """The three-specialist problem (issue 38): its first two parents are the overlap
+    problem's specialists (one cached fine-tune each), the third sorts digits, each trained
+    in every block; it has fresh test items for the three skills; the two-parent search
+    refuses it in one line."""
+    trio = load_problem("smollm2-specialists-trio")
+    recipes = trio.recipes()
+    overlap = load_problem("smollm2-specialists-overlap").recipes()
+    assert list(recipes) == ["model_1", "model_2", "model_3"]
+    assert (recipes["model_1"], recipes["model_2"]) == (overlap["father"], overlap["mother"])
+    assert recipes["model_3"].skill == "digit_sorting"
+    assert all(r.first_trained_layer == 0 and r.last_trained_layer is None
+               for r in recipes.values())
+    assert set(trio.test) == set(trio.fitness) == {r.skill for r in recipes.values()}
+    with pytest.raises(UsageError, match="not searched yet"):
+        bench.run_problem(trio, tmp_path, tmp_path)
 
 
 def test_an_unknown_problem_names_the_known_ones():

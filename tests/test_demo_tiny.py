@@ -121,7 +121,7 @@ def test_a_tuned_baseline_is_what_its_mergekit_yaml_makes_on_the_same_items(tiny
     folder = tiny_folder(cache)
     config = tmp_path / "task_arithmetic.yml"
     config.write_text(yaml.safe_dump(point.mergekit_dict(
-        str(folder / "father"), str(folder / "mother"), str(folder / "base"))))
+        str(folder / "father"), str(folder / "mother"), base=str(folder / "base"))))
     child = merge_from_config(config, tmp_path / "child", progress=False)
     scores = evaluate_path(child, list(summary["fitness"]), split="search", limit=24,
                            progress=False)["results"]

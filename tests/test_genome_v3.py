@@ -31,7 +31,7 @@ def child_of_yaml(point: StandardRecipe, father, mother, base, folder: Path) -> 
     folder.mkdir()
     config = folder / "config.yml"
     config.write_text(yaml.safe_dump(point.mergekit_dict(
-        str(father), str(mother), None if base is None else str(base))))
+        str(father), str(mother), base=None if base is None else str(base))))
     merge_from_config(config, folder / "child", progress=False)
     return load_file(folder / "child" / "model.safetensors")
 

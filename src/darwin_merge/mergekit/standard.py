@@ -50,16 +50,16 @@ class StandardRecipe(BaseModel):
         """'TIES, density 0.5, lambda 1.25' for the reports (records.StandardValues)."""
         return StandardValues(**self.model_dump()).words()
 
-    def mergekit_dict(self, father: str, mother: str, base: str | None) -> dict:
-        """The mergekit YAML's content for these parents (the father is the base when there
-        is none): mergekit, or `darwin merge --mergekit-config`, makes the same recipe."""
+    def mergekit_dict(self, *parents: str, base: str | None) -> dict:
+        """The mergekit YAML's content for these parents, two or more (the first is the
+        base when there is none): mergekit, or `darwin merge --mergekit-config`, makes the
+        same recipe."""
         parameters = {"weight": 1.0}
         if self.method != "task_arithmetic":
             parameters["density"] = self.density
-        models = [{"model": father, "parameters": dict(parameters)},
-                  {"model": mother, "parameters": dict(parameters)}]
+        models = [{"model": parent, "parameters": dict(parameters)} for parent in parents]
         if base is None:
-            base, models = father, models[1:]
+            base, models = parents[0], models[1:]
         # every other parameter at mergekit's default (TIES: the disjoint mean; DARE-TIES:
         # rescaled, a sum), as a user's YAML with only these lines would have it
         return {"merge_method": self.method, "base_model": base, "models": models,
@@ -78,10 +78,11 @@ class StandardRecipe(BaseModel):
                                        sign_election=True, disjoint_mean=True)
         return Genome.task_vectors(self.scale, dare_density=self.density, sign_election=True)
 
-    def config(self, base: bool) -> MergekitConfig:
-        """The config in memory, its models named father, mother (and base)."""
-        return config_from_dict(self.mergekit_dict("father", "mother",
-                                                   "base" if base else None), self.name)
+    def config(self, base: bool, parents: tuple[str, ...] = ("father", "mother")
+               ) -> MergekitConfig:
+        """The config in memory, its models named by the parents' roles (and base)."""
+        return config_from_dict(self.mergekit_dict(*parents, base="base" if base else None),
+                                self.name)
 
     def without_scale(self) -> tuple[str, float]:
         """What a merge before `lambda` depends on (method and density): recipes that share
@@ -100,12 +101,19 @@ class StandardMerger:
     run through mergekit or `darwin merge --mergekit-config` draws other masks of the same
     density (docs/EVOLVE.md, "Baselines")."""
 
-    def __init__(self, parents: ParentTensors):
-        self.tensors = {"father": parents.father, "mother": parents.mother}
-        if parents.base is not None:
-            self.tensors["base"] = parents.base
-        self.infos = parents.infos
-        self.num_layers = Taxonomy(parents.config).num_layers
+    def __init__(self, parents: ParentTensors | None = None, *,
+                 models: dict[str, dict[str, torch.Tensor]] | None = None,
+                 infos: list | None = None, config: dict | None = None):
+        """The search's parents (`parents`), or N parents' tensors by role (`models`, in
+        order, the base under "base" when there is one) with their infos and config."""
+        if parents is not None:
+            models = {"father": parents.father, "mother": parents.mother,
+                      **({"base": parents.base} if parents.base is not None else {})}
+            infos, config = parents.infos, parents.config
+        self.tensors = models
+        self.roles = tuple(role for role in models if role != "base")
+        self.infos = infos
+        self.num_layers = Taxonomy(config).num_layers
         self.memo_key: tuple[str, float] | None = None
         self.memo: dict[str, torch.Tensor] = {}
         self.memo_digest: str | None = None
@@ -115,9 +123,9 @@ class StandardMerger:
         with self.lock:
             if recipe.without_scale() != self.memo_key:
                 self.memo_key, self.memo, self.memo_digest = recipe.without_scale(), {}, None
-            return merge_config_state(recipe.config("base" in self.tensors), self.tensors,
-                                      self.infos, self.num_layers, dare_key=SHARED_DARE_SEED,
-                                      memo=self.memo)
+            return merge_config_state(recipe.config("base" in self.tensors, self.roles),
+                                      self.tensors, self.infos, self.num_layers,
+                                      dare_key=SHARED_DARE_SEED, memo=self.memo)
 
     def fingerprint(self, recipe: StandardRecipe) -> str:
         """What the recipe's child depends on, hashed: the merged task vectors before the

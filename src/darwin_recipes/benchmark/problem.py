@@ -48,6 +48,9 @@ class Problem(BaseModel):
     family: str = Field(description="the real model of realmodels.py, or tiny")
     father: Literal["base"] | dict[str, Any] | None = None
     mother: Literal["base"] | dict[str, Any] | None = None
+    parents: list[dict[str, Any]] | None = Field(
+        None, description="N >= 2 fine-tune recipes instead of father and mother (roles "
+        "model_1 .. model_N, merged with --model)")
     merge_with_base: bool = True
     fitness: dict[str, float]
     guard: dict[str, float] = Field(default_factory=dict)
@@ -68,22 +71,30 @@ class Problem(BaseModel):
     @classmethod
     def _known_recipe(cls, value):
         if isinstance(value, dict):
-            try:
-                fine_tune_recipe(value)
-            except (UsageError, TypeError) as exc:  # an unknown field, a bad value
-                raise ValueError(str(exc)) from exc
+            _check_recipe(value)
+        return value
+
+    @field_validator("parents")
+    @classmethod
+    def _known_recipes(cls, value):
+        for spec in value or ():
+            _check_recipe(spec)
         return value
 
     @model_validator(mode="after")
     def _parents(self):
         if self.family == TINY:
-            if self.father is not None or self.mother is not None or self.test:
+            if (self.father, self.mother, self.parents) != (None, None, None) or self.test:
                 raise ValueError("the tiny family's parents and test items are the trio's "
-                                 "own: no father, mother or test")
+                                 "own: no father, mother, parents or test")
             return self
-        if self.father is None or self.mother is None:
+        if self.parents is not None:
+            if self.father is not None or self.mother is not None or len(self.parents) < 2:
+                raise ValueError("`parents` lists two or more fine-tune recipes instead of "
+                                 "father and mother")
+        elif self.father is None or self.mother is None:
             raise ValueError("a real family's problem names its father and mother (a "
-                             "fine-tune recipe, or `base`)")
+                             "fine-tune recipe, or `base`), or its `parents`")
         if self.merge_with_base and BASE in (self.father, self.mother):
             raise ValueError("a parent that is the base cannot be merged with the base "
                              "(merge_with_base: false)")
@@ -93,10 +104,16 @@ class Problem(BaseModel):
                              "the problem")
         return self
 
+    def roles(self) -> dict[str, Literal["base"] | dict[str, Any] | None]:
+        """{role: its recipe (or `base`)}: father and mother, or model_1 .. model_N."""
+        if self.parents is None:
+            return {"father": self.father, "mother": self.mother}
+        return {f"model_{i}": spec for i, spec in enumerate(self.parents, start=1)}
+
     def recipes(self) -> dict[str, object]:
         """{role: MotherRecipe} of the parents that are fine-tunes."""
-        return {role: fine_tune_recipe(spec) for role, spec in
-                (("father", self.father), ("mother", self.mother)) if isinstance(spec, dict)}
+        return {role: fine_tune_recipe(spec) for role, spec in self.roles().items()
+                if isinstance(spec, dict)}
 
     def weights(self) -> dict[str, float]:
         total = sum(self.fitness.values())
@@ -105,6 +122,13 @@ class Problem(BaseModel):
     def tasks(self) -> list[str]:
         """Fitness, guard and extra tasks, each once, in that order."""
         return list(dict.fromkeys([*self.fitness, *self.guard, *self.extra_tasks]))
+
+
+def _check_recipe(spec: dict[str, Any]) -> None:
+    try:
+        fine_tune_recipe(spec)
+    except (UsageError, TypeError) as exc:  # an unknown field, a bad value
+        raise ValueError(str(exc)) from exc
 
 
 def fine_tune_recipe(spec: dict[str, Any]):
