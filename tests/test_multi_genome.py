@@ -18,6 +18,7 @@ from darwin_merge.arch.taxonomy import TensorInfo
 from darwin_merge.cli import main
 from darwin_merge.errors import UsageError
 from darwin_merge.genome import Genome
+from darwin_merge.io import ModelSource as ModelSourceOf
 from darwin_merge.merge.engine import ParentTensors, merge_state, merge_state_multi
 from darwin_merge.merge.multi_plan import model_roles, plan_shares
 from darwin_merge.merge.plan import MergeSettings
@@ -200,3 +201,27 @@ def test_model_options_are_refused_in_one_line(tiny_four, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, args
     assert not Path(out).exists()
+
+
+def test_plan_with_three_models_shows_each_parents_share(tiny_four, tmp_path, capsys):
+    """`darwin plan --model x3 --genome G --json`: one row per tensor with three shares;
+    a genome whose first parent pulls every MLP transplants them from model_1, as the merge
+    does; without --father/--mother and without --model it names what is missing."""
+    base, *parents = tiny_four
+    genome = MultiGenome(parents=(ParentGenes(ffn_ratio=1.0), ParentGenes(ffn_ratio=0.0),
+                                  ParentGenes(ffn_ratio=0.0)))
+    path = tmp_path / "genome.yaml"
+    path.write_text(genome.to_yaml())
+    args = ["plan", *[a for p in parents for a in ("--model", str(p))], "--base", str(base),
+            "--genome", str(path)]
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["tensors"]
+    with ModelSourceOf(parents[0]) as source:
+        assert [r["name"] for r in rows] == list(source.names)
+    mlp = [r for r in rows if r["component"] == "ffn"]
+    assert mlp and all(r["mode"] == "transplant_parent" and r["taken"] == 0 for r in mlp)
+    assert all(len(r["shares"]) == 3 for r in rows)
+    assert main(args) == 0
+    assert f"transplant_parent (model_1) {len(mlp)}" in capsys.readouterr().out
+    assert main(["plan", "--genome", str(path)]) == 2
+    assert "missing --father, --mother (or give --model N times)" in capsys.readouterr().err

@@ -448,15 +448,35 @@ def _refuse_with_models(**given) -> None:
 def _merge_multi(models: list[str], out_dir: Path, base: str | None, genome: Path | None,
                  allow_pickle: bool, **options) -> Path:
     from .merge.engine import merge_models_multi
-    from .multi_genome import MultiGenome, load_multi_genome
 
-    if len(models) < 2:
-        raise UsageError("give at least two --model (or --father and --mother)")
-    chosen = (MultiGenome.task_vectors(len(models), scale=1.0) if genome is None
-              else load_multi_genome(genome))
+    chosen = _multi_genome_of(genome, len(models))
     refs = [_ref(m, allow_pickle) for m in models]
     return merge_models_multi(refs, out_dir, genome=chosen, base=_ref(base, allow_pickle),
                               allow_pickle=allow_pickle, **options)
+
+
+def _multi_genome_of(path: Path | None, count: int):
+    """An N-parent genome file, or task arithmetic at lambda 1 over `count` parents."""
+    from .multi_genome import MultiGenome, load_multi_genome
+
+    if count < 2:
+        raise UsageError("give at least two --model (or --father and --mother)")
+    return (MultiGenome.task_vectors(count, scale=1.0) if path is None
+            else load_multi_genome(path))
+
+
+def _plan_multi(models: list[str], base: str | None, genome: Path | None, settings,
+                as_json: bool) -> None:
+    from .merge.multi_plan import plan_models_multi, shares_summary
+
+    chosen = _multi_genome_of(genome, len(models))
+    rows = plan_models_multi([_ref(m) for m in models], chosen, base=_ref(base),
+                             settings=settings)
+    if as_json:
+        out.print_json(json.dumps({"genome": chosen.model_dump(),
+                                   "tensors": [r.to_dict() for r in rows]}))
+    else:
+        _print_all(shares_summary(rows))
 
 
 def _merge_mergekit(config: Path, out_dir: Path | None, genome_options: dict, **options
@@ -496,8 +516,8 @@ def export_mergekit_cmd(
 
 @app.command("plan")
 def plan_cmd(
-    father: Father = ...,
-    mother: Mother = ...,
+    father: FatherOrNone = None,
+    mother: MotherOrNone = None,
     base: Base = None,
     genome: GenomeFile = None,
     scan: ScanFile = None,
@@ -507,13 +527,24 @@ def plan_cmd(
     transplant_high: TransplantHigh = TRANSPLANT_HIGH,
     disjoint_mean: DisjointMean = False,
     compute_dtype: ComputeDtype = "float32",
+    models: list[str] | None = typer.Option(
+        None, "--model", help="N parents instead of --father/--mother, in order (repeat it)",
+        show_default="none"),
 ) -> None:
-    """Show the per-tensor merge recipe (ratios and modes) without writing weights."""
+    """Show the per-tensor merge recipe (ratios and modes, or each of N parents' shares)
+    without writing weights."""
     from .genome import genome_hash
     from .merge import plan_models
     from .merge.plan import plan_summary, plan_to_csv
 
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
+    if models:
+        _refuse_with_models(father=father, mother=mother, scan=scan, csv=as_csv)
+        _plan_multi(models, base, genome, settings, as_json)
+        return
+    missing = [f"--{k}" for k, v in (("father", father), ("mother", mother)) if v is None]
+    if missing:
+        raise UsageError("missing " + ", ".join(missing) + " (or give --model N times)")
     chosen = _genome_of(genome)
     father, mother, base = _ref(father), _ref(mother), _ref(base)
     rows = plan_models(father, mother, base=base, genome=chosen, scan=scan, settings=settings)

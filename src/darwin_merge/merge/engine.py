@@ -45,7 +45,13 @@ from ..records import (
 from ..resources import require_disk, require_memory, tensor_bytes
 from ..vocab import VocabAlignment, vocab_size_of, vocab_tensor_names, with_vocab_size
 from .execute import CHUNK_ELEMENTS, cpu_threads, merge_in_memory, write_child_tensors
-from .multi_plan import SharesRow, model_roles, plan_shares, spec_of_shares
+from .multi_plan import (
+    SharesRow,
+    model_roles,
+    plan_shares,
+    require_genes_for,
+    spec_of_shares,
+)
 from .plan import (
     MergeSettings,
     PlanRow,
@@ -282,9 +288,7 @@ def merge_models_multi(models: list, out: str | Path, *, genome: MultiGenome,
     role and path and holds the plan's shares."""
     settings = settings or MergeSettings()
     out = Path(out)
-    if len(models) != len(genome.parents):
-        raise UsageError(f"the genome has genes for {len(genome.parents)} parents and "
-                         f"{len(models)} --model were given")
+    require_genes_for(genome, len(models))
     _refuse_parent_as_output(out, [*models, base])
     roles = model_roles(len(models))
     sources = open_models([*models, *([base] if base is not None else [])],

@@ -12,13 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from rich.table import Table
 
+from ..arch import Taxonomy
 from ..arch.rules import CLIP_KINDS, MergeMode
 from ..arch.taxonomy import TensorInfo
 from ..errors import UsageError
+from ..inspection import dash
 from ..multi_genome import MultiGenome
-from .plan import MergeSettings, task_vector_step
+from .plan import MergeSettings, open_models, task_vector_step
 from .spec import SHARED_DARE_SEED, Contribution, MergeSpec, StepKind, TensorStep
+
+
+def require_genes_for(genome: MultiGenome, count: int) -> None:
+    """One entry of genes per --model, or a one-line UsageError."""
+    if len(genome.parents) != count:
+        raise UsageError(f"the genome has genes for {len(genome.parents)} parents and "
+                         f"{count} --model were given")
 
 
 def model_roles(count: int) -> tuple[str, ...]:
@@ -70,9 +80,7 @@ def spec_of_shares(rows: list[SharesRow], genome: MultiGenome, settings: MergeSe
     """The rows as the merge description: the parents under `roles` (the first the
     reference), the base after them when there is one, DARE seeded by SHARED_DARE_SEED
     (the seed of every v3 genome and of the standard recipes)."""
-    if len(roles) != len(genome.parents):
-        raise UsageError(f"the genome has genes for {len(genome.parents)} parents and "
-                         f"{len(roles)} models were given")
+    require_genes_for(genome, len(roles))
     if settings.disjoint_mean:
         raise UsageError("--disjoint-mean does not apply to an N-parent genome: its own gene "
                          "disjoint_mean decides (>= 0.5: the disjoint mean)")
@@ -103,3 +111,36 @@ def step_of_shares(row: SharesRow, genome: MultiGenome, roles: tuple[str, ...],
         return task_vector_step(tuple(zip(roles, weights, densities, strict=True)), scale,
                                 genome, with_base, common)
     raise ValueError(f"unknown merge mode {row.mode!r}")
+
+
+def plan_models_multi(models: list, genome: MultiGenome, *, base=None,
+                      settings: MergeSettings | None = None) -> list[SharesRow]:
+    """The recipe for N model folders (`darwin plan --model ...`), without reading any
+    weights; the models checked as `darwin merge --model` checks them."""
+    require_genes_for(genome, len(models))
+    roles = model_roles(len(models)) + (("base",) if base is not None else ())
+    sources = open_models([*models, *([base] if base is not None else [])], roles)
+    try:
+        specs = sources[0].specs()
+        return plan_shares(Taxonomy(sources[0].config).classify_all(specs),
+                           {s.name: s.shape for s in specs}, genome, settings or MergeSettings())
+    finally:
+        for source in sources:
+            source.close()
+
+
+def shares_summary(rows: list[SharesRow]) -> list:
+    """`darwin plan --model`'s table (one row per tensor: each parent's share, the mode
+    and the parent a transplant takes) and its count of tensors per mode."""
+    roles = model_roles(len(rows[0].shares)) if rows else ()
+    table = Table(show_lines=False)
+    for col in ("tensor", "component", "layer", "block", "kind", *roles, "mode"):
+        table.add_column(col)
+    modes: dict[str, int] = {}
+    for r in rows:
+        mode = str(r.mode) if r.taken is None else f"{r.mode} ({roles[r.taken]})"
+        table.add_row(r.name, r.info.component, dash(r.info.layer), dash(r.info.block),
+                      r.info.merge_kind, *(f"{s:.3f}" for s in r.shares), mode)
+        modes[mode] = modes.get(mode, 0) + 1
+    return [table, f"{len(rows)} tensors: " + ", ".join(f"{m} {n}" for m, n in sorted(
+        modes.items()))]
