@@ -28,6 +28,12 @@ def test_inspect_two_models_reports_differences(tiny_dir, capsys):
     assert main(["inspect", str(a), str(b), "--json"]) == 0
     diff = json.loads(capsys.readouterr().out)["comparison"]
     assert not diff["mergeable"] and "model.layers.5.mlp.up_proj.weight" in diff["only_in_b"]
+    # three models (N parents): each compared with the first
+    c = save_model(build_model("llama", n_layers=4, seed=5), tiny_dir / "cmp-c")
+    assert main(["inspect", str(a), str(b), str(c), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)["compared"]
+    assert [x["comparison"]["mergeable"] for x in compared] == [False, True]
+    assert compared[1]["model"]["num_layers"] == 4
 
 
 def test_missing_model_is_one_line_error(tmp_path):

@@ -137,28 +137,34 @@ def real_model_cmd(
 @app.command("inspect")
 def inspect_cmd(
     model: str = typer.Argument(..., help="model folder or Hub id (org/name[@revision])"),
-    model2: str | None = typer.Argument(None, help="second model to compare"),
+    others: list[str] | None = typer.Argument(
+        None, help="models to compare with the first (N parents: each against it)"),
     as_json: AsJson = False,
     all_tensors: bool = typer.Option(False, "--all", help="list every tensor in the table"),
 ) -> None:
-    """Architecture, size, and every tensor's component, layer and block."""
+    """Architecture, size, and every tensor's component, layer and block; with more models,
+    what differs between each of them and the first (can they be merged)."""
     from .inspection import compare_models, comparison_summary, inspect_model, inspection_summary
     from .io import ModelSource
 
-    model, model2 = _ref(model), _ref(model2)
-    report = inspect_model(model)
-    if model2 is not None:
-        with ModelSource(model) as a, ModelSource(model2) as b:
-            report = {"model": report, "model2": inspect_model(model2),
-                      "comparison": compare_models(a, b)}
-    if as_json:
+    model, others = _ref(model), [_ref(o) for o in others or []]
+    first = inspect_model(model)
+    compared = []
+    for other in others:
+        with ModelSource(model) as a, ModelSource(other) as b:
+            compared.append({"model": inspect_model(other), "comparison": compare_models(a, b)})
+    if as_json:  # two models: the layout of `darwin inspect A B` before N parents
+        report = first if not compared else (
+            {"model": first, "model2": compared[0]["model"],
+             "comparison": compared[0]["comparison"]} if len(compared) == 1 else
+            {"model": first, "compared": compared})
         out.print_json(json.dumps(report))
         return
-    if model2 is None:
-        _print_all(inspection_summary(report, all_tensors))
-    else:
-        _print_all(inspection_summary(report["model"], all_tensors))
-        _print_all(comparison_summary(report["comparison"]))
+    _print_all(inspection_summary(first, all_tensors))
+    for index, other in enumerate(compared, start=2):
+        if len(compared) > 1:
+            out.print(f"[bold]model {index}[/bold] ({others[index - 2]}) against the first:")
+        _print_all(comparison_summary(other["comparison"]))
 
 
 @app.command("evolve")
