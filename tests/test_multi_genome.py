@@ -225,3 +225,49 @@ def test_plan_with_three_models_shows_each_parents_share(tiny_four, tmp_path, ca
     assert f"transplant_parent (model_1) {len(mlp)}" in capsys.readouterr().out
     assert main(["plan", "--genome", str(path)]) == 2
     assert "missing --father, --mother (or give --model N times)" in capsys.readouterr().err
+
+
+def test_a_three_model_merge_round_trips_through_mergekit_yaml(tiny_four, tmp_path, capsys):
+    """`darwin export-mergekit CHILD` of a three-model merge writes a three-model YAML whose
+    child (`--mergekit-config`) is the merge's: bit for bit for TIES with equal shares; to
+    float rounding for per-block pulls and per-parent scales, every tensor's weights exact
+    (the header says so). The genome file exports with --model; without it, one line."""
+    base, *parents = tiny_four
+    searched = MultiGenome(
+        parents=(ParentGenes(scale=1.3, block_0_ratio=0.9, attn_ratio=0.7),
+                 ParentGenes(scale=0.8, block_1_ratio=0.2),
+                 ParentGenes(scale=1.0, ffn_ratio=0.6)),
+        trim_density=0.6, sign_election=1.0, disjoint_mean=1.0)
+    for name, genome, exact in (
+            ("ties", MultiGenome.task_vectors(3, scale=1.1, trim_density=0.5,
+                                              sign_election=True, disjoint_mean=True), True),
+            ("searched", searched, False)):
+        ours = models_child(parents, base, genome, tmp_path / name)
+        exported = tmp_path / f"{name}.yaml"
+        assert main(["export-mergekit", str(tmp_path / name / "child"), "--out",
+                     str(exported)]) == 0
+        text = exported.read_text()
+        config = yaml.safe_load(text)
+        assert config["merge_method"] == "ties" and len(config["models"]) == 3
+        assert config["base_model"] == str(Path(base).resolve())
+        total = sum(1 for line in text.splitlines() if "float tensors get" in line)
+        assert total == 1 and "differ by" not in text
+        theirs = yaml_child(config, tmp_path / f"{name}-back")
+        for tensor in ours:
+            if exact:
+                assert torch.equal(ours[tensor], theirs[tensor]), tensor
+            else:
+                assert torch.allclose(ours[tensor], theirs[tensor], rtol=1e-5, atol=1e-6), tensor
+    genome_file = tmp_path / "searched" / "genome.yaml"
+    assert main(["export-mergekit", str(genome_file), *[a for p in parents
+                                                         for a in ("--model", str(p))]]) == 0
+    assert "merge_method: ties" in capsys.readouterr().out
+    assert main(["export-mergekit", str(genome_file)]) == 2
+    assert "give them with --model" in capsys.readouterr().err
+    again = models_child(parents, base, load_multi_genome(
+        tmp_path / "searched" / "child" / "darwin_merge.json"), tmp_path / "again")
+    assert all(torch.equal(again[n], ours[n]) for n in ours)  # the record redoes the merge
+    assert main(["merge", "--father", str(parents[0]), "--mother", str(parents[1]),
+                 "--genome", str(tmp_path / "searched" / "child" / "darwin_merge.json"),
+                 "--out", str(tmp_path / "wrong")]) == 2
+    assert "N-parent" in capsys.readouterr().err

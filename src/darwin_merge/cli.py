@@ -507,13 +507,27 @@ def export_mergekit_cmd(
     father: FatherOrNone = None,
     mother: MotherOrNone = None,
     base: Base = None,
+    models: list[str] | None = typer.Option(
+        None, "--model", help="an N-parent genome's models, in order (repeat it)",
+        show_default="the record's"),
 ) -> None:
     """Write the closest mergekit YAML for a darwin genome (approximate; its header says
-    what does not carry over). Models: the run's, or --father/--mother/--base."""
+    what does not carry over). Models: the run's, or --father/--mother/--base (N parents:
+    --model, repeated)."""
     from .io.files import write_text_atomic
     from .mergekit.export import export_mergekit, read_source
+    from .mergekit.export_multi import export_mergekit_multi, read_multi_source
 
-    text = export_mergekit(read_source(run, father, mother, base))
+    multi = read_multi_source(run, models, base)
+    if multi is not None:
+        _refuse_with_models(father=father, mother=mother)
+        text = export_mergekit_multi(multi.genome, multi.models, multi.base, multi.settings,
+                                     multi.dtype, multi.origin)
+    elif models:
+        raise UsageError(f"{run}: a two-parent genome or merge; give --father and --mother, "
+                         "not --model")
+    else:
+        text = export_mergekit(read_source(run, father, mother, base))
     if out_file is None:
         sys.stdout.write(text)
     else:

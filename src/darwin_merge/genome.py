@@ -259,6 +259,10 @@ def load_genome(path: str | Path) -> Genome:
         raise UsageError(f"{path}: not valid YAML ({first_line})") from exc
     if data is None:
         data = {}
+    if isinstance(data, dict) and (isinstance(data.get("parents"), list)
+                                   or data.get("parent_genes") is not None):
+        raise UsageError(f"{path}: an N-parent genome (or an N-parent merge's record): give "
+                         "its models with --model (docs/MERGE.md, \"N parents\")")
     if isinstance(data, dict) and isinstance(data.get("genome"), dict):
         data = data["genome"]
     if not isinstance(data, dict):

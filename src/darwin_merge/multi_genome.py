@@ -157,15 +157,22 @@ def multi_genome_from_dict(data: dict, source: str = "genome") -> MultiGenome:
 
 
 def load_multi_genome(path: str | Path) -> MultiGenome:
-    """An N-parent genome file (YAML with a `parents:` list)."""
+    """An N-parent genome file (YAML with a `parents:` list), or the darwin_merge.json of an
+    N-parent merge (its genome: `darwin merge --model ... --genome CHILD/darwin_merge.json`
+    makes that child again)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"{path}: cannot read the genome ({exc})") from exc
-    if not isinstance(data, dict) or "parents" not in data:
+    if isinstance(data, dict) and isinstance(data.get("parent_genes"), list):
+        # an N-parent merge's darwin_merge.json: its shared genes and each parent's
+        data = {**{k: v for k, v in data.get("genome", {}).items() if k != "genome_rule"},
+                "parents": data["parent_genes"]}
+    if not isinstance(data, dict) or not isinstance(data.get("parents"), list):
         raise UsageError(f"{path}: an N-parent genome is a mapping with a `parents:` list "
-                         "(one entry of genes per --model)")
+                         "(one entry of genes per --model), or an N-parent merge's "
+                         "darwin_merge.json")
     return multi_genome_from_dict(data, str(path))
 
 

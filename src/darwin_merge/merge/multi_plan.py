@@ -52,6 +52,14 @@ class SharesRow:
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def component(self) -> str:
+        return self.info.component
+
+    @property
+    def layer(self) -> int | None:
+        return self.info.layer
+
     def to_dict(self) -> dict:
         return {**self.info.to_dict(), "shape": list(self.shape), "shares": list(self.shares),
                 "mode": str(self.mode), "taken": self.taken}

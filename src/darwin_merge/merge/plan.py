@@ -73,6 +73,10 @@ class PlanRow:
         row["shape"] = list(self.shape)
         return row
 
+    @property
+    def info(self) -> TensorInfo:
+        return TensorInfo(self.name, self.component, self.layer, self.block, self.merge_kind)
+
 
 def final_ratio(genome_share: float, mri_ratio: float | None, mri_trust: float) -> float:
     """mri * trust + genome * (1 - trust); the genome alone without a scan."""

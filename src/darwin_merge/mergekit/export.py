@@ -20,7 +20,6 @@ import yaml
 from .. import __version__
 from ..arch import Taxonomy
 from ..arch.rules import CLIP_KINDS, MergeMode
-from ..arch.taxonomy import TensorInfo
 from ..errors import UsageError
 from ..genome import COMPONENT_FIELD, Genome, genome_hash, load_genome
 from ..io import ModelSource
@@ -59,7 +58,7 @@ def read_source(path: str | Path, father: str | None = None, mother: str | None 
                 base: str | None = None) -> ExportSource:
     """A RUN_DIR, a child folder, a darwin_merge.json or a genome YAML (then with
     --father/--mother); folders given here replace those the run recorded."""
-    path = _report_file(Path(path))
+    path = report_file(Path(path))
     record = _run_record(path)
     genome = load_genome(path)  # a darwin_merge.json's genome, or the genome file
     parents = record.parents if record else MergeParents()
@@ -73,13 +72,13 @@ def read_source(path: str | Path, father: str | None = None, mother: str | None 
         if chosen[role] is None:
             raise UsageError(f"{path}: a genome file names no models; give --father and "
                              "--mother (or a RUN_DIR / darwin_merge.json)")
-    folders = {role: _folder(value, role) for role, value in chosen.items() if value}
+    folders = {role: yaml_model(value, role) for role, value in chosen.items() if value}
     return ExportSource(genome, settings, folders["father"], folders["mother"],
                         folders.get("base"), options.scan, options.dtype,
                         str(path))
 
 
-def _report_file(path: Path) -> Path:
+def report_file(path: Path) -> Path:
     """A folder's darwin_merge.json (RUN_DIR/child/ or the child itself); a file as is."""
     if not path.is_dir():
         return path
@@ -98,7 +97,7 @@ def _run_record(path: Path) -> MergeRecord | None:
     return read_record(MergeRecord, path) if path.name == file_names.MERGE_RECORD else None
 
 
-def _folder(value, role: str) -> Path | ModelRef:
+def yaml_model(value, role: str) -> Path | ModelRef:
     """The model's absolute folder, or its Hub reference (named `org/name@commit` in the
     YAML, which mergekit reads as a revision)."""
     ref = resolve_model(value)
@@ -252,10 +251,18 @@ def _mismatches(config: dict, rows: list[PlanRow], weights: dict[str, tuple],
     mother's is darwin's own (v1/v2: the father's is 1 minus hers) or he is the base."""
     models = config_from_dict(config, "exported config").models
     entries = (models[0] if len(models) == 2 else None, models[-1])  # she comes last
+    return weight_gaps(entries, rows, weights, num_layers)
+
+
+def weight_gaps(entries: tuple, rows: list, weights: dict[str, tuple],
+                num_layers: int) -> list[float]:
+    """|exported - darwin| for each tensor (a plan's rows: two parents' or N's) whose
+    weights, read back from the config's model `entries` (aligned with each tensor's
+    `weights`; None where a parent is not written) as the importer reads them, miss
+    darwin's; an expected weight of None is not darwin's own and is not compared."""
     gaps = []
     for r in rows:
-        info = TensorInfo(r.name, r.component, r.layer, r.block, r.merge_kind)
-        t = layer_position(info, num_layers)
+        t = layer_position(r.info, num_layers)
         gap = 0.0
         for entry, expected in zip(entries, weights[r.name], strict=True):
             if expected is None or entry is None:
@@ -271,23 +278,30 @@ def _config_v3(source: ExportSource, method: str, settings: list, dtype: str) ->
     """A v3 genome's config: each parent's task-vector weights (`settings`: father's,
     mother's), lambda the larger scale; the father is the base when there is none."""
     genome = source.genome
-    densities = {"ties": (genome.trim_density,) * 2, "dare_ties": (genome.density_a,
-                                                                   genome.density_b)}
+    densities = {"ties": (genome.trim_density,) * 2,
+                 "dare_ties": (genome.density_a, genome.density_b)}.get(method)
+    return task_vector_config(method, (source.father, source.mother), settings, densities,
+                              source.base, genome.takes_disjoint_mean,
+                              max(genome.scale_a, genome.scale_b), dtype)
+
+
+def task_vector_config(method: str, parents: tuple, settings: list, densities: tuple | None,
+                       base, normalize: bool, scale: float, dtype: str) -> dict:
+    """A task-vector recipe's config over two parents or N: each parent's weights
+    (`settings`, in order) and density (None: the method has none), lambda `scale`; the
+    first parent is the base when there is none (its task vector is zero: not written)."""
     models = []
-    for index, (path, weight) in enumerate(zip((source.father, source.mother), settings,
-                                               strict=True)):
+    for index, (path, weight) in enumerate(zip(parents, settings, strict=True)):
         parameters = {"weight": weight}
-        if method in densities:
-            parameters["density"] = densities[method][index]
+        if densities is not None:
+            parameters["density"] = densities[index]
         models.append({"model": str(path), "parameters": parameters})
-    base = str(source.base) if source.base is not None else str(source.father)
-    if source.base is None:  # his task vector is zero
-        models = models[1:]
-    parameters = {"normalize": genome.takes_disjoint_mean, "lambda": max(genome.scale_a,
-                                                                         genome.scale_b)}
+    if base is None:
+        base, models = parents[0], models[1:]
+    parameters = {"normalize": normalize, "lambda": scale}
     if method == "dare_ties":
         parameters["rescale"] = True
-    return {"merge_method": method, "base_model": base, "models": models,
+    return {"merge_method": method, "base_model": str(base), "models": models,
             "parameters": parameters, "dtype": dtype}
 
 
@@ -329,16 +343,25 @@ def _weight_lines(genome: Genome) -> list[str]:
 
 
 def _not_carried_v3(genome: Genome, method: str) -> list[str]:
+    return not_carried_task_vectors(method, {"density_a": genome.density_a,
+                                             "density_b": genome.density_b},
+                                    genome.trim_density)
+
+
+def not_carried_task_vectors(method: str, densities: dict[str, float], trim_density: float
+                             ) -> list[str]:
+    """What a task-vector genome (v3, or N parents) loses in `method`: DARE's drop
+    (`densities`, by gene name) where the method has none, DARE's masks, the trim."""
     notes = []
-    dare = (genome.density_a, genome.density_b)
-    if method != "dare_ties" and min(dare) < 1.0:
-        notes.append(f"DARE's drop (density_a {genome.density_a}, density_b "
-                     f"{genome.density_b}): {method} has no random drop, written without it")
+    if method != "dare_ties" and min(densities.values()) < 1.0:
+        named = ", ".join(f"{name} {value}" for name, value in densities.items())
+        notes.append(f"DARE's drop ({named}): {method} has no random drop, written without it")
     if method == "dare_ties":
-        notes.append("DARE's masks: darwin seeds them from the genome hash, mergekit draws "
-                     "its own; darwin never drops entries of vectors (norms, biases)")
-    if method == "task_arithmetic" and genome.trim_density < 1.0:
-        notes.append(f"the magnitude trim (trim_density {genome.trim_density}): "
+        notes.append("DARE's masks: darwin draws them from its own seed (SHARED_DARE_SEED), "
+                     "mergekit draws its own; darwin never drops entries of vectors (norms, "
+                     "biases)")
+    if method == "task_arithmetic" and trim_density < 1.0:
+        notes.append(f"the magnitude trim (trim_density {trim_density}): "
                      "task_arithmetic has none, written without it")
     return notes
 
