@@ -267,6 +267,9 @@ def test_a_three_model_merge_round_trips_through_mergekit_yaml(tiny_four, tmp_pa
     again = models_child(parents, base, load_multi_genome(
         tmp_path / "searched" / "child" / "darwin_merge.json"), tmp_path / "again")
     assert all(torch.equal(again[n], ours[n]) for n in ours)  # the record redoes the merge
+    assert main(["card", str(tmp_path / "searched" / "child")]) == 2  # not a wrong card
+    assert "does not describe N parents yet" in capsys.readouterr().err
+    assert not (tmp_path / "searched" / "child" / "README.md").exists()
     assert main(["merge", "--father", str(parents[0]), "--mother", str(parents[1]),
                  "--genome", str(tmp_path / "searched" / "child" / "darwin_merge.json"),
                  "--out", str(tmp_path / "wrong")]) == 2

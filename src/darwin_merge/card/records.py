@@ -144,6 +144,9 @@ def read_records(child_dir: str | Path, run_dir: str | Path | None = None,
     if run is not None and not run.is_dir():
         raise UsageError(f"{run}: the run folder does not exist")
     merge = read_optional(MergeRecord, child_dir / file_names.MERGE_RECORD)
+    if merge is not None and merge.parent_genes is not None:
+        raise UsageError(f"{child_dir}: a child of {len(merge.parent_genes)} parents; the card "
+                         "does not describe N parents yet (its darwin_merge.json does)")
     summary = read_optional(SummaryRecord, run / file_names.SUMMARY) if run else None
     trials = read_optional(Trials, run / file_names.TRIALS) if run else None
     return RunRecords(
