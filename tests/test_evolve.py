@@ -634,9 +634,9 @@ def test_a_v3_search_starts_from_the_tuned_baselines_and_searches_their_genes(pa
 
 def test_cma_es_steps_as_far_as_the_best_seeds_lie_apart():
     """seed_spread: the RMS over genes of the seeds' standard deviation (by hand: genes
-    (0.2, 0.4) and (0.4, 0.4) give sqrt((0.02 + 0) / 2) = 0.1), clipped to SIGMA_RANGE; one
+    (0.2, 0.4) and (0.3, 0.4) give sqrt((0.005 + 0) / 2) = 0.05), clipped to SIGMA_RANGE; one
     seed: v2's step."""
-    assert phase2.seed_spread([[0.2, 0.4], [0.4, 0.4]]) == pytest.approx(0.1)
+    assert phase2.seed_spread([[0.2, 0.4], [0.3, 0.4]]) == pytest.approx(0.05)
     assert phase2.seed_spread([[0.5, 0.5]] * 3) == phase2.SIGMA_RANGE[0]
     assert phase2.seed_spread([[0.0, 1.0], [1.0, 0.0]]) == phase2.SIGMA_RANGE[1]
     assert phase2.seed_spread([[0.3, 0.3]]) == phase2.SIGMA0_V2
