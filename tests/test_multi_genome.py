@@ -196,7 +196,9 @@ def test_model_options_are_refused_in_one_line(tiny_four, tmp_path, capsys):
             (["--model", str(a)], "at least two --model"),
             (["--model", str(a), "--model", str(b), "--model", str(c), "--genome", str(two)],
              "genes for 2 parents and 3 --model"),
-            (["--model", str(a), "--model", str(b), "--disjoint-mean"], "--disjoint-mean")):
+            (["--model", str(a), "--model", str(b), "--disjoint-mean"], "--disjoint-mean"),
+            (["--model", str(a), "--model", str(b), "--transplant-low", "0.1"],
+             "--transplant-low: not used with --model")):
         assert main(["merge", *args, "--out", out]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, args

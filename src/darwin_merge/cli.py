@@ -411,7 +411,8 @@ def merge_cmd(
     if models:
         _refuse_with_models(father=father, mother=mother, scan=scan,
                             mergekit_config=mergekit_config, disjoint_mean=disjoint_mean,
-                            tokenizer_source=tokenizer_source != "union")
+                            tokenizer_source=tokenizer_source != "union",
+                            transplant_low=transplant_low != TRANSPLANT_LOW)
         if out_dir is None:
             raise UsageError("missing --out")
         path = _merge_multi(models, out_dir, base, genome, allow_pickle,
@@ -559,7 +560,8 @@ def plan_cmd(
 
     settings = _merge_settings(transplant_low, transplant_high, disjoint_mean, compute_dtype)
     if models:
-        _refuse_with_models(father=father, mother=mother, scan=scan, csv=as_csv)
+        _refuse_with_models(father=father, mother=mother, scan=scan, csv=as_csv,
+                            transplant_low=transplant_low != TRANSPLANT_LOW)
         _plan_multi(models, base, genome, settings, as_json)
         return
     missing = [f"--{k}" for k, v in (("father", father), ("mother", mother)) if v is None]
