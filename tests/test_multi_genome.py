@@ -276,3 +276,27 @@ def test_a_three_model_merge_round_trips_through_mergekit_yaml(tiny_four, tmp_pa
                  "--genome", str(tmp_path / "searched" / "child" / "darwin_merge.json"),
                  "--out", str(tmp_path / "wrong")]) == 2
     assert "N-parent" in capsys.readouterr().err
+
+
+def test_the_standard_recipes_merge_three_parents_in_memory(tiny_four):
+    """StandardMerger over three parents by role (bench_trio's baselines): task arithmetic
+    and TIES give the N-parent genome's child of the same recipe, tensor for tensor."""
+    from darwin_merge.arch import Taxonomy
+    from darwin_merge.mergekit.standard import StandardMerger, StandardRecipe
+
+    base, *parents = tiny_four
+    models = {role: load_file(Path(p) / "model.safetensors")
+              for role, p in zip([*model_roles(3), "base"], [*parents, base], strict=True)}
+    with ModelSourceOf(base) as source:
+        infos, config = Taxonomy(source.config).classify_all(source.specs()), source.config
+    merger = StandardMerger(models=models, infos=infos, config=config)
+    for recipe, genome in (
+            (StandardRecipe(method="task_arithmetic", scale=0.7),
+             MultiGenome.task_vectors(3, scale=0.7)),
+            (StandardRecipe(method="ties", scale=1.0, density=0.5),
+             MultiGenome.task_vectors(3, scale=1.0, trim_density=0.5, sign_election=True,
+                                      disjoint_mean=True))):
+        theirs = merger.state(recipe)
+        ours = merge_state_multi(models, model_roles(3), infos, genome)
+        assert set(theirs) == set(ours)
+        assert not [n for n in ours if not torch.equal(ours[n], theirs[n])], recipe.name
